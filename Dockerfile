@@ -1,0 +1,24 @@
+# syntax=docker/dockerfile:1
+# Build: docker build --build-arg VERSION=$(git describe --always) -t geminidb-patch-bot .
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/geminidb-patch-bot . \
+ && mkdir -p /out/data
+
+# distroless/static: CA certificates and tzdata, no shell, runs as nonroot (65532).
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/geminidb-patch-bot /usr/local/bin/geminidb-patch-bot
+COPY --from=build --chown=65532:65532 /out/data /data
+USER 65532:65532
+ENV BOT_STORE=/data/geminidb-patch.db \
+    BOT_HTTP_ADDR=:8080
+VOLUME ["/data"]
+EXPOSE 8080
+# No shell or curl in the image: the binary checks its own /healthz.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["/usr/local/bin/geminidb-patch-bot", "healthcheck"]
+ENTRYPOINT ["/usr/local/bin/geminidb-patch-bot"]

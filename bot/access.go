@@ -1,0 +1,158 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/slack-go/slack"
+)
+
+// access decides who may patch, where, and who may approve. User-group
+// members (IDs starting with S) are read through usergroups.users.list and
+// cached briefly.
+type access struct {
+	anyone         bool
+	users          map[string]bool
+	groups         []string
+	channels       map[string]bool
+	approverUsers  map[string]bool
+	approverGroups []string
+	api            *slack.Client
+	ttl            time.Duration
+	now            func() time.Time
+	mu             sync.Mutex
+	cache          map[string]groupMembers
+}
+
+type groupMembers struct {
+	members map[string]bool
+	fetched time.Time
+}
+
+func newAccess(allowed, channels, approvers []string, api *slack.Client, ttl time.Duration, now func() time.Time) *access {
+	a := &access{users: map[string]bool{}, channels: map[string]bool{}, approverUsers: map[string]bool{},
+		api: api, ttl: ttl, now: now, cache: map[string]groupMembers{}}
+	for _, u := range allowed {
+		switch {
+		case u == "*":
+			a.anyone = true
+		case strings.HasPrefix(u, "S"):
+			a.groups = append(a.groups, u)
+		default:
+			a.users[u] = true
+		}
+	}
+	for _, c := range channels {
+		a.channels[c] = true
+	}
+	for _, u := range approvers {
+		if strings.HasPrefix(u, "S") {
+			a.approverGroups = append(a.approverGroups, u)
+		} else {
+			a.approverUsers[u] = true
+		}
+	}
+	return a
+}
+
+// channelAllowed: an empty allowlist means any channel.
+func (a *access) channelAllowed(ch string) bool {
+	return len(a.channels) == 0 || a.channels[ch]
+}
+
+// staticUser answers from the configuration alone: allowed, or (when user
+// groups are configured) that a lookup is needed to decide.
+func (a *access) staticUser(user string) (allowed, needLookup bool) {
+	if a.anyone || a.users[user] {
+		return true, false
+	}
+	return false, len(a.groups) > 0
+}
+
+// userAllowed decides, reading user groups when needed.
+func (a *access) userAllowed(ctx context.Context, user string) (bool, error) {
+	if ok, need := a.staticUser(user); ok || !need {
+		return ok, nil
+	}
+	return a.inGroups(ctx, user, a.groups)
+}
+
+// isApprover tells whether user is one of BOT_APPROVERS (directly or by group).
+func (a *access) isApprover(ctx context.Context, user string) (bool, error) {
+	if a.approverUsers[user] {
+		return true, nil
+	}
+	return a.inGroups(ctx, user, a.approverGroups)
+}
+
+func (a *access) inGroups(ctx context.Context, user string, groups []string) (bool, error) {
+	for _, g := range groups {
+		members, err := a.members(ctx, g)
+		if err != nil {
+			return false, err
+		}
+		if members[user] {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (a *access) members(ctx context.Context, group string) (map[string]bool, error) {
+	a.mu.Lock()
+	c, ok := a.cache[group]
+	a.mu.Unlock()
+	if ok && a.now().Sub(c.fetched) < a.ttl {
+		return c.members, nil
+	}
+	ids, err := a.api.GetUserGroupMembersContext(ctx, group)
+	if err != nil {
+		return nil, fmt.Errorf("read members of user group %s: %w", group, err)
+	}
+	m := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		m[id] = true
+	}
+	a.mu.Lock()
+	a.cache[group] = groupMembers{members: m, fetched: a.now()}
+	a.mu.Unlock()
+	return m, nil
+}
+
+// limiter allows each user n commands per window (a sliding window).
+type limiter struct {
+	mu     sync.Mutex
+	n      int
+	window time.Duration
+	now    func() time.Time
+	hits   map[string][]time.Time
+}
+
+func newLimiter(n int, window time.Duration, now func() time.Time) *limiter {
+	if n <= 0 {
+		n = 10
+	}
+	return &limiter{n: n, window: window, now: now, hits: map[string][]time.Time{}}
+}
+
+// allow records a command by user and reports whether it is within the limit.
+func (l *limiter) allow(user string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	kept := l.hits[user][:0]
+	for _, t := range l.hits[user] {
+		if now.Sub(t) < l.window {
+			kept = append(kept, t)
+		}
+	}
+	if len(kept) >= l.n {
+		l.hits[user] = kept
+		return false
+	}
+	l.hits[user] = append(kept, now)
+	return true
+}

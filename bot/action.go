@@ -1,0 +1,369 @@
+package bot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/slack-go/slack"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/commands"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
+)
+
+// click is one button press, reduced to what the handlers need.
+type click struct {
+	action      string
+	requestID   string
+	user        string
+	channel     string
+	responseURL string
+	messageTS   string
+	retry       int
+}
+
+// onBlockAction handles a button press (after the ack).
+func (b *Bot) onBlockAction(ctx context.Context, cb slack.InteractionCallback, retry int) {
+	for _, act := range cb.ActionCallback.BlockActions {
+		c := click{
+			action: act.ActionID, requestID: act.Value, user: cb.User.ID, channel: cb.Channel.ID,
+			responseURL: cb.ResponseURL, messageTS: cb.Container.MessageTs, retry: retry,
+		}
+		if c.channel == "" {
+			c.channel = cb.Container.ChannelID
+		}
+		switch act.ActionID {
+		case ActionConfirm:
+			b.onConfirm(ctx, c)
+		case ActionCancel:
+			b.onCancel(ctx, c)
+		case ActionApprove:
+			b.onApprove(ctx, c)
+		case ActionReject:
+			b.onReject(ctx, c)
+		default:
+			b.log.Debug().Str("action_id", act.ActionID).Msg("unknown action ignored")
+		}
+	}
+}
+
+// load reads the request a button refers to and its plan; it answers the
+// clicker itself when that fails.
+func (b *Bot) load(ctx context.Context, c click) (store.Request, upgrade.Plan, bool) {
+	r, err := b.st.Get(c.requestID)
+	if errors.Is(err, store.ErrNotFound) {
+		b.tell(ctx, c.channel, c.user, fmt.Sprintf("I do not know the patch request `%s` any more; nothing was done. Run the command again.", esc(c.requestID)))
+		return r, upgrade.Plan{}, false
+	}
+	if err != nil {
+		b.log.Error().Err(err).Str("request_id", c.requestID).Msg("read request")
+		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Something went wrong (request %s); nothing was done.", esc(c.requestID)))
+		return r, upgrade.Plan{}, false
+	}
+	var p upgrade.Plan
+	if err := json.Unmarshal(r.Plan, &p); err != nil {
+		b.log.Error().Err(err).Str("request_id", r.ID).Msg("decode stored plan")
+		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Something went wrong (request %s); nothing was done.", r.ID))
+		return r, p, false
+	}
+	return r, p, true
+}
+
+func (c click) audit(r store.Request, p upgrade.Plan) auditInfo {
+	return auditInfo{RequestID: r.ID, User: c.user, Channel: r.Channel, Instances: targetIDs(p)}
+}
+
+func targetIDs(p upgrade.Plan) []string {
+	ids := make([]string, len(p.Targets))
+	for i, t := range p.Targets {
+		ids[i] = t.Instance.ID
+	}
+	return ids
+}
+
+// stateNote explains to a clicker why a request cannot take the click.
+func stateNote(r store.Request) string {
+	switch r.State {
+	case store.Submitting, store.Submitted, store.Done:
+		return fmt.Sprintf("Request `%s` was already confirmed; it is not submitted again.", r.ID)
+	case store.Cancelled:
+		return fmt.Sprintf("Request `%s` was cancelled; nothing was done.", r.ID)
+	case store.Rejected:
+		return fmt.Sprintf("Request `%s` was rejected; nothing was done.", r.ID)
+	case store.Expired:
+		return fmt.Sprintf("Request `%s` has expired; nothing was done. Run the command again for a fresh plan.", r.ID)
+	case store.AwaitingApproval:
+		return fmt.Sprintf("Request `%s` is waiting for an approver.", r.ID)
+	default:
+		return fmt.Sprintf("Request `%s` is %s.", r.ID, r.State)
+	}
+}
+
+// expireIfDue moves an open request past its TTL to expired and says so.
+func (b *Bot) expireIfDue(ctx context.Context, c click, r store.Request, p upgrade.Plan) bool {
+	if b.cfg.Now().Before(r.ExpiresAt) {
+		return false
+	}
+	r2, err := b.st.Transition(r.ID, []store.State{store.Planned, store.AwaitingApproval}, store.Expired, c.user, nil)
+	if err != nil {
+		b.tell(ctx, c.channel, c.user, stateNote(r))
+		return true
+	}
+	b.audit("expired", c.audit(r, p))
+	msg := fmt.Sprintf(":hourglass: Plan `%s` expired at %s UTC; nothing was patched. Run the command again for a fresh plan.", r.ID, r.ExpiresAt.UTC().Format("15:04"))
+	if c.action == ActionConfirm || c.action == ActionCancel {
+		_ = b.respond(ctx, c.responseURL, true, msg, noticeBlocks(msg))
+	} else {
+		b.updateMessage(ctx, r2.Channel, r2.ApprovalTS, msg, noticeBlocks(msg))
+		b.tell(ctx, c.channel, c.user, msg)
+	}
+	if r.State == store.AwaitingApproval && r.ResponseURL != "" {
+		_ = b.respond(ctx, r.ResponseURL, true, msg, noticeBlocks(msg))
+	}
+	return true
+}
+
+// onConfirm is the requester's Confirm: request approval, or patch.
+func (b *Bot) onConfirm(ctx context.Context, c click) {
+	r, p, ok := b.load(ctx, c)
+	if !ok {
+		return
+	}
+	a := c.audit(r, p)
+	if c.user != r.Requester {
+		b.audit("refused", a, "reason", "not the requester", "action", c.action)
+		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Only <@%s>, who asked for this plan, can confirm it.", r.Requester))
+		return
+	}
+	if r.State != store.Planned {
+		if c.retry == 0 {
+			b.tell(ctx, c.channel, c.user, stateNote(r))
+		}
+		return
+	}
+	if b.expireIfDue(ctx, c, r, p) {
+		return
+	}
+	if !b.checkDrift(ctx, c, r, p) {
+		return
+	}
+	if len(b.cfg.Approvers) > 0 {
+		b.requestApproval(ctx, c, r, p)
+		return
+	}
+	r, err := b.st.Transition(r.ID, []store.State{store.Planned}, store.Submitting, c.user, nil)
+	if err != nil {
+		// Lost the race (double click, redelivery, another replica): the
+		// winner submits; we do nothing.
+		b.log.Info().Str("request_id", c.requestID).Err(err).Msg("confirm lost the race; not submitting")
+		return
+	}
+	b.audit("confirmed", a)
+	b.submit(ctx, r, p, c.responseURL)
+}
+
+// checkDrift looks the planned instances up again. When any changed since
+// the plan was shown it refuses, retires the old plan and shows a fresh one:
+// nobody approved patching what the instances are now.
+func (b *Bot) checkDrift(ctx context.Context, c click, r store.Request, p upgrade.Plan) bool {
+	ids := targetIDs(p)
+	res, err := b.db.Resolve(ctx, ids)
+	if err != nil {
+		b.log.Error().Err(err).Str("request_id", r.ID).Msg("re-check instances before patching")
+		b.tell(ctx, c.channel, c.user, "I could not re-check the instances before patching, so nothing was done; click again to retry.\n"+b.userError(err, r.ID))
+		return false
+	}
+	current := map[string]upgrade.Instance{}
+	for _, id := range ids {
+		if inst, ok := res.Found[id]; ok {
+			current[id] = inst
+		}
+	}
+	drift := p.Drift(current)
+	if len(drift) == 0 {
+		return true
+	}
+	if _, err := b.st.Transition(r.ID, []store.State{store.Planned, store.AwaitingApproval}, store.Cancelled, c.user, nil); err != nil {
+		return false
+	}
+	b.audit("refused", c.audit(r, p), "reason", "instances changed since the plan", "drift", drift)
+	lines := ""
+	for _, d := range drift {
+		lines += "\n• " + esc(d)
+	}
+	note := fmt.Sprintf("Plan `%s` was not submitted because instances changed since it was shown:%s\nHere is a fresh plan; review it before confirming.", r.ID, lines)
+	msg := fmt.Sprintf(":warning: Plan `%s` was not submitted: instances changed since it was shown. A fresh plan was offered to <@%s>.", r.ID, r.Requester)
+	if r.State == store.AwaitingApproval {
+		b.updateMessage(ctx, r.Channel, r.ApprovalTS, msg, noticeBlocks(msg))
+	}
+	req, err := commands.Parse(r.Text)
+	if err != nil {
+		req = commands.Request{Kind: commands.KindPatch, Instances: p.Refs, Force: r.Force}
+	}
+	cmd := slack.SlashCommand{UserID: r.Requester, ChannelID: r.Channel, ResponseURL: r.ResponseURL, Command: b.cfg.Command}
+	if c.user == r.Requester && c.responseURL != "" {
+		cmd.ResponseURL = c.responseURL
+	}
+	b.runPlan(ctx, newID("r-"), cmd, req, note)
+	return false
+}
+
+// requestApproval turns the requester's confirm into an approval request.
+func (b *Bot) requestApproval(ctx context.Context, c click, r store.Request, p upgrade.Plan) {
+	r, err := b.st.Transition(r.ID, []store.State{store.Planned}, store.AwaitingApproval, c.user, nil)
+	if err != nil {
+		return
+	}
+	a := c.audit(r, p)
+	_, ts, err := b.api.PostMessageContext(ctx, r.Channel,
+		slack.MsgOptionText(fmt.Sprintf("<@%s> asks for approval to patch %s (request %s)", r.Requester, plural(len(p.Targets), "GeminiDB instance"), r.ID), false),
+		slack.MsgOptionBlocks(approvalBlocks(r, p, b.cfg.Approvers)...))
+	if err != nil {
+		b.log.Error().Err(err).Str("request_id", r.ID).Msg("post approval request")
+		_, _ = b.st.Transition(r.ID, []store.State{store.AwaitingApproval}, store.Planned, c.user, nil)
+		_ = b.respond(ctx, c.responseURL, false, fmt.Sprintf("I could not post the approval request in this channel (%s); nothing was done. Is the bot a member of the channel?", esc(slackErrorCode(err))), nil)
+		return
+	}
+	if _, err := b.st.Update(r.ID, func(x *store.Request) error { x.ApprovalTS = ts; return nil }); err != nil {
+		b.log.Error().Err(err).Str("request_id", r.ID).Msg("store approval message ts")
+	}
+	b.audit("approval_requested", a, "approvers", b.cfg.Approvers)
+	msg := fmt.Sprintf(":raised_hand: Plan `%s` is waiting for approval by %s. Nothing is patched until an approver approves.", r.ID, mentionList(b.cfg.Approvers))
+	_ = b.respond(ctx, c.responseURL, true, msg, noticeBlocks(msg))
+}
+
+// onApprove is an approver's Approve: the batch call, exactly once.
+func (b *Bot) onApprove(ctx context.Context, c click) {
+	r, p, ok := b.load(ctx, c)
+	if !ok {
+		return
+	}
+	a := c.audit(r, p)
+	if !b.mayApprove(ctx, c, r, a) {
+		return
+	}
+	if r.State != store.AwaitingApproval {
+		if c.retry == 0 {
+			b.tell(ctx, c.channel, c.user, stateNote(r))
+		}
+		return
+	}
+	if b.expireIfDue(ctx, c, r, p) {
+		return
+	}
+	if !b.checkDrift(ctx, c, r, p) {
+		return
+	}
+	r, err := b.st.Transition(r.ID, []store.State{store.AwaitingApproval}, store.Approved, c.user, func(x *store.Request) { x.Approver = c.user })
+	if err != nil {
+		return // another approver (or a second click) won
+	}
+	b.audit("approved", a, "requester", r.Requester)
+	r, err = b.st.Transition(r.ID, []store.State{store.Approved}, store.Submitting, c.user, nil)
+	if err != nil {
+		return
+	}
+	msg := fmt.Sprintf(":white_check_mark: <@%s> approved <@%s>'s request `%s` to patch %s.", c.user, r.Requester, r.ID, plural(len(p.Targets), "instance"))
+	b.updateMessage(ctx, r.Channel, r.ApprovalTS, msg, noticeBlocks(msg))
+	b.submit(ctx, r, p, r.ResponseURL)
+}
+
+// onReject is an approver's Reject: nothing is patched, the requester is told.
+func (b *Bot) onReject(ctx context.Context, c click) {
+	r, p, ok := b.load(ctx, c)
+	if !ok {
+		return
+	}
+	a := c.audit(r, p)
+	if !b.mayApprove(ctx, c, r, a) {
+		return
+	}
+	r, err := b.st.Transition(r.ID, []store.State{store.AwaitingApproval}, store.Rejected, c.user, func(x *store.Request) { x.Approver = c.user })
+	if err != nil {
+		if c.retry == 0 {
+			b.tell(ctx, c.channel, c.user, stateNote(r))
+		}
+		return
+	}
+	b.audit("rejected", a, "requester", r.Requester)
+	msg := fmt.Sprintf(":no_entry: <@%s> rejected <@%s>'s request `%s`; nothing was patched.", c.user, r.Requester, r.ID)
+	b.updateMessage(ctx, r.Channel, r.ApprovalTS, msg, noticeBlocks(msg))
+	b.tell(ctx, r.Channel, r.Requester, fmt.Sprintf("Your patch request `%s` was rejected by <@%s>; nothing was patched.", r.ID, c.user))
+	if r.ResponseURL != "" {
+		_ = b.respond(ctx, r.ResponseURL, true, msg, noticeBlocks(msg))
+	}
+}
+
+// mayApprove tells whether the clicker may decide on r, and refuses them if not.
+func (b *Bot) mayApprove(ctx context.Context, c click, r store.Request, a auditInfo) bool {
+	if len(b.cfg.Approvers) == 0 {
+		b.tell(ctx, c.channel, c.user, "Approval is not configured (BOT_APPROVERS is empty).")
+		return false
+	}
+	if c.user == r.Requester {
+		b.audit("refused", a, "reason", "requester cannot approve own request", "action", c.action)
+		b.tell(ctx, c.channel, c.user, "You cannot approve or reject your own request: another approver must decide.")
+		return false
+	}
+	ok, err := b.access.isApprover(ctx, c.user)
+	if err != nil {
+		b.log.Error().Err(err).Str("request_id", r.ID).Msg("check approver")
+		b.tell(ctx, c.channel, c.user, "I could not check whether you are an approver (Slack user groups could not be read); nothing was done. Try again.")
+		return false
+	}
+	if !ok {
+		b.audit("refused", a, "reason", "not an approver", "action", c.action)
+		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Only an approver (%s) can approve or reject this request.", mentionList(b.cfg.Approvers)))
+		return false
+	}
+	return true
+}
+
+// onCancel is the requester's Cancel: nothing is called.
+func (b *Bot) onCancel(ctx context.Context, c click) {
+	r, p, ok := b.load(ctx, c)
+	if !ok {
+		return
+	}
+	a := c.audit(r, p)
+	if c.user != r.Requester {
+		b.audit("refused", a, "reason", "not the requester", "action", c.action)
+		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Only <@%s>, who asked for this plan, can cancel it.", r.Requester))
+		return
+	}
+	r, err := b.st.Transition(r.ID, []store.State{store.Planned, store.AwaitingApproval}, store.Cancelled, c.user, nil)
+	if err != nil {
+		cur, _ := b.st.Get(c.requestID)
+		if c.retry == 0 {
+			b.tell(ctx, c.channel, c.user, stateNote(cur))
+		}
+		return
+	}
+	b.audit("cancelled", a)
+	msg := fmt.Sprintf(":no_entry_sign: Plan `%s` cancelled; nothing was patched.", r.ID)
+	_ = b.respond(ctx, c.responseURL, true, msg, noticeBlocks(msg))
+	if r.ApprovalTS != "" {
+		b.updateMessage(ctx, r.Channel, r.ApprovalTS, msg, noticeBlocks(msg))
+	}
+}
+
+// updateMessage edits a channel message, logging (not failing) on error.
+func (b *Bot) updateMessage(ctx context.Context, channel, ts, text string, blocks []slack.Block) {
+	if channel == "" || ts == "" {
+		return
+	}
+	if _, _, _, err := b.api.UpdateMessageContext(ctx, channel, ts, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...)); err != nil {
+		b.log.Warn().Err(err).Str("channel", channel).Str("ts", ts).Msg("update message failed")
+	}
+}
+
+// slackErrorCode returns Slack's error code (e.g. not_in_channel) of err.
+func slackErrorCode(err error) string {
+	var se slack.SlackErrorResponse
+	if errors.As(err, &se) {
+		return se.Err
+	}
+	return err.Error()
+}

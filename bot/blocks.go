@@ -1,0 +1,445 @@
+package bot
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/slack-go/slack"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
+)
+
+// Button action IDs: part of the contract with Slack (DESIGN.md).
+const (
+	ActionConfirm = "patch_confirm"
+	ActionCancel  = "patch_cancel"
+	ActionApprove = "patch_approve"
+	ActionReject  = "patch_reject"
+)
+
+// Slack's limits (api.slack.com/reference/block-kit): a message holds at most
+// 50 blocks and a section's text at most 3,000 characters. We stay below both
+// with a margin so that escaping and a footer never tip a message over.
+const (
+	maxSectionChars = 2900
+	maxListSections = 12 // list sections in one message; the rest is summarised
+	maxMessageChars = 3000
+)
+
+// esc escapes the three characters Slack's mrkdwn treats as control characters.
+func esc(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+func mrkdwn(text string) *slack.TextBlockObject {
+	return slack.NewTextBlockObject(slack.MarkdownType, text, false, false)
+}
+
+func plain(text string) *slack.TextBlockObject {
+	return slack.NewTextBlockObject(slack.PlainTextType, text, false, false)
+}
+
+func section(text string) *slack.SectionBlock {
+	return slack.NewSectionBlock(mrkdwn(text), nil, nil)
+}
+
+func contextBlock(text string) *slack.ContextBlock {
+	return slack.NewContextBlock("", mrkdwn(text))
+}
+
+// listSections packs lines into as few sections as fit Slack's text limit,
+// at most maxSections; lines that do not fit are counted in a final "…and N
+// more" line followed by more (e.g. "see the thread").
+func listSections(title string, lines []string, maxSections int, more string) []slack.Block {
+	var blocks []slack.Block
+	var b strings.Builder
+	b.WriteString(title)
+	flush := func() {
+		if b.Len() > 0 {
+			blocks = append(blocks, section(b.String()))
+			b.Reset()
+		}
+	}
+	for i, line := range lines {
+		if len(line) > maxSectionChars-100 {
+			line = line[:maxSectionChars-100] + "…"
+		}
+		if b.Len()+len(line)+1 > maxSectionChars {
+			if len(blocks) == maxSections-1 {
+				rest := len(lines) - i
+				b.WriteString(fmt.Sprintf("\n…and %d more%s", rest, more))
+				flush()
+				return blocks
+			}
+			flush()
+		}
+		if b.Len() > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString(line)
+	}
+	flush()
+	return blocks
+}
+
+// engineCounts renders "cassandra 13, influxdb 10" in the order engines first appear.
+func engineCounts(targets []upgrade.Target) string {
+	var order []string
+	n := map[string]int{}
+	for _, t := range targets {
+		if n[t.Instance.Engine] == 0 {
+			order = append(order, t.Instance.Engine)
+		}
+		n[t.Instance.Engine]++
+	}
+	parts := make([]string, len(order))
+	for i, e := range order {
+		parts[i] = fmt.Sprintf("%s %d", e, n[e])
+	}
+	return strings.Join(parts, ", ")
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, word)
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+func targetLine(t upgrade.Target) string {
+	inst := t.Instance
+	window := inst.MaintenanceWindow
+	if window == "" {
+		window = "none"
+	} else {
+		window += " UTC"
+	}
+	line := fmt.Sprintf("• *%s* `%s` — %s %s, %s, patch available, window %s",
+		esc(inst.Name), esc(inst.ID), esc(inst.Engine), esc(inst.Version), esc(inst.Status), esc(window))
+	if t.Warning != "" {
+		line += " :warning: " + esc(t.Warning)
+	}
+	return line
+}
+
+func skipLine(s upgrade.Skip) string {
+	name := "`" + esc(s.Ref) + "`"
+	if s.Instance != nil && s.Instance.Name != "" && s.Instance.Name != s.Ref {
+		name = fmt.Sprintf("*%s* `%s`", esc(s.Instance.Name), esc(s.Instance.ID))
+	}
+	return fmt.Sprintf("• %s — %s", name, esc(s.Reason))
+}
+
+// PlanView is what the plan message shows besides the plan itself.
+type PlanView struct {
+	RequestID string
+	DryRun    bool
+	Approval  bool      // confirming requests approval instead of patching
+	ExpiresAt time.Time // when the buttons stop working
+	Note      string    // shown above the plan, e.g. why a fresh plan replaced an old one
+}
+
+// planBlocks renders the ephemeral plan: what will be patched, what is
+// skipped and why, and Confirm/Cancel when something is patchable.
+func planBlocks(p upgrade.Plan, v PlanView) []slack.Block {
+	var blocks []slack.Block
+	if v.Note != "" {
+		blocks = append(blocks, section(":information_source: "+v.Note))
+	}
+	head := fmt.Sprintf("*GeminiDB patch plan* `%s`\n%s to patch", v.RequestID, plural(len(p.Targets), "instance"))
+	if len(p.Targets) > 0 {
+		head += " (" + engineCounts(p.Targets) + ") in " + plural(len(p.Batches), "batch call")
+	}
+	head += ", " + fmt.Sprintf("%d skipped.", len(p.Skipped))
+	if v.DryRun {
+		head += "\n*Dry run:* nothing will be patched."
+	}
+	blocks = append(blocks, section(head))
+	if len(p.Targets) > 0 {
+		lines := make([]string, len(p.Targets))
+		for i, t := range p.Targets {
+			lines[i] = targetLine(t)
+		}
+		blocks = append(blocks, listSections("*Will be patched*\n", lines, maxListSections, " (the thread lists every instance after confirmation)")...)
+	}
+	if len(p.Skipped) > 0 {
+		lines := make([]string, len(p.Skipped))
+		for i, s := range p.Skipped {
+			lines[i] = skipLine(s)
+		}
+		blocks = append(blocks, listSections("*Skipped*\n", lines, 6, "")...)
+	}
+	if w := warningCount(p); w > 0 {
+		blocks = append(blocks, contextBlock(fmt.Sprintf(":warning: %s will be patched outside their maintenance window (--force).", plural(w, "instance"))))
+	}
+	switch {
+	case v.DryRun:
+		blocks = append(blocks, contextBlock("Run the command again without --dry-run to patch."))
+	case !p.Patchable():
+		blocks = append(blocks, contextBlock("Nothing can be patched, so there is nothing to confirm."))
+	default:
+		confirmText := "Patch now"
+		label := fmt.Sprintf("Patch %s", plural(len(p.Targets), "instance"))
+		dialog := fmt.Sprintf("The patch starts immediately on %s and cannot be stopped from Slack.", plural(len(p.Targets), "instance"))
+		if v.Approval {
+			confirmText = "Request approval"
+			label = "Request approval"
+			dialog = fmt.Sprintf("An approver will be asked to approve patching %s.", plural(len(p.Targets), "instance"))
+		}
+		confirm := slack.NewButtonBlockElement(ActionConfirm, v.RequestID, plain(label)).
+			WithStyle(slack.StyleDanger).
+			WithConfirm(slack.NewConfirmationBlockObject(plain("Patch GeminiDB instances?"), plain(dialog), plain(confirmText), plain("Back")))
+		cancel := slack.NewButtonBlockElement(ActionCancel, v.RequestID, plain("Cancel"))
+		blocks = append(blocks, slack.NewActionBlock("plan_actions", confirm, cancel))
+		if !v.ExpiresAt.IsZero() {
+			blocks = append(blocks, contextBlock(fmt.Sprintf("This plan can be confirmed until %s UTC.", v.ExpiresAt.UTC().Format("15:04"))))
+		}
+	}
+	return blocks
+}
+
+func warningCount(p upgrade.Plan) int {
+	n := 0
+	for _, t := range p.Targets {
+		if t.Warning != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// noticeBlocks is a one-section message, used to replace a plan once it is
+// decided (cancelled, expired, submitted) so its buttons disappear.
+func noticeBlocks(text string) []slack.Block {
+	return []slack.Block{section(text)}
+}
+
+// approvalBlocks renders the channel message that asks an approver to approve.
+func approvalBlocks(r store.Request, p upgrade.Plan, approvers []string) []slack.Block {
+	head := fmt.Sprintf(":raised_hand: <@%s> asks to patch %s (%s) — request `%s`.\nApprovers: %s. The requester cannot approve their own request.",
+		r.Requester, plural(len(p.Targets), "GeminiDB instance"), engineCounts(p.Targets), r.ID, mentionList(approvers))
+	blocks := []slack.Block{section(head)}
+	lines := make([]string, len(p.Targets))
+	for i, t := range p.Targets {
+		lines[i] = targetLine(t)
+	}
+	blocks = append(blocks, listSections("", lines, maxListSections, "")...)
+	if w := warningCount(p); w > 0 {
+		blocks = append(blocks, contextBlock(fmt.Sprintf(":warning: %s outside their maintenance window (--force).", plural(w, "instance is"))))
+	}
+	approve := slack.NewButtonBlockElement(ActionApprove, r.ID, plain("Approve")).WithStyle(slack.StylePrimary).
+		WithConfirm(slack.NewConfirmationBlockObject(plain("Approve the patch?"), plain(fmt.Sprintf("The patch starts immediately on %s.", plural(len(p.Targets), "instance"))), plain("Approve and patch"), plain("Back")))
+	reject := slack.NewButtonBlockElement(ActionReject, r.ID, plain("Reject")).WithStyle(slack.StyleDanger)
+	blocks = append(blocks, slack.NewActionBlock("approval_actions", approve, reject))
+	if !r.ExpiresAt.IsZero() {
+		blocks = append(blocks, contextBlock(fmt.Sprintf("Can be approved until %s UTC.", r.ExpiresAt.UTC().Format("15:04"))))
+	}
+	return blocks
+}
+
+// mentionList renders user IDs as mentions and user-group IDs (S…) as group mentions.
+func mentionList(ids []string) string {
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		if strings.HasPrefix(id, "S") {
+			parts[i] = "<!subteam^" + id + ">"
+		} else {
+			parts[i] = "<@" + id + ">"
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Counts is how a request's instances stand.
+type Counts struct {
+	Running, Completed, Failed, NotSubmitted, Unfollowed int
+}
+
+// countJobs derives the counts from the batch results and the tracked jobs.
+func countJobs(results []upgrade.UpgradeResult, jobs []store.Job) Counts {
+	var c Counts
+	for _, r := range results {
+		if !r.Submitted() {
+			c.NotSubmitted++
+		}
+	}
+	for _, j := range jobs {
+		switch {
+		case j.Status == upgrade.JobCompleted:
+			c.Completed++
+		case j.Status == upgrade.JobFailed:
+			c.Failed++
+		case j.GaveUp:
+			c.Unfollowed++
+		default:
+			c.Running++
+		}
+	}
+	return c
+}
+
+func (c Counts) String() string {
+	s := fmt.Sprintf("running %d · completed %d · failed %d · not submitted %d", c.Running, c.Completed, c.Failed, c.NotSubmitted)
+	if c.Unfollowed > 0 {
+		s += fmt.Sprintf(" · no longer followed %d", c.Unfollowed)
+	}
+	return s
+}
+
+// ParentView is what the channel (parent) message shows.
+type ParentView struct {
+	Request  store.Request
+	Plan     upgrade.Plan
+	Counts   *Counts // nil before the batch calls answered
+	Finished bool
+}
+
+// parentBlocks renders the channel message: who patches how many instances
+// of which engine, the --force acknowledgement, and the counts.
+func parentBlocks(v ParentView) []slack.Block {
+	r, p := v.Request, v.Plan
+	head := fmt.Sprintf(":wrench: <@%s> is patching %s (%s) — request `%s`.",
+		r.Requester, plural(len(p.Targets), "GeminiDB instance"), engineCounts(p.Targets), r.ID)
+	if v.Finished {
+		head = fmt.Sprintf(":white_check_mark: <@%s> patched %s (%s) — request `%s`, finished.",
+			r.Requester, plural(len(p.Targets), "GeminiDB instance"), engineCounts(p.Targets), r.ID)
+	}
+	if r.Approver != "" {
+		head += fmt.Sprintf(" Approved by <@%s>.", r.Approver)
+	}
+	blocks := []slack.Block{section(head)}
+	if w := warningCount(p); w > 0 {
+		var names []string
+		for _, t := range p.Targets {
+			if t.Warning != "" {
+				names = append(names, "`"+esc(t.Instance.Name)+"`")
+			}
+		}
+		list := strings.Join(names, ", ")
+		if len(list) > 1500 {
+			list = list[:1500] + "…"
+		}
+		blocks = append(blocks, section(fmt.Sprintf(":warning: *Forced outside the maintenance window* (--force acknowledged by <@%s>): %s", r.Requester, list)))
+	}
+	status := "Submitting…"
+	if v.Counts != nil {
+		status = v.Counts.String()
+	}
+	blocks = append(blocks, contextBlock(status+" · details in the thread"))
+	return blocks
+}
+
+// parentText is the notification text of the parent message.
+func parentText(v ParentView) string {
+	return fmt.Sprintf("<@%s> is patching %s (request %s)", v.Request.Requester, plural(len(v.Plan.Targets), "GeminiDB instance"), v.Request.ID)
+}
+
+// resultLines renders one line per instance of the batch answers: its job
+// ID, or its error code and message verbatim.
+func resultLines(p upgrade.Plan, results []upgrade.UpgradeResult) []string {
+	names := map[string]string{}
+	for _, t := range p.Targets {
+		names[t.Instance.ID] = t.Instance.Name
+	}
+	lines := make([]string, len(results))
+	for i, r := range results {
+		who := fmt.Sprintf("*%s* `%s`", esc(names[r.InstanceID]), esc(r.InstanceID))
+		if r.Submitted() {
+			lines[i] = fmt.Sprintf(":large_blue_circle: %s — job `%s`", who, esc(r.JobID))
+		} else {
+			lines[i] = fmt.Sprintf(":x: %s — `%s` %s", who, esc(r.ErrorCode), esc(r.ErrorMessage))
+		}
+	}
+	return lines
+}
+
+// messages splits lines into whole messages (each a list of blocks within
+// Slack's limits), so a long list becomes several thread replies and nothing
+// is cut off.
+func messages(title string, lines []string) [][]slack.Block {
+	var out [][]slack.Block
+	var cur []slack.Block
+	var b strings.Builder
+	b.WriteString(title)
+	flush := func() {
+		if b.Len() > 0 {
+			cur = append(cur, section(b.String()))
+			b.Reset()
+		}
+		if len(cur) >= 10 {
+			out = append(out, cur)
+			cur = nil
+		}
+	}
+	for _, line := range lines {
+		if len(line) > maxSectionChars-10 {
+			line = line[:maxSectionChars-10] + "…"
+		}
+		if b.Len()+len(line)+1 > maxSectionChars {
+			flush()
+		}
+		if b.Len() > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString(line)
+	}
+	flush()
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// jobLine renders one finished (or abandoned) job for its thread reply.
+func jobLine(j store.Job) string {
+	who := fmt.Sprintf("*%s* `%s`", esc(j.InstanceName), esc(j.InstanceID))
+	took := ""
+	if !j.Started.IsZero() && !j.Ended.IsZero() {
+		took = ", took " + j.Ended.Sub(j.Started).Round(time.Second).String()
+	}
+	switch {
+	case j.Status == upgrade.JobCompleted:
+		return fmt.Sprintf(":white_check_mark: %s — job `%s` Completed%s.", who, esc(j.ID), took)
+	case j.Status == upgrade.JobFailed:
+		reason := j.FailReason
+		if reason == "" {
+			reason = "no reason given"
+		}
+		return fmt.Sprintf(":x: %s — job `%s` Failed%s: %s", who, esc(j.ID), took, esc(reason))
+	default:
+		return fmt.Sprintf(":hourglass: %s — job `%s` stopped being followed after %s (last status %q %s); check the console.",
+			who, esc(j.ID), time.Since(j.SubmittedAt).Round(time.Minute), esc(j.Status), esc(j.Progress))
+	}
+}
+
+// summaryLines renders the final report: each instance's version before → after.
+func summaryLines(r store.Request, jobs []store.Job, after map[string]upgrade.Instance) []string {
+	sorted := append([]store.Job(nil), jobs...)
+	sort.SliceStable(sorted, func(i, k int) bool { return sorted[i].InstanceName < sorted[k].InstanceName })
+	lines := make([]string, 0, len(sorted))
+	for _, j := range sorted {
+		now := "unknown"
+		if inst, ok := after[j.InstanceID]; ok {
+			now = inst.Version
+			if inst.WholeVersion != "" {
+				now = inst.WholeVersion
+			}
+		}
+		mark := ":white_check_mark:"
+		if j.Status != upgrade.JobCompleted {
+			mark = ":x:"
+		}
+		lines = append(lines, fmt.Sprintf("%s *%s* `%s`: %s → %s (%s)", mark, esc(j.InstanceName), esc(j.InstanceID), esc(orDash(j.VersionBefore)), esc(now), esc(orDash(j.Status))))
+	}
+	return lines
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "–"
+	}
+	return s
+}

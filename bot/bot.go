@@ -1,0 +1,368 @@
+// Package bot is the Slack side of geminidb-patch-bot: the Socket Mode loop,
+// the slash command and button handlers, the Block Kit messages, the
+// two-person approval and the job follower. Slack types stop here.
+package bot
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/slack-go/slack"
+	"github.com/slack-go/slack/socketmode"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
+)
+
+// Command is the slash command the bot answers; manifest.yml declares the same.
+const Command = "/geminidb-patch"
+
+// GeminiDB is what the bot needs from the GeminiDB API (upgrade.Client).
+type GeminiDB interface {
+	Plan(ctx context.Context, refs []string, opts upgrade.PlanOptions) (upgrade.Plan, error)
+	Resolve(ctx context.Context, refs []string) (upgrade.Resolution, error)
+	BatchUpgrade(ctx context.Context, ids []string) ([]upgrade.UpgradeResult, error)
+	Job(ctx context.Context, id string) (upgrade.Job, error)
+	AllInstances(ctx context.Context, datastoreType string) ([]upgrade.Instance, error)
+}
+
+// Store is the durable state the bot keeps (store.Bolt).
+type Store interface {
+	Create(r store.Request) error
+	Get(id string) (store.Request, error)
+	Transition(id string, from []store.State, to store.State, user string, mutate func(*store.Request)) (store.Request, error)
+	Update(id string, mutate func(*store.Request) error) (store.Request, error)
+	List(states ...store.State) ([]store.Request, error)
+	PutJob(j store.Job) error
+	Job(id string) (store.Job, error)
+	UpdateJob(id string, mutate func(*store.Job) error) (store.Job, error)
+	Jobs(requestID string) ([]store.Job, error)
+	ActiveJobs() ([]store.Job, error)
+}
+
+var (
+	_ GeminiDB = (*upgrade.Client)(nil)
+	_ Store    = (*store.Bolt)(nil)
+)
+
+// Config is the bot's behaviour, filled from the environment by main.
+type Config struct {
+	Command         string   // the slash command, "/geminidb-patch"
+	ProjectID       string   // shown in messages
+	BatchEngines    []string // engines the batch API accepts
+	AllowedUsers    []string // user IDs, user-group IDs (S…) or "*"
+	AllowedChannels []string // channel IDs; empty = any
+	Approvers       []string // user or user-group IDs; empty = the requester confirms
+	ConfirmTTL      time.Duration
+	PollInterval    time.Duration
+	FollowFor       time.Duration // how long a job is followed before the bot gives up
+	CommandsPerMin  int           // per user
+	MaxOpenPlans    int           // per user
+	Workers         int           // slow work running at once; default 8
+	QueueSize       int           // slow work waiting; default 64
+	GroupCacheTTL   time.Duration // user-group membership cache; default 1m
+	Now             func() time.Time
+}
+
+// Bot is the running Slack bot.
+type Bot struct {
+	cfg     Config
+	api     *slack.Client
+	sm      *socketmode.Client
+	db      GeminiDB
+	st      Store
+	log     zerolog.Logger
+	metrics *Metrics
+	access  *access
+	limiter *limiter
+
+	work      chan func(context.Context)
+	connected atomic.Bool
+	seen      *recentSet // slash command redeliveries
+	inflight  sync.WaitGroup
+}
+
+// New builds a bot. api must carry the bot token (and the app token for
+// Socket Mode); sm is the Socket Mode client built on api.
+func New(cfg Config, api *slack.Client, sm *socketmode.Client, db GeminiDB, st Store, log zerolog.Logger, m *Metrics) *Bot {
+	if cfg.Command == "" {
+		cfg.Command = Command
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 8
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = 64
+	}
+	if cfg.GroupCacheTTL <= 0 {
+		cfg.GroupCacheTTL = time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 30 * time.Second
+	}
+	if cfg.FollowFor <= 0 {
+		cfg.FollowFor = 6 * time.Hour
+	}
+	if cfg.ConfirmTTL <= 0 {
+		cfg.ConfirmTTL = 15 * time.Minute
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	return &Bot{
+		cfg: cfg, api: api, sm: sm, db: db, st: st, log: log, metrics: m,
+		access:  newAccess(cfg.AllowedUsers, cfg.AllowedChannels, cfg.Approvers, api, cfg.GroupCacheTTL, cfg.Now),
+		limiter: newLimiter(cfg.CommandsPerMin, time.Minute, cfg.Now),
+		work:    make(chan func(context.Context), cfg.QueueSize),
+		seen:    newRecentSet(10 * time.Minute),
+	}
+}
+
+// Connected reports whether the Socket Mode connection is up (for /readyz).
+func (b *Bot) Connected() bool { return b.connected.Load() }
+
+// ErrFatalAuth marks a Socket Mode failure that retrying cannot fix.
+var ErrFatalAuth = errors.New("slack refused the credentials")
+
+// Run connects to Slack and serves until ctx is cancelled or Slack refuses
+// the credentials. On cancellation it stops taking events, lets the work in
+// flight finish (batch calls are never abandoned half-recorded) and returns nil.
+func (b *Bot) Run(ctx context.Context) error {
+	b.recoverSubmitting(ctx)
+
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	var workers sync.WaitGroup
+	for range b.cfg.Workers {
+		workers.Go(func() {
+			for task := range b.work {
+				b.safely(workCtx, task)
+			}
+		})
+	}
+	followerDone := make(chan struct{})
+	go func() {
+		defer close(followerDone)
+		b.follow(ctx)
+	}()
+
+	sockCtx, cancelSock := context.WithCancel(ctx)
+	defer cancelSock()
+	sockErr := make(chan error, 1)
+	go func() { sockErr <- b.superviseSocket(sockCtx) }()
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-sockErr:
+			runErr = err
+			break loop
+		case evt, ok := <-b.sm.Events:
+			if !ok {
+				break loop
+			}
+			b.HandleEvent(ctx, evt)
+		}
+	}
+	cancelSock()
+	b.connected.Store(false)
+	// Stop taking new work; finish what is queued and in flight. Reads see a
+	// cancelled context and answer quickly; batch submissions run detached.
+	close(b.work)
+	go func() {
+		<-ctx.Done()
+		cancelWork()
+	}()
+	workers.Wait()
+	b.inflight.Wait()
+	<-followerDone
+	return runErr
+}
+
+// superviseSocket keeps the Socket Mode connection up: slack-go reconnects
+// on Slack's disconnect message itself; when RunContext gives up we redial
+// with backoff, unless Slack refused the credentials.
+func (b *Bot) superviseSocket(ctx context.Context) error {
+	backoff := time.Second
+	for {
+		err := b.sm.RunContext(ctx)
+		b.connected.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if isFatalSlackError(err) {
+			b.log.Error().Err(err).Msg("Slack refused the app token; stopping (check SLACK_APP_TOKEN and that Socket Mode is enabled)")
+			return fmt.Errorf("socket mode: %w: %v", ErrFatalAuth, err)
+		}
+		b.metrics.Reconnects.Inc()
+		b.log.Warn().Err(err).Dur("backoff", backoff).Msg("socket mode connection lost; redialling")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Minute)
+	}
+}
+
+func isFatalSlackError(err error) bool {
+	if err == nil {
+		return false
+	}
+	code := err.Error()
+	var se slack.SlackErrorResponse
+	if errors.As(err, &se) {
+		code = se.Err
+	}
+	var sc slack.StatusCodeError
+	if errors.As(err, &sc) && sc.Code == 404 {
+		return true
+	}
+	switch code {
+	case "invalid_auth", "account_inactive", "not_authed", "token_revoked", "token_expired", "not_allowed_token_type":
+		return true
+	}
+	return false
+}
+
+// HandleEvent routes one Socket Mode event: it acks first and hands slow
+// work to the worker pool, so the loop never waits on Slack or GeminiDB.
+func (b *Bot) HandleEvent(ctx context.Context, evt socketmode.Event) {
+	switch evt.Type {
+	case socketmode.EventTypeConnected:
+		if b.connected.Swap(true) {
+			return
+		}
+		b.log.Info().Msg("connected to Slack (socket mode)")
+	case socketmode.EventTypeConnecting:
+		b.connected.Store(false)
+	case socketmode.EventTypeConnectionError:
+		b.connected.Store(false)
+		if ce, ok := evt.Data.(*slack.ConnectionErrorEvent); ok {
+			b.log.Warn().Err(ce.ErrorObj).Int("attempt", ce.Attempt).Msg("socket mode connection error")
+		}
+	case socketmode.EventTypeInvalidAuth:
+		b.log.Error().Msg("Slack refused the app token (invalid_auth)")
+	case socketmode.EventTypeHello, socketmode.EventTypeDisconnect:
+		// Not envelopes: never acked.
+		if evt.Type == socketmode.EventTypeHello {
+			b.connected.Store(true)
+		}
+	case socketmode.EventTypeSlashCommand:
+		start := time.Now()
+		cmd, ok := evt.Data.(slack.SlashCommand)
+		if !ok || evt.Request == nil {
+			return
+		}
+		payload := b.onSlashCommand(ctx, cmd, evt.Request.RetryAttempt)
+		b.ack(evt.Request, payload, start)
+	case socketmode.EventTypeInteractive:
+		start := time.Now()
+		cb, ok := evt.Data.(slack.InteractionCallback)
+		if evt.Request == nil {
+			return
+		}
+		b.ack(evt.Request, nil, start)
+		if ok && cb.Type == slack.InteractionTypeBlockActions {
+			b.enqueue(func(ctx context.Context) { b.onBlockAction(ctx, cb, evt.Request.RetryAttempt) }, nil)
+		}
+	default:
+		if evt.Request != nil && evt.Request.EnvelopeID != "" {
+			b.ack(evt.Request, nil, time.Now())
+		}
+	}
+}
+
+func (b *Bot) ack(req *socketmode.Request, payload any, start time.Time) {
+	if req.EnvelopeID == "" {
+		return
+	}
+	var err error
+	if payload != nil {
+		err = b.sm.Ack(*req, payload)
+	} else {
+		err = b.sm.Ack(*req)
+	}
+	b.metrics.AckLatency.Observe(time.Since(start).Seconds())
+	if err != nil {
+		b.log.Warn().Err(err).Str("envelope_id", req.EnvelopeID).Msg("ack failed")
+	}
+}
+
+// enqueue hands slow work to the pool without blocking; when the queue is
+// full, busy (if given) answers the user instead.
+func (b *Bot) enqueue(task func(context.Context), busy func()) bool {
+	defer func() {
+		// The queue is closed during shutdown: treat like full.
+		if recover() != nil && busy != nil {
+			go busy()
+		}
+	}()
+	select {
+	case b.work <- task:
+		return true
+	default:
+		if busy != nil {
+			go busy()
+		}
+		return false
+	}
+}
+
+// safely runs a task, turning a panic into a log line so one bad event
+// cannot take the bot down.
+func (b *Bot) safely(ctx context.Context, task func(context.Context)) {
+	defer func() {
+		if r := recover(); r != nil {
+			b.log.Error().Interface("panic", r).Msg("handler panicked")
+		}
+	}()
+	task(ctx)
+}
+
+// newID returns a short random ID with a prefix, e.g. r-3f9a1c2b7d.
+func newID(prefix string) string {
+	var buf [6]byte
+	_, _ = rand.Read(buf[:])
+	return prefix + hex.EncodeToString(buf[:])
+}
+
+// recentSet remembers keys for a while (slash command redeliveries).
+type recentSet struct {
+	mu   sync.Mutex
+	ttl  time.Duration
+	seen map[string]time.Time
+}
+
+func newRecentSet(ttl time.Duration) *recentSet {
+	return &recentSet{ttl: ttl, seen: map[string]time.Time{}}
+}
+
+// add records key and reports whether it is new.
+func (s *recentSet) add(key string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, t := range s.seen {
+		if now.Sub(t) > s.ttl {
+			delete(s.seen, k)
+		}
+	}
+	if _, ok := s.seen[key]; ok {
+		return false
+	}
+	s.seen[key] = now
+	return true
+}

@@ -1,0 +1,351 @@
+package bot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/slack-go/slack"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/commands"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
+)
+
+// ephemeral is an ack payload: Slack shows it only to the person who typed
+// the command. It is kept small: acks must stay well under 20 KB.
+func ephemeral(text string) map[string]any {
+	if len(text) > maxMessageChars {
+		text = text[:maxMessageChars-1] + "…"
+	}
+	return map[string]any{"response_type": "ephemeral", "text": text}
+}
+
+// onSlashCommand runs on the ack path: only pure, in-memory checks happen
+// here. It returns the ack payload and queues the slow work.
+func (b *Bot) onSlashCommand(_ context.Context, cmd slack.SlashCommand, retry int) any {
+	now := b.cfg.Now()
+	rid := newID("r-")
+	log := b.log.With().Str("request_id", rid).Str("user", cmd.UserID).Str("channel", cmd.ChannelID).Logger()
+	if cmd.Command != b.cfg.Command {
+		b.metrics.Commands.WithLabelValues("unknown_command").Inc()
+		return ephemeral(fmt.Sprintf("I only answer %s.", b.cfg.Command))
+	}
+	// A redelivery of a command we already took (Slack retries when an ack
+	// is late) must not produce a second plan.
+	key := cmd.TriggerID
+	if key == "" {
+		key = cmd.UserID + "\x00" + cmd.ChannelID + "\x00" + cmd.Text + "\x00" + cmd.ResponseURL
+	}
+	if !b.seen.add(key, now) {
+		log.Info().Int("retry_attempt", retry).Msg("duplicate slash command delivery ignored")
+		b.metrics.Commands.WithLabelValues("duplicate").Inc()
+		return nil
+	}
+	req, err := commands.Parse(cmd.Text)
+	if err != nil {
+		var ue *commands.UsageError
+		msg := "I could not read that command."
+		if errors.As(err, &ue) {
+			msg = ue.Msg
+		}
+		b.metrics.Commands.WithLabelValues("bad_input").Inc()
+		log.Info().Str("error", msg).Msg("bad command input")
+		return ephemeral(msg + "\nType `" + b.cfg.Command + " help` for help.")
+	}
+	if req.Kind == commands.KindHelp {
+		b.metrics.Commands.WithLabelValues("help").Inc()
+		return ephemeral(commands.Help(b.cfg.Command))
+	}
+	a := auditInfo{RequestID: rid, User: cmd.UserID, Channel: cmd.ChannelID, Instances: req.Instances}
+	if !b.access.channelAllowed(cmd.ChannelID) {
+		b.metrics.Commands.WithLabelValues("refused").Inc()
+		b.audit("refused", a, "reason", "channel not allowed")
+		return ephemeral(fmt.Sprintf("%s does not work in this channel. Ask an admin for the channels listed in BOT_ALLOWED_CHANNELS.", b.cfg.Command))
+	}
+	allowed, needLookup := b.access.staticUser(cmd.UserID)
+	if !allowed && !needLookup {
+		b.metrics.Commands.WithLabelValues("refused").Inc()
+		b.audit("refused", a, "reason", "user not allowed")
+		return ephemeral(fmt.Sprintf("You are not allowed to use %s: your Slack user is not in BOT_ALLOWED_USERS. Ask the bot's admin to add you.", b.cfg.Command))
+	}
+	if !b.limiter.allow(cmd.UserID) {
+		b.metrics.Commands.WithLabelValues("rate_limited").Inc()
+		b.audit("refused", a, "reason", "rate limit")
+		return ephemeral(fmt.Sprintf("Slow down: at most %d commands per minute per person. Try again in a minute.", b.cfg.CommandsPerMin))
+	}
+	task := func(ctx context.Context) { b.runCommand(ctx, rid, cmd, req) }
+	busy := func() {
+		_ = b.respond(context.Background(), cmd.ResponseURL, true, "I am busy with other requests right now; nothing was done. Try again in a minute.", nil)
+	}
+	if !b.enqueue(task, busy) {
+		b.metrics.Commands.WithLabelValues("busy").Inc()
+		return nil
+	}
+	switch req.Kind {
+	case commands.KindPatch:
+		return ephemeral(fmt.Sprintf("Checking %s against GeminiDB…", plural(len(req.Instances), "instance")))
+	case commands.KindList:
+		return ephemeral("Looking for instances with a patch available…")
+	default:
+		return ephemeral("Looking it up…")
+	}
+}
+
+// runCommand is the slow half of a slash command, run by the worker pool.
+func (b *Bot) runCommand(ctx context.Context, rid string, cmd slack.SlashCommand, req commands.Request) {
+	log := b.log.With().Str("request_id", rid).Str("user", cmd.UserID).Str("channel", cmd.ChannelID).Logger()
+	a := auditInfo{RequestID: rid, User: cmd.UserID, Channel: cmd.ChannelID, Instances: req.Instances}
+	reply := func(text string, blocks []slack.Block) {
+		if err := b.respond(ctx, cmd.ResponseURL, true, text, blocks); err != nil {
+			log.Error().Err(err).Msg("reply to slash command failed")
+		}
+	}
+	ok, err := b.access.userAllowed(ctx, cmd.UserID)
+	if err != nil {
+		log.Error().Err(err).Msg("check user-group membership")
+		b.metrics.Commands.WithLabelValues("error").Inc()
+		reply(fmt.Sprintf("I could not check whether you may patch (Slack user groups could not be read); nothing was done. Try again. (request %s)", rid), nil)
+		return
+	}
+	if !ok {
+		b.metrics.Commands.WithLabelValues("refused").Inc()
+		b.audit("refused", a, "reason", "user not allowed")
+		reply(fmt.Sprintf("You are not allowed to use %s: you are not in BOT_ALLOWED_USERS or its user groups. Ask the bot's admin to add you.", b.cfg.Command), nil)
+		return
+	}
+	switch req.Kind {
+	case commands.KindPatch:
+		b.runPlan(ctx, rid, cmd, req, "")
+	case commands.KindStatus:
+		b.runStatus(ctx, rid, cmd, req.ID, reply)
+	case commands.KindList:
+		b.runList(ctx, rid, cmd, req.Engine, reply)
+	}
+}
+
+// runPlan looks the instances up, stores the plan and shows it.
+func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, req commands.Request, note string) {
+	log := b.log.With().Str("request_id", rid).Str("user", cmd.UserID).Str("channel", cmd.ChannelID).Logger()
+	a := auditInfo{RequestID: rid, User: cmd.UserID, Channel: cmd.ChannelID, Instances: req.Instances}
+	reply := func(text string, blocks []slack.Block) {
+		if err := b.respond(ctx, cmd.ResponseURL, true, text, blocks); err != nil {
+			log.Error().Err(err).Msg("reply to slash command failed")
+		}
+	}
+	if !req.DryRun {
+		open, err := b.openPlans(cmd.UserID)
+		if err != nil {
+			log.Error().Err(err).Msg("count open plans")
+			reply(fmt.Sprintf("Something went wrong (request %s); nothing was done.", rid), nil)
+			return
+		}
+		if open >= b.cfg.MaxOpenPlans {
+			b.metrics.Commands.WithLabelValues("rate_limited").Inc()
+			b.audit("refused", a, "reason", "too many open plans")
+			reply(fmt.Sprintf("You already have %d plans waiting for a decision (the limit is %d). Confirm or cancel one first.", open, b.cfg.MaxOpenPlans), nil)
+			return
+		}
+	}
+	now := b.cfg.Now()
+	plan, err := b.db.Plan(ctx, req.Instances, upgrade.PlanOptions{BatchEngines: b.cfg.BatchEngines, Force: req.Force, Now: now.UTC()})
+	if err != nil {
+		b.metrics.Commands.WithLabelValues("error").Inc()
+		log.Error().Err(err).Msg("build plan")
+		reply("I could not check the instances, so nothing was done.\n"+b.userError(err, rid), nil)
+		return
+	}
+	b.audit("requested", a, "dry_run", req.DryRun, "force", req.Force, "patchable", len(plan.Targets), "skipped", len(plan.Skipped))
+	view := PlanView{RequestID: rid, DryRun: req.DryRun, Approval: len(b.cfg.Approvers) > 0, Note: note}
+	if req.DryRun || !plan.Patchable() {
+		b.metrics.Commands.WithLabelValues("planned").Inc()
+		reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), planBlocks(plan, view))
+		return
+	}
+	raw, err := json.Marshal(plan)
+	if err != nil {
+		log.Error().Err(err).Msg("encode plan")
+		reply(fmt.Sprintf("Something went wrong (request %s); nothing was done.", rid), nil)
+		return
+	}
+	view.ExpiresAt = now.Add(b.cfg.ConfirmTTL)
+	r := store.Request{
+		ID: rid, State: store.Planned, Requester: cmd.UserID, Channel: cmd.ChannelID, Text: req.String(),
+		ResponseURL: cmd.ResponseURL, Plan: raw, Force: req.Force, CreatedAt: now, ExpiresAt: view.ExpiresAt,
+	}
+	if err := b.st.Create(r); err != nil {
+		log.Error().Err(err).Msg("store plan")
+		reply(fmt.Sprintf("Something went wrong (request %s); nothing was done.", rid), nil)
+		return
+	}
+	b.metrics.Commands.WithLabelValues("planned").Inc()
+	reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), planBlocks(plan, view))
+}
+
+// openPlans counts the user's plans still waiting for a decision.
+func (b *Bot) openPlans(user string) (int, error) {
+	rs, err := b.st.List(store.Planned, store.AwaitingApproval)
+	if err != nil {
+		return 0, fmt.Errorf("list open plans: %w", err)
+	}
+	now := b.cfg.Now()
+	n := 0
+	for _, r := range rs {
+		if r.Requester == user && now.Before(r.ExpiresAt) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// runStatus answers "status <job-id|request-id>".
+func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand, id string, reply func(string, []slack.Block)) {
+	if r, err := b.st.Get(id); err == nil {
+		jobs, err := b.st.Jobs(r.ID)
+		if err != nil {
+			b.log.Error().Err(err).Str("request_id", rid).Msg("read jobs")
+			reply(fmt.Sprintf("Something went wrong (request %s).", rid), nil)
+			return
+		}
+		var results []upgrade.UpgradeResult
+		_ = json.Unmarshal(r.Results, &results)
+		head := fmt.Sprintf("*Request* `%s` by <@%s>: %s", r.ID, r.Requester, r.State)
+		if len(results) > 0 {
+			head += "\n" + countJobs(results, jobs).String()
+		}
+		lines := make([]string, 0, len(jobs))
+		for _, j := range jobs {
+			lines = append(lines, statusLine(j))
+		}
+		blocks := []slack.Block{section(head)}
+		blocks = append(blocks, listSections("", lines, maxListSections, "")...)
+		b.metrics.Commands.WithLabelValues("status").Inc()
+		reply("Status of "+r.ID, blocks)
+		return
+	} else if !errors.Is(err, store.ErrNotFound) {
+		b.log.Error().Err(err).Str("request_id", rid).Msg("read request")
+		reply(fmt.Sprintf("Something went wrong (request %s).", rid), nil)
+		return
+	}
+	job, err := b.db.Job(ctx, id)
+	if err != nil {
+		if errors.Is(err, upgrade.ErrJobNotFound) {
+			reply(fmt.Sprintf("No request or job `%s` is known here or in GeminiDB project %s.", esc(id), esc(b.cfg.ProjectID)), nil)
+			return
+		}
+		reply("I could not read the job.\n"+b.userError(err, rid), nil)
+		return
+	}
+	line := fmt.Sprintf("Job `%s` (%s) on *%s* `%s`: *%s*", esc(job.ID), esc(job.Name), esc(job.InstanceName), esc(job.InstanceID), esc(job.Status))
+	if job.Progress != "" {
+		line += " " + esc(job.Progress)
+	}
+	if job.FailReason != "" {
+		line += " — " + esc(job.FailReason)
+	}
+	if !job.Started.IsZero() {
+		line += fmt.Sprintf("\nStarted %s UTC", job.Started.UTC().Format("2006-01-02 15:04:05"))
+	}
+	if !job.Ended.IsZero() {
+		line += fmt.Sprintf(", ended %s UTC", job.Ended.UTC().Format("2006-01-02 15:04:05"))
+	}
+	b.metrics.Commands.WithLabelValues("status").Inc()
+	reply("Status of job "+job.ID, []slack.Block{section(line)})
+}
+
+func statusLine(j store.Job) string {
+	st := j.Status
+	if st == "" {
+		st = "submitted"
+	}
+	line := fmt.Sprintf("• *%s* `%s` job `%s`: %s", esc(j.InstanceName), esc(j.InstanceID), esc(j.ID), esc(st))
+	if j.Progress != "" && j.Status == upgrade.JobRunning {
+		line += " " + esc(j.Progress)
+	}
+	if j.FailReason != "" {
+		line += " — " + esc(j.FailReason)
+	}
+	if j.GaveUp {
+		line += " (no longer followed)"
+	}
+	return line
+}
+
+// runList answers "list [engine]": instances with a patch available.
+func (b *Bot) runList(ctx context.Context, rid string, _ slack.SlashCommand, engine string, reply func(string, []slack.Block)) {
+	engines := b.cfg.BatchEngines
+	if engine != "" {
+		engines = []string{engine}
+	}
+	var lines []string
+	for _, e := range engines {
+		insts, err := b.db.AllInstances(ctx, e)
+		if err != nil {
+			b.log.Error().Err(err).Str("request_id", rid).Msg("list instances")
+			reply("I could not list the instances.\n"+b.userError(err, rid), nil)
+			return
+		}
+		for _, in := range insts {
+			if in.PatchAvailable {
+				lines = append(lines, fmt.Sprintf("• *%s* `%s` — %s %s, %s, window %s", esc(in.Name), esc(in.ID), esc(in.Engine), esc(in.Version), esc(in.Status), esc(orDash(in.MaintenanceWindow))))
+			}
+		}
+	}
+	b.metrics.Commands.WithLabelValues("list").Inc()
+	head := fmt.Sprintf("*%s with a patch available* (%s)", plural(len(lines), "instance"), strings.Join(engines, ", "))
+	if len(lines) == 0 {
+		reply("No instance has a patch available.", []slack.Block{section(head)})
+		return
+	}
+	blocks := []slack.Block{section(head)}
+	blocks = append(blocks, listSections("", lines, maxListSections, "")...)
+	reply(head, blocks)
+}
+
+// respond posts to a response_url, replacing the message it belongs to when
+// replace is set. Response URL messages are ephemeral.
+func (b *Bot) respond(ctx context.Context, responseURL string, replace bool, text string, blocks []slack.Block) error {
+	if responseURL == "" {
+		return errors.New("respond: no response_url")
+	}
+	opts := []slack.MsgOption{slack.MsgOptionResponseURL(responseURL, slack.ResponseTypeEphemeral), slack.MsgOptionText(text, false)}
+	if replace {
+		opts = append(opts, slack.MsgOptionReplaceOriginal(responseURL))
+	}
+	if len(blocks) > 0 {
+		opts = append(opts, slack.MsgOptionBlocks(blocks...))
+	}
+	if _, _, err := b.api.PostMessageContext(ctx, "", opts...); err != nil {
+		return fmt.Errorf("post to response_url: %w", err)
+	}
+	return nil
+}
+
+// tell sends an ephemeral message to one user in a channel.
+func (b *Bot) tell(ctx context.Context, channel, user, text string) {
+	if _, err := b.api.PostEphemeralContext(ctx, channel, user, slack.MsgOptionText(text, false)); err != nil {
+		b.log.Warn().Err(err).Str("user", user).Str("channel", channel).Msg("ephemeral message failed")
+	}
+}
+
+// userError turns an error into a sentence for Slack: the cloud's error code
+// and message verbatim, a timeout, or a generic line with the request ID.
+func (b *Bot) userError(err error, rid string) string {
+	var ae *upgrade.APIError
+	switch {
+	case errors.As(err, &ae):
+		code := ae.Code
+		if code == "" {
+			code = fmt.Sprintf("HTTP %d", ae.Status)
+		}
+		return fmt.Sprintf("GeminiDB answered `%s` %s (%s %s, HTTP %d).", esc(code), esc(ae.Message), ae.Method, esc(ae.Path), ae.Status)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("GeminiDB did not answer in time (request %s). Try again later.", rid)
+	case errors.Is(err, context.Canceled):
+		return fmt.Sprintf("The bot is shutting down (request %s). Try again in a minute.", rid)
+	default:
+		return fmt.Sprintf("Could not reach GeminiDB: %s (request %s).", esc(err.Error()), rid)
+	}
+}

@@ -1,0 +1,233 @@
+package bot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
+)
+
+// errAlreadyDone makes a job update a no-op when another poll (or process)
+// already reported the job: what makes "nothing reported twice" hold.
+var errAlreadyDone = errors.New("already reported")
+
+// pollConcurrency bounds the job reads in flight at once.
+const pollConcurrency = 4
+
+// follow polls every tracked job each PollInterval until it ends, and
+// reports each end once in the request's thread. Jobs live in the store, so
+// a restarted bot picks them up where the previous one stopped.
+func (b *Bot) follow(ctx context.Context) {
+	b.finishQuietRequests(ctx)
+	b.pollOnce(ctx)
+	t := time.NewTicker(b.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			b.pollOnce(ctx)
+		}
+	}
+}
+
+// finishQuietRequests completes requests whose jobs have all been reported
+// but whose final summary was not posted (the bot stopped in between).
+func (b *Bot) finishQuietRequests(ctx context.Context) {
+	rs, err := b.st.List(store.Submitted)
+	if err != nil {
+		b.log.Error().Err(err).Msg("list submitted requests")
+		return
+	}
+	for _, r := range rs {
+		b.refreshRequest(ctx, r.ID)
+	}
+}
+
+// pollOnce reads every job that is due and reports those that ended.
+func (b *Bot) pollOnce(ctx context.Context) {
+	jobs, err := b.st.ActiveJobs()
+	if err != nil {
+		b.log.Error().Err(err).Msg("list tracked jobs")
+		return
+	}
+	now := b.cfg.Now()
+	var (
+		mu      sync.Mutex
+		touched = map[string]bool{}
+		wg      sync.WaitGroup
+		sem     = make(chan struct{}, pollConcurrency)
+	)
+	for _, j := range jobs {
+		if ctx.Err() != nil {
+			break
+		}
+		if !b.due(j, now) {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if b.pollJob(ctx, j, now) {
+				mu.Lock()
+				touched[j.RequestID] = true
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for id := range touched {
+		b.refreshRequest(ctx, id)
+	}
+}
+
+// due tells whether a job should be read now: every PollInterval, backing
+// off exponentially after read errors.
+func (b *Bot) due(j store.Job, now time.Time) bool {
+	if j.LastPolled.IsZero() {
+		return true
+	}
+	wait := b.cfg.PollInterval
+	for i := 0; i < min(j.PollErrors, 6); i++ {
+		wait *= 2
+	}
+	return now.Sub(j.LastPolled) >= wait-b.cfg.PollInterval/2
+}
+
+// pollJob reads one job; it reports whether the job ended (or was given up).
+func (b *Bot) pollJob(ctx context.Context, j store.Job, now time.Time) bool {
+	log := b.log.With().Str("request_id", j.RequestID).Str("job_id", j.ID).Str("instance_id", j.InstanceID).Logger()
+	if now.Sub(j.SubmittedAt) > b.cfg.FollowFor {
+		j2, err := b.st.UpdateJob(j.ID, func(x *store.Job) error {
+			if x.Reported || x.GaveUp {
+				return errAlreadyDone
+			}
+			x.GaveUp = true
+			return nil
+		})
+		if err != nil {
+			return false
+		}
+		b.metrics.Jobs.WithLabelValues("unfollowed").Inc()
+		b.reportJob(ctx, j2, func() {})
+		return true
+	}
+	job, err := b.db.Job(ctx, j.ID)
+	if err != nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		log.Warn().Err(err).Int("poll_errors", j.PollErrors+1).Msg("read job failed; backing off")
+		_, _ = b.st.UpdateJob(j.ID, func(x *store.Job) error { x.PollErrors++; x.LastPolled = now; return nil })
+		return false
+	}
+	_, err = b.st.UpdateJob(j.ID, func(x *store.Job) error {
+		if x.Reported {
+			return errAlreadyDone
+		}
+		x.Status, x.Progress, x.FailReason = job.Status, job.Progress, job.FailReason
+		x.Started, x.Ended = job.Started, job.Ended
+		if x.InstanceName == "" {
+			x.InstanceName = job.InstanceName
+		}
+		x.LastPolled, x.PollErrors = now, 0
+		return nil
+	})
+	if err != nil || !job.Finished() {
+		return false
+	}
+	// Claim the report atomically: exactly one poller posts it.
+	j2, err := b.st.UpdateJob(j.ID, func(x *store.Job) error {
+		if x.Reported {
+			return errAlreadyDone
+		}
+		x.Reported = true
+		return nil
+	})
+	if err != nil {
+		return false
+	}
+	b.metrics.Jobs.WithLabelValues(job.Status).Inc()
+	b.reportJob(ctx, j2, func() {
+		// The reply did not go out: release the claim so the next poll retries.
+		_, _ = b.st.UpdateJob(j.ID, func(x *store.Job) error { x.Reported = false; return nil })
+	})
+	return true
+}
+
+// reportJob posts a job's end in its request's thread; unclaim runs when
+// the post failed.
+func (b *Bot) reportJob(ctx context.Context, j store.Job, unclaim func()) {
+	r, err := b.st.Get(j.RequestID)
+	if err != nil {
+		b.log.Error().Err(err).Str("job_id", j.ID).Msg("read request of job")
+		return
+	}
+	b.audit("job_finished", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: []string{j.InstanceID}},
+		"job_id", j.ID, "status", j.Status, "fail_reason", j.FailReason, "gave_up", j.GaveUp)
+	line := jobLine(j)
+	if !b.postThread(ctx, r.Channel, r.ParentTS, line, noticeBlocks(line)) {
+		unclaim()
+	}
+}
+
+// refreshRequest updates the parent message's counts and, once every job
+// has ended, posts the final summary (exactly once: the submitted → done
+// transition decides who posts it).
+func (b *Bot) refreshRequest(ctx context.Context, id string) {
+	r, err := b.st.Get(id)
+	if err != nil {
+		return
+	}
+	var p upgrade.Plan
+	var results []upgrade.UpgradeResult
+	_ = json.Unmarshal(r.Plan, &p)
+	_ = json.Unmarshal(r.Results, &results)
+	jobs, err := b.st.Jobs(id)
+	if err != nil {
+		b.log.Error().Err(err).Str("request_id", id).Msg("read jobs")
+		return
+	}
+	ended := true
+	for _, j := range jobs {
+		if !j.Reported && !j.GaveUp {
+			ended = false
+		}
+	}
+	counts := countJobs(results, jobs)
+	if !ended || r.State != store.Submitted {
+		b.updateMessage(ctx, r.Channel, r.ParentTS, parentText(ParentView{Request: r, Plan: p}), parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts}))
+		return
+	}
+	r, err = b.st.Transition(id, []store.State{store.Submitted}, store.Done, "", nil)
+	if err != nil {
+		return
+	}
+	b.updateMessage(ctx, r.Channel, r.ParentTS, parentText(ParentView{Request: r, Plan: p}), parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: true}))
+	ids := make([]string, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.InstanceID
+	}
+	after := map[string]upgrade.Instance{}
+	if res, err := b.db.Resolve(ctx, ids); err == nil {
+		for _, id := range ids {
+			if inst, ok := res.Found[id]; ok {
+				after[id] = inst
+			}
+		}
+	} else {
+		b.log.Warn().Err(err).Str("request_id", id).Msg("look versions up for the summary")
+	}
+	b.audit("done", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: ids},
+		"completed", counts.Completed, "failed", counts.Failed, "not_submitted", counts.NotSubmitted)
+	title := fmt.Sprintf("<@%s> request `%s` finished: %s.\n*Versions before → after*\n", r.Requester, r.ID, counts.String())
+	for _, blocks := range messages(title, summaryLines(r, jobs, after)) {
+		b.postThread(ctx, r.Channel, r.ParentTS, fmt.Sprintf("Request %s finished", r.ID), blocks)
+	}
+}

@@ -1,0 +1,179 @@
+package bot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/slack-go/slack"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
+)
+
+// submitTimeout bounds one batch call; a shutdown never cuts it short.
+const submitTimeout = 2 * time.Minute
+
+// submit is run only by the winner of the transition to submitting. It
+// posts the channel message, calls the batch API once per batch (never
+// retried), records every answer and job, and reports them in the thread.
+func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, responseURL string) {
+	b.inflight.Add(1)
+	defer b.inflight.Done()
+	// The batch calls and their recording must finish even when the bot is
+	// asked to stop: a half-recorded submission is the one thing we cannot
+	// repair later.
+	ctx = context.WithoutCancel(ctx)
+	log := b.log.With().Str("request_id", r.ID).Str("user", r.Requester).Str("channel", r.Channel).Logger()
+	a := auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: targetIDs(p)}
+
+	view := ParentView{Request: r, Plan: p}
+	_, ts, err := b.api.PostMessageContext(ctx, r.Channel, slack.MsgOptionText(parentText(view), false), slack.MsgOptionBlocks(parentBlocks(view)...))
+	if err != nil {
+		// Nothing was patched yet: say so and finish the request cleanly.
+		log.Error().Err(err).Msg("post channel message; not patching")
+		_, _ = b.st.Transition(r.ID, []store.State{store.Submitting}, store.Done, "", nil)
+		b.audit("not_submitted", a, "reason", "could not post in channel: "+slackErrorCode(err))
+		msg := fmt.Sprintf(":x: Nothing was patched: I could not post in this channel (`%s`). Invite the bot to the channel and run the command again.", esc(slackErrorCode(err)))
+		_ = b.respond(ctx, responseURL, true, msg, noticeBlocks(msg))
+		return
+	}
+	r, err = b.st.Update(r.ID, func(x *store.Request) error { x.ParentTS = ts; return nil })
+	if err != nil {
+		log.Error().Err(err).Msg("store parent message ts")
+	}
+
+	var results []upgrade.UpgradeResult
+	for _, batch := range p.Batches {
+		results = append(results, b.callBatch(ctx, log, batch)...)
+	}
+	versions := map[string]upgrade.Target{}
+	for _, t := range p.Targets {
+		versions[t.Instance.ID] = t
+	}
+	now := b.cfg.Now()
+	var jobIDs []string
+	for _, res := range results {
+		if !res.Submitted() {
+			continue
+		}
+		t := versions[res.InstanceID]
+		j := store.Job{ID: res.JobID, RequestID: r.ID, InstanceID: res.InstanceID, InstanceName: t.Instance.Name,
+			VersionBefore: versionOf(t.Instance), SubmittedAt: now}
+		if err := b.st.PutJob(j); err != nil {
+			log.Error().Err(err).Str("job_id", j.ID).Msg("store job")
+		}
+		jobIDs = append(jobIDs, res.JobID)
+	}
+	raw, _ := json.Marshal(results)
+	next := store.Submitted
+	if len(jobIDs) == 0 {
+		next = store.Done
+	}
+	r, err = b.st.Transition(r.ID, []store.State{store.Submitting}, next, "", func(x *store.Request) { x.Results = raw })
+	if err != nil {
+		log.Error().Err(err).Msg("record submission")
+	}
+	b.audit("submitted", a, "job_ids", jobIDs, "errors", len(results)-len(jobIDs))
+
+	for _, blocks := range messages(fmt.Sprintf("*Batch results* (%d submitted, %d not submitted)\n", len(jobIDs), len(results)-len(jobIDs)), resultLines(p, results)) {
+		b.postThread(ctx, r.Channel, ts, "Batch results", blocks)
+	}
+	jobs, _ := b.st.Jobs(r.ID)
+	counts := countJobs(results, jobs)
+	b.updateMessage(ctx, r.Channel, ts, parentText(ParentView{Request: r, Plan: p}), parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: next == store.Done}))
+	msg := fmt.Sprintf(":rocket: Request `%s` submitted: %d of %s accepted. Follow it in the thread.", r.ID, len(jobIDs), plural(len(results), "instance"))
+	if responseURL != "" {
+		_ = b.respond(ctx, responseURL, true, msg, noticeBlocks(msg))
+	}
+	if next == store.Done {
+		b.postThread(ctx, r.Channel, ts, "Finished", noticeBlocks(fmt.Sprintf("<@%s> no patch job was started; nothing to follow.", r.Requester)))
+	}
+}
+
+// callBatch makes one batch call. A whole-call failure (400, 500, network)
+// becomes one error result per instance, with the cloud's code and message.
+func (b *Bot) callBatch(ctx context.Context, log zerolog.Logger, batch upgrade.Batch) []upgrade.UpgradeResult {
+	cctx, cancel := context.WithTimeout(ctx, submitTimeout)
+	defer cancel()
+	res, err := b.db.BatchUpgrade(cctx, batch.InstanceIDs)
+	if err != nil {
+		b.metrics.Batches.WithLabelValues("error").Inc()
+		code, msg := "NETWORK", err.Error()
+		var ae *upgrade.APIError
+		switch {
+		case errors.As(err, &ae):
+			code, msg = ae.Code, ae.Message
+			if code == "" {
+				code = fmt.Sprintf("HTTP %d", ae.Status)
+			}
+		case errors.Is(err, context.DeadlineExceeded):
+			code, msg = "TIMEOUT", "GeminiDB did not answer the batch call in time; the patch may or may not have started — check the console before retrying."
+		}
+		log.Error().Err(err).Strs("instance_ids", batch.InstanceIDs).Str("error_code", code).Msg("batch upgrade call failed")
+		out := make([]upgrade.UpgradeResult, len(batch.InstanceIDs))
+		for i, id := range batch.InstanceIDs {
+			out[i] = upgrade.UpgradeResult{InstanceID: id, ErrorCode: code, ErrorMessage: msg}
+		}
+		return out
+	}
+	b.metrics.Batches.WithLabelValues("ok").Inc()
+	// One result per requested instance, in the order we asked; an instance
+	// the API left out is reported, not assumed patched.
+	byID := map[string]upgrade.UpgradeResult{}
+	for _, r := range res {
+		byID[r.InstanceID] = r
+	}
+	out := make([]upgrade.UpgradeResult, 0, len(batch.InstanceIDs))
+	for _, id := range batch.InstanceIDs {
+		r, ok := byID[id]
+		if !ok {
+			r = upgrade.UpgradeResult{InstanceID: id, ErrorCode: "MISSING", ErrorMessage: "The batch API returned no result for this instance; check the console."}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func versionOf(i upgrade.Instance) string {
+	if i.WholeVersion != "" {
+		return i.WholeVersion
+	}
+	return i.Version
+}
+
+// postThread posts a reply under the parent message, logging failures.
+func (b *Bot) postThread(ctx context.Context, channel, ts, text string, blocks []slack.Block) bool {
+	if _, _, err := b.api.PostMessageContext(ctx, channel, slack.MsgOptionTS(ts), slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...)); err != nil {
+		b.log.Error().Err(err).Str("channel", channel).Str("thread_ts", ts).Msg("thread reply failed")
+		return false
+	}
+	return true
+}
+
+// recoverSubmitting finds requests a previous process left in submitting:
+// whether their batch calls reached GeminiDB is unknown, so they are never
+// retried; the thread (or the requester) is told to check the console.
+func (b *Bot) recoverSubmitting(ctx context.Context) {
+	rs, err := b.st.List(store.Submitting)
+	if err != nil {
+		b.log.Error().Err(err).Msg("list requests left submitting")
+		return
+	}
+	for _, r := range rs {
+		if _, err := b.st.Transition(r.ID, []store.State{store.Submitting}, store.Done, "", nil); err != nil {
+			continue
+		}
+		msg := fmt.Sprintf(":warning: The bot stopped while submitting request `%s`. Whether the batch call reached GeminiDB is unknown; it is *not* retried. Check the instances in the console.", r.ID)
+		b.log.Warn().Str("request_id", r.ID).Msg("request left in submitting by a previous run; marked done without retrying")
+		b.audit("not_submitted", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel}, "reason", "bot stopped while submitting")
+		if r.ParentTS != "" {
+			b.postThread(ctx, r.Channel, r.ParentTS, "Interrupted", noticeBlocks(msg))
+		} else {
+			b.tell(ctx, r.Channel, r.Requester, msg)
+		}
+	}
+}

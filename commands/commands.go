@@ -1,0 +1,168 @@
+// Package commands turns the text of the /geminidb-patch slash command into a
+// typed Request, and generates the help text from the same table of
+// subcommands, so that help cannot drift from what the parser accepts.
+//
+// The package is pure: no I/O and no Slack types, so it can be fuzzed on its
+// own. Every message it produces is Slack mrkdwn in which &, < and > are
+// escaped, and it never echoes more than a short, sanitised piece of the
+// user's input.
+package commands
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Command is the slash command this package parses, as used in usage lines
+// of error messages.
+const Command = "/geminidb-patch"
+
+// MaxInstances is the most distinct instances one patch request may name.
+const MaxInstances = 100
+
+// MaxTextLen is the longest command text, in bytes, that Parse looks at.
+// 100 instance IDs of 64 characters with separators and flags fit easily.
+const MaxTextLen = 10000
+
+// Kind is what a Request asks for.
+type Kind string
+
+// The kinds of request.
+const (
+	KindPatch  Kind = "patch"  // plan (and then patch) instances
+	KindStatus Kind = "status" // show a job or a patch request
+	KindList   Kind = "list"   // list instances that have a patch available
+	KindHelp   Kind = "help"   // show the help text
+)
+
+// Engines accepted by "list", in canonical spelling.
+const (
+	EngineCassandra = "cassandra"
+	EngineInfluxDB  = "influxdb"
+)
+
+// Request is a parsed slash command.
+type Request struct {
+	Kind      Kind
+	Instances []string // KindPatch: IDs or exact names, deduplicated, first-seen order
+	DryRun    bool     // KindPatch: --dry-run, only show the plan
+	Force     bool     // KindPatch: --force
+	ID        string   // KindStatus: job ID or request ID
+	Engine    string   // KindList: "", EngineCassandra or EngineInfluxDB
+}
+
+// String returns the canonical command text of r, without the slash command
+// itself, such that Parse(r.String()) returns r again for every Request that
+// Parse returned. It returns "" for a Request of unknown Kind.
+func (r Request) String() string {
+	switch r.Kind {
+	case KindPatch:
+		parts := append([]string(nil), r.Instances...)
+		if r.DryRun {
+			parts = append(parts, flagDryRun)
+		}
+		if r.Force {
+			parts = append(parts, flagForce)
+		}
+		return strings.Join(parts, " ")
+	case KindStatus:
+		return string(KindStatus) + " " + r.ID
+	case KindList:
+		if r.Engine == "" {
+			return string(KindList)
+		}
+		return string(KindList) + " " + r.Engine
+	case KindHelp:
+		return string(KindHelp)
+	}
+	return ""
+}
+
+// UsageError is returned by Parse for text it cannot accept. Msg is meant for
+// the Slack user: a complete sentence saying what is wrong and what to do,
+// followed by the relevant usage line, in mrkdwn, shorter than 500 bytes.
+type UsageError struct {
+	Msg string
+}
+
+// Error returns Msg.
+func (e *UsageError) Error() string { return e.Msg }
+
+// Subcommand describes one form of the slash command. Usage and Examples are
+// plain text without the slash command; Help escapes them for mrkdwn.
+type Subcommand struct {
+	Name     string   // "patch" for the default form, which has no keyword
+	Usage    string   // e.g. "status <job-id|request-id>"
+	Summary  string   // one or two sentences of mrkdwn
+	Examples []string // argument text, e.g. "list cassandra"
+}
+
+// Subcommands is the table of everything the slash command accepts. Parse
+// and Help both follow it; patch comes first because it is the default form
+// and has no keyword.
+var Subcommands = []Subcommand{
+	{
+		Name:  string(KindPatch),
+		Usage: "<instance>… [--dry-run] [--force]",
+		Summary: "Plan a patch of the given GeminiDB instances (IDs or exact names, separated by spaces, commas or new lines; " +
+			fmt.Sprintf("at most %d) and ask for confirmation. ", MaxInstances) +
+			"`--dry-run` only shows the plan. `--force` also includes instances the preflight would only warn about, " +
+			"such as one outside its maintenance window.",
+		Examples: []string{
+			"orders-prod users-prod --dry-run",
+			"3f1c9d0b6e2a4c7d8e9f0a1b2c3d4e5fin13, metrics-influx-01",
+		},
+	},
+	{
+		Name:     string(KindStatus),
+		Usage:    "status <job-id|request-id>",
+		Summary:  "Show the state of a patch request, or of one instance's patch job.",
+		Examples: []string{"status 0b7f3c2e-5a1d-4e6f-9a8b-7c6d5e4f3a2b"},
+	},
+	{
+		Name:     string(KindList),
+		Usage:    "list [cassandra|influxdb]",
+		Summary:  "List the instances that have a patch available, optionally of one engine only.",
+		Examples: []string{"list", "list influxdb"},
+	},
+	{
+		Name:     string(KindHelp),
+		Usage:    "help",
+		Summary:  "Show this help.",
+		Examples: []string{"help"},
+	},
+}
+
+// Help returns the help text for the slash command named command (for
+// example "/geminidb-patch"), generated from Subcommands, as Slack mrkdwn.
+func Help(command string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%s* plans and applies GeminiDB patches. Usage:\n", escape(command))
+	for _, s := range Subcommands {
+		fmt.Fprintf(&b, "\n• `%s %s`\n    %s\n", escape(command), escape(s.Usage), s.Summary)
+		for _, ex := range s.Examples {
+			fmt.Fprintf(&b, "    e.g. `%s %s`\n", escape(command), escape(ex))
+		}
+	}
+	b.WriteString("\nKeywords and flags are case-insensitive; flags may appear anywhere. " +
+		"Backticks around IDs are ignored, other Slack formatting is refused.\n")
+	return b.String()
+}
+
+// usageLine returns the mrkdwn usage line of the subcommand called name.
+func usageLine(name Kind) string {
+	for _, s := range Subcommands {
+		if s.Name == string(name) {
+			return "Usage: `" + Command + " " + escape(s.Usage) + "`"
+		}
+	}
+	return "Usage: `" + Command + " help`"
+}
+
+// escape escapes the characters Slack treats as control characters in
+// mrkdwn text.
+func escape(s string) string {
+	return mrkdwnEscaper.Replace(s)
+}
+
+var mrkdwnEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")

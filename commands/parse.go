@@ -1,0 +1,318 @@
+package commands
+
+import (
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// The flags of the patch form, in canonical spelling.
+const (
+	flagDryRun = "--dry-run"
+	flagForce  = "--force"
+)
+
+// maxRefLen is the longest instance reference or ID accepted: GeminiDB names
+// are at most 64 characters, instance IDs are 36 hex digits plus "in13" and
+// job or request IDs are UUIDs (36).
+const maxRefLen = 64
+
+// maxShown is how many characters of a user's token a message repeats.
+const maxShown = 40
+
+// Parse turns the text of a /geminidb-patch slash command (without the
+// command itself) into a Request. The grammar is
+//
+//	<instance>… [--dry-run] [--force]
+//	status <job-id|request-id>
+//	list [cassandra|influxdb]
+//	help
+//
+// Instances are separated by spaces, commas, tabs or new lines; flags may
+// appear anywhere; keywords and flags are case-insensitive; a flag whose
+// dashes a keyboard turned into a long dash (—force) is accepted. Backticks
+// are treated as separators, so IDs pasted as `code` or in a code block
+// work. Any other Slack formatting (mentions, links, *bold*, _italic_) and
+// any "*" (which the cloud API would treat as a fuzzy match) are refused, so
+// that only exactly named instances are ever patched. A keyword (status,
+// list, help) cannot name an instance: give such an instance by its ID.
+//
+// Every error is a *UsageError.
+func Parse(text string) (Request, error) {
+	if msg := checkText(text); msg != "" {
+		return Request{}, usage(guessKind(text), msg)
+	}
+	tokens := fields(text)
+	if len(tokens) == 0 {
+		return Request{}, &UsageError{Msg: "Tell me which instances to patch (IDs or exact names), or what else to do. " +
+			usageLine(KindPatch) + " — see `" + Command + " help` for more."}
+	}
+
+	var args, flags []string
+	var dryRun, force bool
+	for _, tok := range tokens {
+		if !isFlag(tok) {
+			args = append(args, tok)
+			continue
+		}
+		switch asciiLower(normalizeDashes(tok)) {
+		case flagDryRun:
+			dryRun = true
+		case flagForce:
+			force = true
+		default:
+			return Request{}, usage(guessKind(text), fmt.Sprintf(
+				"%s is not an option I know; the options are `%s` and `%s`.", show(tok), flagDryRun, flagForce))
+		}
+		flags = append(flags, tok)
+	}
+
+	kind := KindPatch
+	if len(args) > 0 {
+		if k, ok := keyword(args[0]); ok {
+			kind = k
+			args = args[1:]
+		}
+	}
+	if kind != KindPatch && len(flags) > 0 {
+		return Request{}, usage(kind, fmt.Sprintf(
+			"%s only applies when patching instances; `%s` takes no options.", show(flags[0]), kind))
+	}
+
+	switch kind {
+	case KindStatus:
+		return parseStatus(args)
+	case KindList:
+		return parseList(args)
+	case KindHelp:
+		if len(args) > 0 {
+			return Request{}, usage(KindHelp, "`help` takes no arguments.")
+		}
+		return Request{Kind: KindHelp}, nil
+	}
+	return parsePatch(args, dryRun, force)
+}
+
+func parsePatch(args []string, dryRun, force bool) (Request, error) {
+	if len(args) == 0 {
+		return Request{}, usage(KindPatch, "Tell me which instances to patch: give their IDs or exact names.")
+	}
+	seen := make(map[string]bool, len(args))
+	instances := make([]string, 0, len(args))
+	for _, a := range args {
+		if k, ok := keyword(a); ok {
+			return Request{}, usage(KindPatch, fmt.Sprintf(
+				"`%s` is a subcommand, so it cannot name an instance here; give that instance by its ID.", k))
+		}
+		if msg := checkRef(a, "instance names and IDs"); msg != "" {
+			return Request{}, usage(KindPatch, msg)
+		}
+		if !seen[a] {
+			seen[a] = true
+			instances = append(instances, a)
+		}
+	}
+	if len(instances) > MaxInstances {
+		return Request{}, usage(KindPatch, fmt.Sprintf(
+			"You listed %d instances, but one request can patch at most %d; split them into several requests.",
+			len(instances), MaxInstances))
+	}
+	return Request{Kind: KindPatch, Instances: instances, DryRun: dryRun, Force: force}, nil
+}
+
+func parseStatus(args []string) (Request, error) {
+	switch {
+	case len(args) == 0:
+		return Request{}, usage(KindStatus, "Tell me which job or patch request to show: give its ID.")
+	case len(args) > 1:
+		return Request{}, usage(KindStatus, fmt.Sprintf(
+			"`status` takes exactly one job or request ID, but you gave %d.", len(args)))
+	}
+	if msg := checkRef(args[0], "job and request IDs"); msg != "" {
+		return Request{}, usage(KindStatus, msg)
+	}
+	return Request{Kind: KindStatus, ID: args[0]}, nil
+}
+
+func parseList(args []string) (Request, error) {
+	if len(args) > 1 {
+		return Request{}, usage(KindList, fmt.Sprintf("`list` takes at most one engine, but you gave %d words.", len(args)))
+	}
+	if len(args) == 0 {
+		return Request{Kind: KindList}, nil
+	}
+	switch asciiLower(args[0]) {
+	case EngineCassandra:
+		return Request{Kind: KindList, Engine: EngineCassandra}, nil
+	case EngineInfluxDB, "influx":
+		return Request{Kind: KindList, Engine: EngineInfluxDB}, nil
+	}
+	return Request{}, usage(KindList, fmt.Sprintf(
+		"I can list `%s` or `%s` instances, not %s.", EngineCassandra, EngineInfluxDB, show(args[0])))
+}
+
+// checkText looks at the whole text before it is split: size, encoding,
+// control characters and Slack's <…> markup (mentions and links, which may
+// contain spaces). It returns "" when the text is fine.
+func checkText(text string) string {
+	if len(text) > MaxTextLen {
+		return fmt.Sprintf("That command is %d characters long; I accept at most %d. Split it into several requests.",
+			len(text), MaxTextLen)
+	}
+	if !utf8.ValidString(text) {
+		return "The command is not valid UTF-8 text; type it again as plain text."
+	}
+	for _, r := range text {
+		if unicode.IsControl(r) && !isSeparator(r) {
+			return fmt.Sprintf("The command contains the control character %U; type it again as plain text.", r)
+		}
+	}
+	i := strings.IndexByte(text, '<')
+	if i < 0 {
+		return ""
+	}
+	const plain = " Give instance IDs or names as plain text."
+	rest := text[i+1:]
+	switch {
+	case strings.HasPrefix(rest, "@"):
+		return "That looks like a mention of a person; I patch instances, not people." + plain
+	case strings.HasPrefix(rest, "#"):
+		return "That looks like a link to a channel, not an instance." + plain
+	case strings.HasPrefix(rest, "!"):
+		return "That looks like a special mention such as @here or @channel; I never repeat those." + plain
+	}
+	return "Slack turned part of the command into a link." + plain + " If Slack keeps linking a name, wrap it in backticks."
+}
+
+// checkRef validates one instance reference or ID; what names the kind of
+// token in the message. It returns "" when ref is fine.
+func checkRef(ref, what string) string {
+	switch {
+	case strings.HasPrefix(ref, "*") && len(ref) > 1 && strings.HasSuffix(ref, "*"):
+		return fmt.Sprintf("%s looks like Slack *bold* formatting; send the names as plain text.", show(ref))
+	case strings.HasPrefix(ref, "*"):
+		return fmt.Sprintf("%s starts with `*`, which the cloud would treat as a fuzzy match; "+
+			"I only patch instances named exactly.", show(ref))
+	case strings.HasPrefix(ref, "_"):
+		return fmt.Sprintf("%s looks like Slack _italic_ formatting; send the names as plain text.", show(ref))
+	case strings.HasPrefix(ref, "~"):
+		return fmt.Sprintf("%s looks like Slack ~strikethrough~ formatting; send the names as plain text.", show(ref))
+	}
+	for i, r := range ref {
+		ok := r < utf8.RuneSelf && (isAlnum(byte(r)) || (i > 0 && (r == '-' || r == '_')))
+		if ok {
+			continue
+		}
+		if i == 0 && (r == '-' || r == '_') {
+			return fmt.Sprintf("%s must start with a letter or a digit.", show(ref))
+		}
+		return fmt.Sprintf("%s contains %s, but %s have only letters, digits, `-` and `_`.", show(ref), showRune(r), what)
+	}
+	if n := utf8.RuneCountInString(ref); n > maxRefLen {
+		return fmt.Sprintf("%s is %d characters long, but %s have at most %d.", show(ref), n, what, maxRefLen)
+	}
+	return ""
+}
+
+// usage builds the UsageError for the subcommand kind.
+func usage(kind Kind, msg string) *UsageError {
+	return &UsageError{Msg: msg + "\n" + usageLine(kind)}
+}
+
+// fields splits text at separators.
+func fields(text string) []string {
+	return strings.FieldsFunc(text, isSeparator)
+}
+
+// isSeparator reports whether r separates tokens: any white space, commas
+// and backticks (so that `code` formatting is simply ignored).
+func isSeparator(r rune) bool {
+	return unicode.IsSpace(r) || r == ',' || r == '`'
+}
+
+// isFlag reports whether tok is meant as a flag: it starts with a hyphen or
+// with a dash that autocorrection made of "--".
+func isFlag(tok string) bool {
+	return strings.HasPrefix(tok, "-") || strings.HasPrefix(tok, "—") || strings.HasPrefix(tok, "–")
+}
+
+// normalizeDashes turns a leading em or en dash into "--".
+func normalizeDashes(tok string) string {
+	for _, d := range []string{"—", "–"} {
+		if rest, ok := strings.CutPrefix(tok, d); ok {
+			return "--" + rest
+		}
+	}
+	return tok
+}
+
+// keyword returns the subcommand that tok names, if any.
+func keyword(tok string) (Kind, bool) {
+	switch k := Kind(asciiLower(tok)); k {
+	case KindStatus, KindList, KindHelp:
+		return k, true
+	}
+	return "", false
+}
+
+// guessKind returns the subcommand text is probably about, to pick the usage
+// line of an error found before the text is fully parsed.
+func guessKind(text string) Kind {
+	f := fields(text)
+	for _, tok := range f {
+		if isFlag(tok) {
+			continue
+		}
+		if k, ok := keyword(tok); ok {
+			return k
+		}
+		break
+	}
+	return KindPatch
+}
+
+// asciiLower lowercases s if it is pure ASCII and returns it unchanged
+// otherwise, so that Unicode case folding (ſ, K) never makes a keyword.
+func asciiLower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return s
+		}
+	}
+	return strings.ToLower(s)
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// show quotes a user's token for a message: at most maxShown characters,
+// without invisible characters, mrkdwn-escaped, in backticks.
+func show(tok string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range tok {
+		if !unicode.IsPrint(r) || r == '`' {
+			continue
+		}
+		if n == maxShown {
+			b.WriteString("…")
+			break
+		}
+		b.WriteRune(r)
+		n++
+	}
+	if b.Len() == 0 {
+		return "a word of invisible characters"
+	}
+	return "`" + escape(b.String()) + "`"
+}
+
+// showRune names a character for a message; invisible ones by code point.
+func showRune(r rune) string {
+	if unicode.IsPrint(r) && r != '`' && r != ' ' {
+		return "`" + escape(string(r)) + "`"
+	}
+	return fmt.Sprintf("the invisible character %U", r)
+}

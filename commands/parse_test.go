@@ -1,0 +1,322 @@
+package commands
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+const (
+	id1 = "3f1c9d0b6e2a4c7d8e9f0a1b2c3d4e5fin13"
+	id2 = "0a1b2c3d4e5f60718293a4b5c6d7e8f9in13"
+)
+
+type parseCase struct {
+	name    string
+	text    string
+	want    Request
+	wantErr []string // substrings the UsageError must contain; nil means success
+}
+
+var parseCases = []parseCase{
+	// patch
+	{name: "one id", text: id1, want: Request{Kind: KindPatch, Instances: []string{id1}}},
+	{name: "names and ids", text: "orders-prod " + id1 + " users_prod", want: Request{Kind: KindPatch, Instances: []string{"orders-prod", id1, "users_prod"}}},
+	{name: "commas", text: "a,b, c ,d", want: Request{Kind: KindPatch, Instances: []string{"a", "b", "c", "d"}}},
+	{name: "newlines and tabs", text: "a\nb\r\n\tc\n", want: Request{Kind: KindPatch, Instances: []string{"a", "b", "c"}}},
+	{name: "nbsp", text: "a\u00a0b", want: Request{Kind: KindPatch, Instances: []string{"a", "b"}}},
+	{name: "dedup first seen", text: "b a b c a", want: Request{Kind: KindPatch, Instances: []string{"b", "a", "c"}}},
+	{name: "case kept", text: "db1 DB1", want: Request{Kind: KindPatch, Instances: []string{"db1", "DB1"}}},
+	{name: "dry run", text: "a --dry-run", want: Request{Kind: KindPatch, Instances: []string{"a"}, DryRun: true}},
+	{name: "flags first", text: "--force --dry-run a b", want: Request{Kind: KindPatch, Instances: []string{"a", "b"}, DryRun: true, Force: true}},
+	{name: "flags between", text: "a --FORCE b", want: Request{Kind: KindPatch, Instances: []string{"a", "b"}, Force: true}},
+	{name: "flag twice", text: "a --force --force", want: Request{Kind: KindPatch, Instances: []string{"a"}, Force: true}},
+	{name: "em dash flag", text: "a —dry-run", want: Request{Kind: KindPatch, Instances: []string{"a"}, DryRun: true}},
+	{name: "en dash flag", text: "a –force", want: Request{Kind: KindPatch, Instances: []string{"a"}, Force: true}},
+	{name: "backticks stripped", text: "`" + id1 + "` ```b\nc```", want: Request{Kind: KindPatch, Instances: []string{id1, "b", "c"}}},
+	{name: "64 chars", text: strings.Repeat("a", 64), want: Request{Kind: KindPatch, Instances: []string{strings.Repeat("a", 64)}}},
+	{name: "patch is not a keyword", text: "patch a", want: Request{Kind: KindPatch, Instances: []string{"patch", "a"}}},
+	{name: "exactly max", text: names(MaxInstances), want: Request{Kind: KindPatch, Instances: strings.Fields(names(MaxInstances))}},
+	{name: "max after dedup", text: names(MaxInstances) + " " + names(MaxInstances), want: Request{Kind: KindPatch, Instances: strings.Fields(names(MaxInstances))}},
+
+	// patch errors
+	{name: "empty", text: "", wantErr: []string{"Tell me which instances", "Usage:"}},
+	{name: "blank", text: " \n\t , ", wantErr: []string{"Tell me which instances", "Usage:"}},
+	{name: "only flags", text: "--dry-run", wantErr: []string{"Tell me which instances", "Usage:"}},
+	{name: "unknown long flag", text: "a --foo", wantErr: []string{"`--foo` is not an option", "--dry-run"}},
+	{name: "unknown short flag", text: "-f a", wantErr: []string{"`-f` is not an option"}},
+	{name: "flag with value", text: "a --dry-run=true", wantErr: []string{"`--dry-run=true` is not an option"}},
+	{name: "too many", text: names(MaxInstances + 1), wantErr: []string{"101 instances", "at most 100"}},
+	{name: "leading star", text: "a *orders", wantErr: []string{"`*orders` starts with `*`", "fuzzy"}},
+	{name: "lone star", text: "*", wantErr: []string{"fuzzy"}},
+	{name: "bold", text: "*orders-prod*", wantErr: []string{"bold"}},
+	{name: "bold two words", text: "*a b*", wantErr: []string{"`*a` starts with `*`"}},
+	{name: "trailing star", text: "orders*", wantErr: []string{"contains `*`"}},
+	{name: "italic", text: "_orders_", wantErr: []string{"italic"}},
+	{name: "strike", text: "~orders~", wantErr: []string{"strikethrough"}},
+	{name: "user mention", text: "<@U123> a", wantErr: []string{"mention of a person"}},
+	{name: "user mention with name", text: "a <@U123|bob smith>", wantErr: []string{"mention of a person"}},
+	{name: "channel", text: "<#C123|general>", wantErr: []string{"channel"}},
+	{name: "here", text: "<!here> a", wantErr: []string{"special mention"}},
+	{name: "link", text: "<http://x.example|x.example>", wantErr: []string{"link"}},
+	{name: "mailto", text: "<mailto:a@b.c|a@b.c>", wantErr: []string{"link"}},
+	{name: "escaped angle", text: "&lt;db&gt;", wantErr: []string{"contains `&amp;`"}},
+	{name: "dot", text: "db.prod", wantErr: []string{"`db.prod` contains `.`", "Usage:"}},
+	{name: "quote", text: `"db1"`, wantErr: []string{"contains `\"`"}},
+	{name: "unicode letter", text: "dbé", wantErr: []string{"contains `é`"}},
+	{name: "zero width", text: "db\u200b1", wantErr: []string{"invisible character U+200B"}},
+	{name: "65 chars", text: strings.Repeat("a", 65), wantErr: []string{"65 characters", "at most 64"}},
+	{name: "long token truncated", text: strings.Repeat("b", 300), wantErr: []string{strings.Repeat("b", maxShown) + "…`"}},
+	{name: "nul", text: "a\x00b", wantErr: []string{"control character U+0000"}},
+	{name: "escape", text: "a\x1b[31m", wantErr: []string{"control character U+001B"}},
+	{name: "c1 control", text: "a\u0090", wantErr: []string{"control character U+0090"}},
+	{name: "invalid utf8", text: "a\xff", wantErr: []string{"UTF-8"}},
+	{name: "too long", text: strings.Repeat("a ", MaxTextLen/2+1), wantErr: []string{"characters long", "at most 10000"}},
+	{name: "keyword later", text: "a help", wantErr: []string{"`help` is a subcommand"}},
+	{name: "keyword later upper", text: "a b STATUS", wantErr: []string{"`status` is a subcommand"}},
+
+	// status
+	{name: "status job", text: "status 0b7f3c2e-5a1d-4e6f-9a8b-7c6d5e4f3a2b", want: Request{Kind: KindStatus, ID: "0b7f3c2e-5a1d-4e6f-9a8b-7c6d5e4f3a2b"}},
+	{name: "status upper", text: "  Status\tr-123 ", want: Request{Kind: KindStatus, ID: "r-123"}},
+	{name: "status missing", text: "status", wantErr: []string{"give its ID", "Usage: `/geminidb-patch status &lt;job-id|request-id&gt;`"}},
+	{name: "status two", text: "status a b", wantErr: []string{"exactly one", "gave 2"}},
+	{name: "status flag", text: "status a --force", wantErr: []string{"`--force` only applies", "`status` takes no options"}},
+	{name: "status flag first", text: "--dry-run status a", wantErr: []string{"`--dry-run` only applies"}},
+	{name: "status bad id", text: "status a/b", wantErr: []string{"contains `/`", "job and request IDs"}},
+	{name: "status star", text: "status *x", wantErr: []string{"fuzzy"}},
+	{name: "status mention", text: "status <@U1>", wantErr: []string{"mention", "Usage: `/geminidb-patch status"}},
+
+	// list
+	{name: "list", text: "list", want: Request{Kind: KindList}},
+	{name: "list cassandra", text: "LIST Cassandra", want: Request{Kind: KindList, Engine: EngineCassandra}},
+	{name: "list influxdb", text: "list influxdb", want: Request{Kind: KindList, Engine: EngineInfluxDB}},
+	{name: "list influx", text: "list INFLUX", want: Request{Kind: KindList, Engine: EngineInfluxDB}},
+	{name: "list redis", text: "list redis", wantErr: []string{"not `redis`", "Usage: `/geminidb-patch list [cassandra|influxdb]`"}},
+	{name: "list two", text: "list cassandra influxdb", wantErr: []string{"at most one engine"}},
+	{name: "list flag", text: "list --dry-run", wantErr: []string{"`--dry-run` only applies"}},
+	{name: "list unicode fold", text: "list caſsandra", wantErr: []string{"not `caſsandra`"}},
+
+	// help
+	{name: "help", text: "help", want: Request{Kind: KindHelp}},
+	{name: "help upper", text: "HELP", want: Request{Kind: KindHelp}},
+	{name: "help kelvin is not a keyword", text: "\u212Aelp", wantErr: []string{"contains `\u212A`"}},
+	{name: "help arg", text: "help status", wantErr: []string{"`help` takes no arguments"}},
+	{name: "help flag", text: "help --force", wantErr: []string{"`--force` only applies"}},
+}
+
+// names returns n distinct instance names separated by spaces.
+func names(n int) string {
+	s := make([]string, n)
+	for i := range s {
+		s[i] = fmt.Sprintf("db-%03d", i)
+	}
+	return strings.Join(s, " ")
+}
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+	for _, tc := range parseCases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := Parse(tc.text)
+			if tc.wantErr == nil {
+				if err != nil {
+					t.Fatalf("Parse(%q): got error %v, want %+v", tc.text, err, tc.want)
+				}
+				if !reflect.DeepEqual(got, tc.want) {
+					t.Fatalf("Parse(%q): got %+v, want %+v", tc.text, got, tc.want)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Parse(%q): got %+v, want an error", tc.text, got)
+			}
+			checkUsageError(t, tc.text, err)
+			for _, sub := range tc.wantErr {
+				if !strings.Contains(err.Error(), sub) {
+					t.Errorf("Parse(%q): got error %q, want it to contain %q", tc.text, err, sub)
+				}
+			}
+			if !reflect.DeepEqual(got, Request{}) {
+				t.Errorf("Parse(%q): got %+v with the error, want the zero Request", tc.text, got)
+			}
+		})
+	}
+}
+
+// checkUsageError checks what every error of Parse must be.
+func checkUsageError(t *testing.T, text string, err error) {
+	t.Helper()
+	var ue *UsageError
+	if !errors.As(err, &ue) {
+		t.Fatalf("Parse(%q): got error of type %T, want *UsageError", text, err)
+	}
+	if ue.Msg == "" || ue.Error() != ue.Msg {
+		t.Fatalf("Parse(%q): got Msg %q and Error() %q, want the same non-empty text", text, ue.Msg, ue.Error())
+	}
+	if len(ue.Msg) >= 500 {
+		t.Fatalf("Parse(%q): got a message of %d bytes, want < 500: %q", text, len(ue.Msg), ue.Msg)
+	}
+	if !strings.Contains(ue.Msg, "Usage: `") {
+		t.Fatalf("Parse(%q): got message %q, want a usage line", text, ue.Msg)
+	}
+	for _, r := range ue.Msg {
+		if r != '\n' && (r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0)) {
+			t.Fatalf("Parse(%q): got message %q with control character %U", text, ue.Msg, r)
+		}
+	}
+	// The only < > Slack may see are the escaped ones; an unescaped "<!here>"
+	// in a reply would ping the channel.
+	if strings.ContainsAny(ue.Msg, "<>") {
+		t.Fatalf("Parse(%q): got message %q with an unescaped < or >", text, ue.Msg)
+	}
+}
+
+func TestRequestStringRoundTrip(t *testing.T) {
+	t.Parallel()
+	for _, tc := range parseCases {
+		if tc.wantErr != nil {
+			continue
+		}
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := tc.want.String()
+			got, err := Parse(s)
+			if err != nil {
+				t.Fatalf("Parse(%q): got error %v, want %+v", s, err, tc.want)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("Parse(%q): got %+v, want %+v", s, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRequestString(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		req  Request
+		want string
+	}{
+		{name: "patch", req: Request{Kind: KindPatch, Instances: []string{"a", "b"}, DryRun: true, Force: true}, want: "a b --dry-run --force"},
+		{name: "status", req: Request{Kind: KindStatus, ID: "r-1"}, want: "status r-1"},
+		{name: "list", req: Request{Kind: KindList}, want: "list"},
+		{name: "list engine", req: Request{Kind: KindList, Engine: EngineInfluxDB}, want: "list influxdb"},
+		{name: "help", req: Request{Kind: KindHelp}, want: "help"},
+		{name: "zero", req: Request{}, want: ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := tc.req.String(); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseJunkIsQuick(t *testing.T) {
+	t.Parallel()
+	junk := []string{
+		strings.Repeat("x", 5000),
+		strings.Repeat("<@U1>", 1000),
+		strings.Repeat("\xff", 5000),
+		strings.Repeat("a.", 2500),
+		strings.Repeat("é", 2500),
+		strings.Repeat("*", 5000),
+		strings.Repeat("-", 5000),
+		strings.Repeat("a ", 2500), // 2500 "a": one instance after dedup, fine
+	}
+	for i, text := range junk {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			t.Parallel()
+			start := time.Now()
+			_, err := Parse(text)
+			if d := time.Since(start); d > 100*time.Millisecond {
+				t.Errorf("Parse took %v, want < 100ms", d)
+			}
+			if err != nil {
+				checkUsageError(t, text[:20], err)
+			}
+		})
+	}
+}
+
+func TestHelpMentionsEverySubcommand(t *testing.T) {
+	t.Parallel()
+	const cmd = "/geminidb-patch"
+	help := Help(cmd)
+	for _, s := range Subcommands {
+		t.Run(s.Name, func(t *testing.T) {
+			want := cmd + " " + escape(s.Usage)
+			if !strings.Contains(help, want) {
+				t.Errorf("got help without %q:\n%s", want, help)
+			}
+			for _, ex := range s.Examples {
+				if !strings.Contains(help, cmd+" "+escape(ex)) {
+					t.Errorf("got help without example %q", ex)
+				}
+			}
+		})
+	}
+	if strings.ContainsAny(help, "<>") {
+		t.Errorf("got help with an unescaped < or >:\n%s", help)
+	}
+}
+
+// TestSubcommandExamplesParse keeps the examples in the help text honest.
+func TestSubcommandExamplesParse(t *testing.T) {
+	t.Parallel()
+	for _, s := range Subcommands {
+		for _, ex := range s.Examples {
+			t.Run(s.Name+"/"+ex, func(t *testing.T) {
+				t.Parallel()
+				r, err := Parse(ex)
+				if err != nil {
+					t.Fatalf("Parse(%q): got error %v, want success", ex, err)
+				}
+				if string(r.Kind) != s.Name {
+					t.Fatalf("Parse(%q): got kind %q, want %q", ex, r.Kind, s.Name)
+				}
+			})
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, tc := range parseCases {
+		f.Add(tc.text)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		r, err := Parse(text)
+		if err != nil {
+			var ue *UsageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("Parse(%q): got error of type %T, want *UsageError", text, err)
+			}
+			if ue.Msg == "" || len(ue.Msg) >= 500 || !utf8.ValidString(ue.Msg) {
+				t.Fatalf("Parse(%q): got message %q (%d bytes), want valid UTF-8, non-empty, < 500 bytes", text, ue.Msg, len(ue.Msg))
+			}
+			if strings.ContainsAny(ue.Msg, "<>") {
+				t.Fatalf("Parse(%q): got message %q with an unescaped < or >", text, ue.Msg)
+			}
+			return
+		}
+		if r.Kind == KindPatch && (len(r.Instances) == 0 || len(r.Instances) > MaxInstances) {
+			t.Fatalf("Parse(%q): got %d instances, want 1..%d", text, len(r.Instances), MaxInstances)
+		}
+		s := r.String()
+		again, err := Parse(s)
+		if err != nil {
+			t.Fatalf("Parse(%q) = %+v, but Parse(%q): got error %v", text, r, s, err)
+		}
+		if !reflect.DeepEqual(again, r) {
+			t.Fatalf("Parse(%q) = %+v, but Parse(%q): got %+v", text, r, s, again)
+		}
+	})
+}

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+	"github.com/rs/zerolog"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/secret"
+)
+
+// Config is every setting the bot reads from the environment. It is read
+// once, in main, and validated before anything starts.
+type Config struct {
+	SlackAppToken secret.Secret `envconfig:"SLACK_APP_TOKEN" required:"true"`
+	SlackBotToken secret.Secret `envconfig:"SLACK_BOT_TOKEN" required:"true"`
+	SlackAPIURL   string        `envconfig:"SLACK_API_URL" default:"https://slack.com/api/"`
+
+	GeminiDBEndpoint     string        `envconfig:"GEMINIDB_ENDPOINT" required:"true"`
+	GeminiDBProjectID    string        `envconfig:"GEMINIDB_PROJECT_ID" required:"true"`
+	GeminiDBBatchEngines []string      `envconfig:"GEMINIDB_BATCH_ENGINES" default:"cassandra,influxdb"`
+	GeminiDBAuthToken    secret.Secret `envconfig:"GEMINIDB_AUTH_TOKEN"`
+	GeminiDBAccessKey    secret.Secret `envconfig:"GEMINIDB_ACCESS_KEY"`
+	GeminiDBSecretKey    secret.Secret `envconfig:"GEMINIDB_SECRET_KEY"`
+	GeminiDBIAMEndpoint  string        `envconfig:"GEMINIDB_IAM_ENDPOINT"`
+	GeminiDBIAMUsername  string        `envconfig:"GEMINIDB_IAM_USERNAME"`
+	GeminiDBIAMPassword  secret.Secret `envconfig:"GEMINIDB_IAM_PASSWORD"`
+	GeminiDBIAMDomain    string        `envconfig:"GEMINIDB_IAM_DOMAIN"`
+
+	AllowedUsers    []string      `envconfig:"BOT_ALLOWED_USERS"`
+	AllowedChannels []string      `envconfig:"BOT_ALLOWED_CHANNELS"`
+	Approvers       []string      `envconfig:"BOT_APPROVERS"`
+	ConfirmTTL      time.Duration `envconfig:"BOT_CONFIRM_TTL" default:"15m"`
+	PollInterval    time.Duration `envconfig:"BOT_POLL_INTERVAL" default:"30s"`
+	FollowFor       time.Duration `envconfig:"BOT_FOLLOW_FOR" default:"6h"`
+	CommandsPerMin  int           `envconfig:"BOT_COMMANDS_PER_MINUTE" default:"10"`
+	MaxOpenPlans    int           `envconfig:"BOT_MAX_OPEN_PLANS" default:"3"`
+	Store           string        `envconfig:"BOT_STORE" default:"geminidb-patch.db"`
+	HTTPAddr        string        `envconfig:"BOT_HTTP_ADDR" default:":8080"`
+	ShutdownTimeout time.Duration `envconfig:"BOT_SHUTDOWN_TIMEOUT" default:"30s"`
+
+	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
+	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
+}
+
+// AuthMode names the GeminiDB authentication the configuration selects.
+type AuthMode string
+
+// The GeminiDB authentication modes.
+const (
+	AuthToken AuthMode = "token"
+	AuthIAM   AuthMode = "iam"
+	AuthAKSK  AuthMode = "aksk"
+)
+
+// ConfigError names the variable that is wrong and what is wrong with it.
+// Its text is safe to print: it never contains a value of a secret.
+type ConfigError struct {
+	Variable string
+	Problem  string
+}
+
+func (e *ConfigError) Error() string { return e.Variable + ": " + e.Problem }
+
+// LoadConfig reads the environment into a Config and validates it.
+func LoadConfig() (Config, error) {
+	var c Config
+	if err := envconfig.Process("", &c); err != nil {
+		return Config{}, envconfigError(err)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// envconfigError turns envconfig's errors into a ConfigError without
+// repeating the offending value (it may be a secret).
+func envconfigError(err error) error {
+	var pe *envconfig.ParseError
+	if errors.As(err, &pe) {
+		return &ConfigError{Variable: pe.KeyName, Problem: fmt.Sprintf("cannot parse as %s", pe.TypeName)}
+	}
+	msg := err.Error()
+	if i := strings.Index(msg, "required key "); i >= 0 {
+		rest := strings.TrimPrefix(msg[i:], "required key ")
+		name := strings.Fields(rest)
+		if len(name) > 0 {
+			return &ConfigError{Variable: name[0], Problem: "is required but not set"}
+		}
+	}
+	return &ConfigError{Variable: "environment", Problem: "cannot be read"}
+}
+
+// Validate checks every setting and returns the first problem found.
+func (c *Config) Validate() error {
+	bad := func(v, p string) error { return &ConfigError{Variable: v, Problem: p} }
+	if !strings.HasPrefix(c.SlackAppToken.Reveal(), "xapp-") {
+		return bad("SLACK_APP_TOKEN", "must be an app-level token starting with xapp-")
+	}
+	if !strings.HasPrefix(c.SlackBotToken.Reveal(), "xoxb-") {
+		return bad("SLACK_BOT_TOKEN", "must be a bot token starting with xoxb-")
+	}
+	if err := checkURL(c.SlackAPIURL); err != nil {
+		return bad("SLACK_API_URL", err.Error())
+	}
+	if !strings.HasSuffix(c.SlackAPIURL, "/") {
+		c.SlackAPIURL += "/"
+	}
+	if err := checkURL(c.GeminiDBEndpoint); err != nil {
+		return bad("GEMINIDB_ENDPOINT", err.Error())
+	}
+	c.GeminiDBEndpoint = strings.TrimRight(c.GeminiDBEndpoint, "/")
+	if strings.TrimSpace(c.GeminiDBProjectID) == "" || strings.ContainsAny(c.GeminiDBProjectID, "/?# ") {
+		return bad("GEMINIDB_PROJECT_ID", "must be a project ID (no spaces or slashes)")
+	}
+	engines := cleanList(c.GeminiDBBatchEngines)
+	if len(engines) == 0 {
+		return bad("GEMINIDB_BATCH_ENGINES", "must name at least one engine, e.g. cassandra,influxdb")
+	}
+	for i, e := range engines {
+		engines[i] = strings.ToLower(e)
+	}
+	c.GeminiDBBatchEngines = engines
+	if _, err := c.AuthMode(); err != nil {
+		return err
+	}
+	c.AllowedUsers = cleanList(c.AllowedUsers)
+	if len(c.AllowedUsers) == 0 {
+		return bad("BOT_ALLOWED_USERS", "is required: list the Slack user IDs (U…) or user-group IDs (S…) allowed to patch, or * for everyone")
+	}
+	for _, u := range c.AllowedUsers {
+		if u != "*" && !isSlackID(u, "UWS") {
+			return bad("BOT_ALLOWED_USERS", fmt.Sprintf("%q is not a Slack user ID (U…/W…), user-group ID (S…) or *", u))
+		}
+	}
+	c.AllowedChannels = cleanList(c.AllowedChannels)
+	for _, ch := range c.AllowedChannels {
+		if !isSlackID(ch, "CGD") {
+			return bad("BOT_ALLOWED_CHANNELS", fmt.Sprintf("%q is not a Slack channel ID (C…/G…)", ch))
+		}
+	}
+	c.Approvers = cleanList(c.Approvers)
+	for _, u := range c.Approvers {
+		if !isSlackID(u, "UWS") {
+			return bad("BOT_APPROVERS", fmt.Sprintf("%q is not a Slack user ID (U…/W…) or user-group ID (S…)", u))
+		}
+	}
+	positive := map[string]time.Duration{
+		"BOT_CONFIRM_TTL": c.ConfirmTTL, "BOT_POLL_INTERVAL": c.PollInterval,
+		"BOT_FOLLOW_FOR": c.FollowFor, "BOT_SHUTDOWN_TIMEOUT": c.ShutdownTimeout,
+	}
+	for _, name := range []string{"BOT_CONFIRM_TTL", "BOT_POLL_INTERVAL", "BOT_FOLLOW_FOR", "BOT_SHUTDOWN_TIMEOUT"} {
+		if positive[name] <= 0 {
+			return bad(name, "must be a positive duration such as 30s or 15m")
+		}
+	}
+	if c.CommandsPerMin <= 0 {
+		return bad("BOT_COMMANDS_PER_MINUTE", "must be a positive number")
+	}
+	if c.MaxOpenPlans <= 0 {
+		return bad("BOT_MAX_OPEN_PLANS", "must be a positive number")
+	}
+	if strings.TrimSpace(c.Store) == "" {
+		return bad("BOT_STORE", "must be a file path")
+	}
+	if strings.Contains(c.Store, "://") {
+		return bad("BOT_STORE", "only a file path (embedded store) is supported in this version")
+	}
+	if _, err := zerolog.ParseLevel(strings.ToLower(c.LogLevel)); err != nil || c.LogLevel == "" {
+		return bad("LOG_LEVEL", "must be one of trace, debug, info, warn, error")
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		return bad("LOG_FORMAT", "must be json or console")
+	}
+	return nil
+}
+
+// AuthMode returns the one GeminiDB authentication mode the variables select.
+// Setting none, two, or only part of one is an error naming the variables.
+func (c *Config) AuthMode() (AuthMode, error) {
+	iamVars := map[string]bool{
+		"GEMINIDB_IAM_ENDPOINT": c.GeminiDBIAMEndpoint != "", "GEMINIDB_IAM_USERNAME": c.GeminiDBIAMUsername != "",
+		"GEMINIDB_IAM_PASSWORD": c.GeminiDBIAMPassword.Set(), "GEMINIDB_IAM_DOMAIN": c.GeminiDBIAMDomain != "",
+	}
+	iamOrder := []string{"GEMINIDB_IAM_ENDPOINT", "GEMINIDB_IAM_USERNAME", "GEMINIDB_IAM_PASSWORD", "GEMINIDB_IAM_DOMAIN"}
+	var modes []AuthMode
+	var names []string
+	if c.GeminiDBAuthToken.Set() {
+		modes, names = append(modes, AuthToken), append(names, "GEMINIDB_AUTH_TOKEN")
+	}
+	if c.GeminiDBAccessKey.Set() || c.GeminiDBSecretKey.Set() {
+		if !c.GeminiDBAccessKey.Set() {
+			return "", &ConfigError{"GEMINIDB_ACCESS_KEY", "must be set together with GEMINIDB_SECRET_KEY"}
+		}
+		if !c.GeminiDBSecretKey.Set() {
+			return "", &ConfigError{"GEMINIDB_SECRET_KEY", "must be set together with GEMINIDB_ACCESS_KEY"}
+		}
+		modes, names = append(modes, AuthAKSK), append(names, "GEMINIDB_ACCESS_KEY/GEMINIDB_SECRET_KEY")
+	}
+	anyIAM := false
+	for _, v := range iamVars {
+		anyIAM = anyIAM || v
+	}
+	if anyIAM {
+		for _, name := range iamOrder {
+			if !iamVars[name] {
+				return "", &ConfigError{name, "must be set for IAM password login (GEMINIDB_IAM_ENDPOINT, _USERNAME, _PASSWORD, _DOMAIN go together)"}
+			}
+		}
+		if err := checkURL(c.GeminiDBIAMEndpoint); err != nil {
+			return "", &ConfigError{"GEMINIDB_IAM_ENDPOINT", err.Error()}
+		}
+		modes, names = append(modes, AuthIAM), append(names, "GEMINIDB_IAM_*")
+	}
+	switch len(modes) {
+	case 0:
+		return "", &ConfigError{"GEMINIDB_AUTH_TOKEN", "no GeminiDB authentication is set: set GEMINIDB_AUTH_TOKEN, or GEMINIDB_ACCESS_KEY and GEMINIDB_SECRET_KEY, or the GEMINIDB_IAM_* variables"}
+	case 1:
+		return modes[0], nil
+	default:
+		return "", &ConfigError{strings.Join(names, ", "), "set only one GeminiDB authentication mode"}
+	}
+}
+
+// LogValue returns the effective configuration for the start-up log line,
+// secrets shown only as set or not.
+func (c *Config) LogValue(mode AuthMode) map[string]any {
+	return map[string]any{
+		"slack_api_url": c.SlackAPIURL, "geminidb_endpoint": c.GeminiDBEndpoint,
+		"geminidb_project_id": c.GeminiDBProjectID, "batch_engines": c.GeminiDBBatchEngines,
+		"auth_mode": string(mode), "iam_endpoint": c.GeminiDBIAMEndpoint,
+		"allowed_users": c.AllowedUsers, "allowed_channels": c.AllowedChannels, "approvers": c.Approvers,
+		"confirm_ttl": c.ConfirmTTL.String(), "poll_interval": c.PollInterval.String(),
+		"follow_for": c.FollowFor.String(), "store": c.Store, "http_addr": c.HTTPAddr,
+		"commands_per_minute": c.CommandsPerMin, "max_open_plans": c.MaxOpenPlans,
+	}
+}
+
+func checkURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("must be an http(s) URL such as https://host")
+	}
+	return nil
+}
+
+func cleanList(in []string) []string {
+	var out []string
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func isSlackID(s, prefixes string) bool {
+	if len(s) < 2 || len(s) > 24 || !strings.ContainsRune(prefixes, rune(s[0])) {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}

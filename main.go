@@ -1,0 +1,275 @@
+// Command geminidb-patch-bot is a Slack bot (Socket Mode) that patches
+// GeminiDB Cassandra and Influx instances in batches, safely, from Slack.
+//
+//	geminidb-patch-bot           run the bot (configured by environment variables)
+//	geminidb-patch-bot doctor    check the configuration, Slack, GeminiDB and the store
+//	geminidb-patch-bot version   print the version
+//	geminidb-patch-bot healthcheck   GET /healthz of a running bot (for Docker's HEALTHCHECK)
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+	"github.com/slack-go/slack"
+	"github.com/slack-go/slack/socketmode"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/bot"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/ops"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
+)
+
+// version is stamped at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+// Exit statuses.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitConfig = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is the whole program minus process concerns, so tests run exactly
+// what users run.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	sub := ""
+	if len(args) > 0 {
+		sub = args[0]
+	}
+	switch sub {
+	case "":
+	case "version", "--version":
+		fmt.Fprintln(stdout, "geminidb-patch-bot", version)
+		return exitOK
+	case "doctor":
+		return doctor(ctx, stdout)
+	case "healthcheck":
+		return healthcheck(ctx, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, "usage: geminidb-patch-bot [doctor|version|healthcheck]\nConfiguration is read from the environment; see README.md.")
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "unknown argument %q; usage: geminidb-patch-bot [doctor|version]\n", sub)
+		return exitConfig
+	}
+	cfg, err := LoadConfig()
+	if err != nil {
+		fmt.Fprintf(stderr, "geminidb-patch-bot: configuration error: %v\n", err)
+		return exitConfig
+	}
+	m, err := NewMain(cfg, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "geminidb-patch-bot: %v\n", err)
+		return exitFailed
+	}
+	err = m.Run(ctx)
+	if cerr := m.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		m.Log.Error().Err(err).Msg("stopped with an error")
+		return exitFailed
+	}
+	m.Log.Info().Msg("stopped")
+	return exitOK
+}
+
+// Main is the wired program: configuration, logger, store, clients, bot
+// and the operational HTTP server.
+type Main struct {
+	Config   Config
+	Log      zerolog.Logger
+	Store    *store.Bolt
+	Bot      *bot.Bot
+	Registry *prometheus.Registry
+	HTTP     *ops.Server
+	Slack    *slack.Client
+	GeminiDB *upgrade.Client
+}
+
+// NewLogger builds the zerolog logger the configuration asks for.
+func NewLogger(cfg Config, w io.Writer) zerolog.Logger {
+	level, err := zerolog.ParseLevel(strings.ToLower(cfg.LogLevel))
+	if err != nil {
+		level = zerolog.InfoLevel
+	}
+	if cfg.LogFormat == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Str("service", "geminidb-patch-bot").Logger()
+}
+
+// NewGeminiDB builds the GeminiDB client for the configured auth mode.
+func NewGeminiDB(cfg Config, observe func(call string, d time.Duration, err error)) (*upgrade.Client, error) {
+	mode, err := cfg.AuthMode()
+	if err != nil {
+		return nil, err
+	}
+	var auth upgrade.Authenticator
+	switch mode {
+	case AuthToken:
+		auth = upgrade.TokenAuth(cfg.GeminiDBAuthToken.Reveal())
+	case AuthAKSK:
+		auth = upgrade.AKSKAuth(cfg.GeminiDBAccessKey.Reveal(), cfg.GeminiDBSecretKey.Reveal())
+	case AuthIAM:
+		auth = upgrade.NewIAMAuth(upgrade.IAMConfig{
+			Endpoint: cfg.GeminiDBIAMEndpoint, Username: cfg.GeminiDBIAMUsername,
+			Password: cfg.GeminiDBIAMPassword.Reveal(), Domain: cfg.GeminiDBIAMDomain, ProjectID: cfg.GeminiDBProjectID,
+		})
+	}
+	opts := []upgrade.Option{}
+	if observe != nil {
+		opts = append(opts, upgrade.WithObserver(observe))
+	}
+	c, err := upgrade.NewClient(cfg.GeminiDBEndpoint, cfg.GeminiDBProjectID, auth, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("geminidb client: %w", err)
+	}
+	return c, nil
+}
+
+// NewSlack builds the Slack Web API client (bot token, app token for Socket Mode).
+func NewSlack(cfg Config) *slack.Client {
+	return slack.New(cfg.SlackBotToken.Reveal(),
+		slack.OptionAppLevelToken(cfg.SlackAppToken.Reveal()),
+		slack.OptionAPIURL(cfg.SlackAPIURL),
+		slack.OptionHTTPClient(&http.Client{Timeout: 30 * time.Second}))
+}
+
+// NewMain wires everything. It opens the store (a damaged store stops the
+// bot here) and binds the HTTP address; it does not connect to Slack yet.
+func NewMain(cfg Config, logOut io.Writer) (*Main, error) {
+	log := NewLogger(cfg, logOut)
+	mode, _ := cfg.AuthMode()
+	log.Info().Str("version", version).Interface("config", cfg.LogValue(mode)).Msg("starting")
+
+	st, err := store.Open(cfg.Store)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", cfg.Store, err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := bot.NewMetrics(reg)
+	db, err := NewGeminiDB(cfg, func(call string, d time.Duration, err error) {
+		result := "ok"
+		if err != nil {
+			result = "error"
+		}
+		metrics.APILatency.WithLabelValues(call, result).Observe(d.Seconds())
+	})
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	api := NewSlack(cfg)
+	sm := socketmode.New(api)
+	b := bot.New(bot.Config{
+		Command: bot.Command, ProjectID: cfg.GeminiDBProjectID, BatchEngines: cfg.GeminiDBBatchEngines,
+		AllowedUsers: cfg.AllowedUsers, AllowedChannels: cfg.AllowedChannels, Approvers: cfg.Approvers,
+		ConfirmTTL: cfg.ConfirmTTL, PollInterval: cfg.PollInterval, FollowFor: cfg.FollowFor,
+		CommandsPerMin: cfg.CommandsPerMin, MaxOpenPlans: cfg.MaxOpenPlans,
+	}, api, sm, db, st, log, metrics)
+
+	h := ops.Handler(map[string]ops.Check{
+		"slack": func() error {
+			if !b.Connected() {
+				return errors.New("socket mode not connected")
+			}
+			return nil
+		},
+		"store": st.Ping,
+	}, reg)
+	srv, err := ops.Listen(cfg.HTTPAddr, h)
+	if err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("BOT_HTTP_ADDR: %w", err)
+	}
+	return &Main{Config: cfg, Log: log, Store: st, Bot: b, Registry: reg, HTTP: srv, Slack: api, GeminiDB: db}, nil
+}
+
+// Run serves until ctx is cancelled (SIGTERM/SIGINT) or Slack refuses the
+// credentials. Shutdown is bounded by BOT_SHUTDOWN_TIMEOUT.
+func (m *Main) Run(ctx context.Context) error {
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- m.HTTP.Serve() }()
+	m.Log.Info().Str("http_addr", m.HTTP.Addr()).Msg("serving /healthz, /readyz, /metrics")
+
+	botDone := make(chan error, 1)
+	go func() { botDone <- m.Bot.Run(ctx) }()
+
+	var err error
+	select {
+	case err = <-botDone:
+	case <-ctx.Done():
+		m.Log.Info().Msg("shutting down: finishing work in flight")
+		select {
+		case err = <-botDone:
+		case <-time.After(m.Config.ShutdownTimeout):
+			err = fmt.Errorf("shutdown took longer than %s; work in flight may be unfinished", m.Config.ShutdownTimeout)
+		}
+	case err = <-httpErr:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if serr := m.HTTP.Shutdown(sctx); err == nil {
+		err = serr
+	}
+	return err
+}
+
+// Close releases the store.
+func (m *Main) Close() error {
+	if err := m.Store.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+// healthcheck asks a running bot's /healthz (BOT_HTTP_ADDR on this host),
+// so a container image without a shell or curl can have a HEALTHCHECK.
+func healthcheck(ctx context.Context, stderr io.Writer) int {
+	addr, ok := os.LookupEnv("BOT_HTTP_ADDR")
+	if !ok || addr == "" {
+		addr = ":8080"
+	}
+	if strings.HasPrefix(addr, ":") {
+		addr = "127.0.0.1" + addr
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/healthz", nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "healthcheck: %v\n", err)
+		return exitFailed
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "healthcheck: %v\n", err)
+		return exitFailed
+	}
+	_ = res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "healthcheck: /healthz answered %s\n", res.Status)
+		return exitFailed
+	}
+	return exitOK
+}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"os"
+	"slices"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/bot"
+)
+
+// manifest is the part of Slack's app manifest the code depends on.
+type manifest struct {
+	Features struct {
+		SlashCommands []struct {
+			Command string `yaml:"command"`
+		} `yaml:"slash_commands"`
+		BotUser struct {
+			DisplayName string `yaml:"display_name"`
+		} `yaml:"bot_user"`
+	} `yaml:"features"`
+	OAuth struct {
+		Scopes struct {
+			Bot []string `yaml:"bot"`
+		} `yaml:"scopes"`
+	} `yaml:"oauth_config"`
+	Settings struct {
+		Interactivity struct {
+			IsEnabled bool `yaml:"is_enabled"`
+		} `yaml:"interactivity"`
+		SocketMode bool `yaml:"socket_mode_enabled"`
+	} `yaml:"settings"`
+}
+
+func TestManifestMatchesCode(t *testing.T) {
+	raw, err := os.ReadFile("manifest.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m manifest
+	if err := yaml.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("manifest.yml is not valid YAML: %v", err)
+	}
+	var cmds []string
+	for _, c := range m.Features.SlashCommands {
+		cmds = append(cmds, c.Command)
+	}
+	if !slices.Equal(cmds, []string{bot.Command}) {
+		t.Errorf("manifest slash commands = %v, want exactly [%s] (bot.Command)", cmds, bot.Command)
+	}
+	if !m.Settings.SocketMode {
+		t.Error("manifest socket_mode_enabled = false, want true: the bot only speaks Socket Mode")
+	}
+	if !m.Settings.Interactivity.IsEnabled {
+		t.Error("manifest interactivity.is_enabled = false, want true: the plan has buttons")
+	}
+	for _, scope := range []string{"commands", "chat:write", "usergroups:read"} {
+		if !slices.Contains(m.OAuth.Scopes.Bot, scope) {
+			t.Errorf("manifest bot scopes %v lack %q, which the bot uses", m.OAuth.Scopes.Bot, scope)
+		}
+	}
+	if m.Features.BotUser.DisplayName == "" {
+		t.Error("manifest has no bot user; chat:write needs one")
+	}
+}
