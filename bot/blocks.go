@@ -163,14 +163,14 @@ func planBlocks(p upgrade.Plan, v PlanView) []slack.Block {
 		for i, t := range p.Targets {
 			lines[i] = targetLine(t)
 		}
-		blocks = append(blocks, listSections("*Will be patched*\n", lines, maxListSections, " (the thread lists every instance after confirmation)")...)
+		blocks = append(blocks, listSections("*Will be patched*", lines, maxListSections, " (the thread lists every instance after confirmation)")...)
 	}
 	if len(p.Skipped) > 0 {
 		lines := make([]string, len(p.Skipped))
 		for i, s := range p.Skipped {
 			lines[i] = skipLine(s)
 		}
-		blocks = append(blocks, listSections("*Skipped*\n", lines, 6, "")...)
+		blocks = append(blocks, listSections("*Skipped*", lines, 6, "")...)
 	}
 	if w := warningCount(p); w > 0 {
 		blocks = append(blocks, contextBlock(fmt.Sprintf(":warning: %s will be patched outside their maintenance window (--force).", plural(w, "instance"))))

@@ -226,7 +226,7 @@ func (b *Bot) refreshRequest(ctx context.Context, id string) {
 	}
 	b.audit("done", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: ids},
 		"completed", counts.Completed, "failed", counts.Failed, "not_submitted", counts.NotSubmitted)
-	title := fmt.Sprintf("<@%s> request `%s` finished: %s.\n*Versions before → after*\n", r.Requester, r.ID, counts.String())
+	title := fmt.Sprintf("<@%s> request `%s` finished: %s.\n*Versions before → after*", r.Requester, r.ID, counts.String())
 	for _, blocks := range messages(title, summaryLines(r, jobs, after)) {
 		b.postThread(ctx, r.Channel, r.ParentTS, fmt.Sprintf("Request %s finished", r.ID), blocks)
 	}

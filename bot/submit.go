@@ -79,7 +79,7 @@ func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, respo
 	}
 	b.audit("submitted", a, "job_ids", jobIDs, "errors", len(results)-len(jobIDs))
 
-	for _, blocks := range messages(fmt.Sprintf("*Batch results* (%d submitted, %d not submitted)\n", len(jobIDs), len(results)-len(jobIDs)), resultLines(p, results)) {
+	for _, blocks := range messages(fmt.Sprintf("*Batch results* (%d submitted, %d not submitted)", len(jobIDs), len(results)-len(jobIDs)), resultLines(p, results)) {
 		b.postThread(ctx, r.Channel, ts, "Batch results", blocks)
 	}
 	jobs, _ := b.st.Jobs(r.ID)

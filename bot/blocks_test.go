@@ -1,0 +1,177 @@
+package bot
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/slack-go/slack"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files under testdata/")
+
+// golden compares blocks with testdata/name.json semantically (as decoded
+// JSON), rewriting the file with -update.
+func golden(t *testing.T, name string, blocks []slack.Block) {
+	t.Helper()
+	got, err := json.MarshalIndent(blocks, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join("testdata", name+".json")
+	if *update {
+		if err := os.WriteFile(path, append(got, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read golden file (run go test ./bot -update to create it): %v", err)
+	}
+	var g, w any
+	if err := json.Unmarshal(got, &g); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(want, &w); err != nil {
+		t.Fatalf("golden file %s is not JSON: %v", path, err)
+	}
+	if !reflect.DeepEqual(g, w) {
+		t.Errorf("blocks differ from %s (run with -update if the change is intended)\ngot:\n%s", path, got)
+	}
+}
+
+func inst(id, name, engine string) upgrade.Instance {
+	return upgrade.Instance{ID: id, Name: name, Engine: engine, Status: "normal", Version: "3.11", PatchAvailable: true, MaintenanceWindow: "02:00-06:00"}
+}
+
+func seedPlan() upgrade.Plan {
+	a := inst("046287aae57843b1a7bc61b7a8812f41in13", "cass-prod-1", "cassandra")
+	b := inst("3d1e04f49efa473a8c7eaf07ed7ff870in13", "cass-prod-2", "cassandra")
+	b.Version = "3.11 <beta> & co"
+	return upgrade.Plan{
+		Refs:    []string{"cass-prod-1", "cass-prod-2", "ghost"},
+		Targets: []upgrade.Target{{Ref: "cass-prod-1", Instance: a}, {Ref: "cass-prod-2", Instance: b, Warning: "outside its maintenance window 02:00-06:00 UTC"}},
+		Skipped: []upgrade.Skip{{Ref: "ghost", Reason: "not found in project"}},
+		Batches: []upgrade.Batch{{Engine: "cassandra", InstanceIDs: []string{a.ID, b.ID}}},
+		Force:   true,
+	}
+}
+
+func bigPlan(n int) upgrade.Plan {
+	var p upgrade.Plan
+	for i := range n {
+		engine := "cassandra"
+		if i%2 == 1 {
+			engine = "influxdb"
+		}
+		in := inst(fmt.Sprintf("%032xin13", i), fmt.Sprintf("instance-with-a-rather-long-name-%03d", i), engine)
+		p.Targets = append(p.Targets, upgrade.Target{Ref: in.Name, Instance: in})
+		p.Skipped = append(p.Skipped, upgrade.Skip{Ref: fmt.Sprintf("missing-%03d", i), Reason: "not found in project"})
+	}
+	return p
+}
+
+var expires = time.Date(2026, 11, 28, 10, 15, 0, 0, time.UTC)
+
+func TestPlanBlocksGolden(t *testing.T) {
+	tests := []struct {
+		name string
+		plan upgrade.Plan
+		view PlanView
+	}{
+		{"plan_seed", seedPlan(), PlanView{RequestID: "r-000000000001", ExpiresAt: expires}},
+		{"plan_approval", seedPlan(), PlanView{RequestID: "r-000000000002", Approval: true, ExpiresAt: expires}},
+		{"plan_dry_run", seedPlan(), PlanView{RequestID: "r-000000000003", DryRun: true}},
+		{"plan_nothing", upgrade.Plan{Skipped: []upgrade.Skip{{Ref: "x", Reason: "no patch available (version 1.8)"}}}, PlanView{RequestID: "r-000000000004"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			golden(t, tt.name, planBlocks(tt.plan, tt.view))
+		})
+	}
+}
+
+func TestSummaryBlocksGolden(t *testing.T) {
+	p := seedPlan()
+	r := store.Request{ID: "r-000000000001", Requester: "UALICE", Channel: "COPS"}
+	results := []upgrade.UpgradeResult{
+		{InstanceID: p.Targets[0].Instance.ID, JobID: "e4616470-733d-41de-a9b0-a260709293d3"},
+		{InstanceID: p.Targets[1].Instance.ID, ErrorCode: "DBS.200011", ErrorMessage: "The status of DB instance does not allow the operation."},
+	}
+	jobs := []store.Job{{ID: "e4616470-733d-41de-a9b0-a260709293d3", InstanceID: p.Targets[0].Instance.ID, InstanceName: "cass-prod-1", Status: upgrade.JobCompleted, Reported: true, VersionBefore: "3.11.3.2"}}
+	counts := countJobs(results, jobs)
+	golden(t, "parent_running", parentBlocks(ParentView{Request: r, Plan: p}))
+	golden(t, "parent_finished", parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: true}))
+	msgs := messages("*Batch results*", resultLines(p, results))
+	if len(msgs) != 1 {
+		t.Fatalf("got %d result messages, want 1", len(msgs))
+	}
+	golden(t, "thread_results", msgs[0])
+	after := map[string]upgrade.Instance{p.Targets[0].Instance.ID: {ID: p.Targets[0].Instance.ID, Version: "3.11", WholeVersion: "3.11.3.5"}}
+	golden(t, "thread_summary", messages("*Versions before → after*", summaryLines(r, jobs, after))[0])
+}
+
+// TestMessagesStayWithinSlackLimits renders 100 instances (and 100 skipped)
+// and checks every message against Slack's limits.
+func TestMessagesStayWithinSlackLimits(t *testing.T) {
+	p := bigPlan(100)
+	check := func(name string, blocks []slack.Block) {
+		t.Helper()
+		if len(blocks) > 50 {
+			t.Errorf("%s: %d blocks, Slack allows 50", name, len(blocks))
+		}
+		raw, _ := json.Marshal(blocks)
+		var decoded []map[string]any
+		_ = json.Unmarshal(raw, &decoded)
+		for i, b := range decoded {
+			if txt, ok := b["text"].(map[string]any); ok {
+				if s, _ := txt["text"].(string); len([]rune(s)) > 3000 {
+					t.Errorf("%s: block %d text has %d characters, Slack allows 3000", name, i, len([]rune(s)))
+				}
+			}
+		}
+	}
+	check("plan", planBlocks(p, PlanView{RequestID: "r-1", ExpiresAt: expires}))
+	check("approval", approvalBlocks(store.Request{ID: "r-1", Requester: "U1"}, p, []string{"U2"}))
+	var results []upgrade.UpgradeResult
+	for i, tg := range p.Targets {
+		if i%3 == 0 {
+			results = append(results, upgrade.UpgradeResult{InstanceID: tg.Instance.ID, ErrorCode: "DBS.200011", ErrorMessage: strings.Repeat("The status of DB instance does not allow the operation. ", 3)})
+		} else {
+			results = append(results, upgrade.UpgradeResult{InstanceID: tg.Instance.ID, JobID: fmt.Sprintf("job-%036d", i)})
+		}
+	}
+	msgs := messages("*Batch results*", resultLines(p, results))
+	total := 0
+	for i, m := range msgs {
+		check(fmt.Sprintf("results message %d", i), m)
+		raw, _ := json.Marshal(m)
+		total += strings.Count(string(raw), "`job-") + strings.Count(string(raw), "DBS.200011")
+	}
+	if total != 100 {
+		t.Errorf("thread result messages mention %d instances, want all 100 (nothing cut off)", total)
+	}
+	plan := planBlocks(p, PlanView{RequestID: "r-1"})
+	raw, _ := json.Marshal(plan)
+	if !strings.Contains(string(raw), "confirm") {
+		t.Error("100-instance plan lost its confirm button")
+	}
+}
+
+func TestEscapeStopsMentions(t *testing.T) {
+	p := seedPlan()
+	p.Skipped = []upgrade.Skip{{Ref: "x", Reason: "<!channel> boom & <@U1>"}}
+	raw, _ := json.Marshal(planBlocks(p, PlanView{RequestID: "r-1"}))
+	if strings.Contains(string(raw), "<!channel>") || strings.Contains(string(raw), `\u003c!channel\u003e`) {
+		t.Errorf("unescaped <!channel> from API text reached the message: %s", raw)
+	}
+}
