@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade/upgradetest"
+)
+
+// Secrets used by the end-to-end tests; the logs are searched for them.
+const (
+	testGeminiToken = "MIIgeminidb-test-token-4f2a9c"
+	alice           = "UALICE"
+	bob             = "UBOB"
+	carol           = "UCAROL"
+	opsChannel      = "COPS"
+)
+
+// envVars are every variable the bot reads; the harness clears those a
+// test does not set so the developer's own environment cannot leak in.
+var envVars = []string{
+	"SLACK_APP_TOKEN", "SLACK_BOT_TOKEN", "SLACK_API_URL", "GEMINIDB_ENDPOINT", "GEMINIDB_PROJECT_ID",
+	"GEMINIDB_BATCH_ENGINES", "GEMINIDB_AUTH_TOKEN", "GEMINIDB_ACCESS_KEY", "GEMINIDB_SECRET_KEY",
+	"GEMINIDB_IAM_ENDPOINT", "GEMINIDB_IAM_USERNAME", "GEMINIDB_IAM_PASSWORD", "GEMINIDB_IAM_DOMAIN",
+	"BOT_ALLOWED_USERS", "BOT_ALLOWED_CHANNELS", "BOT_APPROVERS", "BOT_CONFIRM_TTL", "BOT_POLL_INTERVAL",
+	"BOT_FOLLOW_FOR", "BOT_COMMANDS_PER_MINUTE", "BOT_MAX_OPEN_PLANS", "BOT_STORE", "BOT_HTTP_ADDR",
+	"BOT_SHUTDOWN_TIMEOUT", "LOG_LEVEL", "LOG_FORMAT",
+}
+
+// setEnv sets exactly env (and unsets every other bot variable) for the test.
+func setEnv(t *testing.T, env map[string]string) {
+	t.Helper()
+	for _, k := range envVars {
+		t.Setenv(k, "")
+		if v, ok := env[k]; ok {
+			t.Setenv(k, v)
+		} else {
+			os.Unsetenv(k)
+		}
+	}
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// harness runs the real bot, wired by NewMain, against a fake Slack and a
+// fake GeminiDB API.
+type harness struct {
+	t     *testing.T
+	slack *slacktest.Server
+	gdb   *upgradetest.Server
+	env   map[string]string
+	logs  *syncBuffer
+
+	main   *Main
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// newHarness builds the fakes and the environment; tweak edits the
+// environment before the bot starts. The bot is started.
+func newHarness(t *testing.T, tweak func(env map[string]string), slackOpts ...slacktest.Option) *harness {
+	t.Helper()
+	sl := slacktest.New(t, slackOpts...)
+	gdb := upgradetest.NewServer(t, upgradetest.WithToken(testGeminiToken))
+	env := map[string]string{
+		"SLACK_APP_TOKEN":     sl.AppToken(),
+		"SLACK_BOT_TOKEN":     sl.BotToken(),
+		"SLACK_API_URL":       sl.APIURL(),
+		"GEMINIDB_ENDPOINT":   gdb.URL,
+		"GEMINIDB_PROJECT_ID": gdb.ProjectID,
+		"GEMINIDB_AUTH_TOKEN": testGeminiToken,
+		"BOT_ALLOWED_USERS":   alice + "," + bob,
+		"BOT_STORE":           filepath.Join(t.TempDir(), "bot.db"),
+		"BOT_HTTP_ADDR":       "127.0.0.1:0",
+		"BOT_POLL_INTERVAL":   "40ms",
+		"LOG_LEVEL":           "debug",
+	}
+	if tweak != nil {
+		tweak(env)
+	}
+	h := &harness{t: t, slack: sl, gdb: gdb, env: env, logs: &syncBuffer{}}
+	h.start()
+	t.Cleanup(func() {
+		h.stop()
+		if v := sl.Violations(); len(v) > 0 {
+			t.Errorf("Slack protocol violations by the bot: %q", v)
+		}
+		h.assertNoSecretsLogged()
+	})
+	return h
+}
+
+// start runs the bot and waits until its Socket Mode connection is up.
+func (h *harness) start() {
+	h.t.Helper()
+	setEnv(h.t, h.env)
+	cfg, err := LoadConfig()
+	if err != nil {
+		h.t.Fatalf("LoadConfig: %v", err)
+	}
+	before := h.slack.Connections()
+	m, err := NewMain(cfg, h.logs)
+	if err != nil {
+		h.t.Fatalf("NewMain: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.main, h.cancel, h.done = m, cancel, make(chan error, 1)
+	go func() { h.done <- m.Run(ctx) }()
+	if err := h.slack.WaitConnections(h.ctx(), before+1); err != nil {
+		h.t.Fatalf("bot did not connect to Socket Mode: %v\nlogs:\n%s", err, h.logs.String())
+	}
+}
+
+// stop cancels the bot, waits for it and closes the store.
+func (h *harness) stop() {
+	if h.main == nil {
+		return
+	}
+	h.cancel()
+	select {
+	case err := <-h.done:
+		if err != nil {
+			h.t.Errorf("bot stopped with an error: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		h.t.Error("bot did not stop within 15s")
+	}
+	if err := h.main.Close(); err != nil {
+		h.t.Errorf("close: %v", err)
+	}
+	h.main = nil
+}
+
+// restart stops the bot and starts a new one on the same store.
+func (h *harness) restart() {
+	h.t.Helper()
+	h.stop()
+	h.start()
+}
+
+func (h *harness) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	h.t.Cleanup(cancel)
+	return ctx
+}
+
+func (h *harness) assertNoSecretsLogged() {
+	logs := h.logs.String()
+	for _, secret := range []string{testGeminiToken, h.slack.BotToken(), h.slack.AppToken(), h.env["GEMINIDB_IAM_PASSWORD"], h.env["GEMINIDB_SECRET_KEY"]} {
+		if secret != "" && strings.Contains(logs, secret) {
+			h.t.Errorf("a secret value appears in the logs")
+		}
+	}
+	for _, c := range h.slack.Calls() {
+		body := c.AllText()
+		for _, secret := range []string{testGeminiToken, h.env["GEMINIDB_IAM_PASSWORD"], h.env["GEMINIDB_SECRET_KEY"]} {
+			if secret != "" && strings.Contains(body, secret) {
+				h.t.Errorf("a secret value appears in a Slack message: %s", body)
+			}
+		}
+	}
+}
+
+// addInstances adds n instances of engine named prefix-1..n to the fake.
+func (h *harness) addInstances(prefix, engine string, n int) []upgrade.Instance {
+	var out []upgrade.Instance
+	for i := 1; i <= n; i++ {
+		in := upgradetest.NewInstance(fmt.Sprintf("%s-%d", prefix, i), engine)
+		h.gdb.AddInstance(in)
+		out = append(out, in)
+	}
+	return out
+}
+
+// slash sends /geminidb-patch text as user in channel and returns the ack
+// and the response URL the bot will answer on.
+func (h *harness) slash(user, channel, text string) slacktest.Ack {
+	h.t.Helper()
+	ack, err := h.slack.SlashCommand(h.ctx(), slacktest.SlashCommand{UserID: user, ChannelID: channel, Command: "/geminidb-patch", Text: text})
+	if err != nil {
+		h.t.Fatalf("slash command %q: %v", text, err)
+	}
+	return ack
+}
+
+// ackText is the text of an ack's payload.
+func ackText(a slacktest.Ack) string {
+	var p struct {
+		Text string `json:"text"`
+	}
+	_ = json.Unmarshal(a.Payload, &p)
+	return p.Text
+}
+
+// reply waits for a response_url post on url whose text matches.
+func (h *harness) reply(url string, contains string) slacktest.Call {
+	h.t.Helper()
+	c, err := h.slack.WaitCall(h.ctx(), "response_url", func(c slacktest.Call) bool {
+		return c.URL == url && strings.Contains(c.AllText(), contains)
+	})
+	if err != nil {
+		h.t.Fatalf("no reply on %s containing %q: %v\nreplies: %s\nlogs:\n%s", url, contains, err, h.repliesTo(url), h.logs.String())
+	}
+	return c
+}
+
+func (h *harness) repliesTo(url string) string {
+	var out []string
+	for _, c := range h.slack.CallsTo("response_url") {
+		if c.URL == url {
+			out = append(out, c.AllText())
+		}
+	}
+	return strings.Join(out, "\n---\n")
+}
+
+// plan sends the command and waits for the plan; it returns the request ID
+// carried by the Confirm button ("" if the plan has none) and the reply.
+func (h *harness) plan(user, text string) (string, slacktest.Call, slacktest.Ack) {
+	h.t.Helper()
+	ack := h.slash(user, opsChannel, text)
+	c := h.reply(ack.ResponseURL, "patch plan")
+	return buttonValue(c.Blocks, "patch_confirm"), c, ack
+}
+
+// buttonValue finds the value of the button with actionID in blocks.
+func buttonValue(blocks json.RawMessage, actionID string) string {
+	var bs []struct {
+		Elements []struct {
+			ActionID string `json:"action_id"`
+			Value    string `json:"value"`
+		} `json:"elements"`
+	}
+	_ = json.Unmarshal(blocks, &bs)
+	for _, b := range bs {
+		for _, e := range b.Elements {
+			if e.ActionID == actionID {
+				return e.Value
+			}
+		}
+	}
+	return ""
+}
+
+// click presses a button as user and returns the ack.
+func (h *harness) click(user, action, requestID, responseURL string, retry int) {
+	h.t.Helper()
+	_, err := h.slack.BlockAction(h.ctx(), slacktest.BlockAction{
+		UserID: user, ChannelID: opsChannel, ActionID: action, Value: requestID, ResponseURL: responseURL, Ephemeral: action == "patch_confirm" || action == "patch_cancel",
+	}, retry)
+	if err != nil {
+		h.t.Fatalf("click %s: %v", action, err)
+	}
+}
+
+// parent waits for the channel message of request id.
+func (h *harness) parent(id string) slacktest.Message {
+	h.t.Helper()
+	var found slacktest.Message
+	err := h.slack.WaitFor(h.ctx(), "channel message for "+id, func(s *slacktest.Server) bool {
+		for _, m := range s.Messages(opsChannel) {
+			if strings.Contains(m.AllText(), id) && strings.Contains(m.AllText(), "patch") {
+				found = m
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		h.t.Fatalf("%v\nlogs:\n%s", err, h.logs.String())
+	}
+	return found
+}
+
+// threadText waits until the thread under ts contains every string in want
+// and returns its text.
+func (h *harness) threadText(ts string, want ...string) string {
+	h.t.Helper()
+	var text string
+	err := h.slack.WaitFor(h.ctx(), fmt.Sprintf("thread containing %q", want), func(s *slacktest.Server) bool {
+		var parts []string
+		for _, m := range s.Thread(opsChannel, ts) {
+			parts = append(parts, m.AllText())
+		}
+		text = strings.Join(parts, "\n")
+		for _, w := range want {
+			if !strings.Contains(text, w) {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		h.t.Fatalf("%v\nthread so far:\n%s\nlogs:\n%s", err, text, h.logs.String())
+	}
+	return text
+}
+
+// ephemeralTo waits for an ephemeral message to user containing text.
+func (h *harness) ephemeralTo(user, contains string) {
+	h.t.Helper()
+	if _, err := h.slack.WaitCall(h.ctx(), "chat.postEphemeral", func(c slacktest.Call) bool {
+		return c.User == user && strings.Contains(c.AllText(), contains)
+	}); err != nil {
+		h.t.Fatalf("no ephemeral message to %s containing %q: %v\nlogs:\n%s", user, contains, err, h.logs.String())
+	}
+}
+
+// auditEvents returns the audit log lines with event name.
+func (h *harness) auditEvents(event string) []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(h.logs.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil {
+			continue
+		}
+		if m["audit"] == true && m["event"] == event {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// settle gives the bot a moment to do anything it (wrongly) might still do,
+// for tests asserting that something did not happen.
+func settle() { time.Sleep(300 * time.Millisecond) }

@@ -1,0 +1,567 @@
+package slacktest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// maxAckSize is Slack's limit for a Socket Mode ack frame: frames of 20KB or more
+// are silently dropped.
+const maxAckSize = 20 * 1024
+
+// ErrNoConnection is returned when an envelope is sent while no Socket Mode
+// connection is open (or every open one was asked to disconnect).
+var ErrNoConnection = errors.New("slacktest: no open Socket Mode connection")
+
+// Ack is the bot's answer to one envelope.
+type Ack struct {
+	// EnvelopeID is the envelope the ack answers.
+	EnvelopeID string
+	// Payload is the ack's payload (e.g. a slash command's immediate response), or nil.
+	Payload json.RawMessage
+	// Size is the size of the whole ack frame in bytes.
+	Size int
+	// Latency is the time from sending the envelope to receiving its ack.
+	Latency time.Duration
+	// ResponseURL is the response URL the envelope's payload carried, if any.
+	ResponseURL string
+}
+
+// SlashCommand is an invocation of a slash command. Empty TeamID, ResponseURL and
+// TriggerID are filled in (ResponseURL with a freshly minted one); empty UserName
+// and ChannelName default to the lower-cased IDs.
+type SlashCommand struct {
+	UserID      string // who ran the command, e.g. "U123"
+	UserName    string // their username; defaults to the lower-cased UserID
+	ChannelID   string // where it was run, e.g. "C123"
+	ChannelName string // defaults to the lower-cased ChannelID
+	Command     string // e.g. "/geminidb-patch"
+	Text        string // everything after the command
+	TeamID      string // defaults to TeamID
+	ResponseURL string // defaults to a freshly minted response URL
+	TriggerID   string // defaults to a random trigger ID
+}
+
+// BlockAction is a click on a button. Empty TeamID, ResponseURL and TriggerID are
+// filled in; the minted ResponseURL's replace_original and delete_original act on
+// the channel message MessageTS unless Ephemeral is set.
+type BlockAction struct {
+	UserID      string // who clicked
+	UserName    string // their username; defaults to the lower-cased UserID
+	ChannelID   string // the channel of the message
+	ChannelName string // defaults to the lower-cased ChannelID
+	ActionID    string // the button's action_id
+	BlockID     string // the block_id of the block holding the button
+	Value       string // the button's value
+	Text        string // the button's label; defaults to ActionID
+	MessageTS   string // the message that carries the button
+	ThreadTS    string // the thread that message is in, if any
+	Ephemeral   bool   // the message is ephemeral (container.is_ephemeral)
+	TeamID      string // defaults to TeamID
+	ResponseURL string // defaults to a freshly minted response URL
+	TriggerID   string // defaults to a random trigger ID
+}
+
+// conn is one Socket Mode WebSocket connection.
+type conn struct {
+	ws      *websocket.Conn
+	writeMu sync.Mutex    // gorilla allows one writer at a time
+	gone    chan struct{} // closed when the read loop ends
+
+	// Guarded by Server.mu.
+	draining bool // sent a disconnect; no more envelopes
+	dropped  bool // closed by DropConnections
+}
+
+func (c *conn) write(frame []byte) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	_ = c.ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	return c.ws.WriteMessage(websocket.TextMessage, frame)
+}
+
+// envelope is a Socket Mode message from Slack that expects an ack.
+type envelope struct {
+	EnvelopeID             string          `json:"envelope_id"`
+	Type                   string          `json:"type"`
+	AcceptsResponsePayload bool            `json:"accepts_response_payload"`
+	RetryAttempt           int             `json:"retry_attempt"`
+	RetryReason            string          `json:"retry_reason"`
+	Payload                json.RawMessage `json:"payload"`
+}
+
+// pendingAck waits for the ack of one envelope.
+type pendingAck struct {
+	sent        time.Time
+	responseURL string
+	result      chan ackResult // buffered: the reader never blocks
+}
+
+type ackResult struct {
+	ack Ack
+	err error
+}
+
+// Envelope fates recorded in Server.acked, to tell duplicate acks from late ones.
+const (
+	envAcked     = true
+	envAbandoned = false
+)
+
+// serveLink upgrades a ticket from apps.connections.open to a Socket Mode connection.
+func (s *Server) serveLink(w http.ResponseWriter, r *http.Request) {
+	ticket := r.URL.Query().Get("ticket")
+	s.mu.Lock()
+	valid := s.tickets[ticket] && !s.closed
+	delete(s.tickets, ticket)
+	s.mu.Unlock()
+	if !valid {
+		http.Error(w, "invalid or used ticket", http.StatusUnauthorized)
+		return
+	}
+	// The client sends Origin: https://api.slack.com, which is not this host.
+	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+	ws, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return // Upgrade has answered the client
+	}
+	c := &conn{ws: ws, gone: make(chan struct{})}
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ws.Close()
+		return
+	}
+	s.conns = append(s.conns, c)
+	s.connCount++
+	live := s.openLocked()
+	s.wg.Add(2)
+	s.notifyLocked()
+	s.mu.Unlock()
+
+	hello, _ := json.Marshal(map[string]any{
+		"type":            "hello",
+		"num_connections": live,
+		"debug_info":      map[string]any{"host": "fake", "build_number": 1, "approximate_connection_time": 18060},
+		"connection_info": map[string]any{"app_id": AppID},
+	})
+	_ = c.write(hello)
+
+	go func() {
+		defer s.wg.Done()
+		s.ping(c)
+	}()
+	defer s.wg.Done()
+	s.read(c)
+}
+
+// ping sends a WebSocket ping every PingInterval until the connection ends.
+func (s *Server) ping(c *conn) {
+	if s.pingEvery <= 0 {
+		return
+	}
+	tick := time.NewTicker(s.pingEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-c.gone:
+			return
+		case <-tick.C:
+			s.mu.Lock()
+			paused := s.pingsPaused
+			s.mu.Unlock()
+			if paused {
+				continue
+			}
+			// WriteControl may run concurrently with other writes.
+			if err := c.ws.WriteControl(websocket.PingMessage, []byte("ping"), time.Now().Add(time.Second)); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// read handles the client's frames until the connection fails, then forgets it.
+func (s *Server) read(c *conn) {
+	defer func() {
+		close(c.gone)
+		c.ws.Close()
+		s.mu.Lock()
+		s.conns = slices.DeleteFunc(s.conns, func(o *conn) bool { return o == c })
+		s.notifyLocked()
+		s.mu.Unlock()
+	}()
+	for {
+		typ, data, err := c.ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		now := time.Now()
+		s.mu.Lock()
+		s.ackLocked(typ, data, now)
+		s.mu.Unlock()
+	}
+}
+
+// ackLocked matches one frame from the client to the envelope it acks.
+func (s *Server) ackLocked(typ int, data []byte, now time.Time) {
+	if typ != websocket.TextMessage {
+		s.violationLocked("non-text frame (type %d) from the client", typ)
+		return
+	}
+	var frame struct {
+		EnvelopeID *string         `json:"envelope_id"`
+		Payload    json.RawMessage `json:"payload"`
+	}
+	if err := json.Unmarshal(data, &frame); err != nil {
+		s.violationLocked("frame is not a JSON object: %s", abbrev(data))
+		return
+	}
+	if frame.EnvelopeID == nil {
+		s.violationLocked("frame without envelope_id: %s", abbrev(data))
+		return
+	}
+	id := *frame.EnvelopeID
+	if id == "" {
+		s.violationLocked("ack with an empty envelope_id (hello and disconnect carry none and must not be acked): %s", abbrev(data))
+		return
+	}
+	p := s.pending[id]
+	if p == nil {
+		switch fate, known := s.acked[id]; {
+		case !known:
+			s.violationLocked("ack for unknown envelope_id %s", id)
+		case fate == envAcked:
+			s.violationLocked("duplicate ack for envelope_id %s", id)
+		default:
+			s.violationLocked("late ack for envelope_id %s: the sender had stopped waiting", id)
+		}
+		return
+	}
+	delete(s.pending, id)
+	s.acked[id] = envAcked
+	if string(frame.Payload) == "null" {
+		frame.Payload = nil
+	}
+	res := ackResult{ack: Ack{
+		EnvelopeID:  id,
+		Payload:     frame.Payload,
+		Size:        len(data),
+		Latency:     now.Sub(p.sent),
+		ResponseURL: p.responseURL,
+	}}
+	if len(data) >= maxAckSize {
+		s.violationLocked("ack for envelope_id %s is %d bytes; Slack drops acks of %d bytes or more", id, len(data), maxAckSize)
+		res.err = fmt.Errorf("slacktest: ack for envelope %s is %d bytes; Slack drops acks of %d bytes or more", id, len(data), maxAckSize)
+	}
+	p.result <- res
+	s.notifyLocked()
+}
+
+func abbrev(b []byte) string {
+	const max = 200
+	if len(b) > max {
+		return string(b[:max]) + "…"
+	}
+	return string(b)
+}
+
+// openLocked counts the connections that can take envelopes.
+func (s *Server) openLocked() int {
+	n := 0
+	for _, c := range s.conns {
+		if !c.draining && !c.dropped {
+			n++
+		}
+	}
+	return n
+}
+
+// Connections returns how many Socket Mode connections have been opened so far,
+// including closed ones.
+func (s *Server) Connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.connCount
+}
+
+// OpenConnections returns how many Socket Mode connections are open and not
+// asked to disconnect.
+func (s *Server) OpenConnections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.openLocked()
+}
+
+// WaitConnections waits until at least n connections have been opened in total.
+func (s *Server) WaitConnections(ctx context.Context, n int) error {
+	return s.WaitFor(ctx, fmt.Sprintf("%d Socket Mode connections", n), func(s *Server) bool {
+		return s.Connections() >= n
+	})
+}
+
+// Disconnect sends Slack's disconnect message to every open connection, as Slack
+// does before it recycles a connection; reason "" means "refresh_requested". No
+// more envelopes go to those connections, and the client must reconnect without
+// acking the message.
+func (s *Server) Disconnect(reason string) {
+	if reason == "" {
+		reason = "refresh_requested"
+	}
+	frame, _ := json.Marshal(map[string]any{"type": "disconnect", "reason": reason, "debug_info": map[string]any{"host": "fake"}})
+	s.mu.Lock()
+	var targets []*conn
+	for _, c := range s.conns {
+		if !c.draining && !c.dropped {
+			c.draining = true
+			targets = append(targets, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range targets {
+		_ = c.write(frame)
+	}
+}
+
+// DropConnections closes every connection abruptly, without a close frame, as a
+// network failure would.
+func (s *Server) DropConnections() {
+	s.mu.Lock()
+	var targets []*conn
+	for _, c := range s.conns {
+		if !c.dropped {
+			c.dropped = true
+			targets = append(targets, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range targets {
+		_ = c.ws.NetConn().Close()
+	}
+}
+
+// PausePings stops (true) or resumes (false) WebSocket pings on every
+// connection, to test the client's ping timeout.
+func (s *Server) PausePings(paused bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pingsPaused = paused
+}
+
+// SendEnvelope sends payload in an envelope of envType ("slash_commands",
+// "interactive", "events_api") on the newest open connection and waits for its
+// ack. retryAttempt > 0 marks the envelope as Slack's retry (retry_reason
+// "timeout"). When ctx has no deadline it waits Slack's 3 seconds (WithAckTimeout).
+func (s *Server) SendEnvelope(ctx context.Context, envType string, payload any, retryAttempt int) (Ack, error) {
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		return Ack{}, fmt.Errorf("slacktest: marshal %s payload: %w", envType, err)
+	}
+	return s.send(ctx, envType, raw, retryAttempt, "")
+}
+
+func (s *Server) send(ctx context.Context, envType string, payload json.RawMessage, retryAttempt int, responseURL string) (Ack, error) {
+	ctx, cancel := withDefaultTimeout(ctx, s.ackTimeout)
+	defer cancel()
+	env := envelope{
+		EnvelopeID:             newID(),
+		Type:                   envType,
+		AcceptsResponsePayload: envType == "slash_commands",
+		RetryAttempt:           retryAttempt,
+		Payload:                payload,
+	}
+	if retryAttempt > 0 {
+		env.RetryReason = "timeout"
+	}
+	frame, err := json.Marshal(env)
+	if err != nil {
+		return Ack{}, fmt.Errorf("slacktest: marshal envelope: %w", err)
+	}
+
+	s.mu.Lock()
+	var target *conn
+	for _, c := range slices.Backward(s.conns) {
+		if !c.draining && !c.dropped {
+			target = c
+			break
+		}
+	}
+	if target == nil {
+		s.mu.Unlock()
+		return Ack{}, fmt.Errorf("send %s envelope: %w", envType, ErrNoConnection)
+	}
+	p := &pendingAck{sent: time.Now(), responseURL: responseURL, result: make(chan ackResult, 1)}
+	s.pending[env.EnvelopeID] = p
+	s.mu.Unlock()
+
+	if err := target.write(frame); err != nil {
+		s.abandon(env.EnvelopeID)
+		return Ack{}, fmt.Errorf("slacktest: send %s envelope: %w", envType, err)
+	}
+	select {
+	case r := <-p.result:
+		return r.ack, r.err
+	case <-ctx.Done():
+	case <-s.done:
+	}
+	if !s.abandon(env.EnvelopeID) {
+		// The ack arrived while we gave up; it is in the buffer.
+		r := <-p.result
+		return r.ack, r.err
+	}
+	if ctx.Err() == nil {
+		return Ack{}, fmt.Errorf("slacktest: no ack for %s envelope %s: server closed", envType, env.EnvelopeID)
+	}
+	return Ack{}, fmt.Errorf("slacktest: no ack for %s envelope %s: %w", envType, env.EnvelopeID, ctx.Err())
+}
+
+// abandon stops waiting for an envelope's ack; false means the ack already came.
+func (s *Server) abandon(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, waiting := s.pending[id]; !waiting {
+		return false
+	}
+	delete(s.pending, id)
+	s.acked[id] = envAbandoned
+	return true
+}
+
+// slashPayload is a slash_commands payload, fields in Slack's order.
+type slashPayload struct {
+	Token               string `json:"token"`
+	TeamID              string `json:"team_id"`
+	TeamDomain          string `json:"team_domain"`
+	ChannelID           string `json:"channel_id"`
+	ChannelName         string `json:"channel_name"`
+	UserID              string `json:"user_id"`
+	UserName            string `json:"user_name"`
+	Command             string `json:"command"`
+	Text                string `json:"text"`
+	APIAppID            string `json:"api_app_id"`
+	IsEnterpriseInstall string `json:"is_enterprise_install"`
+	ResponseURL         string `json:"response_url"`
+	TriggerID           string `json:"trigger_id"`
+}
+
+// verificationToken is the deprecated token Slack still puts in payloads.
+const verificationToken = "fake-verification-token"
+
+// SlashCommand sends a slash_commands envelope, as Slack does when a user runs
+// cmd, and waits for its ack. The Ack carries the response URL the payload used.
+// Like Slack with no app connected, it fails at once with ErrNoConnection when no
+// connection is open, so tests call WaitConnections first.
+func (s *Server) SlashCommand(ctx context.Context, cmd SlashCommand) (Ack, error) {
+	s.fillIDs(&cmd.TeamID, &cmd.TriggerID, &cmd.ResponseURL, cmd.ChannelID, "")
+	p := slashPayload{
+		Token:               verificationToken,
+		TeamID:              cmd.TeamID,
+		TeamDomain:          TeamDomain,
+		ChannelID:           cmd.ChannelID,
+		ChannelName:         orLower(cmd.ChannelName, cmd.ChannelID),
+		UserID:              cmd.UserID,
+		UserName:            orLower(cmd.UserName, cmd.UserID),
+		Command:             cmd.Command,
+		Text:                cmd.Text,
+		APIAppID:            AppID,
+		IsEnterpriseInstall: "false", // Slack sends this one as a string
+		ResponseURL:         cmd.ResponseURL,
+		TriggerID:           cmd.TriggerID,
+	}
+	raw, err := json.Marshal(p)
+	if err != nil {
+		return Ack{}, err
+	}
+	return s.send(ctx, "slash_commands", raw, 0, cmd.ResponseURL)
+}
+
+// BlockAction sends an interactive envelope with a block_actions payload, as
+// Slack does when a user clicks a button, and waits for its ack. retryAttempt > 0
+// marks it as Slack's redelivery. If MessageTS names a channel message the Server
+// knows, the payload carries that message as Slack's does.
+func (s *Server) BlockAction(ctx context.Context, a BlockAction, retryAttempt int) (Ack, error) {
+	original := a.MessageTS
+	if a.Ephemeral {
+		original = ""
+	}
+	s.fillIDs(&a.TeamID, &a.TriggerID, &a.ResponseURL, a.ChannelID, original)
+	if a.Text == "" {
+		a.Text = a.ActionID
+	}
+	userName := orLower(a.UserName, a.UserID)
+	container := map[string]any{"type": "message", "message_ts": a.MessageTS, "channel_id": a.ChannelID, "is_ephemeral": a.Ephemeral}
+	if a.ThreadTS != "" {
+		container["thread_ts"] = a.ThreadTS
+	}
+	now := time.Now()
+	payload := map[string]any{
+		"type":                  "block_actions",
+		"user":                  map[string]any{"id": a.UserID, "username": userName, "name": userName, "team_id": a.TeamID},
+		"api_app_id":            AppID,
+		"token":                 verificationToken,
+		"container":             container,
+		"trigger_id":            a.TriggerID,
+		"team":                  map[string]any{"id": a.TeamID, "domain": TeamDomain},
+		"enterprise":            nil,
+		"is_enterprise_install": false,
+		"channel":               map[string]any{"id": a.ChannelID, "name": orLower(a.ChannelName, a.ChannelID)},
+		"state":                 map[string]any{"values": map[string]any{}},
+		"response_url":          a.ResponseURL,
+		"actions": []any{map[string]any{
+			"action_id": a.ActionID,
+			"block_id":  a.BlockID,
+			"text":      map[string]any{"type": "plain_text", "text": a.Text, "emoji": true},
+			"value":     a.Value,
+			"type":      "button",
+			"action_ts": fmt.Sprintf("%d.%06d", now.Unix(), now.Nanosecond()/1000),
+		}},
+	}
+	if original != "" {
+		s.mu.Lock()
+		if m := s.findLocked(a.ChannelID, original); m != nil {
+			payload["message"] = messageJSON(m)
+		}
+		s.mu.Unlock()
+	}
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		return Ack{}, err
+	}
+	return s.send(ctx, "interactive", raw, retryAttempt, a.ResponseURL)
+}
+
+// fillIDs fills in an envelope's defaults: team, trigger ID and a response URL for
+// channel whose replace_original acts on original.
+func (s *Server) fillIDs(team, trigger, respURL *string, channel, original string) {
+	if *team == "" {
+		*team = TeamID
+	}
+	if *trigger == "" {
+		id := strings.ReplaceAll(newID(), "-", "")
+		*trigger = fmt.Sprintf("%d.%d.%s", time.Now().Unix(), 1000+len(id), id[:20])
+	}
+	if *respURL == "" {
+		s.mu.Lock()
+		*respURL = s.mintResponseURLLocked(channel, original)
+		s.mu.Unlock()
+	}
+}
+
+func orLower(s, fallback string) string {
+	if s != "" {
+		return s
+	}
+	return strings.ToLower(fallback)
+}
