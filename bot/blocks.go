@@ -304,7 +304,7 @@ func parentBlocks(v ParentView) []slack.Block {
 	head := fmt.Sprintf(":wrench: <@%s> is patching %s (%s) — request `%s`.",
 		r.Requester, plural(len(p.Targets), "GeminiDB instance"), engineCounts(p.Targets), r.ID)
 	if v.Finished {
-		head = fmt.Sprintf(":white_check_mark: <@%s> patched %s (%s) — request `%s`, finished.",
+		head = fmt.Sprintf(":checkered_flag: <@%s>'s patch of %s (%s) — request `%s` — has finished.",
 			r.Requester, plural(len(p.Targets), "GeminiDB instance"), engineCounts(p.Targets), r.ID)
 	}
 	if r.Approver != "" {

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
+)
+
+// submitted plans and confirms a patch of insts and waits for the batch
+// results in the thread; it returns the request ID, the parent ts and the
+// job ID of each instance.
+func (h *harness) submitted(insts []upgrade.Instance) (string, string, map[string]string) {
+	h.t.Helper()
+	names := make([]string, len(insts))
+	for i, in := range insts {
+		names[i] = in.Name
+	}
+	id, _, ack := h.plan(alice, strings.Join(names, " "))
+	if id == "" {
+		h.t.Fatal("plan has no Confirm button")
+	}
+	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
+	ts := h.parent(id).TS
+	h.threadText(ts, "Batch results")
+	jobs := map[string]string{}
+	for _, in := range insts {
+		if js := h.gdb.JobsFor(in.ID); len(js) == 1 {
+			jobs[in.ID] = js[0]
+		}
+	}
+	return id, ts, jobs
+}
+
+// count returns how many thread messages under ts contain s.
+func (h *harness) count(ts, s string) int {
+	n := 0
+	for _, m := range h.slack.Thread(opsChannel, ts) {
+		if strings.Contains(m.AllText(), s) {
+			n++
+		}
+	}
+	return n
+}
+
+// Jobs that complete and fail are reported once each in the thread, the
+// parent's counts follow, and a final summary shows versions before → after.
+func TestFollowJobsToTheEnd(t *testing.T) {
+	h := newHarness(t, nil)
+	insts := h.addInstances("db", "cassandra", 3)
+	id, ts, jobs := h.submitted(insts)
+	if len(jobs) != 3 {
+		t.Fatalf("got %d jobs, want 3", len(jobs))
+	}
+	h.gdb.SetJob(jobs[insts[0].ID], "Running", "42%", "")
+	h.gdb.CompleteJob(jobs[insts[0].ID], "3.11.3.5")
+	h.gdb.FailJob(jobs[insts[1].ID], "The disk of node 2 is full.")
+	h.threadText(ts, jobs[insts[0].ID]+"` Completed", jobs[insts[1].ID]+"` Failed", "The disk of node 2 is full.")
+	h.waitParentText(id, "running 1 · completed 1 · failed 1 · not submitted 0")
+
+	h.gdb.CompleteJob(jobs[insts[2].ID], "3.11.3.5")
+	summary := h.threadText(ts, "finished", "3.11.3.2 → 3.11.3.5", "<@"+alice+">")
+	if !strings.Contains(summary, insts[1].Name) {
+		t.Errorf("summary does not list the failed instance %s:\n%s", insts[1].Name, summary)
+	}
+	h.waitParentText(id, "completed 2 · failed 1")
+	settle()
+	for _, in := range insts {
+		if n := h.count(ts, jobs[in.ID]+"` Completed") + h.count(ts, jobs[in.ID]+"` Failed"); n != 1 {
+			t.Errorf("job of %s reported %d times, want once", in.Name, n)
+		}
+	}
+	if n := h.count(ts, "finished:"); n != 1 {
+		t.Errorf("final summary posted %d times, want once", n)
+	}
+	if got := len(h.auditEvents("job_finished")); got != 3 {
+		t.Errorf("job_finished audit events = %d, want 3", got)
+	}
+}
+
+func (h *harness) waitParentText(id, want string) {
+	h.t.Helper()
+	var last string
+	err := h.slack.WaitFor(h.ctx(), "parent message showing "+want, func(s *slacktest.Server) bool {
+		for _, m := range s.Messages(opsChannel) {
+			if strings.Contains(m.AllText(), id) {
+				last = m.AllText()
+				return strings.Contains(last, want)
+			}
+		}
+		return false
+	})
+	if err != nil {
+		h.t.Fatalf("%v; parent is %q", err, last)
+	}
+}
+
+// A restart between submit and completion continues in the same thread,
+// with no duplicate replies.
+func TestRestartContinuesInTheSameThread(t *testing.T) {
+	h := newHarness(t, nil)
+	insts := h.addInstances("db", "influxdb", 2)
+	id, ts, jobs := h.submitted(insts)
+	h.gdb.CompleteJob(jobs[insts[0].ID], "1.8.10.2")
+	h.threadText(ts, jobs[insts[0].ID]+"` Completed")
+
+	h.stop()
+	h.gdb.CompleteJob(jobs[insts[1].ID], "1.8.10.2")
+	h.start()
+
+	h.threadText(ts, jobs[insts[1].ID]+"` Completed", "finished")
+	settle()
+	for _, in := range insts {
+		if n := h.count(ts, jobs[in.ID]+"` Completed"); n != 1 {
+			t.Errorf("job of %s reported %d times across the restart, want once", in.Name, n)
+		}
+	}
+	if n := h.count(ts, "Batch results"); n != 1 {
+		t.Errorf("batch results posted %d times, want once", n)
+	}
+	if n := h.gdb.Calls("/instances/db-upgrade"); n != 1 {
+		t.Errorf("batch endpoint called %d times, want 1", n)
+	}
+	h.waitParentText(id, "completed 2")
+}
+
+// A restart with a job still running picks it up and reports it later.
+func TestRestartPicksUpRunningJobs(t *testing.T) {
+	h := newHarness(t, nil)
+	insts := h.addInstances("db", "cassandra", 1)
+	_, ts, jobs := h.submitted(insts)
+	h.restart()
+	h.gdb.FailJob(jobs[insts[0].ID], "Node restart timed out.")
+	h.threadText(ts, "Node restart timed out.", "finished")
+}
+
+// status answers with where each job is, by request ID and by job ID.
+func TestStatusCommand(t *testing.T) {
+	h := newHarness(t, nil)
+	insts := h.addInstances("db", "cassandra", 2)
+	id, _, jobs := h.submitted(insts)
+	h.gdb.SetJob(jobs[insts[0].ID], "Running", "37%", "")
+
+	ack := h.slash(alice, opsChannel, "status "+id)
+	h.reply(ack.ResponseURL, jobs[insts[1].ID])
+
+	ack = h.slash(alice, opsChannel, "status "+jobs[insts[0].ID])
+	c := h.reply(ack.ResponseURL, "Running")
+	if !strings.Contains(c.AllText(), "37%") {
+		t.Errorf("job status = %q, want progress 37%%", c.AllText())
+	}
+
+	ack = h.slash(alice, opsChannel, "status 00000000-0000-0000-0000-000000000000")
+	h.reply(ack.ResponseURL, "No request or job")
+}
+
+// A job followed longer than BOT_FOLLOW_FOR is given up, and the thread says so.
+func TestStopFollowingAfterBound(t *testing.T) {
+	h := newHarness(t, func(env map[string]string) { env["BOT_FOLLOW_FOR"] = "300ms" })
+	insts := h.addInstances("db", "cassandra", 1)
+	_, ts, _ := h.submitted(insts)
+	h.threadText(ts, "stopped being followed", "finished")
+}
+
+// A corrupted store stops the bot at start with a clear error, and the file
+// is left as it was.
+func TestCorruptedStoreStopsTheBot(t *testing.T) {
+	h := newHarness(t, nil)
+	h.stop()
+	path := h.env["BOT_STORE"]
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := raw[:len(raw)/2]
+	if err := os.WriteFile(path, damaged, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	setEnv(t, h.env)
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), nil, &stdout, &stderr)
+	if code == 0 {
+		t.Fatalf("run with a damaged store exited 0, want failure")
+	}
+	if !strings.Contains(stderr.String(), "store") {
+		t.Errorf("error output %q does not mention the store", stderr.String())
+	}
+	after, _ := os.ReadFile(path)
+	if !bytes.Equal(after, damaged) {
+		t.Error("the damaged store file was modified")
+	}
+	if _, err := store.Open(path); err == nil {
+		t.Error("store.Open accepted the damaged file")
+	}
+}
