@@ -16,6 +16,9 @@ import (
 // already reported the job: what makes "nothing reported twice" hold.
 var errAlreadyDone = errors.New("already reported")
 
+// slackWriteTimeout bounds a Slack write that must finish even during shutdown.
+const slackWriteTimeout = 30 * time.Second
+
 // pollConcurrency bounds the job reads in flight at once.
 const pollConcurrency = 4
 
@@ -164,6 +167,10 @@ func (b *Bot) pollJob(ctx context.Context, j store.Job, now time.Time) bool {
 // reportJob posts a job's end in its request's thread; unclaim runs when
 // the post failed.
 func (b *Bot) reportJob(ctx context.Context, j store.Job, unclaim func()) {
+	// A shutdown must not cut a reply short after Slack got it: that would
+	// release the claim and the next process would post it again.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
+	defer cancel()
 	r, err := b.st.Get(j.RequestID)
 	if err != nil {
 		b.log.Error().Err(err).Str("job_id", j.ID).Msg("read request of job")
@@ -181,6 +188,8 @@ func (b *Bot) reportJob(ctx context.Context, j store.Job, unclaim func()) {
 // has ended, posts the final summary (exactly once: the submitted → done
 // transition decides who posts it).
 func (b *Bot) refreshRequest(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
+	defer cancel()
 	r, err := b.st.Get(id)
 	if err != nil {
 		return

@@ -1,0 +1,341 @@
+package upgrade_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
+)
+
+func inst(id, name, engine string, mut ...func(*upgrade.Instance)) upgrade.Instance {
+	in := upgrade.Instance{
+		ID: id, Name: name, Status: "normal", Engine: engine, Version: "3.11", PatchAvailable: true,
+		MaintenanceWindow: "02:00-06:00",
+		Nodes:             []upgrade.Node{{ID: id + "-n1", Name: name + "_node_1", Status: "normal"}},
+	}
+	for _, m := range mut {
+		m(&in)
+	}
+	return in
+}
+
+var (
+	inWindow  = time.Date(2026, 3, 12, 3, 30, 0, 0, time.UTC)
+	outWindow = time.Date(2026, 3, 12, 14, 5, 0, 0, time.UTC)
+)
+
+func TestNewPlanSkipReasons(t *testing.T) {
+	opts := upgrade.PlanOptions{BatchEngines: []string{"cassandra", "influxdb"}, Now: inWindow}
+	tests := []struct {
+		name       string
+		refs       []string
+		res        upgrade.Resolution
+		opts       upgrade.PlanOptions
+		wantReason string // substring of the single skip's reason; "" means a target
+		wantInst   bool   // whether the skip carries the instance
+	}{
+		{name: "missing", refs: []string{"nope"}, res: upgrade.Resolution{Missing: []string{"nope"}}, wantReason: "not found in project"},
+		{
+			name: "ambiguous", refs: []string{"db"},
+			res:        upgrade.Resolution{Ambiguous: map[string][]string{"db": {"id1", "id2"}}},
+			wantReason: "name db matches 2 instances: id1, id2; use the ID",
+		},
+		{
+			name: "unsupported engine", refs: []string{"m"},
+			res:        found("m", inst("i1", "m", "mongodb")),
+			wantReason: "engine mongodb is not supported by the batch patch API (supported: cassandra, influxdb)", wantInst: true,
+		},
+		{
+			name: "no patch", refs: []string{"c"},
+			res:        found("c", inst("i1", "c", "cassandra", func(i *upgrade.Instance) { i.PatchAvailable = false; i.Version = "3.11.9" })),
+			wantReason: "no patch available (version 3.11.9)", wantInst: true,
+		},
+		{
+			name: "status", refs: []string{"c"},
+			res:        found("c", inst("i1", "c", "cassandra", func(i *upgrade.Instance) { i.Status = "abnormal" })),
+			wantReason: "instance status is abnormal", wantInst: true,
+		},
+		{
+			name: "node", refs: []string{"c"},
+			res: found("c", inst("i1", "c", "cassandra", func(i *upgrade.Instance) {
+				i.Nodes = append(i.Nodes, upgrade.Node{ID: "n2", Name: "c_node_2", Status: "abnormal"})
+			})),
+			wantReason: "node c_node_2 (n2) is abnormal", wantInst: true,
+		},
+		{
+			name: "action", refs: []string{"c"},
+			res:        found("c", inst("i1", "c", "cassandra", func(i *upgrade.Instance) { i.Actions = []string{"REBOOT"} })),
+			wantReason: "operation in progress: REBOOT", wantInst: true,
+		},
+		{
+			name: "outside window", refs: []string{"c"},
+			res:        found("c", inst("i1", "c", "cassandra")),
+			opts:       upgrade.PlanOptions{BatchEngines: []string{"cassandra"}, Now: outWindow},
+			wantReason: "outside its maintenance window 02:00-06:00 UTC (now 14:05 UTC); add --force to patch anyway", wantInst: true,
+		},
+		{
+			name: "outside window, non-UTC now", refs: []string{"c"},
+			res:        found("c", inst("i1", "c", "cassandra")),
+			opts:       upgrade.PlanOptions{BatchEngines: []string{"cassandra"}, Now: outWindow.In(time.FixedZone("CET", 3600))},
+			wantReason: "(now 14:05 UTC)", wantInst: true,
+		},
+		{name: "healthy in window", refs: []string{"c"}, res: found("c", inst("i1", "c", "cassandra"))},
+		{
+			name: "no window is no restriction", refs: []string{"c"},
+			res:  found("c", inst("i1", "c", "cassandra", func(i *upgrade.Instance) { i.MaintenanceWindow = "" })),
+			opts: upgrade.PlanOptions{BatchEngines: []string{"cassandra"}, Now: outWindow},
+		},
+		{
+			name: "unparseable window is no restriction", refs: []string{"c"},
+			res:  found("c", inst("i1", "c", "cassandra", func(i *upgrade.Instance) { i.MaintenanceWindow = "soon" })),
+			opts: upgrade.PlanOptions{BatchEngines: []string{"cassandra"}, Now: outWindow},
+		},
+		{
+			name: "default engines", refs: []string{"r"},
+			res:        found("r", inst("i1", "r", "redis")),
+			opts:       upgrade.PlanOptions{Now: inWindow},
+			wantReason: "engine redis is not supported by the batch patch API (supported: cassandra, influxdb)", wantInst: true,
+		},
+		{
+			name: "configured engines", refs: []string{"r"},
+			res:  found("r", inst("i1", "r", "redis")),
+			opts: upgrade.PlanOptions{BatchEngines: []string{"cassandra", "influxdb", "redis"}, Now: inWindow},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := tt.opts
+			if o.Now.IsZero() {
+				o = opts
+			}
+			p := upgrade.NewPlan(tt.refs, tt.res, o)
+			if tt.wantReason == "" {
+				if len(p.Targets) != 1 || len(p.Skipped) != 0 {
+					t.Fatalf("got %d targets, %d skipped (%+v), want 1 target", len(p.Targets), len(p.Skipped), p.Skipped)
+				}
+				if !p.Patchable() {
+					t.Errorf("got Patchable false, want true")
+				}
+				if p.Targets[0].Warning != "" {
+					t.Errorf("got warning %q, want none", p.Targets[0].Warning)
+				}
+				return
+			}
+			if len(p.Skipped) != 1 || len(p.Targets) != 0 {
+				t.Fatalf("got %d targets, %d skipped, want 0 targets, 1 skipped", len(p.Targets), len(p.Skipped))
+			}
+			sk := p.Skipped[0]
+			if !strings.Contains(sk.Reason, tt.wantReason) {
+				t.Errorf("got reason %q, want it to contain %q", sk.Reason, tt.wantReason)
+			}
+			if sk.Ref != tt.refs[0] {
+				t.Errorf("got ref %q, want %q", sk.Ref, tt.refs[0])
+			}
+			if got := sk.Instance != nil; got != tt.wantInst {
+				t.Errorf("got instance present %v, want %v", got, tt.wantInst)
+			}
+			if p.Patchable() {
+				t.Errorf("got Patchable true, want false")
+			}
+			if len(p.Batches) != 0 {
+				t.Errorf("got %d batches, want 0", len(p.Batches))
+			}
+		})
+	}
+}
+
+func found(ref string, in upgrade.Instance) upgrade.Resolution {
+	return upgrade.Resolution{Found: map[string]upgrade.Instance{ref: in}}
+}
+
+func TestNewPlanForce(t *testing.T) {
+	res := found("c", inst("i1", "c", "cassandra"))
+	tests := []struct {
+		name        string
+		force       bool
+		now         time.Time
+		wantTargets int
+		wantWarning string
+	}{
+		{name: "outside without force", force: false, now: outWindow, wantTargets: 0},
+		{name: "outside with force", force: true, now: outWindow, wantTargets: 1, wantWarning: "outside its maintenance window 02:00-06:00 UTC"},
+		{name: "inside with force", force: true, now: inWindow, wantTargets: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := upgrade.NewPlan([]string{"c"}, res, upgrade.PlanOptions{Force: tt.force, Now: tt.now})
+			if len(p.Targets) != tt.wantTargets {
+				t.Fatalf("got %d targets, want %d", len(p.Targets), tt.wantTargets)
+			}
+			if p.Force != tt.force {
+				t.Errorf("got Force %v, want %v", p.Force, tt.force)
+			}
+			if !p.CheckedAt.Equal(tt.now) {
+				t.Errorf("got CheckedAt %v, want %v", p.CheckedAt, tt.now)
+			}
+			if tt.wantTargets == 1 && p.Targets[0].Warning != tt.wantWarning {
+				t.Errorf("got warning %q, want %q", p.Targets[0].Warning, tt.wantWarning)
+			}
+		})
+	}
+}
+
+func TestNewPlanSameInstanceTwice(t *testing.T) {
+	in := inst("0123456789abcdef0123456789abcdefin06", "db-1", "cassandra")
+	res := upgrade.Resolution{Found: map[string]upgrade.Instance{in.ID: in, "db-1": in}}
+	p := upgrade.NewPlan([]string{in.ID, "db-1"}, res, upgrade.PlanOptions{Now: inWindow})
+	if len(p.Targets) != 1 {
+		t.Fatalf("got %d targets, want 1", len(p.Targets))
+	}
+	if len(p.Skipped) != 0 {
+		t.Errorf("got %d skipped, want 0", len(p.Skipped))
+	}
+	if len(p.Batches) != 1 || len(p.Batches[0].InstanceIDs) != 1 {
+		t.Errorf("got batches %+v, want one batch of one ID", p.Batches)
+	}
+}
+
+func TestNewPlanBatches(t *testing.T) {
+	var refs []string
+	res := upgrade.Resolution{Found: map[string]upgrade.Instance{}}
+	// 23 instances, engines interleaved, influxdb first.
+	for i := range 23 {
+		engine := "cassandra"
+		if i%3 == 0 {
+			engine = "influxdb"
+		}
+		ref := fmt.Sprintf("db-%02d", i)
+		refs = append(refs, ref)
+		res.Found[ref] = inst(fmt.Sprintf("id-%02d", i), ref, engine)
+	}
+	// A reference to an already listed instance must not add it twice.
+	refs = append(refs, "id-05")
+	res.Found["id-05"] = res.Found["db-05"]
+
+	p := upgrade.NewPlan(refs, res, upgrade.PlanOptions{Now: inWindow})
+	if len(p.Targets) != 23 {
+		t.Fatalf("got %d targets, want 23", len(p.Targets))
+	}
+	seen := map[string]int{}
+	var engines []string
+	for _, b := range p.Batches {
+		if len(b.InstanceIDs) == 0 || len(b.InstanceIDs) > upgrade.MaxBatch {
+			t.Errorf("got batch of %d IDs, want 1..%d", len(b.InstanceIDs), upgrade.MaxBatch)
+		}
+		for _, id := range b.InstanceIDs {
+			seen[id]++
+			var in upgrade.Instance
+			for _, tg := range p.Targets {
+				if tg.Instance.ID == id {
+					in = tg.Instance
+				}
+			}
+			if in.Engine != b.Engine {
+				t.Errorf("got %s (engine %s) in a %s batch, want single-engine batches", id, in.Engine, b.Engine)
+			}
+		}
+		if len(engines) == 0 || engines[len(engines)-1] != b.Engine {
+			engines = append(engines, b.Engine)
+		}
+	}
+	if len(seen) != 23 {
+		t.Errorf("got %d distinct IDs in batches, want 23", len(seen))
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("got %s %d times in batches, want once", id, n)
+		}
+	}
+	if want := []string{"influxdb", "cassandra"}; strings.Join(engines, ",") != strings.Join(want, ",") {
+		t.Errorf("got engine order %v, want %v", engines, want)
+	}
+	// 8 influxdb → 1 batch; 15 cassandra → 10 + 5.
+	if len(p.Batches) != 3 {
+		t.Errorf("got %d batches, want 3", len(p.Batches))
+	}
+}
+
+func TestInWindow(t *testing.T) {
+	cet := time.FixedZone("CET", 3600)
+	tokyo := time.FixedZone("JST", 9*3600)
+	ny := time.FixedZone("EST", -5*3600)
+	day := func(h, m int, loc *time.Location) time.Time { return time.Date(2026, 3, 12, h, m, 0, 0, loc) }
+	tests := []struct {
+		window string
+		t      time.Time
+		want   bool
+	}{
+		{"02:00-06:00", day(2, 0, time.UTC), true},
+		{"02:00-06:00", day(5, 59, time.UTC), true},
+		{"02:00-06:00", day(6, 0, time.UTC), false},
+		{"02:00-06:00", day(1, 59, time.UTC), false},
+		{"02:00-06:00", day(4, 0, cet), true},       // 03:00 UTC
+		{"02:00-06:00", day(7, 30, cet), false},     // 06:30 UTC
+		{"02:00-06:00", day(11, 0, tokyo), true},    // 02:00 UTC
+		{"02:00-06:00", day(22, 0, ny), true},       // 03:00 UTC the next day
+		{"22:00-02:00", day(23, 0, time.UTC), true}, // crosses midnight
+		{"22:00-02:00", day(0, 30, time.UTC), true},
+		{"22:00-02:00", day(1, 59, time.UTC), true},
+		{"22:00-02:00", day(2, 0, time.UTC), false},
+		{"22:00-02:00", day(12, 0, time.UTC), false},
+		{"22:00-02:00", day(0, 30, cet), true}, // 23:30 UTC
+		{"22:00-02:00", day(3, 30, cet), false},
+		{"20:00-24:00", day(23, 59, time.UTC), true},
+		{" 02:00-06:00 ", day(3, 0, time.UTC), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.window+"@"+tt.t.Format(time.RFC3339), func(t *testing.T) {
+			got, err := upgrade.InWindow(tt.window, tt.t)
+			if err != nil {
+				t.Fatalf("got error %v, want none", err)
+			}
+			if got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestInWindowMalformed(t *testing.T) {
+	for _, w := range []string{"", "02:00", "2-6", "02:00-06", "25:00-02:00", "02:60-03:00", "aa:bb-cc:dd", "02:00-02:00", "24:00-02:00", "-1:00-02:00", "02:00-06:00-07:00", "+2:00-06:00"} {
+		t.Run(w, func(t *testing.T) {
+			got, err := upgrade.InWindow(w, inWindow)
+			if err == nil {
+				t.Errorf("got %v, nil error, want an error", got)
+			}
+		})
+	}
+}
+
+func TestDrift(t *testing.T) {
+	a := inst("a", "db-a", "cassandra")
+	b := inst("b", "db-b", "cassandra")
+	p := upgrade.NewPlan([]string{"a", "b"}, upgrade.Resolution{Found: map[string]upgrade.Instance{"a": a, "b": b}}, upgrade.PlanOptions{Now: inWindow})
+	tests := []struct {
+		name    string
+		current map[string]upgrade.Instance
+		want    []string // substrings, one per drift sentence
+	}{
+		{name: "no drift", current: map[string]upgrade.Instance{"a": a, "b": b}},
+		{name: "gone", current: map[string]upgrade.Instance{"a": a}, want: []string{"db-b (b) no longer exists"}},
+		{name: "status", current: map[string]upgrade.Instance{"a": a, "b": inst("b", "db-b", "cassandra", func(i *upgrade.Instance) { i.Status = "frozen" })}, want: []string{"status is now frozen"}},
+		{name: "patched meanwhile", current: map[string]upgrade.Instance{"a": inst("a", "db-a", "cassandra", func(i *upgrade.Instance) { i.Version = "3.12"; i.PatchAvailable = false }), "b": b}, want: []string{"version changed from 3.11 to 3.12; it no longer has a patch available"}},
+		{name: "action", current: map[string]upgrade.Instance{"a": inst("a", "db-a", "cassandra", func(i *upgrade.Instance) { i.Actions = []string{"REBOOT"} }), "b": b}, want: []string{"operation is in progress (REBOOT)"}},
+		{name: "node", current: map[string]upgrade.Instance{"a": inst("a", "db-a", "cassandra", func(i *upgrade.Instance) { i.Nodes[0].Status = "abnormal" }), "b": b}, want: []string{"node db-a_node_1 (a-n1) is now abnormal"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := p.Drift(tt.current)
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %d sentences %q, want %d", len(got), got, len(tt.want))
+			}
+			for i := range got {
+				if !strings.Contains(got[i], tt.want[i]) {
+					t.Errorf("got %q, want it to contain %q", got[i], tt.want[i])
+				}
+			}
+		})
+	}
+}
