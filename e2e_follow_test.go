@@ -88,7 +88,7 @@ func (h *harness) waitParentText(id, want string) {
 	var last string
 	err := h.slack.WaitFor(h.ctx(), "parent message showing "+want, func(s *slacktest.Server) bool {
 		for _, m := range s.Messages(opsChannel) {
-			if strings.Contains(m.AllText(), id) {
+			if isParent(m, id) {
 				last = m.AllText()
 				return strings.Contains(last, want)
 			}

@@ -86,8 +86,15 @@ type harness struct {
 // environment before the bot starts. The bot is started.
 func newHarness(t *testing.T, tweak func(env map[string]string), slackOpts ...slacktest.Option) *harness {
 	t.Helper()
+	return newHarnessWith(t, []upgradetest.ServerOption{upgradetest.WithToken(testGeminiToken)}, tweak, slackOpts...)
+}
+
+// newHarnessWith is newHarness with the fake GeminiDB's options (e.g. which
+// credentials it accepts).
+func newHarnessWith(t *testing.T, gdbOpts []upgradetest.ServerOption, tweak func(env map[string]string), slackOpts ...slacktest.Option) *harness {
+	t.Helper()
 	sl := slacktest.New(t, slackOpts...)
-	gdb := upgradetest.NewServer(t, upgradetest.WithToken(testGeminiToken))
+	gdb := upgradetest.NewServer(t, gdbOpts...)
 	env := map[string]string{
 		"SLACK_APP_TOKEN":     sl.AppToken(),
 		"SLACK_BOT_TOKEN":     sl.BotToken(),
@@ -285,7 +292,7 @@ func (h *harness) parent(id string) slacktest.Message {
 	var found slacktest.Message
 	err := h.slack.WaitFor(h.ctx(), "channel message for "+id, func(s *slacktest.Server) bool {
 		for _, m := range s.Messages(opsChannel) {
-			if strings.Contains(m.AllText(), id) && strings.Contains(m.AllText(), "patch") {
+			if isParent(m, id) {
 				found = m
 				return true
 			}
@@ -296,6 +303,12 @@ func (h *harness) parent(id string) slacktest.Message {
 		h.t.Fatalf("%v\nlogs:\n%s", err, h.logs.String())
 	}
 	return found
+}
+
+// isParent tells whether m is the channel (parent) message of request id.
+func isParent(m slacktest.Message, id string) bool {
+	text := m.AllText()
+	return strings.Contains(text, id) && (strings.Contains(text, "is patching") || strings.Contains(text, "has finished"))
 }
 
 // threadText waits until the thread under ts contains every string in want
