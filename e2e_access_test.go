@@ -256,3 +256,32 @@ func TestRateLimits(t *testing.T) {
 		t.Error("bob's plan was refused by alice's limits")
 	}
 }
+
+// An unanswered plan's message is replaced when it expires, without a click,
+// and so is an unanswered approval request.
+func TestStalePlansExpireOnTheirOwn(t *testing.T) {
+	h := newHarness(t, func(env map[string]string) {
+		env["BOT_CONFIRM_TTL"] = "300ms"
+		env["BOT_APPROVERS"] = bob
+	})
+	in := h.addInstances("db", "cassandra", 1)[0]
+	_, _, ack := h.plan(alice, in.Name)
+	h.reply(ack.ResponseURL, "expired")
+
+	id, _, ack2 := h.plan(alice, in.Name)
+	h.click(alice, "patch_confirm", id, ack2.ResponseURL, 0)
+	msg := h.approvalMessage(id)
+	if err := h.slack.WaitFor(h.ctx(), "approval message marked expired", func(s *slacktest.Server) bool {
+		for _, m := range s.Messages(opsChannel) {
+			if m.TS == msg.TS {
+				return strings.Contains(m.AllText(), "expired") && buttonValue(m.Blocks, "patch_approve") == ""
+			}
+		}
+		return false
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.auditEvents("expired")); n != 2 {
+		t.Errorf("expired audit events = %d, want 2", n)
+	}
+}

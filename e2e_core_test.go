@@ -332,3 +332,72 @@ func manyNames(n int) string {
 	}
 	return b.String()
 }
+
+// A revoked app token stops the bot with an error instead of redialling forever.
+func TestRevokedAppTokenStopsTheBot(t *testing.T) {
+	h := newHarness(t, nil)
+	h.slack.RevokeAppToken()
+	h.slack.DropConnections()
+	select {
+	case err := <-h.done:
+		if err == nil || !strings.Contains(err.Error(), "refused") {
+			t.Errorf("bot stopped with %v, want an error saying Slack refused the credentials", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("bot kept running with a revoked app token")
+	}
+	if err := h.main.Close(); err != nil {
+		t.Error(err)
+	}
+	h.main = nil
+	if !strings.Contains(h.logs.String(), "Slack refused the app token") {
+		t.Error("no clear log line about the refused app token")
+	}
+}
+
+// 100 instances: every message stays within Slack's limits (the fake
+// rejects what real Slack rejects), every call ≤ 10 IDs, and the thread
+// lists every instance.
+func TestHundredInstances(t *testing.T) {
+	h := newHarness(t, nil)
+	insts := append(h.addInstances("cassandra-instance-with-a-long-name", "cassandra", 50),
+		h.addInstances("influxdb-instance-with-a-long-name", "influxdb", 50)...)
+	names := make([]string, len(insts))
+	for i, in := range insts {
+		names[i] = in.Name
+		if i%7 == 0 {
+			h.gdb.SetUpgradeResult(in.ID, "DBS.200011", "The status of DB instance does not allow the operation.")
+		}
+	}
+	id, _, ack := h.plan(alice, strings.Join(names, ","))
+	if ack.Size > 20*1024 {
+		t.Errorf("ack is %d bytes, over 20 KB", ack.Size)
+	}
+	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
+	ts := h.parent(id).TS
+	thread := h.threadText(ts, "Batch results")
+	err := h.slack.WaitFor(h.ctx(), "every instance in the thread", func(s *slacktest.Server) bool {
+		var parts []string
+		for _, m := range s.Thread(opsChannel, ts) {
+			parts = append(parts, m.AllText())
+		}
+		thread = strings.Join(parts, "\n")
+		for _, in := range insts {
+			if !strings.Contains(thread, in.ID) {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, thread)
+	}
+	if calls := h.gdb.BatchCalls(); len(calls) != 10 {
+		t.Errorf("%d batch calls, want 10 of 10", len(calls))
+	}
+	for _, c := range h.slack.Calls() {
+		if c.Error != "" {
+			t.Errorf("Slack rejected %s: %s", c.Method, c.Error)
+		}
+	}
+}

@@ -150,10 +150,12 @@ func (b *Bot) Run(ctx context.Context) error {
 			}
 		})
 	}
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	defer stopFollowing()
 	followerDone := make(chan struct{})
 	go func() {
 		defer close(followerDone)
-		b.follow(ctx)
+		b.follow(followCtx)
 	}()
 
 	sockCtx, cancelSock := context.WithCancel(ctx)
@@ -178,6 +180,7 @@ loop:
 		}
 	}
 	cancelSock()
+	stopFollowing()
 	b.connected.Store(false)
 	// Stop taking new work; finish what is queued and in flight. Reads see a
 	// cancelled context and answer quickly; batch submissions run detached.

@@ -27,6 +27,7 @@ const pollConcurrency = 4
 // a restarted bot picks them up where the previous one stopped.
 func (b *Bot) follow(ctx context.Context) {
 	b.finishQuietRequests(ctx)
+	b.expireStale(ctx)
 	b.pollOnce(ctx)
 	t := time.NewTicker(b.cfg.PollInterval)
 	defer t.Stop()
@@ -35,8 +36,41 @@ func (b *Bot) follow(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			b.expireStale(ctx)
 			b.pollOnce(ctx)
 		}
+	}
+}
+
+// expireStale moves plans and approval requests past BOT_CONFIRM_TTL to
+// expired and replaces their messages, so stale buttons do not linger.
+func (b *Bot) expireStale(ctx context.Context) {
+	rs, err := b.st.List(store.Planned, store.AwaitingApproval)
+	if err != nil {
+		b.log.Error().Err(err).Msg("list open plans")
+		return
+	}
+	now := b.cfg.Now()
+	for _, r := range rs {
+		if now.Before(r.ExpiresAt) {
+			continue
+		}
+		r2, err := b.st.Transition(r.ID, []store.State{store.Planned, store.AwaitingApproval}, store.Expired, "", nil)
+		if err != nil {
+			continue // decided meanwhile
+		}
+		var p upgrade.Plan
+		_ = json.Unmarshal(r.Plan, &p)
+		b.audit("expired", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: targetIDs(p)})
+		msg := fmt.Sprintf(":hourglass: Plan `%s` expired at %s UTC; nothing was patched. Run the command again for a fresh plan.", r.ID, r.ExpiresAt.UTC().Format("15:04"))
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
+		if r2.ResponseURL != "" {
+			if err := b.respond(wctx, r2.ResponseURL, true, msg, noticeBlocks(msg)); err != nil {
+				b.log.Info().Err(err).Str("request_id", r.ID).Msg("could not mark the expired plan (response_url may have expired)")
+			}
+		}
+		b.updateMessage(wctx, r2.Channel, r2.ApprovalTS, msg, noticeBlocks(msg))
+		cancel()
 	}
 }
 
