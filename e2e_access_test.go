@@ -114,10 +114,7 @@ func TestApprovalFlow(t *testing.T) {
 	h.ephemeralTo(alice, "cannot approve or reject your own request")
 	h.approvalClick(carol, "patch_approve", id, 0)
 	h.ephemeralTo(carol, "Only an approver")
-	settle()
-	if n := h.gdb.Calls("/instances/db-upgrade"); n != 0 {
-		t.Fatalf("batch endpoint called %d times before approval, want 0", n)
-	}
+	h.assertBatchCalls(0, "before approval")
 
 	var wg sync.WaitGroup
 	for i := range 3 {
@@ -127,10 +124,7 @@ func TestApprovalFlow(t *testing.T) {
 	parent := h.parent(id)
 	h.threadText(parent.TS, "2 submitted")
 	h.waitParentText(id, "Approved by <@"+bob+">")
-	settle()
-	if n := h.gdb.Calls("/instances/db-upgrade"); n != 1 {
-		t.Errorf("batch endpoint called %d times, want exactly 1", n)
-	}
+	h.assertBatchCalls(1, "one submission however often it is clicked")
 	if ev := h.auditEvents("approved"); len(ev) != 1 || ev[0]["user"] != bob {
 		t.Errorf("approved audit events = %v, want one by %s", ev, bob)
 	}
@@ -161,10 +155,7 @@ func TestReject(t *testing.T) {
 	h.ephemeralTo(alice, "rejected by <@"+bob+">")
 	h.approvalClick(bob, "patch_approve", id, 0)
 	h.ephemeralTo(bob, "was rejected")
-	settle()
-	if n := h.gdb.Calls("/instances/db-upgrade"); n != 0 {
-		t.Errorf("batch endpoint called %d times after reject, want 0", n)
-	}
+	h.assertBatchCalls(0, "after reject")
 	if len(h.auditEvents("rejected")) != 1 {
 		t.Error("want one rejected audit event")
 	}
@@ -181,10 +172,7 @@ func TestExpiredPlan(t *testing.T) {
 	h.restart()
 	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
 	h.ephemeralTo(alice, "expired")
-	settle()
-	if n := h.gdb.Calls("/instances/db-upgrade"); n != 0 {
-		t.Errorf("batch endpoint called %d times for an expired plan, want 0", n)
-	}
+	h.assertBatchCalls(0, "for an expired plan")
 	if len(h.auditEvents("expired")) != 1 {
 		t.Errorf("expired audit events = %d, want 1", len(h.auditEvents("expired")))
 	}
@@ -203,10 +191,7 @@ func TestExpiredApproval(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	h.approvalClick(bob, "patch_approve", id, 0)
 	h.ephemeralTo(bob, "expired")
-	settle()
-	if n := h.gdb.Calls("/instances/db-upgrade"); n != 0 {
-		t.Errorf("batch endpoint called %d times for an expired approval, want 0", n)
-	}
+	h.assertBatchCalls(0, "for an expired approval")
 }
 
 // What is approved is what is submitted: if an instance changed after the
@@ -222,17 +207,11 @@ func TestDriftOffersAFreshPlan(t *testing.T) {
 	if newID == "" || newID == id {
 		t.Fatalf("fresh plan's request ID = %q, want a new confirmable plan (old %s)", newID, id)
 	}
-	settle()
-	if n := h.gdb.Calls("/instances/db-upgrade"); n != 0 {
-		t.Fatalf("batch endpoint called %d times for a drifted plan, want 0", n)
-	}
+	h.assertBatchCalls(0, "for a drifted plan")
 	h.click(alice, "patch_confirm", newID, ack.ResponseURL, 0)
 	h.threadText(h.parent(newID).TS, "2 submitted")
 	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
-	settle()
-	if n := h.gdb.Calls("/instances/db-upgrade"); n != 1 {
-		t.Errorf("batch endpoint called %d times, want 1 (the old plan stays dead)", n)
-	}
+	h.assertBatchCalls(1, "the old plan stays dead")
 }
 
 // A person cannot flood the bot: commands per minute and open plans are limited.

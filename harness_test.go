@@ -360,6 +360,16 @@ func (h *harness) auditEvents(event string) []map[string]any {
 	return out
 }
 
+// assertBatchCalls waits a moment and checks how often the batch endpoint
+// was called (why says what the number means).
+func (h *harness) assertBatchCalls(want int, why string) {
+	h.t.Helper()
+	settle()
+	if n := h.gdb.Calls("/instances/db-upgrade"); n != want {
+		h.t.Errorf("batch endpoint called %d times, want %d (%s)", n, want, why)
+	}
+}
+
 // settle gives the bot a moment to do anything it (wrongly) might still do,
 // for tests asserting that something did not happen.
 func settle() { time.Sleep(300 * time.Millisecond) }

@@ -71,6 +71,22 @@ func (b *Bot) load(ctx context.Context, c click) (store.Request, upgrade.Plan, b
 	return r, p, true
 }
 
+// loadForRequester is load for the buttons only the requester may press
+// (verb: "confirm", "cancel"); anyone else is refused and told why.
+func (b *Bot) loadForRequester(ctx context.Context, c click, verb string) (store.Request, upgrade.Plan, auditInfo, bool) {
+	r, p, ok := b.load(ctx, c)
+	if !ok {
+		return r, p, auditInfo{}, false
+	}
+	a := c.audit(r, p)
+	if c.user != r.Requester {
+		b.audit("refused", a, "reason", "not the requester", "action", c.action)
+		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Only <@%s>, who asked for this plan, can %s it.", r.Requester, verb))
+		return r, p, a, false
+	}
+	return r, p, a, true
+}
+
 func (c click) audit(r store.Request, p upgrade.Plan) auditInfo {
 	return auditInfo{RequestID: r.ID, User: c.user, Channel: r.Channel, Instances: targetIDs(p)}
 }
@@ -127,14 +143,8 @@ func (b *Bot) expireIfDue(ctx context.Context, c click, r store.Request, p upgra
 
 // onConfirm is the requester's Confirm: request approval, or patch.
 func (b *Bot) onConfirm(ctx context.Context, c click) {
-	r, p, ok := b.load(ctx, c)
+	r, p, a, ok := b.loadForRequester(ctx, c, "confirm")
 	if !ok {
-		return
-	}
-	a := c.audit(r, p)
-	if c.user != r.Requester {
-		b.audit("refused", a, "reason", "not the requester", "action", c.action)
-		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Only <@%s>, who asked for this plan, can confirm it.", r.Requester))
 		return
 	}
 	if r.State != store.Planned {
@@ -323,14 +333,8 @@ func (b *Bot) mayApprove(ctx context.Context, c click, r store.Request, a auditI
 
 // onCancel is the requester's Cancel: nothing is called.
 func (b *Bot) onCancel(ctx context.Context, c click) {
-	r, p, ok := b.load(ctx, c)
+	r, _, a, ok := b.loadForRequester(ctx, c, "cancel")
 	if !ok {
-		return
-	}
-	a := c.audit(r, p)
-	if c.user != r.Requester {
-		b.audit("refused", a, "reason", "not the requester", "action", c.action)
-		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Only <@%s>, who asked for this plan, can cancel it.", r.Requester))
 		return
 	}
 	r, err := b.st.Transition(r.ID, []store.State{store.Planned, store.AwaitingApproval}, store.Cancelled, c.user, nil)
