@@ -21,4 +21,9 @@ EXPOSE 8080
 # No shell or curl in the image: the binary checks its own /healthz.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
   CMD ["/usr/local/bin/geminidb-patch-bot", "healthcheck"]
+# SIGTERM makes the bot finish batch calls in flight for up to
+# BOT_SHUTDOWN_TIMEOUT (30s): give the container longer than that before it
+# is killed (docker run --stop-timeout 45, compose stop_grace_period: 45s,
+# Kubernetes terminationGracePeriodSeconds: 45); Docker's default is 10s.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/geminidb-patch-bot"]

@@ -83,7 +83,14 @@ func LoadConfig() (Config, error) {
 func envconfigError(err error) error {
 	var pe *envconfig.ParseError
 	if errors.As(err, &pe) {
-		return &ConfigError{Variable: pe.KeyName, Problem: fmt.Sprintf("cannot parse as %s", pe.TypeName)}
+		problem := fmt.Sprintf("cannot parse as %s", pe.TypeName)
+		switch pe.TypeName {
+		case "time.Duration":
+			problem = "must be a duration such as 30s, 15m or 6h"
+		case "int":
+			problem = "must be a whole number"
+		}
+		return &ConfigError{Variable: pe.KeyName, Problem: problem}
 	}
 	msg := err.Error()
 	if i := strings.Index(msg, "required key "); i >= 0 {

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
@@ -52,10 +54,14 @@ func doctor(ctx context.Context, out io.Writer) int {
 		return fmt.Sprintf("bot %s in team %s", res.User, res.Team), nil
 	})
 	check("slack socket mode", func(ctx context.Context) (string, error) {
-		if _, _, err := api.StartSocketModeContext(ctx); err != nil {
+		_, wsURL, err := api.StartSocketModeContext(ctx)
+		if err != nil {
 			return "", fmt.Errorf("cannot open a Socket Mode connection (SLACK_APP_TOKEN needs connections:write, Socket Mode must be on): %w", err)
 		}
-		return "apps.connections.open works", nil
+		if err := socketHello(ctx, wsURL); err != nil {
+			return "", fmt.Errorf("apps.connections.open works but the WebSocket did not open (a proxy or firewall blocking wss://?): %w", err)
+		}
+		return "apps.connections.open works and the WebSocket said hello", nil
 	})
 	check("geminidb", func(ctx context.Context) (string, error) {
 		db, err := NewGeminiDB(cfg, nil)
@@ -64,7 +70,7 @@ func doctor(ctx context.Context, out io.Writer) int {
 		}
 		page, err := db.ListInstances(ctx, upgrade.ListOptions{Limit: 1})
 		if err != nil {
-			return "", fmt.Errorf("list instances: %w", err)
+			return "", err
 		}
 		return fmt.Sprintf("authenticated (%s); %d instances in project %s", mode, page.TotalCount, cfg.GeminiDBProjectID), nil
 	})
@@ -73,6 +79,39 @@ func doctor(ctx context.Context, out io.Writer) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// socketHello dials a Socket Mode WebSocket URL, waits for Slack's hello and
+// closes the connection at once. A running bot shares envelopes with this
+// connection for that instant; Slack redelivers any it does not ack.
+func socketHello(ctx context.Context, wsURL string) error {
+	conn, res, err := websocket.DefaultDialer.DialContext(ctx, wsURL, nil)
+	if res != nil && res.Body != nil {
+		_ = res.Body.Close()
+	}
+	if err != nil {
+		// The error never repeats the URL, whose ticket is a credential.
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Now()) })
+	defer stop()
+	for {
+		var msg struct {
+			Type string `json:"type"`
+		}
+		if err := conn.ReadJSON(&msg); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("no hello: %w", ctx.Err())
+			}
+			return fmt.Errorf("no hello: %w", err)
+		}
+		if msg.Type == "hello" {
+			deadline := time.Now().Add(time.Second)
+			_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "doctor done"), deadline)
+			return nil
+		}
+	}
 }
 
 // checkStore opens an existing store read-write (which also checks it is

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,6 +44,12 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		// After the first signal, restore the default handling: the bot
+		// shuts down gracefully, and a second Ctrl-C kills it at once.
+		<-ctx.Done()
+		stop()
+	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
@@ -68,7 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "usage: geminidb-patch-bot [doctor|version|healthcheck]\nConfiguration is read from the environment; see README.md.")
 		return exitOK
 	default:
-		fmt.Fprintf(stderr, "unknown argument %q; usage: geminidb-patch-bot [doctor|version]\n", sub)
+		fmt.Fprintf(stderr, "unknown argument %q; usage: geminidb-patch-bot [doctor|version|healthcheck]\n", sub)
 		return exitConfig
 	}
 	cfg, err := LoadConfig()
@@ -104,6 +111,10 @@ type Main struct {
 	HTTP     *ops.Server
 	Slack    *slack.Client
 	GeminiDB *upgrade.Client
+
+	// stopping is set when shutdown begins, so /readyz turns 503 at once
+	// and a load balancer stops sending traffic before the socket closes.
+	stopping atomic.Bool
 }
 
 // NewLogger builds the zerolog logger the configuration asks for.
@@ -187,8 +198,12 @@ func NewMain(cfg Config, logOut io.Writer) (*Main, error) {
 		AllowedUsers: cfg.AllowedUsers, AllowedChannels: cfg.AllowedChannels, Approvers: cfg.Approvers,
 		ConfirmTTL: cfg.ConfirmTTL, PollInterval: cfg.PollInterval, FollowFor: cfg.FollowFor,
 		CommandsPerMin: cfg.CommandsPerMin, MaxOpenPlans: cfg.MaxOpenPlans,
+		// A batch call must be answered (or time out and be recorded as
+		// unknown) before a shutdown gives up waiting for it.
+		BatchTimeout: cfg.ShutdownTimeout * 3 / 4,
 	}, api, sm, db, st, log, metrics)
 
+	m := &Main{Config: cfg, Log: log, Store: st, Bot: b, Registry: reg, Slack: api, GeminiDB: db}
 	h := ops.Handler(map[string]ops.Check{
 		"slack": func() error {
 			if !b.Connected() {
@@ -197,51 +212,84 @@ func NewMain(cfg Config, logOut io.Writer) (*Main, error) {
 			return nil
 		},
 		"store": st.Ping,
+		"shutdown": func() error {
+			if m.stopping.Load() {
+				return errors.New("shutting down")
+			}
+			return nil
+		},
 	}, reg)
-	srv, err := ops.Listen(cfg.HTTPAddr, h)
+	m.HTTP, err = ops.Listen(cfg.HTTPAddr, h)
 	if err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("BOT_HTTP_ADDR: %w", err)
 	}
-	return &Main{Config: cfg, Log: log, Store: st, Bot: b, Registry: reg, HTTP: srv, Slack: api, GeminiDB: db}, nil
+	return m, nil
 }
 
-// Run serves until ctx is cancelled (SIGTERM/SIGINT) or Slack refuses the
-// credentials. Shutdown is bounded by BOT_SHUTDOWN_TIMEOUT.
+// Run serves until ctx is cancelled (SIGTERM/SIGINT), Slack refuses the
+// credentials or the HTTP server fails. Shutdown stops taking envelopes,
+// lets batch calls and store writes in flight finish and closes the socket,
+// all within BOT_SHUTDOWN_TIMEOUT; an overrun is an error.
 func (m *Main) Run(ctx context.Context) error {
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- m.HTTP.Serve() }()
 	m.Log.Info().Str("http_addr", m.HTTP.Addr()).Msg("serving /healthz, /readyz, /metrics")
 
+	botCtx, stopBot := context.WithCancel(ctx)
+	defer stopBot()
 	botDone := make(chan error, 1)
-	go func() { botDone <- m.Bot.Run(ctx) }()
+	go func() { botDone <- m.Bot.Run(botCtx) }()
 
 	var err error
 	select {
 	case err = <-botDone:
+		botDone = nil
 	case <-ctx.Done():
-		m.Log.Info().Msg("shutting down: finishing work in flight")
-		select {
-		case err = <-botDone:
-		case <-time.After(m.Config.ShutdownTimeout):
-			err = fmt.Errorf("shutdown took longer than %s; work in flight may be unfinished", m.Config.ShutdownTimeout)
-		}
+		m.Log.Info().Dur("timeout", m.Config.ShutdownTimeout).Msg("shutting down: finishing work in flight")
 	case err = <-httpErr:
+		// Serve returns only after Shutdown, so this is a failure: stop the
+		// bot too rather than run without /readyz.
+		httpErr = nil
+		m.Log.Error().Err(err).Msg("ops HTTP server failed; shutting down")
+	}
+	m.stopping.Store(true)
+	stopBot()
+	if botDone != nil {
+		timer := time.NewTimer(m.Config.ShutdownTimeout)
+		defer timer.Stop()
+		select {
+		case berr := <-botDone:
+			if err == nil {
+				err = berr
+			}
+		case <-timer.C:
+			err = fmt.Errorf("shutdown took longer than BOT_SHUTDOWN_TIMEOUT (%s); work in flight may be unfinished", m.Config.ShutdownTimeout)
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if serr := m.HTTP.Shutdown(sctx); err == nil {
 		err = serr
 	}
+	if httpErr != nil {
+		if herr := <-httpErr; err == nil {
+			err = herr
+		}
+	}
 	return err
 }
 
-// Close releases the store.
+// Close releases the store and the HTTP listener (if Run did not already).
+// Run must have returned.
 func (m *Main) Close() error {
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	herr := m.HTTP.Shutdown(sctx)
 	if err := m.Store.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}
-	return nil
+	return herr
 }
 
 // healthcheck asks a running bot's /healthz (BOT_HTTP_ADDR on this host),

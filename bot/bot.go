@@ -68,6 +68,7 @@ type Config struct {
 	Workers         int           // slow work running at once; default 8
 	QueueSize       int           // slow work waiting; default 64
 	GroupCacheTTL   time.Duration // user-group membership cache; default 1m
+	BatchTimeout    time.Duration // one batch call; keep it below the shutdown timeout; default 25s
 	Now             func() time.Time
 }
 
@@ -100,6 +101,9 @@ func New(cfg Config, api *slack.Client, sm *socketmode.Client, db GeminiDB, st S
 	}
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 64
+	}
+	if cfg.BatchTimeout <= 0 {
+		cfg.BatchTimeout = 25 * time.Second
 	}
 	if cfg.GroupCacheTTL <= 0 {
 		cfg.GroupCacheTTL = time.Minute
@@ -246,6 +250,11 @@ func isFatalSlackError(err error) bool {
 func (b *Bot) HandleEvent(ctx context.Context, evt socketmode.Event) {
 	switch evt.Type {
 	case socketmode.EventTypeConnected:
+		// slack-go redials by itself after a dropped socket or Slack's
+		// disconnect message; a connection count above 0 is such a redial.
+		if ce, ok := evt.Data.(*socketmode.ConnectedEvent); ok && ce.ConnectionCount > 0 {
+			b.metrics.Reconnects.Inc()
+		}
 		if b.connected.Swap(true) {
 			return
 		}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/slack-go/slack"
@@ -13,9 +12,6 @@ import (
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
-
-// submitTimeout bounds one batch call; a shutdown never cuts it short.
-const submitTimeout = 2 * time.Minute
 
 // submit is run only by the winner of the transition to submitting. It
 // posts the channel message, calls the batch API once per batch (never
@@ -97,7 +93,7 @@ func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, respo
 // callBatch makes one batch call. A whole-call failure (400, 500, network)
 // becomes one error result per instance, with the cloud's code and message.
 func (b *Bot) callBatch(ctx context.Context, log zerolog.Logger, batch upgrade.Batch) []upgrade.UpgradeResult {
-	cctx, cancel := context.WithTimeout(ctx, submitTimeout)
+	cctx, cancel := context.WithTimeout(ctx, b.cfg.BatchTimeout)
 	defer cancel()
 	res, err := b.db.BatchUpgrade(cctx, batch.InstanceIDs)
 	if err != nil {

@@ -81,7 +81,13 @@ func (s *Server) Serve() error {
 
 // Shutdown stops the server, waiting for requests in flight until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if err := s.srv.Shutdown(ctx); err != nil {
+	err := s.srv.Shutdown(ctx)
+	// Shutdown closes only listeners Serve was given; close ours in case
+	// Serve never ran.
+	if cerr := s.ln.Close(); err == nil && cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+		err = cerr
+	}
+	if err != nil {
 		return fmt.Errorf("shut ops http down: %w", err)
 	}
 	return nil
