@@ -135,6 +135,9 @@ func New(cfg Config, api *slack.Client, sm *socketmode.Client, db GeminiDB, st S
 // Connected reports whether the Socket Mode connection is up (for /readyz).
 func (b *Bot) Connected() bool { return b.connected.Load() }
 
+// ackTimeout bounds how long the event loop waits to queue an ack.
+const ackTimeout = 2 * time.Second
+
 // ErrFatalAuth marks a Socket Mode failure that retrying cannot fix.
 var ErrFatalAuth = errors.New("slack refused the credentials")
 
@@ -302,12 +305,12 @@ func (b *Bot) ack(req *socketmode.Request, payload any, start time.Time) {
 	if req.EnvelopeID == "" {
 		return
 	}
-	var err error
-	if payload != nil {
-		err = b.sm.Ack(*req, payload)
-	} else {
-		err = b.sm.Ack(*req)
-	}
+	// The ack is queued for the socket's writer; bound the wait so a dead
+	// connection can never stall the event loop (Slack redelivers un-acked
+	// envelopes, and redeliveries are harmless).
+	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
+	defer cancel()
+	err := b.sm.AckCtx(ctx, req.EnvelopeID, payload)
 	b.metrics.AckLatency.Observe(time.Since(start).Seconds())
 	if err != nil {
 		b.log.Warn().Err(err).Str("envelope_id", req.EnvelopeID).Msg("ack failed")
