@@ -389,3 +389,22 @@ func TestHundredInstances(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSlashCommandAck measures the time from Slack sending a slash
+// command envelope to receiving the bot's ack, while GeminiDB takes a second
+// to answer: the ack must not wait for it (Slack allows 3 s).
+func BenchmarkSlashCommandAck(b *testing.B) {
+	h := newHarness(b, func(env map[string]string) { env["BOT_COMMANDS_PER_MINUTE"] = "1000000"; env["LOG_LEVEL"] = "warn" })
+	in := h.addInstances("db", "cassandra", 1)[0]
+	h.gdb.SetDelay("/instances", time.Second)
+	var total time.Duration
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		ack, err := h.slack.SlashCommand(h.ctx(), slacktest.SlashCommand{UserID: alice, ChannelID: opsChannel, Command: "/geminidb-patch", Text: in.Name + " --dry-run", TriggerID: fmt.Sprintf("bench-%d", i)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += ack.Latency
+	}
+	b.ReportMetric(float64(total.Microseconds())/float64(b.N), "µs/ack")
+}

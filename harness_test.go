@@ -38,7 +38,7 @@ var envVars = []string{
 }
 
 // setEnv sets exactly env (and unsets every other bot variable) for the test.
-func setEnv(t *testing.T, env map[string]string) {
+func setEnv(t testing.TB, env map[string]string) {
 	t.Helper()
 	for _, k := range envVars {
 		t.Setenv(k, "")
@@ -71,7 +71,7 @@ func (b *syncBuffer) String() string {
 // harness runs the real bot, wired by NewMain, against a fake Slack and a
 // fake GeminiDB API.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	slack *slacktest.Server
 	gdb   *upgradetest.Server
 	env   map[string]string
@@ -84,14 +84,14 @@ type harness struct {
 
 // newHarness builds the fakes and the environment; tweak edits the
 // environment before the bot starts. The bot is started.
-func newHarness(t *testing.T, tweak func(env map[string]string), slackOpts ...slacktest.Option) *harness {
+func newHarness(t testing.TB, tweak func(env map[string]string), slackOpts ...slacktest.Option) *harness {
 	t.Helper()
 	return newHarnessWith(t, []upgradetest.ServerOption{upgradetest.WithToken(testGeminiToken)}, tweak, slackOpts...)
 }
 
 // newHarnessWith is newHarness with the fake GeminiDB's options (e.g. which
 // credentials it accepts).
-func newHarnessWith(t *testing.T, gdbOpts []upgradetest.ServerOption, tweak func(env map[string]string), slackOpts ...slacktest.Option) *harness {
+func newHarnessWith(t testing.TB, gdbOpts []upgradetest.ServerOption, tweak func(env map[string]string), slackOpts ...slacktest.Option) *harness {
 	t.Helper()
 	sl := slacktest.New(t, slackOpts...)
 	gdb := upgradetest.NewServer(t, gdbOpts...)

@@ -23,7 +23,7 @@ func (h *harness) httpGet(path string) (int, string) {
 	return getURL(h.t, "http://"+h.main.HTTP.Addr()+path)
 }
 
-func getURL(t *testing.T, url string) (int, string) {
+func getURL(t testing.TB, url string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
