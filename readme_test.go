@@ -1,0 +1,56 @@
+package main
+
+import (
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// The README's environment table must name every variable Config reads,
+// with its default, so the documentation cannot drift from the code.
+func TestReadmeDocumentsEveryVariable(t *testing.T) {
+	raw, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		cells := strings.Split(line, "|")
+		for _, name := range strings.Split(cells[1], ",") {
+			name = strings.Trim(strings.TrimSpace(name), "`")
+			rows[name] = line
+		}
+	}
+	typ := reflect.TypeFor[Config]()
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		name := f.Tag.Get("envconfig")
+		row, ok := rows[name]
+		if !ok {
+			t.Errorf("README's environment table has no row for %s", name)
+			continue
+		}
+		if def := f.Tag.Get("default"); def != "" && !strings.Contains(row, "`"+def+"`") {
+			t.Errorf("README row for %s does not show its default `%s`: %s", name, def, row)
+		}
+		if f.Tag.Get("required") == "true" && !strings.Contains(row, "required") {
+			t.Errorf("README row for %s does not say it is required: %s", name, row)
+		}
+	}
+	for _, cmd := range []string{"go run . # run the bot", "go test -race ./... # run the tests"} {
+		if !strings.Contains(string(raw), cmd) {
+			t.Errorf("README lacks the set-up command %q", cmd)
+		}
+	}
+	ci, err := os.ReadFile(".ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(ci), "\ngo test -race ./...\n") {
+		t.Error(".ci/run does not run the README's test command `go test -race ./...`")
+	}
+}
