@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -197,4 +198,47 @@ func TestCorruptedStoreStopsTheBot(t *testing.T) {
 	if _, err := store.Open(path); err == nil {
 		t.Error("store.Open accepted the damaged file")
 	}
+}
+
+// A process that died in the middle of submitting: batches whose answers
+// were recorded are followed as usual; the rest is reported as unknown and
+// never retried.
+func TestRestartWhileSubmitting(t *testing.T) {
+	h := newHarness(t, nil)
+	insts := h.addInstances("db", "cassandra", 2)
+	id, ts, jobs := h.submitted(insts)
+	h.stop()
+
+	// Rewind the store to "submitting, only the first answer recorded", as
+	// if the process had died between the two writes.
+	st, err := store.Open(h.env["BOT_STORE"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.Update(id, func(r *store.Request) error {
+		var results []upgrade.UpgradeResult
+		if err := json.Unmarshal(r.Results, &results); err != nil {
+			return err
+		}
+		r.Results, err = json.Marshal(results[:1])
+		return err
+	})
+	if err == nil {
+		_, err = st.Transition(id, []store.State{store.Submitted}, store.Submitting, "", nil)
+	}
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	h.start()
+	thread := h.threadText(ts, "stopped while submitting", insts[1].ID, "not* retried")
+	if strings.Contains(strings.SplitAfter(thread, "stopped while submitting")[1], insts[0].ID) {
+		t.Errorf("the recovery note lists %s, whose answer was recorded:\n%s", insts[0].Name, thread)
+	}
+	h.gdb.CompleteJob(jobs[insts[0].ID], "3.11.3.5")
+	h.threadText(ts, jobs[insts[0].ID]+"` Completed")
+	h.assertBatchCalls(1, "a batch call is never retried after a restart")
 }

@@ -245,7 +245,8 @@ func (b *Bot) refreshRequest(ctx context.Context, id string) {
 	}
 	counts := countJobs(results, jobs)
 	if !ended || r.State != store.Submitted {
-		b.updateMessage(ctx, r.Channel, r.ParentTS, parentText(ParentView{Request: r, Plan: p}), parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts}))
+		b.updateMessage(ctx, r.Channel, r.ParentTS, parentText(ParentView{Request: r, Plan: p}),
+			parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: r.State == store.Done}))
 		return
 	}
 	r, err = b.st.Transition(id, []store.State{store.Submitted}, store.Done, "", nil)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/rs/zerolog"
 	"github.com/slack-go/slack"
@@ -42,34 +43,40 @@ func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, respo
 		log.Error().Err(err).Msg("store parent message ts")
 	}
 
-	var results []upgrade.UpgradeResult
-	for _, batch := range p.Batches {
-		results = append(results, b.callBatch(ctx, log, batch)...)
-	}
 	versions := map[string]upgrade.Target{}
 	for _, t := range p.Targets {
 		versions[t.Instance.ID] = t
 	}
-	now := b.cfg.Now()
+	var results []upgrade.UpgradeResult
 	var jobIDs []string
-	for _, res := range results {
-		if !res.Submitted() {
-			continue
+	for _, batch := range p.Batches {
+		answers := b.callBatch(ctx, log, batch)
+		results = append(results, answers...)
+		// Record each batch's answers at once: should the process die before
+		// the next batch, what was started is still followed after a restart.
+		now := b.cfg.Now()
+		for _, res := range answers {
+			if !res.Submitted() {
+				continue
+			}
+			t := versions[res.InstanceID]
+			j := store.Job{ID: res.JobID, RequestID: r.ID, InstanceID: res.InstanceID, InstanceName: t.Instance.Name,
+				VersionBefore: versionOf(t.Instance), SubmittedAt: now}
+			if err := b.st.PutJob(j); err != nil {
+				log.Error().Err(err).Str("job_id", j.ID).Msg("store job")
+			}
+			jobIDs = append(jobIDs, res.JobID)
 		}
-		t := versions[res.InstanceID]
-		j := store.Job{ID: res.JobID, RequestID: r.ID, InstanceID: res.InstanceID, InstanceName: t.Instance.Name,
-			VersionBefore: versionOf(t.Instance), SubmittedAt: now}
-		if err := b.st.PutJob(j); err != nil {
-			log.Error().Err(err).Str("job_id", j.ID).Msg("store job")
+		raw, _ := json.Marshal(results)
+		if _, err := b.st.Update(r.ID, func(x *store.Request) error { x.Results = raw; return nil }); err != nil {
+			log.Error().Err(err).Msg("record batch answers")
 		}
-		jobIDs = append(jobIDs, res.JobID)
 	}
-	raw, _ := json.Marshal(results)
 	next := store.Submitted
 	if len(jobIDs) == 0 {
 		next = store.Done
 	}
-	r, err = b.st.Transition(r.ID, []store.State{store.Submitting}, next, "", func(x *store.Request) { x.Results = raw })
+	r, err = b.st.Transition(r.ID, []store.State{store.Submitting}, next, "", nil)
 	if err != nil {
 		log.Error().Err(err).Msg("record submission")
 	}
@@ -78,9 +85,10 @@ func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, respo
 	for _, blocks := range messages(fmt.Sprintf("*Batch results* (%d submitted, %d not submitted)", len(jobIDs), len(results)-len(jobIDs)), resultLines(p, results)) {
 		b.postThread(ctx, r.Channel, ts, "Batch results", blocks)
 	}
-	jobs, _ := b.st.Jobs(r.ID)
-	counts := countJobs(results, jobs)
-	b.updateMessage(ctx, r.Channel, ts, parentText(ParentView{Request: r, Plan: p}), parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: next == store.Done}))
+	// The counts, and the final summary should every job already have
+	// ended while we were still recording (the follower skips requests
+	// that are not submitted yet).
+	b.refreshRequest(ctx, r.ID)
 	msg := fmt.Sprintf(":rocket: Request `%s` submitted: %d of %s accepted. Follow it in the thread.", r.ID, len(jobIDs), plural(len(results), "instance"))
 	if responseURL != "" {
 		_ = b.respond(ctx, responseURL, true, msg, noticeBlocks(msg))
@@ -150,9 +158,10 @@ func (b *Bot) postThread(ctx context.Context, channel, ts, text string, blocks [
 	return true
 }
 
-// recoverSubmitting finds requests a previous process left in submitting:
-// whether their batch calls reached GeminiDB is unknown, so they are never
-// retried; the thread (or the requester) is told to check the console.
+// recoverSubmitting finds requests a previous process left in submitting.
+// Batches whose answers were recorded carry on as usual (their jobs are
+// followed); for the rest, whether the batch call reached GeminiDB is
+// unknown, so it is never retried and the thread says which instances to check.
 func (b *Bot) recoverSubmitting(ctx context.Context) {
 	rs, err := b.st.List(store.Submitting)
 	if err != nil {
@@ -160,14 +169,42 @@ func (b *Bot) recoverSubmitting(ctx context.Context) {
 		return
 	}
 	for _, r := range rs {
-		if _, err := b.st.Transition(r.ID, []store.State{store.Submitting}, store.Done, "", nil); err != nil {
+		var p upgrade.Plan
+		var results []upgrade.UpgradeResult
+		_ = json.Unmarshal(r.Plan, &p)
+		_ = json.Unmarshal(r.Results, &results)
+		answered := map[string]bool{}
+		for _, res := range results {
+			answered[res.InstanceID] = true
+		}
+		var unknown []string
+		for _, t := range p.Targets {
+			if !answered[t.Instance.ID] {
+				unknown = append(unknown, fmt.Sprintf("*%s* `%s`", esc(t.Instance.Name), esc(t.Instance.ID)))
+			}
+		}
+		jobs, _ := b.st.Jobs(r.ID)
+		next := store.Done
+		if len(jobs) > 0 {
+			next = store.Submitted
+		}
+		if _, err := b.st.Transition(r.ID, []store.State{store.Submitting}, next, "", nil); err != nil {
 			continue
 		}
-		msg := fmt.Sprintf(":warning: The bot stopped while submitting request `%s`. Whether the batch call reached GeminiDB is unknown; it is *not* retried. Check the instances in the console.", r.ID)
-		b.log.Warn().Str("request_id", r.ID).Msg("request left in submitting by a previous run; marked done without retrying")
-		b.audit("not_submitted", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel}, "reason", "bot stopped while submitting")
+		b.log.Warn().Str("request_id", r.ID).Int("unknown", len(unknown)).Int("jobs", len(jobs)).
+			Msg("request left in submitting by a previous run; recorded jobs are followed, the rest is not retried")
+		b.audit("not_submitted", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: targetIDs(p)},
+			"reason", "bot stopped while submitting", "unknown", len(unknown))
+		msg := fmt.Sprintf(":warning: The bot stopped while submitting request `%s`. %d of %s have a recorded answer and are followed as usual.",
+			r.ID, len(results), plural(len(p.Targets), "instance"))
+		if len(unknown) > 0 {
+			msg += fmt.Sprintf(" For these %d, whether the batch call reached GeminiDB is unknown; it is *not* retried — check them in the console:\n", len(unknown)) +
+				strings.Join(unknown, "\n")
+		}
 		if r.ParentTS != "" {
-			b.postThread(ctx, r.Channel, r.ParentTS, "Interrupted", noticeBlocks(msg))
+			for _, blocks := range messages("", strings.Split(msg, "\n")) {
+				b.postThread(ctx, r.Channel, r.ParentTS, "Interrupted while submitting", blocks)
+			}
 		} else {
 			b.tell(ctx, r.Channel, r.Requester, msg)
 		}
