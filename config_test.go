@@ -68,6 +68,18 @@ func TestLoadConfigDefaults(t *testing.T) {
 
 // A missing or malformed variable stops the bot with status 2 and one line
 // that names the variable, and no secret value is printed.
+// validEnvWith is validEnv changed by change; an empty value unsets the variable.
+func validEnvWith(change map[string]string) map[string]string {
+	env := validEnv()
+	maps.Copy(env, change)
+	for k, v := range env {
+		if v == "" {
+			delete(env, k)
+		}
+	}
+	return env
+}
+
 func TestConfigErrors(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -114,14 +126,7 @@ func TestConfigErrors(t *testing.T) {
 	secrets := []string{cfgAppToken, cfgBotToken, cfgGemini, cfgIAMPass, cfgAccessKey, cfgSecretKey, cfgUserToken, cfgAppAsBot, cfgBadGemini}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := validEnv()
-			maps.Copy(env, tt.change)
-			for k, v := range env {
-				if v == "" {
-					delete(env, k)
-				}
-			}
-			setEnv(t, env)
+			setEnv(t, validEnvWith(tt.change))
 			var stdout, stderr bytes.Buffer
 			code := run(context.Background(), nil, &stdout, &stderr)
 			if code != exitConfig {
@@ -166,14 +171,7 @@ func TestConfigAuthModes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := validEnv()
-			maps.Copy(env, tt.change)
-			for k, v := range env {
-				if v == "" {
-					delete(env, k)
-				}
-			}
-			setEnv(t, env)
+			setEnv(t, validEnvWith(tt.change))
 			cfg, err := LoadConfig()
 			if err != nil {
 				t.Fatalf("LoadConfig: %v", err)

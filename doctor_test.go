@@ -22,17 +22,7 @@ func fakeEnv(t *testing.T) (*slacktest.Server, *upgradetest.Server, map[string]s
 	t.Helper()
 	sl := slacktest.New(t)
 	gdb := upgradetest.NewServer(t, upgradetest.WithToken(testGeminiToken))
-	return sl, gdb, map[string]string{
-		"SLACK_APP_TOKEN":     sl.AppToken(),
-		"SLACK_BOT_TOKEN":     sl.BotToken(),
-		"SLACK_API_URL":       sl.APIURL(),
-		"GEMINIDB_ENDPOINT":   gdb.URL,
-		"GEMINIDB_PROJECT_ID": gdb.ProjectID,
-		"GEMINIDB_AUTH_TOKEN": testGeminiToken,
-		"BOT_ALLOWED_USERS":   alice,
-		"BOT_STORE":           filepath.Join(t.TempDir(), "bot.db"),
-		"BOT_HTTP_ADDR":       "127.0.0.1:0",
-	}
+	return sl, gdb, botEnv(t, sl, gdb)
 }
 
 // doctorLines parses the doctor's output into check name → "PASS"/"FAIL".

@@ -82,6 +82,22 @@ type harness struct {
 	done   chan error
 }
 
+// botEnv is a valid environment pointing the bot at the fakes, with a
+// fresh store file and a free HTTP port.
+func botEnv(t testing.TB, sl *slacktest.Server, gdb *upgradetest.Server) map[string]string {
+	return map[string]string{
+		"SLACK_APP_TOKEN":     sl.AppToken(),
+		"SLACK_BOT_TOKEN":     sl.BotToken(),
+		"SLACK_API_URL":       sl.APIURL(),
+		"GEMINIDB_ENDPOINT":   gdb.URL,
+		"GEMINIDB_PROJECT_ID": gdb.ProjectID,
+		"GEMINIDB_AUTH_TOKEN": testGeminiToken,
+		"BOT_ALLOWED_USERS":   alice,
+		"BOT_STORE":           filepath.Join(t.TempDir(), "bot.db"),
+		"BOT_HTTP_ADDR":       "127.0.0.1:0",
+	}
+}
+
 // newHarness builds the fakes and the environment; tweak edits the
 // environment before the bot starts. The bot is started.
 func newHarness(t testing.TB, tweak func(env map[string]string), slackOpts ...slacktest.Option) *harness {
@@ -95,19 +111,10 @@ func newHarnessWith(t testing.TB, gdbOpts []upgradetest.ServerOption, tweak func
 	t.Helper()
 	sl := slacktest.New(t, slackOpts...)
 	gdb := upgradetest.NewServer(t, gdbOpts...)
-	env := map[string]string{
-		"SLACK_APP_TOKEN":     sl.AppToken(),
-		"SLACK_BOT_TOKEN":     sl.BotToken(),
-		"SLACK_API_URL":       sl.APIURL(),
-		"GEMINIDB_ENDPOINT":   gdb.URL,
-		"GEMINIDB_PROJECT_ID": gdb.ProjectID,
-		"GEMINIDB_AUTH_TOKEN": testGeminiToken,
-		"BOT_ALLOWED_USERS":   alice + "," + bob,
-		"BOT_STORE":           filepath.Join(t.TempDir(), "bot.db"),
-		"BOT_HTTP_ADDR":       "127.0.0.1:0",
-		"BOT_POLL_INTERVAL":   "40ms",
-		"LOG_LEVEL":           "debug",
-	}
+	env := botEnv(t, sl, gdb)
+	env["BOT_ALLOWED_USERS"] = alice + "," + bob
+	env["BOT_POLL_INTERVAL"] = "40ms"
+	env["LOG_LEVEL"] = "debug"
 	if tweak != nil {
 		tweak(env)
 	}
