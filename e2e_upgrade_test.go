@@ -140,8 +140,7 @@ func TestAuthModesEndToEnd(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var h *harness
-			h = newHarnessWith(t, tt.opts, func(env map[string]string) { tt.env(env, env["GEMINIDB_ENDPOINT"]) })
+			h := newHarnessWith(t, tt.opts, func(env map[string]string) { tt.env(env, env["GEMINIDB_ENDPOINT"]) })
 			insts := h.addInstances("db", "cassandra", 2)
 			id, _, ack := h.plan(alice, insts[0].Name+" "+insts[1].Name)
 			if id == "" {

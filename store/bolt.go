@@ -13,6 +13,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Bucket names. Jobs are kept by ID; jobsByRequest holds empty values under
@@ -114,9 +115,9 @@ func OpenWith(path string, opts Options) (*Bolt, error) {
 // on.
 func describeOpenError(err error, timeout time.Duration) error {
 	switch {
-	case errors.Is(err, bolt.ErrTimeout):
+	case errors.Is(err, berrors.ErrTimeout):
 		return fmt.Errorf("the file is in use by another process (no lock within %v); stop it or use another BOT_STORE: %w", timeout, err)
-	case errors.Is(err, bolt.ErrInvalid), errors.Is(err, bolt.ErrChecksum), errors.Is(err, bolt.ErrVersionMismatch):
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
 		return damaged(err)
 	}
 	return err
@@ -136,7 +137,7 @@ func damaged(err error) error {
 func verify(path string, size int64, timeout time.Duration) (err error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
 	switch {
-	case errors.Is(err, bolt.ErrTimeout), errors.Is(err, fs.ErrPermission):
+	case errors.Is(err, berrors.ErrTimeout), errors.Is(err, fs.ErrPermission):
 		return describeOpenError(err, timeout)
 	case err != nil:
 		// Anything else bbolt refuses in a non-empty file ("file size too

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // clock is a fake time source that advances one second per reading, so that
@@ -605,8 +606,8 @@ func TestOpenLockedFile(t *testing.T) {
 		_ = second.Close()
 		t.Fatalf("second Open: got nil error, want one")
 	}
-	if !strings.Contains(err.Error(), "in use") || !errors.Is(err, bolt.ErrTimeout) {
-		t.Errorf("second Open: got error %q, want one saying the file is in use, wrapping bolt.ErrTimeout", err)
+	if !strings.Contains(err.Error(), "in use") || !errors.Is(err, berrors.ErrTimeout) {
+		t.Errorf("second Open: got error %q, want one saying the file is in use, wrapping berrors.ErrTimeout", err)
 	}
 	if elapsed > 3*time.Second {
 		t.Errorf("second Open took %v, want about %v", elapsed, DefaultLockTimeout)

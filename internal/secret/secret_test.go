@@ -19,7 +19,7 @@ func TestSecretNeverPrints(t *testing.T) {
 	j, _ := json.Marshal(map[string]Secret{"t": s})
 	outs := map[string]string{
 		"%v":      fmt.Sprintf("%v", s),
-		"%s":      fmt.Sprintf("%s", s),
+		"%s":      fmt.Sprintf("%s", s), //lint:ignore S1025 the verb itself is under test
 		"%#v":     fmt.Sprintf("%#v", s),
 		"%+v":     fmt.Sprintf("%+v", struct{ T Secret }{s}),
 		"json":    string(j),

@@ -243,7 +243,7 @@ func (s *Server) ackLocked(typ int, data []byte, now time.Time) {
 		switch fate, known := s.acked[id]; {
 		case !known:
 			s.violationLocked("ack for unknown envelope_id %s", id)
-		case fate == envAcked:
+		case fate: // envAcked
 			s.violationLocked("duplicate ack for envelope_id %s", id)
 		default:
 			s.violationLocked("late ack for envelope_id %s: the sender had stopped waiting", id)
