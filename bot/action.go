@@ -147,16 +147,7 @@ func (b *Bot) onConfirm(ctx context.Context, c click) {
 	if !ok {
 		return
 	}
-	if r.State != store.Planned {
-		if c.retry == 0 {
-			b.tell(ctx, c.channel, c.user, stateNote(r))
-		}
-		return
-	}
-	if b.expireIfDue(ctx, c, r, p) {
-		return
-	}
-	if !b.checkDrift(ctx, c, r, p) {
+	if !b.stillOpen(ctx, c, r, p, store.Planned) {
 		return
 	}
 	if len(b.cfg.Approvers) > 0 {
@@ -172,6 +163,22 @@ func (b *Bot) onConfirm(ctx context.Context, c click) {
 	}
 	b.audit("confirmed", a)
 	b.submit(ctx, r, p, c.responseURL)
+}
+
+// stillOpen tells whether a click on r may go ahead: r is still in state
+// want, has not expired, and its instances have not changed since the plan.
+// Otherwise the clicker is answered (a redelivered click quietly).
+func (b *Bot) stillOpen(ctx context.Context, c click, r store.Request, p upgrade.Plan, want store.State) bool {
+	if r.State != want {
+		if c.retry == 0 {
+			b.tell(ctx, c.channel, c.user, stateNote(r))
+		}
+		return false
+	}
+	if b.expireIfDue(ctx, c, r, p) {
+		return false
+	}
+	return b.checkDrift(ctx, c, r, p)
 }
 
 // checkDrift looks the planned instances up again. When any changed since
@@ -254,16 +261,7 @@ func (b *Bot) onApprove(ctx context.Context, c click) {
 	if !b.mayApprove(ctx, c, r, a) {
 		return
 	}
-	if r.State != store.AwaitingApproval {
-		if c.retry == 0 {
-			b.tell(ctx, c.channel, c.user, stateNote(r))
-		}
-		return
-	}
-	if b.expireIfDue(ctx, c, r, p) {
-		return
-	}
-	if !b.checkDrift(ctx, c, r, p) {
+	if !b.stillOpen(ctx, c, r, p, store.AwaitingApproval) {
 		return
 	}
 	r, err := b.st.Transition(r.ID, []store.State{store.AwaitingApproval}, store.Approved, c.user, func(x *store.Request) { x.Approver = c.user })

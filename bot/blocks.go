@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/slack-go/slack"
 
@@ -50,38 +51,62 @@ func contextBlock(text string) *slack.ContextBlock {
 	return slack.NewContextBlock("", mrkdwn(text))
 }
 
-// listSections packs lines into as few sections as fit Slack's text limit,
-// at most maxSections; lines that do not fit are counted in a final "…and N
-// more" line followed by more (e.g. "see the thread").
+// truncate shortens s to at most max bytes without splitting a character.
+func truncate(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	cut := max - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// chunk is the text of one section and how many lines it holds.
+type chunk struct {
+	text  string
+	lines int
+}
+
+// packLines packs lines, after title, into section texts within Slack's
+// limit; an overlong line is shortened.
+func packLines(title string, lines []string) []chunk {
+	var out []chunk
+	cur := chunk{text: title}
+	for _, line := range lines {
+		line = truncate(line, maxSectionChars-len(title)-1)
+		if cur.text != "" && len(cur.text)+1+len(line) > maxSectionChars {
+			out = append(out, cur)
+			cur = chunk{}
+		}
+		if cur.text != "" {
+			cur.text += "\n"
+		}
+		cur.text += line
+		cur.lines++
+	}
+	if cur.text != "" {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// listSections renders lines as at most maxSections sections; lines that do
+// not fit are counted in a last "…and N more" section followed by more
+// (e.g. where to find them).
 func listSections(title string, lines []string, maxSections int, more string) []slack.Block {
+	chunks := packLines(title, lines)
 	var blocks []slack.Block
-	var b strings.Builder
-	b.WriteString(title)
-	flush := func() {
-		if b.Len() > 0 {
-			blocks = append(blocks, section(b.String()))
-			b.Reset()
+	shown := 0
+	for i, c := range chunks {
+		if i == maxSections-1 && len(chunks) > maxSections {
+			blocks = append(blocks, section(fmt.Sprintf("…and %d more%s", len(lines)-shown, more)))
+			break
 		}
+		blocks = append(blocks, section(c.text))
+		shown += c.lines
 	}
-	for i, line := range lines {
-		if len(line) > maxSectionChars-100 {
-			line = line[:maxSectionChars-100] + "…"
-		}
-		if b.Len()+len(line)+1 > maxSectionChars {
-			if len(blocks) == maxSections-1 {
-				rest := len(lines) - i
-				b.WriteString(fmt.Sprintf("\n…and %d more%s", rest, more))
-				flush()
-				return blocks
-			}
-			flush()
-		}
-		if b.Len() > 0 {
-			b.WriteString("\n")
-		}
-		b.WriteString(line)
-	}
-	flush()
 	return blocks
 }
 
@@ -318,10 +343,7 @@ func parentBlocks(v ParentView) []slack.Block {
 				names = append(names, "`"+esc(t.Instance.Name)+"`")
 			}
 		}
-		list := strings.Join(names, ", ")
-		if len(list) > 1500 {
-			list = list[:1500] + "…"
-		}
+		list := truncate(strings.Join(names, ", "), 1500)
 		blocks = append(blocks, section(fmt.Sprintf(":warning: *Forced outside the maintenance window* (--force acknowledged by <@%s>): %s", r.Requester, list)))
 	}
 	status := "Submitting…"
@@ -356,39 +378,16 @@ func resultLines(p upgrade.Plan, results []upgrade.UpgradeResult) []string {
 	return lines
 }
 
-// messages splits lines into whole messages (each a list of blocks within
-// Slack's limits), so a long list becomes several thread replies and nothing
-// is cut off.
+// messages splits lines into whole messages (each at most ten sections,
+// within Slack's limits), so a long list becomes several thread replies and
+// nothing is cut off.
 func messages(title string, lines []string) [][]slack.Block {
 	var out [][]slack.Block
-	var cur []slack.Block
-	var b strings.Builder
-	b.WriteString(title)
-	flush := func() {
-		if b.Len() > 0 {
-			cur = append(cur, section(b.String()))
-			b.Reset()
+	for i, c := range packLines(title, lines) {
+		if i%10 == 0 {
+			out = append(out, nil)
 		}
-		if len(cur) >= 10 {
-			out = append(out, cur)
-			cur = nil
-		}
-	}
-	for _, line := range lines {
-		if len(line) > maxSectionChars-10 {
-			line = line[:maxSectionChars-10] + "…"
-		}
-		if b.Len()+len(line)+1 > maxSectionChars {
-			flush()
-		}
-		if b.Len() > 0 {
-			b.WriteString("\n")
-		}
-		b.WriteString(line)
-	}
-	flush()
-	if len(cur) > 0 {
-		out = append(out, cur)
+		out[len(out)-1] = append(out[len(out)-1], section(c.text))
 	}
 	return out
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/slack-go/slack"
 
@@ -173,5 +174,44 @@ func TestEscapeStopsMentions(t *testing.T) {
 	raw, _ := json.Marshal(planBlocks(p, PlanView{RequestID: "r-1"}))
 	if strings.Contains(string(raw), "<!channel>") || strings.Contains(string(raw), `\u003c!channel\u003e`) {
 		t.Errorf("unescaped <!channel> from API text reached the message: %s", raw)
+	}
+}
+
+func TestTruncateKeepsCharactersWhole(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		max  int
+		want string
+	}{
+		{"short", "abc", 10, "abc"},
+		{"exact", "abcdef", 6, "abcdef"},
+		{"ascii", "abcdefghij", 6, "abc…"},
+		{"multibyte", "ééééé", 8, "éé…"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := truncate(tt.in, tt.max)
+			if got != tt.want || len(got) > tt.max || !utf8.ValidString(got) {
+				t.Errorf("truncate(%q, %d) = %q, want %q (valid UTF-8, at most %d bytes)", tt.in, tt.max, got, tt.want, tt.max)
+			}
+		})
+	}
+}
+
+func TestListSectionsCountsWhatIsLeftOut(t *testing.T) {
+	lines := make([]string, 300)
+	for i := range lines {
+		lines[i] = fmt.Sprintf("• line %03d %s", i, strings.Repeat("x", 90))
+	}
+	blocks := listSections("*Title*", lines, 3, " (see the thread)")
+	if len(blocks) != 3 {
+		t.Fatalf("got %d sections, want 3", len(blocks))
+	}
+	raw, _ := json.Marshal(blocks)
+	shown := strings.Count(string(raw), "• line ")
+	want := fmt.Sprintf("…and %d more (see the thread)", 300-shown)
+	if !strings.Contains(string(raw), want) {
+		t.Errorf("last section does not say %q:\n%s", want, raw)
 	}
 }

@@ -17,10 +17,7 @@ import (
 // ephemeral is an ack payload: Slack shows it only to the person who typed
 // the command. It is kept small: acks must stay well under 20 KB.
 func ephemeral(text string) map[string]any {
-	if len(text) > maxMessageChars {
-		text = text[:maxMessageChars-1] + "…"
-	}
-	return map[string]any{"response_type": "ephemeral", "text": text}
+	return map[string]any{"response_type": "ephemeral", "text": truncate(text, maxMessageChars)}
 }
 
 // onSlashCommand runs on the ack path: only pure, in-memory checks happen
