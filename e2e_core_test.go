@@ -408,3 +408,23 @@ func BenchmarkSlashCommandAck(b *testing.B) {
 	}
 	b.ReportMetric(float64(total.Microseconds())/float64(b.N), "µs/ack")
 }
+
+// Slack's rate limit (429 with Retry-After) on a thread reply is waited out,
+// not lost.
+func TestSlackRateLimitIsWaitedOut(t *testing.T) {
+	h := newHarness(t, nil)
+	in := h.addInstances("db", "cassandra", 1)[0]
+	id, _, ack := h.plan(alice, in.Name)
+	h.slack.RateLimit("chat.postMessage", time.Second, 1)
+	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
+	h.threadText(h.parent(id).TS, "1 submitted")
+	limited := 0
+	for _, c := range h.slack.CallsTo("chat.postMessage") {
+		if c.Status == 429 {
+			limited++
+		}
+	}
+	if limited != 1 {
+		t.Errorf("%d rate-limited posts, want 1 (the test's premise)", limited)
+	}
+}

@@ -163,7 +163,10 @@ func NewSlack(cfg Config) *slack.Client {
 	return slack.New(cfg.SlackBotToken.Reveal(),
 		slack.OptionAppLevelToken(cfg.SlackAppToken.Reveal()),
 		slack.OptionAPIURL(cfg.SlackAPIURL),
-		slack.OptionHTTPClient(&http.Client{Timeout: 30 * time.Second}))
+		slack.OptionHTTPClient(&http.Client{Timeout: 30 * time.Second}),
+		// Slack answers a burst of thread replies with 429 and Retry-After; a
+		// 429 means the message was not taken, so retrying it is safe.
+		slack.OptionRetry(3))
 }
 
 // NewMain wires everything. It opens the store (a damaged store stops the
