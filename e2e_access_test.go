@@ -181,14 +181,15 @@ func TestExpiredPlan(t *testing.T) {
 // An expired approval request cannot be approved.
 func TestExpiredApproval(t *testing.T) {
 	h := newHarness(t, func(env map[string]string) {
-		env["BOT_CONFIRM_TTL"] = "400ms"
+		// Long enough for the confirm to beat it on a busy machine.
+		env["BOT_CONFIRM_TTL"] = "1500ms"
 		env["BOT_APPROVERS"] = bob
 	})
 	in := h.addInstances("db", "cassandra", 1)[0]
 	id, _, ack := h.plan(alice, in.Name)
 	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
 	h.approvalMessage(id)
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(1600 * time.Millisecond)
 	h.approvalClick(bob, "patch_approve", id, 0)
 	h.ephemeralTo(bob, "expired")
 	h.assertBatchCalls(0, "for an expired approval")
@@ -240,7 +241,8 @@ func TestRateLimits(t *testing.T) {
 // and so is an unanswered approval request.
 func TestStalePlansExpireOnTheirOwn(t *testing.T) {
 	h := newHarness(t, func(env map[string]string) {
-		env["BOT_CONFIRM_TTL"] = "300ms"
+		// Long enough for the confirm to beat it on a busy machine.
+		env["BOT_CONFIRM_TTL"] = "1500ms"
 		env["BOT_APPROVERS"] = bob
 	})
 	in := h.addInstances("db", "cassandra", 1)[0]
