@@ -176,7 +176,9 @@ func (c *Config) Validate() error {
 		return bad("BOT_STORE", "must be a file path")
 	}
 	if strings.Contains(c.Store, "://") {
-		return bad("BOT_STORE", "only a file path (embedded store) is supported in this version")
+		if u, err := url.Parse(c.Store); err != nil || !isRedisURL(c.Store) || u.Host == "" {
+			return bad("BOT_STORE", "must be a file path or a redis://host:port/db (or rediss://) URL")
+		}
 	}
 	if _, err := zerolog.ParseLevel(strings.ToLower(c.LogLevel)); err != nil || c.LogLevel == "" {
 		return bad("LOG_LEVEL", "must be one of trace, debug, info, warn, error")
@@ -243,9 +245,24 @@ func (c *Config) LogValue(mode AuthMode) map[string]any {
 		"auth_mode": string(mode), "iam_endpoint": c.GeminiDBIAMEndpoint,
 		"allowed_users": c.AllowedUsers, "allowed_channels": c.AllowedChannels, "approvers": c.Approvers,
 		"confirm_ttl": c.ConfirmTTL.String(), "poll_interval": c.PollInterval.String(),
-		"follow_for": c.FollowFor.String(), "store": c.Store, "http_addr": c.HTTPAddr,
+		"follow_for": c.FollowFor.String(), "store": redactURL(c.Store), "http_addr": c.HTTPAddr,
 		"commands_per_minute": c.CommandsPerMin, "max_open_plans": c.MaxOpenPlans,
 	}
+}
+
+// redactURL drops the user and password of a URL (a redis:// store may
+// carry them); anything that is not a URL is returned as it is.
+func redactURL(s string) string {
+	if !strings.Contains(s, "://") {
+		return s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "[unparseable URL]"
+	}
+	u.User = nil
+	u.RawQuery = ""
+	return u.String()
 }
 
 func checkURL(raw string) error {

@@ -119,7 +119,8 @@ func TestConfigErrors(t *testing.T) {
 		{name: "allowed users not ids", change: map[string]string{"BOT_ALLOWED_USERS": "alice"}, wantVar: "BOT_ALLOWED_USERS"},
 		{name: "channel not an id", change: map[string]string{"BOT_ALLOWED_CHANNELS": "#ops"}, wantVar: "BOT_ALLOWED_CHANNELS"},
 		{name: "approver not an id", change: map[string]string{"BOT_APPROVERS": "bob"}, wantVar: "BOT_APPROVERS"},
-		{name: "redis store", change: map[string]string{"BOT_STORE": "redis://localhost:6379"}, wantVar: "BOT_STORE"},
+		{name: "store URL not redis", change: map[string]string{"BOT_STORE": "http://localhost:6379"}, wantVar: "BOT_STORE"},
+		{name: "redis store without host", change: map[string]string{"BOT_STORE": "redis://"}, wantVar: "BOT_STORE"},
 		{name: "log level", change: map[string]string{"LOG_LEVEL": "loud"}, wantVar: "LOG_LEVEL"},
 		{name: "log format", change: map[string]string{"LOG_FORMAT": "xml"}, wantVar: "LOG_FORMAT"},
 	}

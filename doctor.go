@@ -37,7 +37,7 @@ func doctor(ctx context.Context, out io.Writer) int {
 		return exitFailed
 	}
 	mode, _ := cfg.AuthMode()
-	report("configuration", nil, fmt.Sprintf("GeminiDB auth: %s; store: %s", mode, cfg.Store))
+	report("configuration", nil, fmt.Sprintf("GeminiDB auth: %s; store: %s", mode, redactURL(cfg.Store)))
 
 	check := func(name string, f func(context.Context) (string, error)) {
 		cctx, cancel := context.WithTimeout(ctx, doctorTimeout)
@@ -74,7 +74,7 @@ func doctor(ctx context.Context, out io.Writer) int {
 		}
 		return fmt.Sprintf("authenticated (%s); %d instances in project %s", mode, page.TotalCount, cfg.GeminiDBProjectID), nil
 	})
-	check("store", func(context.Context) (string, error) { return checkStore(cfg.Store) })
+	check("store", func(ctx context.Context) (string, error) { return checkStore(ctx, cfg.Store) })
 	if failed {
 		return exitFailed
 	}
@@ -114,26 +114,35 @@ func socketHello(ctx context.Context, wsURL string) error {
 	}
 }
 
-// checkStore opens an existing store read-write (which also checks it is
-// not damaged) or, when there is none yet, checks the file can be created.
-func checkStore(path string) (string, error) {
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		dir := filepath.Dir(path)
+// checkStore checks BOT_STORE: a Redis store must answer; an existing file
+// is opened (which also checks it is not damaged); when there is no file
+// yet, doctor checks that it can be created.
+func checkStore(ctx context.Context, target string) (string, error) {
+	if isRedisURL(target) {
+		st, err := store.OpenRedis(ctx, target)
+		if err != nil {
+			return "", err
+		}
+		defer st.Close()
+		return fmt.Sprintf("%s answers", st.Path()), nil
+	}
+	if _, err := os.Stat(target); errors.Is(err, os.ErrNotExist) {
+		dir := filepath.Dir(target)
 		f, err := os.CreateTemp(dir, ".doctor-*")
 		if err != nil {
-			return "", fmt.Errorf("cannot create %s: %w", path, err)
+			return "", fmt.Errorf("cannot create %s: %w", target, err)
 		}
 		name := f.Name()
 		_ = f.Close()
 		_ = os.Remove(name)
-		return fmt.Sprintf("%s does not exist yet and can be created", path), nil
+		return fmt.Sprintf("%s does not exist yet and can be created", target), nil
 	}
-	st, err := store.Open(path)
+	st, err := store.Open(target)
 	if err != nil {
 		return "", err
 	}
 	if err := st.Close(); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s opens and is consistent", path), nil
+	return fmt.Sprintf("%s opens and is consistent", target), nil
 }

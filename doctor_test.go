@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/store/storetest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade/upgradetest"
 )
 
@@ -74,6 +76,12 @@ func TestDoctor(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
+		{name: "redis store answers", setup: func(t *testing.T, _ *slacktest.Server, _ *upgradetest.Server, env map[string]string) {
+			env["BOT_STORE"] = "redis://" + storetest.StartRedis(t) + "/0"
+		}},
+		{name: "redis store unreachable", failing: "store", wantText: "cannot reach Redis", setup: func(t *testing.T, _ *slacktest.Server, _ *upgradetest.Server, env map[string]string) {
+			env["BOT_STORE"] = fmt.Sprintf("redis://:redis-secret-pw@127.0.0.1:%d/0", storetest.FreePort(t))
+		}},
 		{name: "store directory missing", failing: "store", wantText: "cannot create", setup: func(t *testing.T, _ *slacktest.Server, _ *upgradetest.Server, env map[string]string) {
 			env["BOT_STORE"] = filepath.Join(t.TempDir(), "missing", "bot.db")
 		}},
@@ -112,7 +120,7 @@ func TestDoctor(t *testing.T) {
 					}
 				}
 			}
-			for _, secret := range []string{testGeminiToken, env["GEMINIDB_AUTH_TOKEN"], env["SLACK_BOT_TOKEN"], env["SLACK_APP_TOKEN"]} {
+			for _, secret := range []string{testGeminiToken, env["GEMINIDB_AUTH_TOKEN"], env["SLACK_BOT_TOKEN"], env["SLACK_APP_TOKEN"], "redis-secret-pw"} {
 				if strings.Contains(out+stderr.String(), secret) {
 					t.Errorf("the doctor printed a secret value:\n%s", out)
 				}

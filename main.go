@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
@@ -105,7 +106,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 type Main struct {
 	Config   Config
 	Log      zerolog.Logger
-	Store    *store.Bolt
+	Store    Store
 	Bot      *bot.Bot
 	Registry *prometheus.Registry
 	HTTP     *ops.Server
@@ -115,6 +116,39 @@ type Main struct {
 	// stopping is set when shutdown begins, so /readyz turns 503 at once
 	// and a load balancer stops sending traffic before the socket closes.
 	stopping atomic.Bool
+}
+
+// Store is the bot's durable state: the embedded bbolt file or a Redis
+// shared by replicas.
+type Store interface {
+	bot.Store
+	Ping() error
+	Close() error
+}
+
+var (
+	_ Store = (*store.Bolt)(nil)
+	_ Store = (*store.Redis)(nil)
+)
+
+// OpenStore opens BOT_STORE: a redis:// or rediss:// URL, or a file path.
+func OpenStore(ctx context.Context, target string) (Store, error) {
+	if isRedisURL(target) {
+		return store.OpenRedis(ctx, target)
+	}
+	return store.Open(target)
+}
+
+// redisLog routes go-redis's own log lines (reconnects, dial failures)
+// through the bot's logger instead of bare stderr.
+type redisLog struct{ log zerolog.Logger }
+
+func (l redisLog) Printf(_ context.Context, format string, v ...any) {
+	l.log.Warn().Str("component", "redis").Msgf(format, v...)
+}
+
+func isRedisURL(s string) bool {
+	return strings.HasPrefix(s, "redis://") || strings.HasPrefix(s, "rediss://")
 }
 
 // NewLogger builds the zerolog logger the configuration asks for.
@@ -176,9 +210,12 @@ func NewMain(cfg Config, logOut io.Writer) (*Main, error) {
 	mode, _ := cfg.AuthMode()
 	log.Info().Str("version", version).Interface("config", cfg.LogValue(mode)).Msg("starting")
 
-	st, err := store.Open(cfg.Store)
+	if isRedisURL(cfg.Store) {
+		redis.SetLogger(redisLog{log})
+	}
+	st, err := OpenStore(context.Background(), cfg.Store)
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", cfg.Store, err)
+		return nil, fmt.Errorf("open store %s: %w", redactURL(cfg.Store), err)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

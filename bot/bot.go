@@ -50,6 +50,7 @@ type Store interface {
 var (
 	_ GeminiDB = (*upgrade.Client)(nil)
 	_ Store    = (*store.Bolt)(nil)
+	_ Store    = (*store.Redis)(nil)
 )
 
 // Config is the bot's behaviour, filled from the environment by main.

@@ -9,7 +9,6 @@ import (
 	"os"
 	"runtime/debug"
 	"slices"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -244,15 +243,8 @@ func (b *Bolt) Ping() error {
 // Create stores a new request. It sets CreatedAt and UpdatedAt to now when
 // they are zero, and returns an error wrapping ErrExists if the ID is taken.
 func (b *Bolt) Create(r Request) error {
-	if r.ID == "" {
-		return errors.New("create request: empty ID")
-	}
-	now := b.now()
-	if r.CreatedAt.IsZero() {
-		r.CreatedAt = now
-	}
-	if r.UpdatedAt.IsZero() {
-		r.UpdatedAt = now
+	if err := prepareCreate(&r, b.now); err != nil {
+		return err
 	}
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketRequests)
@@ -288,8 +280,8 @@ func (b *Bolt) Get(id string) (Request, error) {
 // by user, sets UpdatedAt and saves, all in one write transaction, and
 // returns the request as stored.
 func (b *Bolt) Transition(id string, from []State, to State, user string, mutate func(*Request)) (Request, error) {
-	if len(from) == 0 || to == "" {
-		return Request{}, fmt.Errorf("transition request %s: from %v to %q: no states given", id, from, to)
+	if err := checkTransition(id, from, to); err != nil {
+		return Request{}, err
 	}
 	var out Request
 	err := b.db.Update(func(tx *bolt.Tx) error {
@@ -298,18 +290,9 @@ func (b *Bolt) Transition(id string, from []State, to State, user string, mutate
 		if err := getJSON(bk, id, &r); err != nil {
 			return fmt.Errorf("transition request %s: %w", id, err)
 		}
-		if !slices.Contains(from, r.State) {
-			return &ConflictError{ID: id, Want: slices.Clone(from), Got: r.State}
+		if err := applyTransition(&r, id, from, to, user, b.now, mutate); err != nil {
+			return err
 		}
-		old := r.State
-		if mutate != nil {
-			mutate(&r)
-		}
-		now := b.now()
-		r.ID = id
-		r.State = to
-		r.UpdatedAt = now
-		r.History = append(r.History, Event{At: now, From: old, To: to, User: user})
 		data, err := putJSON(bk, id, r)
 		if err != nil {
 			return fmt.Errorf("transition request %s: %w", id, err)
@@ -333,14 +316,9 @@ func (b *Bolt) Update(id string, mutate func(*Request) error) (Request, error) {
 		if err := getJSON(bk, id, &r); err != nil {
 			return err
 		}
-		state := r.State
-		if err := mutate(&r); err != nil {
+		if err := applyUpdate(&r, id, b.now, mutate); err != nil {
 			return err
 		}
-		if r.ID != id || r.State != state {
-			return fmt.Errorf("mutate changed ID or state (%s → %s); use Transition", state, r.State)
-		}
-		r.UpdatedAt = b.now()
 		data, err := putJSON(bk, id, r)
 		if err != nil {
 			return err
@@ -372,12 +350,7 @@ func (b *Bolt) List(states ...State) ([]Request, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list requests: %w", err)
 	}
-	slices.SortStableFunc(out, func(a, b Request) int {
-		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
+	sortRequests(out)
 	return out, nil
 }
 
@@ -442,11 +415,8 @@ func (b *Bolt) UpdateJob(id string, mutate func(*Job) error) (Job, error) {
 		if err := getJSON(tx.Bucket(bucketJobs), id, &j); err != nil {
 			return err
 		}
-		if err := mutate(&j); err != nil {
+		if err := applyJobUpdate(&j, id, mutate); err != nil {
 			return err
-		}
-		if j.ID != id {
-			return fmt.Errorf("mutate changed the ID to %q", j.ID)
 		}
 		if err := putJob(tx, j); err != nil {
 			return err
@@ -504,15 +474,6 @@ func (b *Bolt) ActiveJobs() ([]Job, error) {
 	}
 	sortJobs(out)
 	return out, nil
-}
-
-func sortJobs(jobs []Job) {
-	slices.SortStableFunc(jobs, func(a, b Job) int {
-		if c := a.SubmittedAt.Compare(b.SubmittedAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
 }
 
 // getJSON decodes the value under key into v, or returns ErrNotFound.

@@ -1,17 +1,21 @@
 // Package store keeps the state that must survive a restart: patch requests
-// with their state machine, and the cloud jobs being followed. It wraps bbolt,
-// an embedded single-file database; values are stored as JSON.
+// with their state machine, and the cloud jobs being followed. It has two
+// backends with the same methods and semantics: Bolt, an embedded
+// single-file bbolt database (the default), and Redis, which several bot
+// replicas can share. Both store values as JSON.
 //
-// Every state change is a compare-and-swap (Bolt.Transition) inside one
-// write transaction, so that of two concurrent attempts to move a request
-// out of the same state exactly one wins. That is what makes a double click,
-// a Slack redelivery or two replicas sharing a file harmless.
+// Every state change is a compare-and-swap (Bolt.Transition,
+// Redis.Transition) inside one transaction, so that of two concurrent
+// attempts to move a request out of the same state exactly one wins. That is
+// what makes a double click, a Slack redelivery or two replicas sharing a
+// store harmless.
 package store
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -132,3 +136,100 @@ type Job struct {
 // Active reports whether the job is still followed: not yet reported and
 // not given up.
 func (j Job) Active() bool { return !j.Reported && !j.GaveUp }
+
+// The rules below are shared by the backends, so that they agree on what a
+// create, a transition or an update does to a record; each backend only
+// supplies the reading, the writing and the atomicity.
+
+// prepareCreate checks a request about to be created and fills in
+// CreatedAt and UpdatedAt when they are zero.
+func prepareCreate(r *Request, now func() time.Time) error {
+	if r.ID == "" {
+		return errors.New("create request: empty ID")
+	}
+	t := now()
+	if r.CreatedAt.IsZero() {
+		r.CreatedAt = t
+	}
+	if r.UpdatedAt.IsZero() {
+		r.UpdatedAt = t
+	}
+	return nil
+}
+
+// checkTransition checks the arguments of a Transition before anything is
+// read.
+func checkTransition(id string, from []State, to State) error {
+	if len(from) == 0 || to == "" {
+		return fmt.Errorf("transition request %s: from %v to %q: no states given", id, from, to)
+	}
+	return nil
+}
+
+// applyTransition moves r, the stored request id, from one of the states in
+// from to state to: it returns a *ConflictError if r is in none of them;
+// otherwise it applies mutate (which may be nil), restores the ID, sets
+// State and UpdatedAt and appends an Event by user.
+func applyTransition(r *Request, id string, from []State, to State, user string, now func() time.Time, mutate func(*Request)) error {
+	if !slices.Contains(from, r.State) {
+		return &ConflictError{ID: id, Want: slices.Clone(from), Got: r.State}
+	}
+	old := r.State
+	if mutate != nil {
+		mutate(r)
+	}
+	t := now()
+	r.ID = id
+	r.State = to
+	r.UpdatedAt = t
+	r.History = append(r.History, Event{At: t, From: old, To: to, User: user})
+	return nil
+}
+
+// applyUpdate applies mutate to r, the stored request id, and sets
+// UpdatedAt. mutate's error is returned as is; a mutate that changes the ID
+// or the state is refused.
+func applyUpdate(r *Request, id string, now func() time.Time, mutate func(*Request) error) error {
+	state := r.State
+	if err := mutate(r); err != nil {
+		return err
+	}
+	if r.ID != id || r.State != state {
+		return fmt.Errorf("mutate changed ID or state (%s → %s); use Transition", state, r.State)
+	}
+	r.UpdatedAt = now()
+	return nil
+}
+
+// applyJobUpdate applies mutate to j, the stored job id. mutate's error is
+// returned as is; a mutate that changes the ID is refused.
+func applyJobUpdate(j *Job, id string, mutate func(*Job) error) error {
+	if err := mutate(j); err != nil {
+		return err
+	}
+	if j.ID != id {
+		return fmt.Errorf("mutate changed the ID to %q", j.ID)
+	}
+	return nil
+}
+
+// sortRequests orders requests by CreatedAt, then ID, as List returns them.
+func sortRequests(rs []Request) {
+	slices.SortStableFunc(rs, func(a, b Request) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+}
+
+// sortJobs orders jobs by SubmittedAt, then ID, as Jobs and ActiveJobs
+// return them.
+func sortJobs(jobs []Job) {
+	slices.SortStableFunc(jobs, func(a, b Job) int {
+		if c := a.SubmittedAt.Compare(b.SubmittedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+}

@@ -80,6 +80,8 @@ type Server struct {
 	limits      map[string]*rateLimit
 	revoked     bool
 	pingsPaused bool
+	roundRobin  bool // spread envelopes over the open connections
+	nextConn    int
 }
 
 // User is a workspace member users.info knows about.
@@ -108,6 +110,11 @@ func WithPingInterval(d time.Duration) Option { return func(s *Server) { s.pingE
 // WithAckTimeout sets how long SlashCommand, BlockAction and SendEnvelope wait for
 // an ack when their context has no deadline. The default is Slack's 3 seconds.
 func WithAckTimeout(d time.Duration) Option { return func(s *Server) { s.ackTimeout = d } }
+
+// WithRoundRobin spreads envelopes over all open connections in turn, as
+// Slack does when an app holds several (e.g. bot replicas). Without it every
+// envelope goes to the newest open connection.
+func WithRoundRobin() Option { return func(s *Server) { s.roundRobin = true } }
 
 // WithUserGroup makes usergroups.users.list answer members for the group ID.
 func WithUserGroup(id string, members ...string) Option {

@@ -391,11 +391,18 @@ func (s *Server) send(ctx context.Context, envType string, payload json.RawMessa
 	}
 
 	s.mu.Lock()
-	var target *conn
+	var open []*conn
 	for _, c := range slices.Backward(s.conns) {
 		if !c.draining && !c.dropped {
-			target = c
-			break
+			open = append(open, c)
+		}
+	}
+	var target *conn
+	if len(open) > 0 {
+		target = open[0]
+		if s.roundRobin {
+			target = open[s.nextConn%len(open)]
+			s.nextConn++
 		}
 	}
 	if target == nil {

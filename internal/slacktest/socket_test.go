@@ -478,3 +478,37 @@ func TestWrongAppToken(t *testing.T) {
 		t.Errorf("RunContext: got %v, want invalid_auth", err)
 	}
 }
+
+// With WithRoundRobin, envelopes alternate over the open connections, as
+// Slack spreads them over an app's replicas.
+func TestRoundRobinSpreadsEnvelopes(t *testing.T) {
+	s := slacktest.New(t, slacktest.WithRoundRobin())
+	handler := func(name string) handler {
+		return func(c *socketmode.Client, evt socketmode.Event) {
+			if evt.Type == socketmode.EventTypeSlashCommand {
+				_ = c.Ack(*evt.Request, map[string]any{"text": name})
+			}
+		}
+	}
+	startBot(t, s, handler("a"))
+	if err := s.WaitConnections(testContext(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	startBot(t, s, handler("b"))
+	if err := s.WaitConnections(testContext(t), 2); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for range 4 {
+		ack, err := s.SlashCommand(testContext(t), slacktest.SlashCommand{UserID: "U1", ChannelID: "C1", Command: "/x", Text: "t"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p struct{ Text string }
+		_ = json.Unmarshal(ack.Payload, &p)
+		got[p.Text]++
+	}
+	if got["a"] != 2 || got["b"] != 2 {
+		t.Errorf("acks by connection = %v, want 2 each", got)
+	}
+}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/store/storetest"
+)
+
+// startReplica runs a second bot process-equivalent (NewMain + Run) with the
+// harness's environment; Slack spreads envelopes over both connections.
+func (h *harness) startReplica() {
+	h.t.Helper()
+	setEnv(h.t, h.env)
+	cfg, err := LoadConfig()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	before := h.slack.Connections()
+	m, err := NewMain(cfg, h.logs)
+	if err != nil {
+		h.t.Fatalf("second replica: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	h.t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				h.t.Errorf("replica stopped with %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			h.t.Error("replica did not stop")
+		}
+		_ = m.Close()
+	})
+	if err := h.slack.WaitConnections(h.ctx(), before+1); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// Two replicas sharing a Redis store: a plan made by one is confirmed
+// through the other, clicks spread over both submit exactly once, and each
+// job's end is reported once although both follow it.
+func TestTwoReplicasShareARedisStore(t *testing.T) {
+	addr := storetest.StartRedis(t)
+	h := newHarness(t, func(env map[string]string) {
+		env["BOT_STORE"] = "redis://" + addr + "/0"
+		env["BOT_COMMANDS_PER_MINUTE"] = "1000"
+	}, slacktest.WithRoundRobin())
+	h.startReplica()
+	insts := h.addInstances("db", "cassandra", 3)
+	names := insts[0].Name + " " + insts[1].Name + " " + insts[2].Name
+
+	// Envelopes alternate between the replicas: the command goes to one,
+	// this click to the other, which knows the plan only through Redis.
+	id, _, ack := h.plan(alice, names)
+	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
+	ts := h.parent(id).TS
+	h.threadText(ts, "3 submitted")
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Go(func() { h.click(alice, "patch_confirm", id, ack.ResponseURL, i%2) })
+	}
+	wg.Wait()
+	h.assertBatchCalls(1, "one submission across replicas")
+
+	for _, in := range insts {
+		h.gdb.CompleteJob(h.gdb.JobsFor(in.ID)[0], "3.11.3.5")
+	}
+	h.threadText(ts, "finished", "3.11.3.2 → 3.11.3.5")
+	settle()
+	for _, in := range insts {
+		job := h.gdb.JobsFor(in.ID)[0]
+		if n := h.count(ts, job+"` Completed"); n != 1 {
+			t.Errorf("job of %s reported %d times by two replicas, want once", in.Name, n)
+		}
+	}
+	if n := h.count(ts, "finished:"); n != 1 {
+		t.Errorf("final summary posted %d times, want once", n)
+	}
+}

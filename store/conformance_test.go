@@ -1,0 +1,444 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// backend is the method set Bolt and Redis share; the bot's Store interface
+// is a subset of it.
+type backend interface {
+	Create(r Request) error
+	Get(id string) (Request, error)
+	Transition(id string, from []State, to State, user string, mutate func(*Request)) (Request, error)
+	Update(id string, mutate func(*Request) error) (Request, error)
+	List(states ...State) ([]Request, error)
+	PutJob(j Job) error
+	Job(id string) (Job, error)
+	UpdateJob(id string, mutate func(*Job) error) (Job, error)
+	Jobs(requestID string) ([]Job, error)
+	ActiveJobs() ([]Job, error)
+	Ping() error
+	Close() error
+	Path() string
+}
+
+var (
+	_ backend = (*Bolt)(nil)
+	_ backend = (*Redis)(nil)
+)
+
+// conformance runs the tests every backend must pass, each in parallel on
+// a fresh, empty store from open (which closes it at cleanup).
+func conformance(t *testing.T, open func(t *testing.T) backend) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, b backend)
+	}{
+		{"CreateGet", testCreateGet},
+		{"Transition", testTransition},
+		{"TransitionConcurrentOneWinner", testTransitionConcurrentOneWinner},
+		{"Update", testUpdate},
+		{"List", testList},
+		{"Jobs", testJobs},
+		{"UpdateJobConcurrent", testUpdateJobConcurrent},
+		{"JobIndexesFollowUpdateJob", testJobIndexesFollowUpdateJob},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.fn(t, open(t))
+		})
+	}
+}
+
+func TestBoltConformance(t *testing.T) {
+	t.Parallel()
+	conformance(t, func(t *testing.T) backend {
+		b, _ := setup(t)
+		return b
+	})
+}
+
+func testCreateGet(t *testing.T, b backend) {
+	want := Request{
+		ID:        "r-1",
+		State:     Planned,
+		Requester: "U1",
+		Channel:   "C1",
+		Text:      "db1 db2 --dry-run",
+		Plan:      json.RawMessage(`{"targets":[{"ref":"db1"}]}`),
+		DryRun:    true,
+		ExpiresAt: time.Date(2026, 11, 28, 9, 15, 0, 0, time.UTC),
+	}
+	mustCreate(t, b, want)
+	got, err := b.Get("r-1")
+	if err != nil {
+		t.Fatalf("Get: got error %v, want nil", err)
+	}
+	if got.CreatedAt.IsZero() || !got.CreatedAt.Equal(got.UpdatedAt) {
+		t.Errorf("got CreatedAt %v and UpdatedAt %v, want both set and equal", got.CreatedAt, got.UpdatedAt)
+	}
+	want.CreatedAt, want.UpdatedAt = got.CreatedAt, got.UpdatedAt
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+
+	if err := b.Create(Request{ID: "r-1", State: Planned}); !errors.Is(err, ErrExists) {
+		t.Errorf("Create of a taken ID: got error %v, want ErrExists", err)
+	}
+	if _, err := b.Get("nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get(nope): got error %v, want ErrNotFound", err)
+	}
+	if err := b.Create(Request{}); err == nil {
+		t.Errorf("Create without ID: got nil error, want one")
+	}
+	if err := b.Create(Request{ID: "bad", Plan: json.RawMessage("{")}); err == nil {
+		t.Errorf("Create with invalid Plan JSON: got nil error, want one")
+	}
+}
+
+func testTransition(t *testing.T, b backend) {
+	mustCreate(t, b, Request{ID: "r-1", State: Planned, Requester: "U1"})
+	before, _ := b.Get("r-1")
+
+	got, err := b.Transition("r-1", []State{Planned, Approved}, Submitting, "U1", func(r *Request) {
+		r.ParentTS = "1700000000.000100"
+		r.ID = "hijack" // ignored: the ID cannot change
+	})
+	if err != nil {
+		t.Fatalf("Transition: got error %v, want nil", err)
+	}
+	if got.State != Submitting || got.ParentTS != "1700000000.000100" || got.ID != "r-1" {
+		t.Errorf("got %+v, want state submitting, ParentTS set, ID r-1", got)
+	}
+	if !got.UpdatedAt.After(before.UpdatedAt) {
+		t.Errorf("got UpdatedAt %v, want after %v", got.UpdatedAt, before.UpdatedAt)
+	}
+	wantHistory := []Event{{At: got.UpdatedAt, From: Planned, To: Submitting, User: "U1"}}
+	if !reflect.DeepEqual(got.History, wantHistory) {
+		t.Errorf("got history %+v, want %+v", got.History, wantHistory)
+	}
+	stored, _ := b.Get("r-1")
+	if !reflect.DeepEqual(stored, got) {
+		t.Errorf("got stored %+v, want the returned %+v", stored, got)
+	}
+
+	// A second attempt loses and changes nothing.
+	_, err = b.Transition("r-1", []State{Planned, Approved}, Submitting, "U2", func(r *Request) { r.ParentTS = "x" })
+	var ce *ConflictError
+	if !errors.As(err, &ce) || !errors.Is(err, ErrConflict) {
+		t.Fatalf("second Transition: got error %v, want a *ConflictError wrapping ErrConflict", err)
+	}
+	if ce.Got != Submitting || ce.ID != "r-1" || !reflect.DeepEqual(ce.Want, []State{Planned, Approved}) {
+		t.Errorf("got %+v, want ID r-1, Got submitting, Want [planned approved]", ce)
+	}
+	if !strings.Contains(err.Error(), "submitting") {
+		t.Errorf("got message %q, want it to name the actual state", err)
+	}
+	after, _ := b.Get("r-1")
+	if !reflect.DeepEqual(after, stored) {
+		t.Errorf("after a conflict: got %+v, want unchanged %+v", after, stored)
+	}
+
+	if _, err := b.Transition("nope", []State{Planned}, Cancelled, "U1", nil); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Transition of a missing request: got error %v, want ErrNotFound", err)
+	}
+	if _, err := b.Transition("r-1", nil, Cancelled, "U1", nil); err == nil || errors.Is(err, ErrConflict) {
+		t.Errorf("Transition without from states: got error %v, want a non-conflict error", err)
+	}
+}
+
+func testTransitionConcurrentOneWinner(t *testing.T, b backend) {
+	mustCreate(t, b, Request{ID: "r-1", State: Planned})
+
+	const n = 100
+	var wins, conflicts, others atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			_, err := b.Transition("r-1", []State{Planned, Approved}, Submitting, fmt.Sprintf("U%d", i), nil)
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case errors.Is(err, ErrConflict):
+				conflicts.Add(1)
+			default:
+				others.Add(1)
+				t.Errorf("Transition: got error %v, want nil or ErrConflict", err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if wins.Load() != 1 || conflicts.Load() != n-1 || others.Load() != 0 {
+		t.Fatalf("got %d wins, %d conflicts, %d others; want 1, %d, 0", wins.Load(), conflicts.Load(), others.Load(), n-1)
+	}
+	r, _ := b.Get("r-1")
+	if len(r.History) != 1 {
+		t.Errorf("got %d history events, want 1", len(r.History))
+	}
+}
+
+func testUpdate(t *testing.T, b backend) {
+	mustCreate(t, b, Request{ID: "r-1", State: Submitted})
+
+	got, err := b.Update("r-1", func(r *Request) error {
+		r.Results = json.RawMessage(`[{"job_id":"j1"}]`)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Update: got error %v, want nil", err)
+	}
+	if string(got.Results) != `[{"job_id":"j1"}]` || got.State != Submitted {
+		t.Errorf("got %+v, want Results set and state submitted", got)
+	}
+
+	errStop := errors.New("stop")
+	_, err = b.Update("r-1", func(r *Request) error {
+		r.Results = nil
+		return errStop
+	})
+	if !errors.Is(err, errStop) {
+		t.Errorf("Update with a failing mutate: got error %v, want errStop wrapped", err)
+	}
+	if r, _ := b.Get("r-1"); string(r.Results) != `[{"job_id":"j1"}]` {
+		t.Errorf("after an aborted Update: got Results %s, want unchanged", r.Results)
+	}
+
+	if _, err := b.Update("r-1", func(r *Request) error { r.State = Done; return nil }); err == nil {
+		t.Errorf("Update changing the state: got nil error, want one")
+	}
+	if r, _ := b.Get("r-1"); r.State != Submitted {
+		t.Errorf("after a refused Update: got state %s, want submitted", r.State)
+	}
+	if _, err := b.Update("nope", func(*Request) error { return nil }); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Update of a missing request: got error %v, want ErrNotFound", err)
+	}
+}
+
+func testList(t *testing.T, b backend) {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	// Created out of order on purpose; List orders by CreatedAt.
+	for _, r := range []Request{
+		{ID: "c", State: Planned, CreatedAt: base.Add(3 * time.Minute)},
+		{ID: "a", State: Submitted, CreatedAt: base.Add(1 * time.Minute)},
+		{ID: "d", State: Done, CreatedAt: base.Add(4 * time.Minute)},
+		{ID: "b", State: Planned, CreatedAt: base.Add(2 * time.Minute)},
+		{ID: "e", State: AwaitingApproval, CreatedAt: base.Add(2 * time.Minute)},
+	} {
+		mustCreate(t, b, r)
+	}
+	tests := []struct {
+		name   string
+		states []State
+		want   []string
+	}{
+		{name: "all", states: nil, want: []string{"a", "b", "e", "c", "d"}},
+		{name: "planned", states: []State{Planned}, want: []string{"b", "c"}},
+		{name: "open", states: []State{Planned, AwaitingApproval, Submitted}, want: []string{"a", "b", "e", "c"}},
+		{name: "none", states: []State{Expired}, want: nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := b.List(tc.states...)
+			if err != nil {
+				t.Fatalf("List: got error %v, want nil", err)
+			}
+			var ids []string
+			for _, r := range got {
+				ids = append(ids, r.ID)
+			}
+			if !reflect.DeepEqual(ids, tc.want) {
+				t.Errorf("got %v, want %v", ids, tc.want)
+			}
+		})
+	}
+}
+
+func testJobs(t *testing.T, b backend) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	jobs := []Job{
+		{ID: "j3", RequestID: "r-1", InstanceID: "i3", SubmittedAt: t0},
+		{ID: "j1", RequestID: "r-1", InstanceID: "i1", SubmittedAt: t0.Add(time.Second)},
+		{ID: "j2", RequestID: "r-1", InstanceID: "i2", SubmittedAt: t0, Reported: true},
+		{ID: "j4", RequestID: "r-10", InstanceID: "i4", SubmittedAt: t0, GaveUp: true},
+		{ID: "j5", RequestID: "r-2", InstanceID: "i5", SubmittedAt: t0.Add(-time.Second)},
+	}
+	for _, j := range jobs {
+		if err := b.PutJob(j); err != nil {
+			t.Fatalf("PutJob(%s): got error %v, want nil", j.ID, err)
+		}
+	}
+	ids := func(js []Job) []string {
+		var out []string
+		for _, j := range js {
+			out = append(out, j.ID)
+		}
+		return out
+	}
+
+	got, err := b.Jobs("r-1")
+	if err != nil {
+		t.Fatalf("Jobs: got error %v, want nil", err)
+	}
+	if want := []string{"j2", "j3", "j1"}; !reflect.DeepEqual(ids(got), want) {
+		t.Errorf("Jobs(r-1): got %v, want %v (r-10 is another request)", ids(got), want)
+	}
+	active, err := b.ActiveJobs()
+	if err != nil {
+		t.Fatalf("ActiveJobs: got error %v, want nil", err)
+	}
+	if want := []string{"j5", "j3", "j1"}; !reflect.DeepEqual(ids(active), want) {
+		t.Errorf("ActiveJobs: got %v, want %v", ids(active), want)
+	}
+
+	j, err := b.Job("j1")
+	if err != nil || !reflect.DeepEqual(j, jobs[1]) {
+		t.Errorf("Job(j1): got %+v, %v; want %+v, nil", j, err, jobs[1])
+	}
+	if _, err := b.Job("nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Job(nope): got error %v, want ErrNotFound", err)
+	}
+
+	// Moving a job to another request moves it in the index too.
+	moved := jobs[1]
+	moved.RequestID = "r-2"
+	if err := b.PutJob(moved); err != nil {
+		t.Fatalf("PutJob: got error %v, want nil", err)
+	}
+	if got, _ := b.Jobs("r-1"); !reflect.DeepEqual(ids(got), []string{"j2", "j3"}) {
+		t.Errorf("Jobs(r-1) after the move: got %v, want [j2 j3]", ids(got))
+	}
+	if got, _ := b.Jobs("r-2"); !reflect.DeepEqual(ids(got), []string{"j5", "j1"}) {
+		t.Errorf("Jobs(r-2) after the move: got %v, want [j5 j1]", ids(got))
+	}
+	if got, err := b.Jobs("none"); err != nil || len(got) != 0 {
+		t.Errorf("Jobs(none): got %v, %v; want none", got, err)
+	}
+	if err := b.PutJob(Job{}); err == nil {
+		t.Errorf("PutJob without ID: got nil error, want one")
+	}
+}
+
+func testUpdateJobConcurrent(t *testing.T, b backend) {
+	if err := b.PutJob(Job{ID: "j1", RequestID: "r-1", Status: "Running"}); err != nil {
+		t.Fatalf("PutJob: got error %v, want nil", err)
+	}
+
+	// Read-modify-write is atomic: no increment is lost.
+	const n = 50
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			if _, err := b.UpdateJob("j1", func(j *Job) error { j.PollErrors++; return nil }); err != nil {
+				t.Errorf("UpdateJob: got error %v, want nil", err)
+			}
+		})
+	}
+	wg.Wait()
+	if j, _ := b.Job("j1"); j.PollErrors != n {
+		t.Fatalf("got PollErrors %d, want %d", j.PollErrors, n)
+	}
+
+	// A sentinel from mutate tells the losers someone else reported the job.
+	errAlready := errors.New("already reported")
+	var winners atomic.Int32
+	for range n {
+		wg.Go(func() {
+			_, err := b.UpdateJob("j1", func(j *Job) error {
+				if j.Reported {
+					return errAlready
+				}
+				j.Reported, j.Status = true, "Completed"
+				return nil
+			})
+			switch {
+			case err == nil:
+				winners.Add(1)
+			case !errors.Is(err, errAlready):
+				t.Errorf("UpdateJob: got error %v, want nil or errAlready", err)
+			}
+		})
+	}
+	wg.Wait()
+	if winners.Load() != 1 {
+		t.Fatalf("got %d reporters, want 1", winners.Load())
+	}
+	if _, err := b.UpdateJob("nope", func(*Job) error { return nil }); !errors.Is(err, ErrNotFound) {
+		t.Errorf("UpdateJob(nope): got error %v, want ErrNotFound", err)
+	}
+	if _, err := b.UpdateJob("j1", func(j *Job) error { j.ID = "j2"; return nil }); err == nil {
+		t.Errorf("UpdateJob changing the ID: got nil error, want one")
+	}
+}
+
+// testJobIndexesFollowUpdateJob checks that UpdateJob, not only PutJob,
+// keeps Jobs and ActiveJobs in step with the jobs it changes.
+func testJobIndexesFollowUpdateJob(t *testing.T, b backend) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, j := range []Job{
+		{ID: "j1", RequestID: "r-1", SubmittedAt: t0},
+		{ID: "j2", RequestID: "r-1", SubmittedAt: t0.Add(time.Second)},
+	} {
+		if err := b.PutJob(j); err != nil {
+			t.Fatalf("PutJob(%s): got error %v, want nil", j.ID, err)
+		}
+	}
+	ids := func(js []Job, err error) string {
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		var out []string
+		for _, j := range js {
+			out = append(out, j.ID)
+		}
+		return strings.Join(out, ",")
+	}
+
+	if _, err := b.UpdateJob("j1", func(j *Job) error { j.Reported = true; return nil }); err != nil {
+		t.Fatalf("UpdateJob: got error %v, want nil", err)
+	}
+	if got := ids(b.ActiveJobs()); got != "j2" {
+		t.Errorf("ActiveJobs after j1 was reported: got %s, want j2", got)
+	}
+	if _, err := b.UpdateJob("j1", func(j *Job) error { j.Reported = false; return nil }); err != nil {
+		t.Fatalf("UpdateJob: got error %v, want nil", err)
+	}
+	if got := ids(b.ActiveJobs()); got != "j1,j2" {
+		t.Errorf("ActiveJobs after j1 was un-reported: got %s, want j1,j2", got)
+	}
+	if _, err := b.UpdateJob("j2", func(j *Job) error { j.GaveUp = true; j.RequestID = "r-2"; return nil }); err != nil {
+		t.Fatalf("UpdateJob: got error %v, want nil", err)
+	}
+	if got := ids(b.ActiveJobs()); got != "j1" {
+		t.Errorf("ActiveJobs after giving up j2: got %s, want j1", got)
+	}
+	if got := ids(b.Jobs("r-1")); got != "j1" {
+		t.Errorf("Jobs(r-1) after moving j2: got %s, want j1", got)
+	}
+	if got := ids(b.Jobs("r-2")); got != "j2" {
+		t.Errorf("Jobs(r-2) after moving j2: got %s, want j2", got)
+	}
+
+	// An aborted UpdateJob changes no index either.
+	errStop := errors.New("stop")
+	if _, err := b.UpdateJob("j1", func(j *Job) error { j.Reported = true; j.RequestID = "r-3"; return errStop }); !errors.Is(err, errStop) {
+		t.Fatalf("UpdateJob with a failing mutate: got error %v, want errStop wrapped", err)
+	}
+	if got := ids(b.ActiveJobs()); got != "j1" {
+		t.Errorf("ActiveJobs after an aborted UpdateJob: got %s, want j1", got)
+	}
+	if got := ids(b.Jobs("r-3")); got != "" {
+		t.Errorf("Jobs(r-3) after an aborted UpdateJob: got %s, want none", got)
+	}
+}

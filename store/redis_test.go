@@ -1,0 +1,412 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/store/storetest"
+)
+
+// clock, closed at cleanup.
+func openRedis(t *testing.T, addr, prefix string, now func() time.Time) *Redis {
+	t.Helper()
+	s, err := OpenRedisWith(context.Background(), "redis://"+addr+"/0", RedisOptions{Prefix: prefix, Now: now})
+	if err != nil {
+		t.Fatalf("OpenRedisWith: got error %v, want nil", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// testPrefix returns a key prefix of its own for test t.
+func testPrefix(t *testing.T) string {
+	return "test:" + t.Name() + ":"
+}
+
+// allKeys returns every key in database 0 of the server at addr, sorted.
+func allKeys(t *testing.T, addr string) []string {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	var keys []string
+	iter := c.Scan(context.Background(), 0, "*", 100).Iterator()
+	for iter.Next(context.Background()) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatalf("SCAN: %v", err)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func TestRedisConformance(t *testing.T) {
+	t.Parallel()
+	addr := storetest.StartRedis(t)
+	// One server; each test its own prefix.
+	conformance(t, func(t *testing.T) backend {
+		return openRedis(t, addr, testPrefix(t), newClock().Now)
+	})
+}
+
+// TestRedisReplicasOneWinner races two stores (two replicas, each with its
+// own connections) to move the same requests out of planned: every time
+// exactly one attempt of all wins.
+func TestRedisReplicasOneWinner(t *testing.T) {
+	t.Parallel()
+	addr := storetest.StartRedis(t)
+	prefix := testPrefix(t)
+	replicas := []*Redis{openRedis(t, addr, prefix, nil), openRedis(t, addr, prefix, nil)}
+
+	const rounds, n = 10, 100
+	for round := range rounds {
+		id := fmt.Sprintf("r-%d", round)
+		mustCreate(t, replicas[0], Request{ID: id, State: Planned})
+		var wins, conflicts, others atomic.Int32
+		var winner atomic.Value
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				user := fmt.Sprintf("U%d", i)
+				_, err := replicas[i%2].Transition(id, []State{Planned, Approved}, Submitting, user, func(r *Request) { r.Approver = user })
+				switch {
+				case err == nil:
+					wins.Add(1)
+					winner.Store(user)
+				case errors.Is(err, ErrConflict):
+					conflicts.Add(1)
+				default:
+					others.Add(1)
+					t.Errorf("Transition: got error %v, want nil or ErrConflict", err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if wins.Load() != 1 || conflicts.Load() != n-1 || others.Load() != 0 {
+			t.Fatalf("round %d: got %d wins, %d conflicts, %d others; want 1, %d, 0", round, wins.Load(), conflicts.Load(), others.Load(), n-1)
+		}
+		// Both replicas see the one winner's change, and only it.
+		for k, s := range replicas {
+			r, err := s.Get(id)
+			if err != nil {
+				t.Fatalf("replica %d: Get: got error %v, want nil", k, err)
+			}
+			if len(r.History) != 1 || r.State != Submitting || r.Approver != winner.Load() || r.History[0].User != winner.Load() {
+				t.Errorf("replica %d: got %+v, want state submitting with one event, both by the winner %v", k, r, winner.Load())
+			}
+		}
+	}
+
+	// Read-modify-write of a job across replicas loses no increment.
+	if err := replicas[0].PutJob(Job{ID: "j1", RequestID: "r-0"}); err != nil {
+		t.Fatalf("PutJob: got error %v, want nil", err)
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			if _, err := replicas[i%2].UpdateJob("j1", func(j *Job) error { j.PollErrors++; return nil }); err != nil {
+				t.Errorf("UpdateJob: got error %v, want nil", err)
+			}
+		})
+	}
+	wg.Wait()
+	if j, err := replicas[1].Job("j1"); err != nil || j.PollErrors != n {
+		t.Errorf("got PollErrors %d (error %v), want %d", j.PollErrors, err, n)
+	}
+}
+
+func TestRedisPrefixIsolation(t *testing.T) {
+	t.Parallel()
+	addr := storetest.StartRedis(t)
+	a := openRedis(t, addr, "bot-a:", nil)
+	b := openRedis(t, addr, "bot-b:", nil)
+
+	mustCreate(t, a, Request{ID: "r-1", State: Planned, Text: "a"})
+	if _, err := b.Get("r-1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("b.Get(r-1): got error %v, want ErrNotFound", err)
+	}
+	mustCreate(t, b, Request{ID: "r-1", State: Planned, Text: "b"})
+	if _, err := b.Transition("r-1", []State{Planned}, Cancelled, "U1", nil); err != nil {
+		t.Fatalf("b.Transition: got error %v, want nil", err)
+	}
+	if r, err := a.Get("r-1"); err != nil || r.State != Planned || r.Text != "a" {
+		t.Errorf("a.Get(r-1): got %+v, %v; want a's own request, still planned", r, err)
+	}
+	for _, tc := range []struct {
+		name string
+		s    *Redis
+		text string
+	}{{"a", a, "a"}, {"b", b, "b"}} {
+		rs, err := tc.s.List()
+		if err != nil || len(rs) != 1 || rs[0].Text != tc.text {
+			t.Errorf("%s.List(): got %+v, %v; want only its own request", tc.name, rs, err)
+		}
+	}
+
+	if err := a.PutJob(Job{ID: "j1", RequestID: "r-1"}); err != nil {
+		t.Fatalf("a.PutJob: got error %v, want nil", err)
+	}
+	if _, err := b.Job("j1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("b.Job(j1): got error %v, want ErrNotFound", err)
+	}
+	if js, err := b.Jobs("r-1"); err != nil || len(js) != 0 {
+		t.Errorf("b.Jobs(r-1): got %v, %v; want none", js, err)
+	}
+	if js, err := b.ActiveJobs(); err != nil || len(js) != 0 {
+		t.Errorf("b.ActiveJobs(): got %v, %v; want none", js, err)
+	}
+	if js, err := a.ActiveJobs(); err != nil || len(js) != 1 {
+		t.Errorf("a.ActiveJobs(): got %v, %v; want j1", js, err)
+	}
+}
+
+// TestRedisKeysUnderPrefix checks that the default prefix applies and that
+// every key the store writes is under it.
+func TestRedisKeysUnderPrefix(t *testing.T) {
+	t.Parallel()
+	addr := storetest.StartRedis(t)
+	s, err := OpenRedis(context.Background(), "redis://"+addr)
+	if err != nil {
+		t.Fatalf("OpenRedis: got error %v, want nil", err)
+	}
+	defer s.Close()
+
+	mustCreate(t, s, Request{ID: "r-1", State: Planned})
+	if _, err := s.Transition("r-1", []State{Planned}, Submitting, "U1", nil); err != nil {
+		t.Fatalf("Transition: got error %v, want nil", err)
+	}
+	if _, err := s.Update("r-1", func(r *Request) error { r.ParentTS = "1.2"; return nil }); err != nil {
+		t.Fatalf("Update: got error %v, want nil", err)
+	}
+	if err := s.PutJob(Job{ID: "j1", RequestID: "r-1"}); err != nil {
+		t.Fatalf("PutJob: got error %v, want nil", err)
+	}
+	if _, err := s.UpdateJob("j1", func(j *Job) error { j.RequestID = "r-2"; return nil }); err != nil {
+		t.Fatalf("UpdateJob: got error %v, want nil", err)
+	}
+
+	keys := allKeys(t, addr)
+	if len(keys) == 0 {
+		t.Fatalf("got no keys, want some")
+	}
+	for _, k := range keys {
+		if !strings.HasPrefix(k, DefaultRedisPrefix) {
+			t.Errorf("got key %q, want it under %q", k, DefaultRedisPrefix)
+		}
+	}
+	t.Logf("keys: %q", keys)
+	if !slices.Contains(keys, DefaultRedisPrefix+"request:r-1") || !slices.Contains(keys, DefaultRedisPrefix+"job:j1") {
+		t.Errorf("got keys %q, want the request and the job among them", keys)
+	}
+}
+
+// TestRedisIndexes checks the index sets themselves: the methods recheck
+// what they read from them, so a stale entry would not show in their
+// results, only make the sets grow.
+func TestRedisIndexes(t *testing.T) {
+	t.Parallel()
+	addr := storetest.StartRedis(t)
+	s := openRedis(t, addr, "p:", nil)
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	members := func(key string) []string {
+		t.Helper()
+		m, err := c.SMembers(context.Background(), key).Result()
+		if err != nil {
+			t.Fatalf("SMEMBERS %s: %v", key, err)
+		}
+		slices.Sort(m)
+		return m
+	}
+
+	for _, j := range []Job{{ID: "j1", RequestID: "r-1"}, {ID: "j2", RequestID: "r-1"}, {ID: "j3", RequestID: "r-1", Reported: true}} {
+		if err := s.PutJob(j); err != nil {
+			t.Fatalf("PutJob(%s): got error %v, want nil", j.ID, err)
+		}
+	}
+	if got := members("p:active-jobs"); !slices.Equal(got, []string{"j1", "j2"}) {
+		t.Errorf("active-jobs: got %v, want [j1 j2]", got)
+	}
+	if _, err := s.UpdateJob("j1", func(j *Job) error { j.Reported = true; return nil }); err != nil {
+		t.Fatalf("UpdateJob: got error %v, want nil", err)
+	}
+	if err := s.PutJob(Job{ID: "j2", RequestID: "r-2", GaveUp: true}); err != nil {
+		t.Fatalf("PutJob: got error %v, want nil", err)
+	}
+	if got := members("p:active-jobs"); len(got) != 0 {
+		t.Errorf("active-jobs after j1 was reported and j2 given up: got %v, want none", got)
+	}
+	if got := members("p:request-jobs:r-1"); !slices.Equal(got, []string{"j1", "j3"}) {
+		t.Errorf("request-jobs:r-1 after j2 moved: got %v, want [j1 j3]", got)
+	}
+	if got := members("p:request-jobs:r-2"); !slices.Equal(got, []string{"j2"}) {
+		t.Errorf("request-jobs:r-2 after j2 moved: got %v, want [j2]", got)
+	}
+
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	mustCreate(t, s, Request{ID: "r-b", State: Planned, CreatedAt: base.Add(time.Minute)})
+	mustCreate(t, s, Request{ID: "r-a", State: Planned, CreatedAt: base})
+	zs, err := c.ZRangeWithScores(context.Background(), "p:requests", 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []redis.Z{{Score: float64(base.UnixMilli()), Member: "r-a"}, {Score: float64(base.Add(time.Minute).UnixMilli()), Member: "r-b"}}
+	if !slices.Equal(zs, want) {
+		t.Errorf("requests: got %v, want %v", zs, want)
+	}
+}
+
+func TestOpenRedisUnreachable(t *testing.T) {
+	t.Parallel()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(storetest.FreePort(t))) // nothing listens there now
+	start := time.Now()
+	s, err := OpenRedis(context.Background(), "redis://:secretpw@"+addr+"/0")
+	if err == nil {
+		_ = s.Close()
+		t.Fatalf("OpenRedis: got nil error, want one")
+	}
+	t.Logf("OpenRedis: %v", err)
+	if !strings.Contains(err.Error(), addr) {
+		t.Errorf("got error %q, want it to name the address %s", err, addr)
+	}
+	if strings.Contains(err.Error(), "secretpw") {
+		t.Errorf("got error %q, want it not to contain the password", err)
+	}
+	if d := time.Since(start); d > redisOpenTimeout+2*time.Second {
+		t.Errorf("OpenRedis took %v, want at most about %v", d, redisOpenTimeout)
+	}
+}
+
+func TestOpenRedisBadURL(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{
+		"redis://:secretpw@127.0.0.1:notaport/0",
+		"redis://user:secretpw@127.0.0.1:6379/notadb",
+		"redis://:secretpw@127.0.0.1:6379/0/1",
+		"redis://:secretpw@127.0.0.1:6379/0?bogus=1",
+		"redis://:secretpw@127.0.0.1:6379/0?dial_timeout=secretpw",
+		"http://:secretpw@127.0.0.1:6379/0",
+		"redis://:secretpw@[::1/0",
+		"redis://:secretpw@127.0.0.1:6379/%zz",
+		"redis://:secret%41pw@127.0.0.1:notaport/0",
+		"redis://:secret%41pw@127.0.0.1:6379/0?dial_timeout=secretApw",
+		"redis://:secret%41pw@127.0.0.1:6379/0?dial_timeout=secret%41pw",
+	} {
+		s, err := OpenRedis(context.Background(), u)
+		if err == nil {
+			_ = s.Close()
+			t.Errorf("OpenRedis(%q): got nil error, want one", u)
+			continue
+		}
+		t.Logf("OpenRedis(%q): %v", u, err)
+		if strings.Contains(err.Error(), "secret") {
+			t.Errorf("OpenRedis(%q): got error %q, want it not to contain the password", u, err)
+		}
+	}
+}
+
+// TestRedisPassword checks that a password in the URL authenticates, that
+// Path leaves it out, and that a wrong one fails without being shown.
+func TestRedisPassword(t *testing.T) {
+	t.Parallel()
+	addr := storetest.StartRedis(t, "--requirepass", "secretpw")
+
+	s, err := OpenRedis(context.Background(), "redis://:secretpw@"+addr+"/0")
+	if err != nil {
+		t.Fatalf("OpenRedis with the password: got error %v, want nil", err)
+	}
+	if want := "redis://" + addr + "/0"; s.Path() != want {
+		t.Errorf("Path: got %q, want %q", s.Path(), want)
+	}
+	if err := s.Ping(); err != nil {
+		t.Errorf("Ping: got error %v, want nil", err)
+	}
+	mustCreate(t, s, Request{ID: "r-1", State: Planned})
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: got error %v, want nil", err)
+	}
+	if err := s.Ping(); err == nil {
+		t.Errorf("Ping after Close: got nil error, want one")
+	}
+
+	for _, u := range []string{"redis://:wrongpw@" + addr + "/3", "redis://" + addr + "/3"} {
+		s, err := OpenRedis(context.Background(), u)
+		if err == nil {
+			_ = s.Close()
+			t.Fatalf("OpenRedis(%q): got nil error, want one", u)
+		}
+		t.Logf("OpenRedis(%q): %v", u, err)
+		if strings.Contains(err.Error(), "wrongpw") || !strings.Contains(err.Error(), "redis://"+addr+"/3") {
+			t.Errorf("OpenRedis(%q): got error %q, want it to name redis://%s/3 and not the password", u, err, addr)
+		}
+	}
+}
+
+func TestRedisSchemaVersion(t *testing.T) {
+	t.Parallel()
+	addr := storetest.StartRedis(t)
+	openRedis(t, addr, "p:", nil)
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	if v, err := c.Get(context.Background(), "p:schema").Result(); err != nil || v != schemaVersion {
+		t.Fatalf("p:schema: got %q, %v; want %q", v, err, schemaVersion)
+	}
+	if err := c.Set(context.Background(), "p:schema", "99", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := OpenRedisWith(context.Background(), "redis://"+addr, RedisOptions{Prefix: "p:"})
+	if err == nil || !regexp.MustCompile(`schema version "99"`).MatchString(err.Error()) {
+		t.Errorf("OpenRedisWith with an unknown schema: got error %v, want one naming version 99", err)
+	}
+}
+
+func TestURLPassword(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ in, want string }{
+		{"redis://:pw@h:1/0", "pw"},
+		{"redis://u:pw@h/0", "pw"},
+		{"redis://u@h/0", ""},
+		{"redis://h:1/0", ""},
+		{"redis://:p%41w@h:1/0", "p%41w"},
+		{"redis://:p@w@h:1/0", "p@w"},
+		{"unix://:pw@/tmp/redis.sock", "pw"},
+		{"nonsense", ""},
+	} {
+		if got := urlPassword(tc.in); got != tc.want {
+			t.Errorf("urlPassword(%q): got %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestRedactedRedisURL(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ in, want string }{
+		{"redis://:pw@10.0.0.5:6380/2", "redis://10.0.0.5:6380/2"},
+		{"redis://user:pw@cache", "redis://cache:6379/0"},
+		{"REDISS://u:pw@cache.example:6390/1?dial_timeout=3s", "rediss://cache.example:6390/1"},
+		{"unix://:pw@/run/redis.sock?db=4", "unix:///run/redis.sock?db=4"},
+	} {
+		o, err := redis.ParseURL(tc.in)
+		if err != nil {
+			t.Fatalf("ParseURL(%q): %v", tc.in, err)
+		}
+		if got := redactedRedisURL(tc.in, o); got != tc.want {
+			t.Errorf("redactedRedisURL(%q): got %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
