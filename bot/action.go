@@ -20,7 +20,6 @@ type click struct {
 	user        string
 	channel     string
 	responseURL string
-	messageTS   string
 	retry       int
 }
 
@@ -29,7 +28,7 @@ func (b *Bot) onBlockAction(ctx context.Context, cb slack.InteractionCallback, r
 	for _, act := range cb.ActionCallback.BlockActions {
 		c := click{
 			action: act.ActionID, requestID: act.Value, user: cb.User.ID, channel: cb.Channel.ID,
-			responseURL: cb.ResponseURL, messageTS: cb.Container.MessageTs, retry: retry,
+			responseURL: cb.ResponseURL, retry: retry,
 		}
 		if c.channel == "" {
 			c.channel = cb.Container.ChannelID
