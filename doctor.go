@@ -11,6 +11,9 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
@@ -21,6 +24,8 @@ const doctorTimeout = 20 * time.Second
 // doctor checks what the bot needs and prints one PASS/FAIL line per check.
 // Its exit status is 0 only when every check passed.
 func doctor(ctx context.Context, out io.Writer) int {
+	// go-redis logs dial failures to stderr by itself; the check's line says it.
+	redis.SetLogger(redisLog{zerolog.Nop()})
 	failed := false
 	report := func(name string, err error, ok string) {
 		if err != nil {

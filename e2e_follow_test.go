@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
@@ -221,6 +222,7 @@ func TestRestartWhileSubmitting(t *testing.T) {
 			return err
 		}
 		r.Results, err = json.Marshal(results[:1])
+		r.LeaseUntil = time.Now().Add(-time.Second) // its submitter is gone
 		return err
 	})
 	if err == nil {

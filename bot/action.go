@@ -98,6 +98,20 @@ func targetIDs(p upgrade.Plan) []string {
 	return ids
 }
 
+// explain tells the clicker why their click changed nothing, from the
+// request's current state (a redelivered click is answered quietly).
+func (b *Bot) explain(ctx context.Context, c click) {
+	if c.retry > 0 {
+		return
+	}
+	cur, err := b.st.Get(c.requestID)
+	if err != nil {
+		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Request `%s` could not be read; nothing was done.", esc(c.requestID)))
+		return
+	}
+	b.tell(ctx, c.channel, c.user, stateNote(cur))
+}
+
 // stateNote explains to a clicker why a request cannot take the click.
 func stateNote(r store.Request) string {
 	switch r.State {
@@ -153,7 +167,7 @@ func (b *Bot) onConfirm(ctx context.Context, c click) {
 		b.requestApproval(ctx, c, r, p)
 		return
 	}
-	r, err := b.st.Transition(r.ID, []store.State{store.Planned}, store.Submitting, c.user, nil)
+	r, err := b.st.Transition(r.ID, []store.State{store.Planned}, store.Submitting, c.user, b.claim)
 	if err != nil {
 		// Lost the race (double click, redelivery, another replica): the
 		// winner submits; we do nothing.
@@ -161,7 +175,7 @@ func (b *Bot) onConfirm(ctx context.Context, c click) {
 		return
 	}
 	b.audit("confirmed", a)
-	b.submit(ctx, r, p, c.responseURL)
+	b.goSubmit(ctx, r, p, c.responseURL)
 }
 
 // stillOpen tells whether a click on r may go ahead: r is still in state
@@ -263,18 +277,21 @@ func (b *Bot) onApprove(ctx context.Context, c click) {
 	if !b.stillOpen(ctx, c, r, p, store.AwaitingApproval) {
 		return
 	}
-	r, err := b.st.Transition(r.ID, []store.State{store.AwaitingApproval}, store.Approved, c.user, func(x *store.Request) { x.Approver = c.user })
+	// One compare-and-swap from awaiting approval to submitting: of two
+	// approvers (or two clicks) one wins, and no request can be left
+	// approved but never submitted. The approval is the recorded Approver
+	// and the transition's event.
+	r, err := b.st.Transition(r.ID, []store.State{store.AwaitingApproval}, store.Submitting, c.user, func(x *store.Request) {
+		x.Approver = c.user
+		b.claim(x)
+	})
 	if err != nil {
 		return // another approver (or a second click) won
 	}
 	b.audit("approved", a, "requester", r.Requester)
-	r, err = b.st.Transition(r.ID, []store.State{store.Approved}, store.Submitting, c.user, nil)
-	if err != nil {
-		return
-	}
 	msg := fmt.Sprintf(":white_check_mark: <@%s> approved <@%s>'s request `%s` to patch %s.", c.user, r.Requester, r.ID, plural(len(p.Targets), "instance"))
 	b.updateMessage(ctx, r.Channel, r.ApprovalTS, msg, noticeBlocks(msg))
-	b.submit(ctx, r, p, r.ResponseURL)
+	b.goSubmit(ctx, r, p, r.ResponseURL)
 }
 
 // onReject is an approver's Reject: nothing is patched, the requester is told.
@@ -289,9 +306,7 @@ func (b *Bot) onReject(ctx context.Context, c click) {
 	}
 	r, err := b.st.Transition(r.ID, []store.State{store.AwaitingApproval}, store.Rejected, c.user, func(x *store.Request) { x.Approver = c.user })
 	if err != nil {
-		if c.retry == 0 {
-			b.tell(ctx, c.channel, c.user, stateNote(r))
-		}
+		b.explain(ctx, c)
 		return
 	}
 	b.audit("rejected", a, "requester", r.Requester)
@@ -336,10 +351,7 @@ func (b *Bot) onCancel(ctx context.Context, c click) {
 	}
 	r, err := b.st.Transition(r.ID, []store.State{store.Planned, store.AwaitingApproval}, store.Cancelled, c.user, nil)
 	if err != nil {
-		cur, _ := b.st.Get(c.requestID)
-		if c.retry == 0 {
-			b.tell(ctx, c.channel, c.user, stateNote(cur))
-		}
+		b.explain(ctx, c)
 		return
 	}
 	b.audit("cancelled", a)

@@ -172,7 +172,9 @@ type PlanView struct {
 func planBlocks(p upgrade.Plan, v PlanView) []slack.Block {
 	var blocks []slack.Block
 	if v.Note != "" {
-		blocks = append(blocks, section(":information_source: "+v.Note))
+		// The note can list many instances (drift): keep it within limits.
+		lines := strings.Split(v.Note, "\n")
+		blocks = append(blocks, listSections(truncate(":information_source: "+lines[0], 500), lines[1:], 3, "")...)
 	}
 	head := fmt.Sprintf("*GeminiDB patch plan* `%s`\n%s to patch", v.RequestID, plural(len(p.Targets), "instance"))
 	if len(p.Targets) > 0 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/slack-go/slack"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
@@ -213,5 +214,22 @@ func TestListSectionsCountsWhatIsLeftOut(t *testing.T) {
 	want := fmt.Sprintf("…and %d more (see the thread)", 300-shown)
 	if !strings.Contains(string(raw), want) {
 		t.Errorf("last section does not say %q:\n%s", want, raw)
+	}
+}
+
+// A drift note listing many instances stays within Slack's limits.
+func TestLongNoteStaysWithinLimits(t *testing.T) {
+	var note strings.Builder
+	note.WriteString("Plan `r-1` was not submitted because instances changed since it was shown:")
+	for i := range 100 {
+		fmt.Fprintf(&note, "\n• instance-with-a-long-name-%03d `%032xin06`: version changed from 3.11.3.2 to 3.11.3.5 since the plan", i, i)
+	}
+	blocks := planBlocks(bigPlan(3), PlanView{RequestID: "r-2", Note: note.String()})
+	raw, _ := json.Marshal(blocks)
+	if err := slacktest.ValidateBlocks(raw); err != nil {
+		t.Errorf("plan with a long note breaks Slack's limits: %v", err)
+	}
+	if !strings.Contains(string(raw), "more") {
+		t.Error("a note too long for its sections should say how many lines were left out")
 	}
 }

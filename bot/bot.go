@@ -75,6 +75,7 @@ type Config struct {
 
 // Bot is the running Slack bot.
 type Bot struct {
+	id      string // this process, as owner of the submissions it makes
 	cfg     Config
 	api     *slack.Client
 	sm      *socketmode.Client
@@ -125,6 +126,7 @@ func New(cfg Config, api *slack.Client, sm *socketmode.Client, db GeminiDB, st S
 		m = NewMetrics(nil)
 	}
 	return &Bot{
+		id:  newID("bot-"),
 		cfg: cfg, api: api, sm: sm, db: db, st: st, log: log, metrics: m,
 		access:  newAccess(cfg.AllowedUsers, cfg.AllowedChannels, cfg.Approvers, api, cfg.GroupCacheTTL, cfg.Now),
 		limiter: newLimiter(cfg.CommandsPerMin, time.Minute, cfg.Now),

@@ -36,6 +36,7 @@ func (b *Bot) follow(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			b.recoverSubmitting(ctx)
 			b.expireStale(ctx)
 			b.pollOnce(ctx)
 		}
@@ -101,11 +102,23 @@ func (b *Bot) pollOnce(ctx context.Context) {
 		wg      sync.WaitGroup
 		sem     = make(chan struct{}, pollConcurrency)
 	)
+	submitting := map[string]bool{} // request ID → still being submitted
 	for _, j := range jobs {
 		if ctx.Err() != nil {
 			break
 		}
 		if !b.due(j, now) {
+			continue
+		}
+		// A job of a request still being submitted waits: its job ID goes
+		// into the thread first.
+		busy, seen := submitting[j.RequestID]
+		if !seen {
+			r, err := b.st.Get(j.RequestID)
+			busy = err == nil && r.State == store.Submitting
+			submitting[j.RequestID] = busy
+		}
+		if busy {
 			continue
 		}
 		sem <- struct{}{}
@@ -208,6 +221,7 @@ func (b *Bot) reportJob(ctx context.Context, j store.Job, unclaim func()) {
 	r, err := b.st.Get(j.RequestID)
 	if err != nil {
 		b.log.Error().Err(err).Str("job_id", j.ID).Msg("read request of job")
+		unclaim()
 		return
 	}
 	b.audit("job_finished", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: []string{j.InstanceID}},

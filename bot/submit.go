@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/slack-go/slack"
@@ -14,15 +15,57 @@ import (
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
 
+// claim marks r as being submitted by this process, with a lease it renews
+// before every batch call; it is the mutate of the transition to submitting.
+func (b *Bot) claim(r *store.Request) {
+	r.Owner = b.id
+	r.LeaseUntil = b.cfg.Now().Add(b.leaseFor())
+}
+
+// leaseFor is how long a submitting request stays claimed without renewal:
+// one batch call and the writes around it.
+func (b *Bot) leaseFor() time.Duration { return b.cfg.BatchTimeout + time.Minute }
+
+// errLeaseHeld aborts a lease update: the request is claimed by a live
+// submitter (or is no longer submitting).
+var errLeaseHeld = errors.New("submission lease held by another process")
+
+// renewLease extends this process's claim on a submitting request before a
+// batch call. It fails when another process took the request over (this one
+// stalled past its lease): then no further batch may be sent.
+func (b *Bot) renewLease(log zerolog.Logger, id string) bool {
+	_, err := b.st.Update(id, func(x *store.Request) error {
+		if x.Owner != b.id || x.State != store.Submitting {
+			return errLeaseHeld
+		}
+		b.claim(x)
+		return nil
+	})
+	if err != nil {
+		log.Error().Err(err).Msg("renew submission lease; not sending further batches")
+		return false
+	}
+	return true
+}
+
+// goSubmit runs submit in its own goroutine, so a long submission never
+// holds a worker that clicks and commands are waiting for. Run waits for it.
+func (b *Bot) goSubmit(ctx context.Context, r store.Request, p upgrade.Plan, responseURL string) {
+	b.inflight.Add(1)
+	go func() {
+		defer b.inflight.Done()
+		b.safely(ctx, func(ctx context.Context) { b.submit(ctx, r, p, responseURL) })
+	}()
+}
+
 // submit is run only by the winner of the transition to submitting. It
 // posts the channel message, calls the batch API once per batch (never
 // retried), records every answer and job, and reports them in the thread.
 func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, responseURL string) {
-	b.inflight.Add(1)
-	defer b.inflight.Done()
-	// The batch calls and their recording must finish even when the bot is
+	// A batch call in flight and its recording finish even when the bot is
 	// asked to stop: a half-recorded submission is the one thing we cannot
-	// repair later.
+	// repair later. Batches not yet sent are not sent after a stop.
+	stopping := ctx
 	ctx = context.WithoutCancel(ctx)
 	log := b.log.With().Str("request_id", r.ID).Str("user", r.Requester).Str("channel", r.Channel).Logger()
 	a := auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: targetIDs(p)}
@@ -38,8 +81,8 @@ func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, respo
 		_ = b.respond(ctx, responseURL, true, msg, noticeBlocks(msg))
 		return
 	}
-	r, err = b.st.Update(r.ID, func(x *store.Request) error { x.ParentTS = ts; return nil })
-	if err != nil {
+	r.ParentTS = ts
+	if _, err := b.st.Update(r.ID, func(x *store.Request) error { x.ParentTS = ts; return nil }); err != nil {
 		log.Error().Err(err).Msg("store parent message ts")
 	}
 
@@ -50,7 +93,13 @@ func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, respo
 	var results []upgrade.UpgradeResult
 	var jobIDs []string
 	for _, batch := range p.Batches {
-		answers := b.callBatch(ctx, log, batch)
+		var answers []upgrade.UpgradeResult
+		renewed := stopping.Err() == nil && b.renewLease(log, r.ID)
+		if renewed {
+			answers = b.callBatch(ctx, log, batch)
+		} else {
+			answers = notSent(batch, "NOT_SENT", "The bot stopped before sending this batch (it was shutting down), so nothing was started for this instance. Run the command again for it.")
+		}
 		results = append(results, answers...)
 		// Record each batch's answers at once: should the process die before
 		// the next batch, what was started is still followed after a restart.
@@ -72,22 +121,23 @@ func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, respo
 			log.Error().Err(err).Msg("record batch answers")
 		}
 	}
+	b.audit("submitted", a, "job_ids", jobIDs, "errors", len(results)-len(jobIDs))
+
+	// The answers go into the thread before the request counts as submitted:
+	// the follower only reports jobs of submitted requests, so a job's end
+	// never comes before its job ID.
+	for _, blocks := range messages(fmt.Sprintf("*Batch results* (%d submitted, %d not submitted)", len(jobIDs), len(results)-len(jobIDs)), resultLines(p, results)) {
+		b.postThread(ctx, r.Channel, ts, "Batch results", blocks)
+	}
 	next := store.Submitted
 	if len(jobIDs) == 0 {
 		next = store.Done
 	}
-	r, err = b.st.Transition(r.ID, []store.State{store.Submitting}, next, "", nil)
-	if err != nil {
+	if _, err := b.st.Transition(r.ID, []store.State{store.Submitting}, next, "", nil); err != nil {
 		log.Error().Err(err).Msg("record submission")
 	}
-	b.audit("submitted", a, "job_ids", jobIDs, "errors", len(results)-len(jobIDs))
-
-	for _, blocks := range messages(fmt.Sprintf("*Batch results* (%d submitted, %d not submitted)", len(jobIDs), len(results)-len(jobIDs)), resultLines(p, results)) {
-		b.postThread(ctx, r.Channel, ts, "Batch results", blocks)
-	}
 	// The counts, and the final summary should every job already have
-	// ended while we were still recording (the follower skips requests
-	// that are not submitted yet).
+	// ended while we were still recording.
 	b.refreshRequest(ctx, r.ID)
 	msg := fmt.Sprintf(":rocket: Request `%s` submitted: %d of %s accepted. Follow it in the thread.", r.ID, len(jobIDs), plural(len(results), "instance"))
 	if responseURL != "" {
@@ -96,6 +146,15 @@ func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, respo
 	if next == store.Done {
 		b.postThread(ctx, r.Channel, ts, "Finished", noticeBlocks(fmt.Sprintf("<@%s> no patch job was started; nothing to follow.", r.Requester)))
 	}
+}
+
+// notSent is the answer for a batch the bot did not send.
+func notSent(batch upgrade.Batch, code, msg string) []upgrade.UpgradeResult {
+	out := make([]upgrade.UpgradeResult, len(batch.InstanceIDs))
+	for i, id := range batch.InstanceIDs {
+		out[i] = upgrade.UpgradeResult{InstanceID: id, ErrorCode: code, ErrorMessage: msg}
+	}
+	return out
 }
 
 // callBatch makes one batch call. A whole-call failure (400, 500, network)
@@ -118,11 +177,7 @@ func (b *Bot) callBatch(ctx context.Context, log zerolog.Logger, batch upgrade.B
 			code, msg = "TIMEOUT", "GeminiDB did not answer the batch call in time; the patch may or may not have started — check the console before retrying."
 		}
 		log.Error().Err(err).Strs("instance_ids", batch.InstanceIDs).Str("error_code", code).Msg("batch upgrade call failed")
-		out := make([]upgrade.UpgradeResult, len(batch.InstanceIDs))
-		for i, id := range batch.InstanceIDs {
-			out[i] = upgrade.UpgradeResult{InstanceID: id, ErrorCode: code, ErrorMessage: msg}
-		}
-		return out
+		return notSent(batch, code, msg)
 	}
 	b.metrics.Batches.WithLabelValues("ok").Inc()
 	// One result per requested instance, in the order we asked; an instance
@@ -158,7 +213,8 @@ func (b *Bot) postThread(ctx context.Context, channel, ts, text string, blocks [
 	return true
 }
 
-// recoverSubmitting finds requests a previous process left in submitting.
+// recoverSubmitting finds requests whose submitter stopped (its lease ran
+// out: a crashed process, or a replica that died mid-submission).
 // Batches whose answers were recorded carry on as usual (their jobs are
 // followed); for the rest, whether the batch call reached GeminiDB is
 // unknown, so it is never retried and the thread says which instances to check.
@@ -168,7 +224,11 @@ func (b *Bot) recoverSubmitting(ctx context.Context) {
 		b.log.Error().Err(err).Msg("list requests left submitting")
 		return
 	}
+	now := b.cfg.Now()
 	for _, r := range rs {
+		if now.Before(r.LeaseUntil) {
+			continue // its submitter is alive (maybe another replica)
+		}
 		var p upgrade.Plan
 		var results []upgrade.UpgradeResult
 		_ = json.Unmarshal(r.Plan, &p)
@@ -187,6 +247,17 @@ func (b *Bot) recoverSubmitting(ctx context.Context) {
 		next := store.Done
 		if len(jobs) > 0 {
 			next = store.Submitted
+		}
+		// Take the lease over atomically first: a submitter that renewed it
+		// meanwhile keeps its request, and of two recovering replicas one wins.
+		if _, err := b.st.Update(r.ID, func(x *store.Request) error {
+			if x.State != store.Submitting || now.Before(x.LeaseUntil) {
+				return errLeaseHeld
+			}
+			b.claim(x)
+			return nil
+		}); err != nil {
+			continue
 		}
 		if _, err := b.st.Transition(r.ID, []store.State{store.Submitting}, next, "", nil); err != nil {
 			continue

@@ -75,7 +75,7 @@ func testCreateGet(t *testing.T, b backend) {
 		Channel:   "C1",
 		Text:      "db1 db2 --dry-run",
 		Plan:      json.RawMessage(`{"targets":[{"ref":"db1"}]}`),
-		DryRun:    true,
+		Owner:     "replica-1",
 		ExpiresAt: time.Date(2026, 11, 28, 9, 15, 0, 0, time.UTC),
 	}
 	mustCreate(t, b, want)

@@ -103,15 +103,19 @@ type Request struct {
 	ResponseURL string          `json:"response_url,omitempty"` // slash command's response_url, to update the ephemeral plan
 	Plan        json.RawMessage `json:"plan,omitempty"`         // opaque to the store; must be valid JSON
 	Results     json.RawMessage `json:"results,omitempty"`      // opaque batch results; must be valid JSON
-	DryRun      bool            `json:"dry_run,omitempty"`
 	Force       bool            `json:"force,omitempty"`
-	Approver    string          `json:"approver,omitempty"`    // who approved or rejected
-	ApprovalTS  string          `json:"approval_ts,omitempty"` // ts of the approval message in Channel
-	ParentTS    string          `json:"parent_ts,omitempty"`   // ts of the channel message; thread replies go under it
-	CreatedAt   time.Time       `json:"created_at"`
-	UpdatedAt   time.Time       `json:"updated_at"`
-	ExpiresAt   time.Time       `json:"expires_at,omitzero"`
-	History     []Event         `json:"history,omitempty"`
+	// Owner and LeaseUntil mark which process is submitting the request
+	// and until when it promises to renew that claim; another process
+	// recovers a request left submitting only after the lease ran out.
+	Owner      string    `json:"owner,omitempty"`
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
+	Approver   string    `json:"approver,omitempty"`    // who approved or rejected
+	ApprovalTS string    `json:"approval_ts,omitempty"` // ts of the approval message in Channel
+	ParentTS   string    `json:"parent_ts,omitempty"`   // ts of the channel message; thread replies go under it
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	ExpiresAt  time.Time `json:"expires_at,omitzero"`
+	History    []Event   `json:"history,omitempty"`
 }
 
 // Job is one instance's patch job in the cloud, as far as the bot follows it.
