@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,7 +42,6 @@ type Store interface {
 	Update(id string, mutate func(*store.Request) error) (store.Request, error)
 	List(states ...store.State) ([]store.Request, error)
 	PutJob(j store.Job) error
-	Job(id string) (store.Job, error)
 	UpdateJob(id string, mutate func(*store.Job) error) (store.Job, error)
 	Jobs(requestID string) ([]store.Job, error)
 	ActiveJobs() ([]store.Job, error)
@@ -209,16 +209,22 @@ loop:
 // on Slack's disconnect message itself; when RunContext gives up we redial
 // with backoff, unless Slack refused the credentials.
 func (b *Bot) superviseSocket(ctx context.Context) error {
-	backoff := time.Second
+	const minBackoff, maxBackoff = time.Second, time.Minute
+	backoff := minBackoff
 	for {
+		started := time.Now()
 		err := b.sm.RunContext(ctx)
 		b.connected.Store(false)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if isFatalSlackError(err) {
-			b.log.Error().Err(err).Msg("Slack refused the app token; stopping (check SLACK_APP_TOKEN and that Socket Mode is enabled)")
-			return fmt.Errorf("socket mode: %w: %v", ErrFatalAuth, err)
+			// Logged once, by whoever handles Run's error.
+			return fmt.Errorf("socket mode: %w: %w (check SLACK_APP_TOKEN, its connections:write scope, and that Socket Mode is enabled)", ErrFatalAuth, err)
+		}
+		// A connection that lived a while was healthy: start the backoff over.
+		if time.Since(started) > maxBackoff {
+			backoff = minBackoff
 		}
 		b.metrics.Reconnects.Inc()
 		b.log.Warn().Err(err).Dur("backoff", backoff).Msg("socket mode connection lost; redialling")
@@ -227,28 +233,22 @@ func (b *Bot) superviseSocket(ctx context.Context) error {
 			return nil
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, time.Minute)
+		backoff = min(backoff*2, maxBackoff)
 	}
 }
 
+// isFatalSlackError tells whether Slack refused the credentials, which no
+// amount of redialling fixes.
 func isFatalSlackError(err error) bool {
-	if err == nil {
-		return false
-	}
-	code := err.Error()
 	var se slack.SlackErrorResponse
 	if errors.As(err, &se) {
-		code = se.Err
+		switch se.Err {
+		case "invalid_auth", "account_inactive", "not_authed", "token_revoked", "token_expired", "not_allowed_token_type":
+			return true
+		}
 	}
 	var sc slack.StatusCodeError
-	if errors.As(err, &sc) && sc.Code == 404 {
-		return true
-	}
-	switch code {
-	case "invalid_auth", "account_inactive", "not_authed", "token_revoked", "token_expired", "not_allowed_token_type":
-		return true
-	}
-	return false
+	return errors.As(err, &sc) && sc.Code == http.StatusNotFound
 }
 
 // HandleEvent routes one Socket Mode event: it acks first and hands slow
