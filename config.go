@@ -64,6 +64,7 @@ type ConfigError struct {
 	Problem  string
 }
 
+// Error renders "VARIABLE: what is wrong".
 func (e *ConfigError) Error() string { return e.Variable + ": " + e.Problem }
 
 // LoadConfig reads the environment into a Config and validates it.

@@ -61,13 +61,30 @@ func (b *Bot) load(ctx context.Context, c click) (store.Request, upgrade.Plan, b
 		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Something went wrong (request %s); nothing was done.", esc(c.requestID)))
 		return r, upgrade.Plan{}, false
 	}
-	var p upgrade.Plan
-	if err := json.Unmarshal(r.Plan, &p); err != nil {
-		b.log.Error().Err(err).Str("request_id", r.ID).Msg("decode stored plan")
+	p, _, err := decode(r)
+	if err != nil {
+		b.log.Error().Err(err).Str("request_id", r.ID).Msg("decode stored request")
 		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Something went wrong (request %s); nothing was done.", r.ID))
 		return r, p, false
 	}
 	return r, p, true
+}
+
+// decode reads the plan and the batch answers the bot stored on r.
+func decode(r store.Request) (upgrade.Plan, []upgrade.UpgradeResult, error) {
+	var p upgrade.Plan
+	var results []upgrade.UpgradeResult
+	if len(r.Plan) > 0 {
+		if err := json.Unmarshal(r.Plan, &p); err != nil {
+			return p, nil, fmt.Errorf("decode plan of %s: %w", r.ID, err)
+		}
+	}
+	if len(r.Results) > 0 {
+		if err := json.Unmarshal(r.Results, &results); err != nil {
+			return p, nil, fmt.Errorf("decode batch answers of %s: %w", r.ID, err)
+		}
+	}
+	return p, results, nil
 }
 
 // loadForRequester is load for the buttons only the requester may press
@@ -141,7 +158,7 @@ func (b *Bot) expireIfDue(ctx context.Context, c click, r store.Request, p upgra
 		return true
 	}
 	b.audit("expired", c.audit(r, p))
-	msg := fmt.Sprintf(":hourglass: Plan `%s` expired at %s UTC; nothing was patched. Run the command again for a fresh plan.", r.ID, r.ExpiresAt.UTC().Format("15:04"))
+	msg := expiredNote(r)
 	if c.action == ActionConfirm || c.action == ActionCancel {
 		_ = b.respond(ctx, c.responseURL, true, msg, noticeBlocks(msg))
 	} else {
@@ -211,7 +228,7 @@ func (b *Bot) checkDrift(ctx context.Context, c click, r store.Request, p upgrad
 			current[id] = inst
 		}
 	}
-	drift := p.Drift(current)
+	drift := p.DriftAt(current, b.cfg.Now().UTC())
 	if len(drift) == 0 {
 		return true
 	}

@@ -238,6 +238,11 @@ func warningCount(p upgrade.Plan) int {
 	return n
 }
 
+// expiredNote is what replaces a plan or approval request past its TTL.
+func expiredNote(r store.Request) string {
+	return fmt.Sprintf(":hourglass: Plan `%s` expired at %s UTC; nothing was patched. Run the command again for a fresh plan.", r.ID, r.ExpiresAt.UTC().Format("15:04"))
+}
+
 // noticeBlocks is a one-section message, used to replace a plan once it is
 // decided (cancelled, expired, submitted) so its buttons disappear.
 func noticeBlocks(text string) []slack.Block {
@@ -308,6 +313,8 @@ func countJobs(results []upgrade.UpgradeResult, jobs []store.Job) Counts {
 	return c
 }
 
+// String renders the counts for the channel message, e.g.
+// "running 2 · completed 1 · failed 0 · not submitted 0".
 func (c Counts) String() string {
 	s := fmt.Sprintf("running %d · completed %d · failed %d · not submitted %d", c.Running, c.Completed, c.Failed, c.NotSubmitted)
 	if c.Unfollowed > 0 {
@@ -395,7 +402,7 @@ func messages(title string, lines []string) [][]slack.Block {
 }
 
 // jobLine renders one finished (or abandoned) job for its thread reply.
-func jobLine(j store.Job) string {
+func jobLine(j store.Job, now time.Time) string {
 	who := fmt.Sprintf("*%s* `%s`", esc(j.InstanceName), esc(j.InstanceID))
 	took := ""
 	if !j.Started.IsZero() && !j.Ended.IsZero() {
@@ -412,7 +419,7 @@ func jobLine(j store.Job) string {
 		return fmt.Sprintf(":x: %s — job `%s` Failed%s: %s", who, esc(j.ID), took, esc(reason))
 	default:
 		return fmt.Sprintf(":hourglass: %s — job `%s` stopped being followed after %s (last status %q %s); check the console.",
-			who, esc(j.ID), time.Since(j.SubmittedAt).Round(time.Minute), esc(j.Status), esc(j.Progress))
+			who, esc(j.ID), now.Sub(j.SubmittedAt).Round(time.Minute), esc(j.Status), esc(j.Progress))
 	}
 }
 
@@ -424,10 +431,7 @@ func summaryLines(r store.Request, jobs []store.Job, after map[string]upgrade.In
 	for _, j := range sorted {
 		now := "unknown"
 		if inst, ok := after[j.InstanceID]; ok {
-			now = inst.Version
-			if inst.WholeVersion != "" {
-				now = inst.WholeVersion
-			}
+			now = versionOf(inst)
 		}
 		mark := ":white_check_mark:"
 		if j.Status != upgrade.JobCompleted {

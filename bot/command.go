@@ -146,6 +146,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 			return
 		}
 	}
+	b.audit("requested", a, "dry_run", req.DryRun, "force", req.Force)
 	now := b.cfg.Now()
 	plan, err := b.db.Plan(ctx, req.Instances, upgrade.PlanOptions{BatchEngines: b.cfg.BatchEngines, Force: req.Force, Now: now.UTC()})
 	if err != nil {
@@ -154,7 +155,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 		reply("I could not check the instances, so nothing was done.\n"+b.userError(err, rid), nil)
 		return
 	}
-	b.audit("requested", a, "dry_run", req.DryRun, "force", req.Force, "patchable", len(plan.Targets), "skipped", len(plan.Skipped))
+	log.Info().Int("patchable", len(plan.Targets)).Int("skipped", len(plan.Skipped)).Strs("instance_ids", targetIDs(plan)).Msg("plan ready")
 	view := PlanView{RequestID: rid, DryRun: req.DryRun, Approval: len(b.cfg.Approvers) > 0, Note: note}
 	if req.DryRun || !plan.Patchable() {
 		b.metrics.Commands.WithLabelValues("planned").Inc()
@@ -206,8 +207,10 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 			reply(fmt.Sprintf("Something went wrong (request %s).", rid), nil)
 			return
 		}
-		var results []upgrade.UpgradeResult
-		_ = json.Unmarshal(r.Results, &results)
+		_, results, err := decode(r)
+		if err != nil {
+			b.log.Error().Err(err).Str("request_id", rid).Msg("status")
+		}
 		head := fmt.Sprintf("*Request* `%s` by <@%s>: %s", r.ID, r.Requester, r.State)
 		if len(results) > 0 {
 			head += "\n" + countJobs(results, jobs).String()

@@ -2,7 +2,6 @@ package bot
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -60,10 +59,12 @@ func (b *Bot) expireStale(ctx context.Context) {
 		if err != nil {
 			continue // decided meanwhile
 		}
-		var p upgrade.Plan
-		_ = json.Unmarshal(r.Plan, &p)
+		p, _, err := decode(r)
+		if err != nil {
+			b.log.Error().Err(err).Msg("expire plan")
+		}
 		b.audit("expired", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: targetIDs(p)})
-		msg := fmt.Sprintf(":hourglass: Plan `%s` expired at %s UTC; nothing was patched. Run the command again for a fresh plan.", r.ID, r.ExpiresAt.UTC().Format("15:04"))
+		msg := expiredNote(r)
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
 		if r2.ResponseURL != "" {
 			if err := b.respond(wctx, r2.ResponseURL, true, msg, noticeBlocks(msg)); err != nil {
@@ -226,7 +227,7 @@ func (b *Bot) reportJob(ctx context.Context, j store.Job, unclaim func()) {
 	}
 	b.audit("job_finished", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: []string{j.InstanceID}},
 		"job_id", j.ID, "status", j.Status, "fail_reason", j.FailReason, "gave_up", j.GaveUp)
-	line := jobLine(j)
+	line := jobLine(j, b.cfg.Now())
 	if !b.postThread(ctx, r.Channel, r.ParentTS, line, noticeBlocks(line)) {
 		unclaim()
 	}
@@ -242,10 +243,11 @@ func (b *Bot) refreshRequest(ctx context.Context, id string) {
 	if err != nil {
 		return
 	}
-	var p upgrade.Plan
-	var results []upgrade.UpgradeResult
-	_ = json.Unmarshal(r.Plan, &p)
-	_ = json.Unmarshal(r.Results, &results)
+	p, results, err := decode(r)
+	if err != nil {
+		b.log.Error().Err(err).Str("request_id", id).Msg("refresh request")
+		return
+	}
 	jobs, err := b.st.Jobs(id)
 	if err != nil {
 		b.log.Error().Err(err).Str("request_id", id).Msg("read jobs")

@@ -229,10 +229,10 @@ func (b *Bot) recoverSubmitting(ctx context.Context) {
 		if now.Before(r.LeaseUntil) {
 			continue // its submitter is alive (maybe another replica)
 		}
-		var p upgrade.Plan
-		var results []upgrade.UpgradeResult
-		_ = json.Unmarshal(r.Plan, &p)
-		_ = json.Unmarshal(r.Results, &results)
+		p, results, err := decode(r)
+		if err != nil {
+			b.log.Error().Err(err).Msg("recover request left submitting")
+		}
 		answered := map[string]bool{}
 		for _, res := range results {
 			answered[res.InstanceID] = true

@@ -115,11 +115,19 @@ func WithRetry(p RetryPolicy) Option {
 // WithObserver registers fn, called once per API call (after its retries)
 // with the call's name (CallListInstances, CallBatchUpgrade, CallJob,
 // CallIAMLogin), its duration and its final error. Meant for metrics.
+// Calls refused without a request during an authentication backoff are
+// reported too, with an error wrapping *AuthBackoffError.
 func WithObserver(fn func(call string, d time.Duration, err error)) Option {
 	return func(c *Client) { c.observer = fn }
 }
 
 // Client calls the GeminiDB API of one project. It is safe for concurrent use.
+//
+// When a call ends with HTTP 401 (the API's, or the IAM login's), the Client
+// sends nothing for the authentication backoff (WithAuthBackoff): every call
+// fails at once with an *AuthBackoffError wrapping that *APIError. Then one
+// call at a time is sent until one succeeds, which ends the backoff, or gets
+// a 401 again, which starts a new one.
 type Client struct {
 	baseURL     *url.URL
 	projectID   string
@@ -128,6 +136,11 @@ type Client struct {
 	callTimeout time.Duration
 	retry       RetryPolicy
 	observer    func(call string, d time.Duration, err error)
+	authBackoff time.Duration
+	now         func() time.Time
+
+	// breaker refuses calls for authBackoff after a 401.
+	breaker authBreaker
 
 	// fleetHint is the last total_count of an unfiltered instance list, or
 	// -1: it lets Resolve choose between paging and per-reference lookups
@@ -166,6 +179,8 @@ func NewClient(baseURL, projectID string, auth Authenticator, opts ...Option) (*
 		base:        &http.Client{},
 		callTimeout: defaultCallTimeout,
 		retry:       DefaultRetryPolicy(),
+		authBackoff: DefaultAuthBackoff,
+		now:         time.Now,
 	}
 	c.fleetHint.Store(-1)
 	for _, o := range opts {
@@ -213,10 +228,17 @@ type apiCall struct {
 	out    any        // decoded from a 2xx body when non-nil
 }
 
-// do performs call against the project's API and decodes the answer.
+// do performs call against the project's API and decodes the answer. While
+// the credential breaker is open it fails at once, without any request.
 func (c *Client) do(ctx context.Context, call apiCall) error {
 	start := time.Now()
-	err := c.doOnce(ctx, call)
+	probe, err := c.breaker.enter(c.now())
+	if err != nil {
+		err = fmt.Errorf("%s: %w", call.what, err)
+	} else {
+		err = c.doOnce(ctx, call)
+		c.breaker.leave(probe, err, c.now(), c.authBackoff)
+	}
 	if c.observer != nil {
 		c.observer(call.name, time.Since(start), err)
 	}

@@ -433,7 +433,8 @@ func TestIAMRenewOn401(t *testing.T) {
 	s := upgradetest.NewServer(t, upgradetest.WithIAMUser(testDomain, testUser, testPassword))
 	in := upgradetest.NewInstance("c", "cassandra")
 	s.AddInstance(in)
-	c := newIAMClient(t, s, nil)
+	clk := &clock{t: time.Now()}
+	c := newIAMClient(t, s, nil, upgrade.WithClock(clk.Now))
 	ctx := context.Background()
 	if _, err := c.ListInstances(ctx, upgrade.ListOptions{}); err != nil {
 		t.Fatalf("first call: %v", err)
@@ -467,9 +468,20 @@ func TestIAMRenewOn401(t *testing.T) {
 		if got := s.Calls("/instances") - before; got != 2 {
 			t.Errorf("got %d list calls, want 2", got)
 		}
+		// A 401 that survives the renewal is a credential failure: the
+		// next call is not sent.
+		_, err = c.ListInstances(ctx, upgrade.ListOptions{})
+		var be *upgrade.AuthBackoffError
+		if !errors.As(err, &be) {
+			t.Errorf("got %v, want an *upgrade.AuthBackoffError", err)
+		}
+		if got := s.Calls("/instances") - before; got != 2 {
+			t.Errorf("got %d list calls, want still 2", got)
+		}
 	})
 
 	t.Run("batch is never resent", func(t *testing.T) {
+		clk.Add(upgrade.DefaultAuthBackoff) // end the backoff of the previous subtest
 		s.RevokeTokens()
 		logins := s.Logins()
 		_, err := c.BatchUpgrade(ctx, []string{in.ID})

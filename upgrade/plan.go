@@ -180,6 +180,33 @@ func (p Plan) Drift(current map[string]Instance) []string {
 	return out
 }
 
+// DriftAt is Drift at the moment now, typically when a person confirms the
+// plan: everything Drift reports, plus, unless the plan was forced, one
+// sentence per target whose current maintenance window (as NewPlan judges
+// it; empty or malformed windows are ignored) does not contain now. Targets
+// missing from current are only reported by Drift.
+func (p Plan) DriftAt(current map[string]Instance, now time.Time) []string {
+	out := p.Drift(current)
+	if p.Force {
+		return out
+	}
+	for _, t := range p.Targets {
+		in, ok := current[t.Instance.ID]
+		if !ok {
+			continue
+		}
+		w := strings.TrimSpace(in.MaintenanceWindow)
+		if w == "" {
+			continue
+		}
+		if inWin, err := InWindow(w, now); err == nil && !inWin {
+			out = append(out, fmt.Sprintf("Instance %s (%s) is now outside its maintenance window %s UTC (now %s UTC); run the command again with --force to patch it anyway.",
+				orUnknown(t.Instance.Name), t.Instance.ID, w, now.UTC().Format("15:04")))
+		}
+	}
+	return out
+}
+
 // InWindow reports whether t falls in a maintenance window written
 // "HH:MM-HH:MM" in UTC. The start is inclusive, the end exclusive; a window
 // whose end is before its start crosses midnight ("22:00-02:00"); "24:00" is

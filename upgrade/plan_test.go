@@ -2,6 +2,7 @@ package upgrade_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -335,6 +336,88 @@ func TestDrift(t *testing.T) {
 				if !strings.Contains(got[i], tt.want[i]) {
 					t.Errorf("got %q, want it to contain %q", got[i], tt.want[i])
 				}
+			}
+		})
+	}
+}
+
+func TestDriftAt(t *testing.T) {
+	at := func(h, m int) time.Time { return time.Date(2026, 3, 12, h, m, 0, 0, time.UTC) }
+	day := inst("d", "db-day", "cassandra")                                                                        // 02:00-06:00
+	night := inst("n", "db-night", "cassandra", func(i *upgrade.Instance) { i.MaintenanceWindow = "22:00-02:00" }) // across midnight
+	noWindow := inst("x", "db-x", "cassandra", func(i *upgrade.Instance) { i.MaintenanceWindow = "" })
+	odd := inst("o", "db-o", "cassandra", func(i *upgrade.Instance) { i.MaintenanceWindow = "whenever" })
+	early := inst("e", "db-early", "cassandra", func(i *upgrade.Instance) { i.MaintenanceWindow = "01:00-05:00" })
+	plan := func(t *testing.T, force bool, now time.Time, ins ...upgrade.Instance) (upgrade.Plan, map[string]upgrade.Instance) {
+		res := upgrade.Resolution{Found: map[string]upgrade.Instance{}}
+		cur := map[string]upgrade.Instance{}
+		var refs []string
+		for _, in := range ins {
+			refs = append(refs, in.ID)
+			res.Found[in.ID] = in
+			cur[in.ID] = in
+		}
+		p := upgrade.NewPlan(refs, res, upgrade.PlanOptions{Force: force, Now: now})
+		if len(p.Targets) != len(ins) {
+			t.Fatalf("plan has %d targets, want %d: %+v", len(p.Targets), len(ins), p.Skipped)
+		}
+		return p, cur
+	}
+	tests := []struct {
+		name    string
+		force   bool
+		planned time.Time
+		now     time.Time
+		ins     []upgrade.Instance
+		mutate  func(cur map[string]upgrade.Instance)
+		want    []string // substrings, one per sentence
+	}{
+		{name: "inside the window", planned: at(3, 0), now: at(5, 59), ins: []upgrade.Instance{day}},
+		{name: "window passed", planned: at(5, 50), now: at(7, 12), ins: []upgrade.Instance{day},
+			want: []string{"Instance db-day (d) is now outside its maintenance window 02:00-06:00 UTC (now 07:12 UTC); run the command again with --force to patch it anyway."}},
+		{name: "end is exclusive", planned: at(5, 50), now: at(6, 0), ins: []upgrade.Instance{day},
+			want: []string{"db-day (d) is now outside its maintenance window 02:00-06:00 UTC (now 06:00 UTC)"}},
+		{name: "forced plan ignores the window", force: true, planned: at(14, 0), now: at(15, 0), ins: []upgrade.Instance{day, night}},
+		{name: "across midnight, still inside", planned: at(23, 30), now: at(1, 45).Add(24 * time.Hour), ins: []upgrade.Instance{night}},
+		{name: "across midnight, passed", planned: at(23, 30), now: at(2, 5).Add(24 * time.Hour), ins: []upgrade.Instance{night},
+			want: []string{"db-night (n) is now outside its maintenance window 22:00-02:00 UTC (now 02:05 UTC)"}},
+		{name: "no or malformed window", planned: at(3, 0), now: at(12, 0), ins: []upgrade.Instance{noWindow, odd}},
+		{name: "only the target that left its window", planned: at(1, 30), now: at(2, 30), ins: []upgrade.Instance{early, night},
+			want: []string{"db-night (n) is now outside its maintenance window 22:00-02:00"}},
+		{name: "drift comes first", planned: at(3, 0), now: at(9, 0), ins: []upgrade.Instance{day},
+			mutate: func(cur map[string]upgrade.Instance) {
+				in := cur["d"]
+				in.Status = "frozen"
+				cur["d"] = in
+			},
+			want: []string{"status is now frozen", "db-day (d) is now outside its maintenance window"}},
+		{name: "gone is reported once", planned: at(3, 0), now: at(9, 0), ins: []upgrade.Instance{day},
+			mutate: func(cur map[string]upgrade.Instance) { delete(cur, "d") },
+			want:   []string{"db-day (d) no longer exists"}},
+		{name: "current window counts", planned: at(3, 0), now: at(9, 0), ins: []upgrade.Instance{day},
+			mutate: func(cur map[string]upgrade.Instance) {
+				in := cur["d"]
+				in.MaintenanceWindow = "08:00-12:00"
+				cur["d"] = in
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, cur := plan(t, tt.force, tt.planned, tt.ins...)
+			if tt.mutate != nil {
+				tt.mutate(cur)
+			}
+			got := p.DriftAt(cur, tt.now)
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %d sentences %q, want %d", len(got), got, len(tt.want))
+			}
+			for i := range got {
+				if !strings.Contains(got[i], tt.want[i]) {
+					t.Errorf("got %q, want it to contain %q", got[i], tt.want[i])
+				}
+			}
+			if drift := p.Drift(cur); len(drift) > len(got) || !slices.Equal(drift, got[:len(drift)]) {
+				t.Errorf("got %q, want it to start with Drift's %q", got, drift)
 			}
 		})
 	}

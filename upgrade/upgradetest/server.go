@@ -94,7 +94,7 @@ type Server struct {
 	staticToken   string
 	iam           *iamUser
 	tokenLifetime time.Duration
-	ak, sk        string
+	ak, sk        string // guarded by mu: SetAKSK changes them
 	batchEngines  []string
 
 	mu         sync.Mutex
@@ -264,6 +264,14 @@ func (s *Server) FailJob(jobID, reason string) {
 	}
 	j.status, j.progress, j.failReason, j.end = upgrade.JobFailed, "", reason, s.now()
 	s.clearAction(j.instanceID)
+}
+
+// SetAKSK changes the access key and secret key the fake accepts from now
+// on, as rotating the key would; empty keys disable AK/SK authentication.
+func (s *Server) SetAKSK(ak, sk string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ak, s.sk = ak, sk
 }
 
 // RevokeTokens invalidates every token the fake IAM has issued, as a
@@ -461,11 +469,14 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // authenticate returns "" when the request carries accepted credentials,
 // else the reason, which names no secret.
 func (s *Server) authenticate(r *http.Request, body []byte) string {
-	if s.staticToken == "" && s.iam == nil && s.ak == "" {
+	s.mu.Lock()
+	staticToken, ak, sk := s.staticToken, s.ak, s.sk
+	s.mu.Unlock()
+	if staticToken == "" && s.iam == nil && ak == "" {
 		return ""
 	}
 	if tok := r.Header.Get("X-Auth-Token"); tok != "" {
-		if s.staticToken != "" && tok == s.staticToken {
+		if staticToken != "" && tok == staticToken {
 			return ""
 		}
 		s.mu.Lock()
@@ -480,10 +491,10 @@ func (s *Server) authenticate(r *http.Request, body []byte) string {
 		return "verify token failed"
 	}
 	if strings.HasPrefix(r.Header.Get("Authorization"), "SDK-HMAC-SHA256 ") {
-		if s.ak == "" {
+		if ak == "" {
 			return "AK/SK authentication is not enabled"
 		}
-		if err := verifyAKSK(r, body, s.ak, s.sk, s.now()); err != nil {
+		if err := verifyAKSK(r, body, ak, sk, s.now()); err != nil {
 			return "verify aksk signature fail: " + err.Error()
 		}
 		return ""
