@@ -266,3 +266,17 @@ func TestStalePlansExpireOnTheirOwn(t *testing.T) {
 		t.Errorf("expired audit events = %d, want 2", n)
 	}
 }
+
+// When the approval request cannot be posted, nothing changes: the plan can
+// be confirmed again once the bot can post.
+func TestApprovalPostRefused(t *testing.T) {
+	h := newHarness(t, func(env map[string]string) { env["BOT_APPROVERS"] = bob })
+	in := h.addInstances("db", "cassandra", 1)[0]
+	id, _, ack := h.plan(alice, in.Name)
+	h.slack.FailMethod("chat.postMessage", "not_in_channel", 1)
+	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
+	h.reply(ack.ResponseURL, "could not post the approval request")
+	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
+	h.approvalMessage(id)
+	h.assertBatchCalls(0, "nothing is patched before approval")
+}

@@ -213,6 +213,7 @@ func TestSlashCommandRedelivery(t *testing.T) {
 	if _, err := h.slack.SlashCommand(h.ctx(), cmd); err != nil {
 		t.Fatal(err)
 	}
+	cmd.RetryAttempt = 1 // Slack's redelivery: same trigger, same response URL
 	if _, err := h.slack.SlashCommand(h.ctx(), cmd); err != nil {
 		t.Fatal(err)
 	}
@@ -423,5 +424,51 @@ func TestSlackRateLimitIsWaitedOut(t *testing.T) {
 	}
 	if limited != 1 {
 		t.Errorf("%d rate-limited posts, want 1 (the test's premise)", limited)
+	}
+}
+
+// When the bot cannot post in the channel, nothing is patched and the
+// requester is told why.
+func TestChannelPostRefusedPatchesNothing(t *testing.T) {
+	h := newHarness(t, nil)
+	in := h.addInstances("db", "cassandra", 1)[0]
+	id, _, ack := h.plan(alice, in.Name)
+	h.slack.FailMethod("chat.postMessage", "not_in_channel", 1)
+	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
+	h.reply(ack.ResponseURL, "not_in_channel")
+	h.assertBatchCalls(0, "nothing is patched without the channel message")
+	if ev := h.auditEvents("not_submitted"); len(ev) != 1 {
+		t.Errorf("not_submitted audit events = %d, want 1", len(ev))
+	}
+}
+
+// SIGTERM during a submission of several batches: the call in flight
+// finishes and is recorded; the batches not yet sent are not sent, and the
+// thread says so.
+func TestShutdownBetweenBatches(t *testing.T) {
+	h := newHarness(t, nil)
+	insts := h.addInstances("db", "cassandra", 12) // two batch calls: 10 + 2
+	names := make([]string, len(insts))
+	for i, in := range insts {
+		names[i] = in.Name
+	}
+	h.gdb.SetDelay("/instances/db-upgrade", time.Second)
+	id, _, ack := h.plan(alice, strings.Join(names, " "))
+	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
+	if err := h.slack.WaitFor(h.ctx(), "first batch call in flight", func(*slacktest.Server) bool {
+		return h.gdb.Calls("/instances/db-upgrade") == 1
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+	if n := len(h.gdb.BatchCalls()); n != 1 {
+		t.Fatalf("%d batch calls completed, want the one in flight only", n)
+	}
+	ts := h.parent(id).TS
+	thread := h.threadText(ts, "10 submitted, 2 not submitted", "NOT_SENT")
+	for _, in := range insts[10:] {
+		if !strings.Contains(thread, in.ID) {
+			t.Errorf("thread does not name %s, which was not sent:\n%s", in.ID, thread)
+		}
 	}
 }

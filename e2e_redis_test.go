@@ -85,3 +85,28 @@ func TestTwoReplicasShareARedisStore(t *testing.T) {
 		t.Errorf("final summary posted %d times, want once", n)
 	}
 }
+
+// A replica that starts while another is submitting leaves that submission
+// alone: the submitter holds a live lease.
+func TestReplicaStartingDuringASubmission(t *testing.T) {
+	addr := storetest.StartRedis(t)
+	h := newHarness(t, func(env map[string]string) { env["BOT_STORE"] = "redis://" + addr + "/0" })
+	in := h.addInstances("db", "cassandra", 1)[0]
+	h.gdb.SetDelay("/instances/db-upgrade", time.Second)
+	id, _, ack := h.plan(alice, in.Name)
+	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
+	if err := h.slack.WaitFor(h.ctx(), "batch call in flight", func(*slacktest.Server) bool {
+		return h.gdb.Calls("/instances/db-upgrade") == 1
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.startReplica()
+	ts := h.parent(id).TS
+	h.threadText(ts, "1 submitted")
+	settle()
+	if n := h.count(ts, "stopped while submitting"); n != 0 {
+		t.Errorf("the new replica took over a live submission (%d recovery notes)", n)
+	}
+	h.gdb.CompleteJob(h.gdb.JobsFor(in.ID)[0], "3.11.3.5")
+	h.threadText(ts, "finished")
+}

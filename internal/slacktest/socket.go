@@ -49,6 +49,9 @@ type SlashCommand struct {
 	TeamID      string // defaults to TeamID
 	ResponseURL string // defaults to a freshly minted response URL
 	TriggerID   string // defaults to a random trigger ID
+	// RetryAttempt > 0 marks the envelope as Slack's redelivery of the
+	// same command (same trigger ID and response URL when given).
+	RetryAttempt int
 }
 
 // BlockAction is a click on a button. Empty TeamID, ResponseURL and TriggerID are
@@ -491,7 +494,7 @@ func (s *Server) SlashCommand(ctx context.Context, cmd SlashCommand) (Ack, error
 	if err != nil {
 		return Ack{}, err
 	}
-	return s.send(ctx, "slash_commands", raw, 0, cmd.ResponseURL)
+	return s.send(ctx, "slash_commands", raw, cmd.RetryAttempt, cmd.ResponseURL)
 }
 
 // BlockAction sends an interactive envelope with a block_actions payload, as
