@@ -202,6 +202,13 @@ func planBlocks(p upgrade.Plan, v PlanView) []slack.Block {
 	if w := warningCount(p); w > 0 {
 		blocks = append(blocks, contextBlock(fmt.Sprintf(":warning: %s will be patched outside their maintenance window (--force).", plural(w, "instance"))))
 	}
+	if n := outsideWindowCount(p); n > 0 {
+		which := fmt.Sprintf("%d instances are", n)
+		if n == 1 {
+			which = "1 instance is"
+		}
+		blocks = append(blocks, contextBlock(fmt.Sprintf(":warning: %s outside the maintenance window and left out; run the command again with --force to include them.", which)))
+	}
 	switch {
 	case v.DryRun:
 		blocks = append(blocks, contextBlock("Run the command again without --dry-run to patch."))
@@ -226,6 +233,16 @@ func planBlocks(p upgrade.Plan, v PlanView) []slack.Block {
 		}
 	}
 	return blocks
+}
+
+func outsideWindowCount(p upgrade.Plan) int {
+	n := 0
+	for _, s := range p.Skipped {
+		if s.OutsideWindow {
+			n++
+		}
+	}
+	return n
 }
 
 func warningCount(p upgrade.Plan) int {

@@ -94,6 +94,7 @@ func TestPlanBlocksGolden(t *testing.T) {
 		{"plan_approval", seedPlan(), PlanView{RequestID: "r-000000000002", Approval: true, ExpiresAt: expires}},
 		{"plan_dry_run", seedPlan(), PlanView{RequestID: "r-000000000003", DryRun: true}},
 		{"plan_nothing", upgrade.Plan{Skipped: []upgrade.Skip{{Ref: "x", Reason: "no patch available (version 1.8)"}}}, PlanView{RequestID: "r-000000000004"}},
+		{"plan_outside_window", upgrade.Plan{Skipped: []upgrade.Skip{{Ref: "y", OutsideWindow: true, Reason: "outside its maintenance window 02:00-06:00 UTC (now 09:10 UTC); add --force to patch anyway"}}}, PlanView{RequestID: "r-000000000005"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -106,8 +106,8 @@ var Subcommands = []Subcommand{
 		Usage: "<instance>… [--dry-run] [--force]",
 		Summary: "Plan a patch of the given GeminiDB instances (IDs or exact names, separated by spaces, commas or new lines; " +
 			fmt.Sprintf("at most %d) and ask for confirmation. ", MaxInstances) +
-			"`--dry-run` only shows the plan. `--force` also includes instances the preflight would only warn about, " +
-			"such as one outside its maintenance window.",
+			"`--dry-run` only shows the plan. `--force` also patches instances that are outside their maintenance window " +
+			"(they are left out otherwise); the channel message records that you forced it.",
 		Examples: []string{
 			"orders-prod users-prod --dry-run",
 			"3f1c9d0b6e2a4c7d8e9f0a1b2c3d4e5fin13, metrics-influx-01",

@@ -65,7 +65,9 @@ func NewPlan(refs []string, res Resolution, opts PlanOptions) Plan {
 			inWin, err := InWindow(w, opts.Now)
 			if err == nil && !inWin {
 				if !opts.Force {
-					skip(fmt.Sprintf("outside its maintenance window %s UTC (now %s UTC); add --force to patch anyway", w, opts.Now.UTC().Format("15:04")))
+					inst := in
+					p.Skipped = append(p.Skipped, Skip{Ref: ref, Instance: &inst, OutsideWindow: true,
+						Reason: fmt.Sprintf("outside its maintenance window %s UTC (now %s UTC); add --force to patch anyway", w, opts.Now.UTC().Format("15:04"))})
 					continue
 				}
 				t.Warning = fmt.Sprintf("outside its maintenance window %s UTC", w)

@@ -179,6 +179,9 @@ func TestNewPlanForce(t *testing.T) {
 			if tt.wantTargets == 1 && p.Targets[0].Warning != tt.wantWarning {
 				t.Errorf("got warning %q, want %q", p.Targets[0].Warning, tt.wantWarning)
 			}
+			if tt.wantTargets == 0 && (len(p.Skipped) != 1 || !p.Skipped[0].OutsideWindow) {
+				t.Errorf("got skipped %+v, want one skip marked OutsideWindow (--force would include it)", p.Skipped)
+			}
 		})
 	}
 }

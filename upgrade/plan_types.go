@@ -23,6 +23,9 @@ type Skip struct {
 	Ref      string    `json:"ref"`
 	Instance *Instance `json:"instance,omitempty"` // nil when the reference matched no (single) instance
 	Reason   string    `json:"reason"`
+	// OutsideWindow marks an instance skipped only because it is outside
+	// its maintenance window: --force would include it.
+	OutsideWindow bool `json:"outside_window,omitempty"`
 }
 
 // Batch is one call of the batch API: at most MaxBatch IDs of one engine.
