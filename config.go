@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/secret"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 )
 
 // Config is every setting the bot reads from the environment. It is read
@@ -251,19 +252,13 @@ func (c *Config) LogValue(mode AuthMode) map[string]any {
 	}
 }
 
-// redactURL drops the user and password of a URL (a redis:// store may
-// carry them); anything that is not a URL is returned as it is.
+// redactURL drops the credentials of a URL (a redis:// store may carry a
+// password); a file path is returned as it is.
 func redactURL(s string) string {
 	if !strings.Contains(s, "://") {
 		return s
 	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return "[unparseable URL]"
-	}
-	u.User = nil
-	u.RawQuery = ""
-	return u.String()
+	return store.RedactURL(s)
 }
 
 func checkURL(raw string) error {

@@ -295,7 +295,12 @@ func (b *Bot) HandleEvent(ctx context.Context, evt socketmode.Event) {
 		}
 		b.ack(evt.Request, nil, start)
 		if ok && cb.Type == slack.InteractionTypeBlockActions {
-			b.enqueue(func(ctx context.Context) { b.onBlockAction(ctx, cb, evt.Request.RetryAttempt) }, nil)
+			// The click is acked, so Slack will not send it again: if it
+			// cannot be queued, the clicker must hear so.
+			busy := func() {
+				b.tell(context.Background(), cb.Channel.ID, cb.User.ID, "I am busy with other requests right now; your click did nothing. Click again in a minute.")
+			}
+			b.enqueue(func(ctx context.Context) { b.onBlockAction(ctx, cb, evt.Request.RetryAttempt) }, busy)
 		}
 	default:
 		if evt.Request != nil && evt.Request.EnvelopeID != "" {

@@ -103,7 +103,7 @@ func OpenRedisWith(ctx context.Context, url string, opts RedisOptions) (*Redis, 
 		if ue, ok := errors.AsType[*neturl.Error](err); ok {
 			err = ue.Err // without the URL that net/url quotes
 		}
-		return nil, scrubPassword(fmt.Errorf("open store %s: invalid Redis URL: %w", redactURLString(url), err), url)
+		return nil, scrubPassword(fmt.Errorf("open store %s: invalid Redis URL: %w", RedactURL(url), err), url)
 	}
 	path := redactedRedisURL(url, ro)
 	// Maintenance notifications are a Redis Enterprise/Cloud feature; in
@@ -152,9 +152,9 @@ func redactedRedisURL(raw string, o *redis.Options) string {
 	return fmt.Sprintf("%s://%s/%d", scheme, o.Addr, o.DB)
 }
 
-// redactURLString describes a URL that go-redis refused, without
-// credentials, query or fragment.
-func redactURLString(raw string) string {
+// RedactURL renders a URL without credentials, query or fragment, for logs
+// and messages (a redis:// store URL may carry a password).
+func RedactURL(raw string) string {
 	u, err := neturl.Parse(raw)
 	if err != nil {
 		return "(unparsable Redis URL)"
