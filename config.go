@@ -168,6 +168,9 @@ func (c *Config) Validate() error {
 			return bad(name, "must be a positive duration such as 30s or 15m")
 		}
 	}
+	if c.ConfirmTTL > 30*time.Minute {
+		return bad("BOT_CONFIRM_TTL", "must be at most 30m: Slack's response URLs, which update the plan message, last 30 minutes")
+	}
 	if c.CommandsPerMin <= 0 {
 		return bad("BOT_COMMANDS_PER_MINUTE", "must be a positive number")
 	}

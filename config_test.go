@@ -119,6 +119,7 @@ func TestConfigErrors(t *testing.T) {
 		{name: "allowed users not ids", change: map[string]string{"BOT_ALLOWED_USERS": "alice"}, wantVar: "BOT_ALLOWED_USERS"},
 		{name: "channel not an id", change: map[string]string{"BOT_ALLOWED_CHANNELS": "#ops"}, wantVar: "BOT_ALLOWED_CHANNELS"},
 		{name: "approver not an id", change: map[string]string{"BOT_APPROVERS": "bob"}, wantVar: "BOT_APPROVERS"},
+		{name: "confirm TTL beyond Slack's response URLs", change: map[string]string{"BOT_CONFIRM_TTL": "45m"}, wantVar: "BOT_CONFIRM_TTL"},
 		{name: "store URL not redis", change: map[string]string{"BOT_STORE": "http://localhost:6379"}, wantVar: "BOT_STORE"},
 		{name: "redis store without host", change: map[string]string{"BOT_STORE": "redis://"}, wantVar: "BOT_STORE"},
 		{name: "log level", change: map[string]string{"LOG_LEVEL": "loud"}, wantVar: "LOG_LEVEL"},

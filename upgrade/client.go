@@ -196,9 +196,6 @@ func NewClient(baseURL, projectID string, auth Authenticator, opts ...Option) (*
 	return c, nil
 }
 
-// ProjectID returns the project the client works in.
-func (c *Client) ProjectID() string { return c.projectID }
-
 // callInfo travels in a request's context so that an Authenticator that has
 // to call out itself (the IAM login) uses the client's timeout, retries and observer.
 type callInfo struct {
