@@ -25,7 +25,7 @@ func TestRefusedUser(t *testing.T) {
 		}
 	}
 	settle()
-	if n := h.gdb.Calls(""); n != 0 {
+	if n := h.cloudCalls(); n != 0 {
 		t.Errorf("GeminiDB called %d times for a refused user, want 0", n)
 	}
 	if ev := h.auditEvents("refused"); len(ev) != 3 || ev[0]["user"] != carol {
@@ -42,7 +42,7 @@ func TestRefusedChannel(t *testing.T) {
 		t.Errorf("ack = %q, want a channel refusal", got)
 	}
 	settle()
-	if n := h.gdb.Calls(""); n != 0 {
+	if n := h.cloudCalls(); n != 0 {
 		t.Errorf("GeminiDB called %d times from a refused channel, want 0", n)
 	}
 	h.plan(alice, in.Name) // the allowed channel works

@@ -309,7 +309,7 @@ func TestBadInputIsAnswered(t *testing.T) {
 			}
 		})
 	}
-	if n := h.gdb.Calls("/instances"); n != 0 {
+	if n := h.cloudCalls(); n != 0 {
 		t.Errorf("GeminiDB was called %d times for bad input, want 0", n)
 	}
 }

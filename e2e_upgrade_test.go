@@ -154,3 +154,29 @@ func TestAuthModesEndToEnd(t *testing.T) {
 		})
 	}
 }
+
+// Looking up N instances in a fleet of 250 costs at most min(N, 3) list
+// calls, from the first command on (the bot learns the fleet size at start).
+func TestLookupCostStaysWithinBound(t *testing.T) {
+	h := newHarness(t, nil)
+	insts := h.addInstances("db", "cassandra", 250)
+	h.restart() // a bot starting against an existing fleet
+	tests := []struct {
+		name string
+		refs []string
+		max  int
+	}{
+		{"two names", []string{insts[7].Name, insts[201].Name}, 2},
+		{"five names", []string{insts[1].Name, insts[50].Name, insts[120].Name, insts[180].Name, insts[249].Name}, 3},
+		{"one ID", []string{insts[3].ID}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := h.gdb.Calls("/instances")
+			h.plan(alice, strings.Join(tt.refs, " ")+" --dry-run")
+			if n := h.gdb.Calls("/instances") - before; n > tt.max {
+				t.Errorf("looking up %d instances cost %d list calls, want at most %d", len(tt.refs), n, tt.max)
+			}
+		})
+	}
+}

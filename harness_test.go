@@ -77,6 +77,8 @@ type harness struct {
 	env   map[string]string
 	logs  *syncBuffer
 
+	baseCalls int // GeminiDB calls made before the tests' own actions
+
 	main   *Main
 	cancel context.CancelFunc
 	done   chan error
@@ -138,7 +140,7 @@ func (h *harness) start() {
 	if err != nil {
 		h.t.Fatalf("LoadConfig: %v", err)
 	}
-	before := h.slack.Connections()
+	before, calls := h.slack.Connections(), h.gdb.Calls("/instances")
 	m, err := NewMain(cfg, h.logs)
 	if err != nil {
 		h.t.Fatalf("NewMain: %v", err)
@@ -149,7 +151,18 @@ func (h *harness) start() {
 	if err := h.slack.WaitConnections(h.ctx(), before+1); err != nil {
 		h.t.Fatalf("bot did not connect to Socket Mode: %v\nlogs:\n%s", err, h.logs.String())
 	}
+	// At start the bot asks GeminiDB once for the fleet's size; wait for it
+	// so tests can count the calls their own actions cause.
+	if err := h.slack.WaitFor(h.ctx(), "the start-up fleet-size call", func(*slacktest.Server) bool {
+		return h.gdb.Calls("/instances") > calls
+	}); err != nil {
+		h.t.Fatal(err)
+	}
+	h.baseCalls = h.gdb.Calls("")
 }
+
+// cloudCalls is how many GeminiDB calls were made since the bot started.
+func (h *harness) cloudCalls() int { return h.gdb.Calls("") - h.baseCalls }
 
 // stop cancels the bot, waits for it and closes the store.
 func (h *harness) stop() {

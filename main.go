@@ -278,6 +278,14 @@ func (m *Main) Run(ctx context.Context) error {
 
 	botCtx, stopBot := context.WithCancel(ctx)
 	defer stopBot()
+	// Learn the fleet's size once (one small list call), so that the first
+	// lookup of several instances can already choose between paging and
+	// asking per instance (at most min(N, pages) calls).
+	go func() {
+		if _, err := m.GeminiDB.ListInstances(botCtx, upgrade.ListOptions{Limit: 1}); err != nil {
+			m.Log.Warn().Err(err).Msg("GeminiDB not reachable at start; instance lookups will tell users why")
+		}
+	}()
 	botDone := make(chan error, 1)
 	go func() { botDone <- m.Bot.Run(botCtx) }()
 
