@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -109,4 +110,36 @@ func TestReplicaStartingDuringASubmission(t *testing.T) {
 	}
 	h.gdb.CompleteJob(h.gdb.JobsFor(in.ID)[0], "3.11.3.5")
 	h.threadText(ts, "finished")
+}
+
+// Replicas on one Redis share the per-person command limit and recognise a
+// redelivered command that lands on the other replica.
+func TestReplicasShareLimitsAndRedeliveries(t *testing.T) {
+	addr := storetest.StartRedis(t)
+	h := newHarness(t, func(env map[string]string) {
+		env["BOT_STORE"] = "redis://" + addr + "/0"
+		env["BOT_COMMANDS_PER_MINUTE"] = "3"
+	}, slacktest.WithRoundRobin())
+	h.startReplica()
+	in := h.addInstances("db", "cassandra", 1)[0]
+
+	// A command and its redelivery go to different replicas: one plan.
+	cmd := slacktest.SlashCommand{UserID: alice, ChannelID: opsChannel, Command: "/geminidb-patch", Text: in.Name + " --dry-run", TriggerID: "trig-r", ResponseURL: h.slack.ResponseURL()}
+	for retry := range 2 {
+		cmd.RetryAttempt = retry
+		if _, err := h.slack.SlashCommand(h.ctx(), cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.reply(cmd.ResponseURL, "patch plan")
+	settle()
+	if n := strings.Count(h.repliesTo(cmd.ResponseURL), "patch plan"); n != 1 {
+		t.Errorf("%d plans for one command delivered to two replicas, want 1", n)
+	}
+
+	// Three commands a minute in all, whichever replica takes them.
+	for range 2 {
+		h.reply(h.slash(alice, opsChannel, in.Name+" --dry-run").ResponseURL, "patch plan")
+	}
+	h.reply(h.slash(alice, opsChannel, in.Name+" --dry-run").ResponseURL, "at most 3 commands per minute")
 }

@@ -121,38 +121,3 @@ func (a *access) members(ctx context.Context, group string) (map[string]bool, er
 	a.mu.Unlock()
 	return m, nil
 }
-
-// limiter allows each user n commands per window (a sliding window).
-type limiter struct {
-	mu     sync.Mutex
-	n      int
-	window time.Duration
-	now    func() time.Time
-	hits   map[string][]time.Time
-}
-
-func newLimiter(n int, window time.Duration, now func() time.Time) *limiter {
-	if n <= 0 {
-		n = 10
-	}
-	return &limiter{n: n, window: window, now: now, hits: map[string][]time.Time{}}
-}
-
-// allow records a command by user and reports whether it is within the limit.
-func (l *limiter) allow(user string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	kept := l.hits[user][:0]
-	for _, t := range l.hits[user] {
-		if now.Sub(t) < l.window {
-			kept = append(kept, t)
-		}
-	}
-	if len(kept) >= l.n {
-		l.hits[user] = kept
-		return false
-	}
-	l.hits[user] = append(kept, now)
-	return true
-}

@@ -42,6 +42,8 @@ type Store interface {
 	Update(id string, mutate func(*store.Request) error) (store.Request, error)
 	List(states ...store.State) ([]store.Request, error)
 	PutJob(j store.Job) error
+	Allow(key string, limit int, window time.Duration) (bool, error)
+	Remember(key string, ttl time.Duration) (bool, error)
 	UpdateJob(id string, mutate func(*store.Job) error) (store.Job, error)
 	Jobs(requestID string) ([]store.Job, error)
 	ActiveJobs() ([]store.Job, error)
@@ -84,11 +86,9 @@ type Bot struct {
 	log     zerolog.Logger
 	metrics *Metrics
 	access  *access
-	limiter *limiter
 
 	work      chan func(context.Context)
 	connected atomic.Bool
-	seen      *recentSet // slash command redeliveries
 	inflight  sync.WaitGroup
 }
 
@@ -103,6 +103,12 @@ func New(cfg Config, api *slack.Client, sm *socketmode.Client, db GeminiDB, st S
 	}
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 64
+	}
+	if cfg.CommandsPerMin <= 0 {
+		cfg.CommandsPerMin = 10
+	}
+	if cfg.MaxOpenPlans <= 0 {
+		cfg.MaxOpenPlans = 3
 	}
 	if cfg.BatchTimeout <= 0 {
 		cfg.BatchTimeout = 25 * time.Second
@@ -128,10 +134,8 @@ func New(cfg Config, api *slack.Client, sm *socketmode.Client, db GeminiDB, st S
 	return &Bot{
 		id:  newID("bot-"),
 		cfg: cfg, api: api, sm: sm, db: db, st: st, log: log, metrics: m,
-		access:  newAccess(cfg.AllowedUsers, cfg.AllowedChannels, cfg.Approvers, api, cfg.GroupCacheTTL, cfg.Now),
-		limiter: newLimiter(cfg.CommandsPerMin, time.Minute, cfg.Now),
-		work:    make(chan func(context.Context), cfg.QueueSize),
-		seen:    newRecentSet(10 * time.Minute),
+		access: newAccess(cfg.AllowedUsers, cfg.AllowedChannels, cfg.Approvers, api, cfg.GroupCacheTTL, cfg.Now),
+		work:   make(chan func(context.Context), cfg.QueueSize),
 	}
 }
 
@@ -361,31 +365,4 @@ func newID(prefix string) string {
 	var buf [6]byte
 	_, _ = rand.Read(buf[:])
 	return prefix + hex.EncodeToString(buf[:])
-}
-
-// recentSet remembers keys for a while (slash command redeliveries).
-type recentSet struct {
-	mu   sync.Mutex
-	ttl  time.Duration
-	seen map[string]time.Time
-}
-
-func newRecentSet(ttl time.Duration) *recentSet {
-	return &recentSet{ttl: ttl, seen: map[string]time.Time{}}
-}
-
-// add records key and reports whether it is new.
-func (s *recentSet) add(key string, now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for k, t := range s.seen {
-		if now.Sub(t) > s.ttl {
-			delete(s.seen, k)
-		}
-	}
-	if _, ok := s.seen[key]; ok {
-		return false
-	}
-	s.seen[key] = now
-	return true
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/slack-go/slack"
 
@@ -13,6 +14,18 @@ import (
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
+
+// redeliveryWindow is how long a slash command is remembered, to ignore
+// Slack's redeliveries of it.
+const redeliveryWindow = 10 * time.Minute
+
+// commandKey identifies one slash command invocation across redeliveries.
+func commandKey(cmd slack.SlashCommand) string {
+	if cmd.TriggerID != "" {
+		return cmd.TriggerID
+	}
+	return cmd.ResponseURL
+}
 
 // ephemeral is an ack payload: Slack shows it only to the person who typed
 // the command. It is kept small: acks must stay well under 20 KB.
@@ -23,23 +36,11 @@ func ephemeral(text string) map[string]any {
 // onSlashCommand runs on the ack path: only pure, in-memory checks happen
 // here. It returns the ack payload and queues the slow work.
 func (b *Bot) onSlashCommand(_ context.Context, cmd slack.SlashCommand, retry int) any {
-	now := b.cfg.Now()
 	rid := newID("r-")
 	log := b.log.With().Str("request_id", rid).Str("user", cmd.UserID).Str("channel", cmd.ChannelID).Logger()
 	if cmd.Command != b.cfg.Command {
 		b.metrics.Commands.WithLabelValues("unknown_command").Inc()
 		return ephemeral(fmt.Sprintf("I only answer %s.", b.cfg.Command))
-	}
-	// A redelivery of a command we already took (Slack retries when an ack
-	// is late) must not produce a second plan.
-	key := cmd.TriggerID
-	if key == "" {
-		key = cmd.UserID + "\x00" + cmd.ChannelID + "\x00" + cmd.Text + "\x00" + cmd.ResponseURL
-	}
-	if !b.seen.add(key, now) {
-		log.Info().Int("retry_attempt", retry).Msg("duplicate slash command delivery ignored")
-		b.metrics.Commands.WithLabelValues("duplicate").Inc()
-		return nil
 	}
 	req, err := commands.Parse(cmd.Text)
 	if err != nil {
@@ -68,12 +69,7 @@ func (b *Bot) onSlashCommand(_ context.Context, cmd slack.SlashCommand, retry in
 		b.audit("refused", a, "reason", "user not allowed")
 		return ephemeral(fmt.Sprintf("You are not allowed to use %s: your Slack user is not in BOT_ALLOWED_USERS. Ask the bot's admin to add you.", b.cfg.Command))
 	}
-	if !b.limiter.allow(cmd.UserID) {
-		b.metrics.Commands.WithLabelValues("rate_limited").Inc()
-		b.audit("refused", a, "reason", "rate limit")
-		return ephemeral(fmt.Sprintf("Slow down: at most %d commands per minute per person. Try again in a minute.", b.cfg.CommandsPerMin))
-	}
-	task := func(ctx context.Context) { b.runCommand(ctx, rid, cmd, req) }
+	task := func(ctx context.Context) { b.runCommand(ctx, rid, cmd, req, retry) }
 	busy := func() {
 		_ = b.respond(context.Background(), cmd.ResponseURL, true, "I am busy with other requests right now; nothing was done. Try again in a minute.", nil)
 	}
@@ -92,13 +88,23 @@ func (b *Bot) onSlashCommand(_ context.Context, cmd slack.SlashCommand, retry in
 }
 
 // runCommand is the slow half of a slash command, run by the worker pool.
-func (b *Bot) runCommand(ctx context.Context, rid string, cmd slack.SlashCommand, req commands.Request) {
+func (b *Bot) runCommand(ctx context.Context, rid string, cmd slack.SlashCommand, req commands.Request, retry int) {
 	log := b.log.With().Str("request_id", rid).Str("user", cmd.UserID).Str("channel", cmd.ChannelID).Logger()
 	a := auditInfo{RequestID: rid, User: cmd.UserID, Channel: cmd.ChannelID, Instances: req.Instances}
 	reply := func(text string, blocks []slack.Block) {
 		if err := b.respond(ctx, cmd.ResponseURL, true, text, blocks); err != nil {
 			log.Error().Err(err).Msg("reply to slash command failed")
 		}
+	}
+	// Slack redelivers a command whose ack was late, possibly to another
+	// replica: the store remembers which commands were taken. (Store I/O
+	// happens here, after the ack, never on the ack path.)
+	if first, err := b.st.Remember("slash:"+commandKey(cmd), redeliveryWindow); err != nil {
+		log.Warn().Err(err).Msg("could not check for a redelivered command; handling it")
+	} else if !first {
+		log.Info().Int("retry_attempt", retry).Msg("duplicate slash command delivery ignored")
+		b.metrics.Commands.WithLabelValues("duplicate").Inc()
+		return
 	}
 	ok, err := b.access.userAllowed(ctx, cmd.UserID)
 	if err != nil {
@@ -111,6 +117,15 @@ func (b *Bot) runCommand(ctx context.Context, rid string, cmd slack.SlashCommand
 		b.metrics.Commands.WithLabelValues("refused").Inc()
 		b.audit("refused", a, "reason", "user not allowed")
 		reply(fmt.Sprintf("You are not allowed to use %s: you are not in BOT_ALLOWED_USERS or its user groups. Ask the bot's admin to add you.", b.cfg.Command), nil)
+		return
+	}
+	// The per-person limit lives in the store, so replicas share it.
+	if allowed, err := b.st.Allow("commands:"+cmd.UserID, b.cfg.CommandsPerMin, time.Minute); err != nil {
+		log.Warn().Err(err).Msg("could not check the rate limit; handling the command")
+	} else if !allowed {
+		b.metrics.Commands.WithLabelValues("rate_limited").Inc()
+		b.audit("refused", a, "reason", "rate limit")
+		reply(fmt.Sprintf("Slow down: at most %d commands per minute per person; nothing was done. Try again in a minute.", b.cfg.CommandsPerMin), nil)
 		return
 	}
 	switch req.Kind {

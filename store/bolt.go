@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,12 +18,19 @@ import (
 
 // Bucket names. Jobs are kept by ID; jobsByRequest holds empty values under
 // the key requestID + "\x00" + jobID so that Jobs(requestID) is a prefix scan.
+// limits and seen hold the records of Allow and Remember by key; expiries
+// indexes both by when they expire (see expiryKey), so that expired ones can
+// be deleted oldest first. Buckets added after a file was made are created
+// when it is opened.
 var (
 	bucketMeta          = []byte("meta")
 	bucketRequests      = []byte("requests")
 	bucketJobs          = []byte("jobs")
 	bucketJobsByRequest = []byte("jobs_by_request")
-	allBuckets          = [][]byte{bucketMeta, bucketRequests, bucketJobs, bucketJobsByRequest}
+	bucketLimits        = []byte("limits")
+	bucketSeen          = []byte("seen")
+	bucketExpiries      = []byte("expiries")
+	allBuckets          = [][]byte{bucketMeta, bucketRequests, bucketJobs, bucketJobsByRequest, bucketLimits, bucketSeen, bucketExpiries}
 
 	keySchema = []byte("schema")
 )
@@ -199,6 +207,29 @@ func walk(tx *bolt.Tx) (err error) {
 				var j Job
 				if err := json.Unmarshal(v, &j); err != nil {
 					return fmt.Errorf("job %q: %w", k, err)
+				}
+				return nil
+			})
+		case bytes.Equal(name, bucketLimits):
+			return b.ForEach(func(k, v []byte) error {
+				var r limitRecord
+				if err := json.Unmarshal(v, &r); err != nil {
+					return fmt.Errorf("limit %q: %w", k, err)
+				}
+				return nil
+			})
+		case bytes.Equal(name, bucketSeen):
+			return b.ForEach(func(k, v []byte) error {
+				var r seenRecord
+				if err := json.Unmarshal(v, &r); err != nil {
+					return fmt.Errorf("seen %q: %w", k, err)
+				}
+				return nil
+			})
+		case bytes.Equal(name, bucketExpiries):
+			return b.ForEach(func(k, v []byte) error {
+				if len(k) <= expiryKeyHeader || expiringBucket(k[8]) == nil {
+					return fmt.Errorf("expiry index entry %q: malformed", k)
 				}
 				return nil
 			})
@@ -498,4 +529,174 @@ func putJSON(bk *bolt.Bucket, key string, v any) ([]byte, error) {
 		return nil, fmt.Errorf("save %q: %w", key, err)
 	}
 	return data, nil
+}
+
+// Allow records one hit for key and reports whether it is within limit hits
+// per window. Windows are fixed, not sliding and not aligned to the clock:
+// a window starts at the first hit after the previous one ended (or the
+// first hit ever) and lasts the window given at that hit. Only allowed hits
+// are counted; a refused hit changes nothing, in particular it does not
+// extend the window. The read, the decision and the write are one write
+// transaction, so concurrent calls never allow more than limit hits per
+// window. Time comes from Options.Now.
+//
+// An empty key, a limit below 1 or a window of 0 or less is an error.
+// Records of ended windows are deleted a few at a time by later calls of
+// Allow and Remember.
+func (b *Bolt) Allow(key string, limit int, window time.Duration) (bool, error) {
+	if err := checkAllow(key, limit, window); err != nil {
+		return false, fmt.Errorf("allow %q: %w", key, err)
+	}
+	var allowed bool
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		now := b.now()
+		if err := pruneExpired(tx, now); err != nil {
+			return err
+		}
+		var rec limitRecord
+		found, err := getRecord(tx.Bucket(bucketLimits), key, &rec)
+		if err != nil {
+			return err
+		}
+		old := rec.End
+		var save bool
+		allowed, save = applyHit(&rec, found, limit, window, now)
+		if !save {
+			return nil
+		}
+		return putExpiring(tx, kindLimit, key, found, old, rec.End, rec)
+	})
+	if err != nil {
+		return false, fmt.Errorf("allow %q: %w", key, err)
+	}
+	return allowed, nil
+}
+
+// Remember reports whether key is new: true the first time it is seen, and
+// again once ttl has passed since the call that last returned true; false
+// for every call in between (which does not extend the ttl). The check and
+// the write are one write transaction, so of concurrent calls for a new key
+// exactly one returns true. Time comes from Options.Now.
+//
+// An empty key or a ttl of 0 or less is an error. Expired keys are deleted
+// a few at a time by later calls of Allow and Remember.
+func (b *Bolt) Remember(key string, ttl time.Duration) (bool, error) {
+	if err := checkRemember(key, ttl); err != nil {
+		return false, fmt.Errorf("remember %q: %w", key, err)
+	}
+	var isNew bool
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		now := b.now()
+		if err := pruneExpired(tx, now); err != nil {
+			return err
+		}
+		var rec seenRecord
+		found, err := getRecord(tx.Bucket(bucketSeen), key, &rec)
+		if err != nil {
+			return err
+		}
+		old := rec.Until
+		if isNew = applySeen(&rec, found, ttl, now); !isNew {
+			return nil
+		}
+		return putExpiring(tx, kindSeen, key, found, old, rec.Until, rec)
+	})
+	if err != nil {
+		return false, fmt.Errorf("remember %q: %w", key, err)
+	}
+	return isNew, nil
+}
+
+// The kinds of record in the expiry index.
+const (
+	kindLimit byte = 'l' // in bucketLimits
+	kindSeen  byte = 's' // in bucketSeen
+)
+
+// pruneBatch is how many expired records one Allow or Remember deletes at
+// most, which bounds its work; since each call adds at most one record,
+// expired ones cannot pile up.
+const pruneBatch = 64
+
+// expiryKeyHeader is the length of an expiry index key before the record's
+// key.
+const expiryKeyHeader = 9
+
+// expiryKey is the key in bucketExpiries of the record key of the given
+// kind that expires at until: until in Unix nanoseconds as a big-endian
+// uint64 with the sign bit flipped (so that keys sort by time), the kind,
+// then key. Its value is empty.
+func expiryKey(until time.Time, kind byte, key string) []byte {
+	k := make([]byte, expiryKeyHeader, expiryKeyHeader+len(key))
+	binary.BigEndian.PutUint64(k, uint64(until.UnixNano())^(1<<63))
+	k[8] = kind
+	return append(k, key...)
+}
+
+// expiringBucket returns the name of the bucket of records of kind, or nil
+// for an unknown kind.
+func expiringBucket(kind byte) []byte {
+	switch kind {
+	case kindLimit:
+		return bucketLimits
+	case kindSeen:
+		return bucketSeen
+	}
+	return nil
+}
+
+// getRecord decodes the record under key into v and reports whether there
+// was one.
+func getRecord(bk *bolt.Bucket, key string, v any) (bool, error) {
+	switch err := getJSON(bk, key, v); {
+	case errors.Is(err, ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return true, nil
+}
+
+// putExpiring saves rec, a record of kind expiring at until, under key, and
+// moves its entry in the expiry index from old (its previous expiry, if
+// found) to until.
+func putExpiring(tx *bolt.Tx, kind byte, key string, found bool, old, until time.Time, rec any) error {
+	idx := tx.Bucket(bucketExpiries)
+	if found {
+		if err := idx.Delete(expiryKey(old, kind, key)); err != nil {
+			return err
+		}
+	}
+	if _, err := putJSON(tx.Bucket(expiringBucket(kind)), key, rec); err != nil {
+		return err
+	}
+	return idx.Put(expiryKey(until, kind, key), nil)
+}
+
+// pruneExpired deletes up to pruneBatch records that expired at or before
+// now, oldest first, with their index entries.
+func pruneExpired(tx *bolt.Tx, now time.Time) error {
+	idx := tx.Bucket(bucketExpiries)
+	stamp := expiryKey(now, 0, "")[:8]
+	var expired [][]byte
+	c := idx.Cursor()
+	for k, _ := c.First(); k != nil && len(expired) < pruneBatch; k, _ = c.Next() {
+		if len(k) >= 8 && bytes.Compare(k[:8], stamp) > 0 {
+			break
+		}
+		expired = append(expired, bytes.Clone(k))
+	}
+	for _, k := range expired {
+		if len(k) > expiryKeyHeader {
+			if name := expiringBucket(k[8]); name != nil {
+				if err := tx.Bucket(name).Delete(k[expiryKeyHeader:]); err != nil {
+					return fmt.Errorf("prune %q: %w", k[expiryKeyHeader:], err)
+				}
+			}
+		}
+		if err := idx.Delete(k); err != nil {
+			return fmt.Errorf("prune %q: %w", k, err)
+		}
+	}
+	return nil
 }

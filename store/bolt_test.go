@@ -18,10 +18,12 @@ import (
 )
 
 // clock is a fake time source that advances one second per reading, so that
-// ordering by time is deterministic.
+// ordering by time is deterministic, until it is frozen; then it moves only
+// by Advance.
 type clock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu     sync.Mutex
+	t      time.Time
+	frozen bool
 }
 
 func newClock() *clock {
@@ -31,20 +33,43 @@ func newClock() *clock {
 func (c *clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.t = c.t.Add(time.Second)
+	if !c.frozen {
+		c.t = c.t.Add(time.Second)
+	}
 	return c.t
+}
+
+// Freeze stops the clock advancing by itself.
+func (c *clock) Freeze() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.frozen = true
+}
+
+// Advance moves the clock d forward.
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }
 
 // setup opens a store in a new temporary directory, closed at cleanup.
 func setup(t *testing.T) (*Bolt, *clock) {
 	t.Helper()
 	c := newClock()
-	b, err := OpenWith(filepath.Join(t.TempDir(), "test.db"), Options{Now: c.Now})
+	return setupWith(t, c.Now), c
+}
+
+// setupWith opens a store with clock now in a new temporary directory,
+// closed at cleanup.
+func setupWith(t *testing.T, now func() time.Time) *Bolt {
+	t.Helper()
+	b, err := OpenWith(filepath.Join(t.TempDir(), "test.db"), Options{Now: now})
 	if err != nil {
 		t.Fatalf("OpenWith: got error %v, want nil", err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	return b, c
+	return b
 }
 
 func mustCreate(t *testing.T, b backend, r Request) {
@@ -284,5 +309,116 @@ func TestOpenLockedFile(t *testing.T) {
 	// The first store is unharmed.
 	if _, err := first.Get("r-1"); err != nil {
 		t.Errorf("Get on the first store: got error %v, want nil", err)
+	}
+}
+
+// TestOpenFileWithoutNewBuckets opens a store written before Allow and
+// Remember existed: it has none of their buckets, which Open then creates.
+// Their state survives a reopen.
+func TestOpenFileWithoutNewBuckets(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		for _, name := range []string{"meta", "requests", "jobs", "jobs_by_request"} {
+			if _, err := tx.CreateBucket([]byte(name)); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket([]byte("meta")).Put([]byte("schema"), []byte("1")); err != nil {
+			return err
+		}
+		return tx.Bucket([]byte("requests")).Put([]byte("r-1"), []byte(`{"id":"r-1","state":"planned"}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	b, err := Open(path)
+	if err != nil {
+		t.Fatalf("Open of a file without the limits, seen and expiries buckets: got error %v, want nil", err)
+	}
+	if r, err := b.Get("r-1"); err != nil || r.State != Planned {
+		t.Errorf("Get(r-1): got %+v, %v; want the old request", r, err)
+	}
+	if !mustAllow(t, b, "u1", 1, time.Hour) || mustAllow(t, b, "u1", 1, time.Hour) {
+		t.Errorf("Allow(u1, 1, 1h) twice: want true, then false")
+	}
+	if !mustRemember(t, b, "k", time.Hour) {
+		t.Errorf("Remember(k): got false, want true")
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	b, err = Open(path)
+	if err != nil {
+		t.Fatalf("reopen: got error %v, want nil", err)
+	}
+	defer b.Close()
+	if mustAllow(t, b, "u1", 1, time.Hour) {
+		t.Errorf("Allow(u1) after reopen: got true, want false (the window is stored)")
+	}
+	if mustRemember(t, b, "k", time.Hour) {
+		t.Errorf("Remember(k) after reopen: got true, want false (the key is stored)")
+	}
+}
+
+// bucketLen counts the records of a bucket.
+func bucketLen(t *testing.T, b *Bolt, name []byte) int {
+	t.Helper()
+	n := 0
+	if err := b.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(name).Stats().KeyN
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestBoltPrunesExpired checks that expired Allow and Remember records are
+// deleted, at most pruneBatch per call, and that the expiry index keeps one
+// entry per record.
+func TestBoltPrunesExpired(t *testing.T) {
+	t.Parallel()
+	b, c := setup(t)
+	c.Freeze()
+	const n = 150
+	for i := range n {
+		mustRemember(t, b, fmt.Sprintf("seen-%d", i), time.Minute)
+		mustAllow(t, b, fmt.Sprintf("user-%d", i), 5, 2*time.Minute)
+	}
+	mustRemember(t, b, "long", time.Hour)
+	mustAllow(t, b, "user-0", 5, 2*time.Minute) // a second hit changes no expiry
+	check := func(what string, seen, limits int) {
+		t.Helper()
+		gotSeen, gotLimits, gotIndex := bucketLen(t, b, bucketSeen), bucketLen(t, b, bucketLimits), bucketLen(t, b, bucketExpiries)
+		if gotSeen != seen || gotLimits != limits || gotIndex != seen+limits {
+			t.Errorf("%s: got %d seen, %d limits, %d index entries; want %d, %d, %d", what, gotSeen, gotLimits, gotIndex, seen, limits, seen+limits)
+		}
+	}
+	check("before expiry", n+1, n)
+
+	c.Advance(time.Minute) // the seen-* keys expire; the limits do not yet
+	mustRemember(t, b, "long", time.Hour)
+	check("one call after the seen keys expired", n+1-pruneBatch, n)
+	for range 3 {
+		mustRemember(t, b, "long", time.Hour)
+	}
+	check("after enough calls", 1, n)
+
+	c.Advance(time.Minute) // now the limits have expired too
+	for range 3 {
+		mustAllow(t, b, "user-1", 5, 2*time.Minute) // pruned, then a new window
+	}
+	check("after the windows ended", 1, 1)
+	if !mustRemember(t, b, "seen-7", time.Minute) {
+		t.Errorf("Remember(seen-7) after it was pruned: got false, want true")
 	}
 }

@@ -25,6 +25,8 @@ type backend interface {
 	UpdateJob(id string, mutate func(*Job) error) (Job, error)
 	Jobs(requestID string) ([]Job, error)
 	ActiveJobs() ([]Job, error)
+	Allow(key string, limit int, window time.Duration) (bool, error)
+	Remember(key string, ttl time.Duration) (bool, error)
 	Ping() error
 	Close() error
 	Path() string
@@ -36,34 +38,46 @@ var (
 )
 
 // conformance runs the tests every backend must pass, each in parallel on
-// a fresh, empty store from open (which closes it at cleanup).
-func conformance(t *testing.T, open func(t *testing.T) backend) {
+// a fresh, empty store from open (which closes it at cleanup) whose time is
+// now, the Now of a clock of the test's own.
+func conformance(t *testing.T, open func(t *testing.T, now func() time.Time) backend) {
 	tests := []struct {
 		name string
-		fn   func(t *testing.T, b backend)
+		fn   func(t *testing.T, b backend, c *clock)
 	}{
-		{"CreateGet", testCreateGet},
-		{"Transition", testTransition},
-		{"TransitionConcurrentOneWinner", testTransitionConcurrentOneWinner},
-		{"Update", testUpdate},
-		{"List", testList},
-		{"Jobs", testJobs},
-		{"UpdateJobConcurrent", testUpdateJobConcurrent},
-		{"JobIndexesFollowUpdateJob", testJobIndexesFollowUpdateJob},
+		{"CreateGet", noClock(testCreateGet)},
+		{"Transition", noClock(testTransition)},
+		{"TransitionConcurrentOneWinner", noClock(testTransitionConcurrentOneWinner)},
+		{"Update", noClock(testUpdate)},
+		{"List", noClock(testList)},
+		{"Jobs", noClock(testJobs)},
+		{"UpdateJobConcurrent", noClock(testUpdateJobConcurrent)},
+		{"JobIndexesFollowUpdateJob", noClock(testJobIndexesFollowUpdateJob)},
+		{"Allow", testAllow},
+		{"AllowConcurrent", testAllowConcurrent},
+		{"AllowArgs", noClock(testAllowArgs)},
+		{"Remember", testRemember},
+		{"RememberConcurrent", testRememberConcurrent},
+		{"RememberArgs", noClock(testRememberArgs)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tc.fn(t, open(t))
+			c := newClock()
+			tc.fn(t, open(t, c.Now), c)
 		})
 	}
 }
 
+// noClock adapts a test that does not use the clock.
+func noClock(fn func(t *testing.T, b backend)) func(t *testing.T, b backend, c *clock) {
+	return func(t *testing.T, b backend, _ *clock) { fn(t, b) }
+}
+
 func TestBoltConformance(t *testing.T) {
 	t.Parallel()
-	conformance(t, func(t *testing.T) backend {
-		b, _ := setup(t)
-		return b
+	conformance(t, func(t *testing.T, now func() time.Time) backend {
+		return setupWith(t, now)
 	})
 }
 
@@ -440,5 +454,193 @@ func testJobIndexesFollowUpdateJob(t *testing.T, b backend) {
 	}
 	if got := ids(b.Jobs("r-3")); got != "" {
 		t.Errorf("Jobs(r-3) after an aborted UpdateJob: got %s, want none", got)
+	}
+}
+
+// mustAllow calls b.Allow and fails the test on an error.
+func mustAllow(t *testing.T, b backend, key string, limit int, window time.Duration) bool {
+	t.Helper()
+	ok, err := b.Allow(key, limit, window)
+	if err != nil {
+		t.Fatalf("Allow(%q, %d, %v): got error %v, want nil", key, limit, window, err)
+	}
+	return ok
+}
+
+// mustRemember calls b.Remember and fails the test on an error.
+func mustRemember(t *testing.T, b backend, key string, ttl time.Duration) bool {
+	t.Helper()
+	ok, err := b.Remember(key, ttl)
+	if err != nil {
+		t.Fatalf("Remember(%q, %v): got error %v, want nil", key, ttl, err)
+	}
+	return ok
+}
+
+// testAllow checks fixed windows: limit hits are allowed from the first
+// one, the window ends window after it whatever happened in between, and
+// keys are independent.
+func testAllow(t *testing.T, b backend, c *clock) {
+	c.Freeze()
+	const limit, window = 3, time.Minute
+	step := func(what string, d time.Duration, key string, want ...bool) {
+		t.Helper()
+		c.Advance(d)
+		for i, w := range want {
+			if got := mustAllow(t, b, key, limit, window); got != w {
+				t.Errorf("%s: hit %d of %s: got %v, want %v", what, i+1, key, got, w)
+			}
+		}
+	}
+	step("first window", 0, "u1", true, true)
+	step("first window, 30s on", 30*time.Second, "u1", true, false, false)
+	step("another key", 0, "u2", true, true, true, false)
+	// Neither the allowed hit at 30s nor the refused ones extended the window.
+	step("just before the window ends", 30*time.Second-time.Nanosecond, "u1", false)
+	step("when the window ends", time.Nanosecond, "u1", true, true, true, false)
+	// Each key has its own window: u2's began 30s after u1's.
+	step("u2 before its window ends", 0, "u2", false)
+	step("u2 when its window ends", 30*time.Second, "u2", true)
+	step("a long pause", 10*time.Hour, "u1", true, true, true, false)
+
+	// A limit of 1 allows one hit per window.
+	step("limit 1", 0, "once", true)
+	if mustAllow(t, b, "once", 1, window) {
+		t.Errorf("second hit with limit 1: got true, want false")
+	}
+}
+
+// testAllowConcurrent checks that concurrent hits never exceed the limit,
+// per key, and that the next window allows the limit again.
+func testAllowConcurrent(t *testing.T, b backend, c *clock) {
+	c.Freeze()
+	const n, limit = 100, 10
+	round := func(what string) {
+		t.Helper()
+		allowed := map[string]*atomic.Int32{"u1": {}, "u2": {}}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range 2 * n {
+			key := []string{"u1", "u2"}[i%2]
+			wg.Go(func() {
+				<-start
+				ok, err := b.Allow(key, limit, time.Minute)
+				if err != nil {
+					t.Errorf("Allow(%s): got error %v, want nil", key, err)
+				}
+				if ok {
+					allowed[key].Add(1)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		for key, a := range allowed {
+			if a.Load() != limit {
+				t.Errorf("%s: %d concurrent hits of %s: got %d allowed, want %d", what, n, key, a.Load(), limit)
+			}
+		}
+	}
+	round("first window")
+	c.Advance(time.Minute)
+	round("next window")
+}
+
+func testAllowArgs(t *testing.T, b backend) {
+	for _, tc := range []struct {
+		key    string
+		limit  int
+		window time.Duration
+	}{
+		{"", 1, time.Minute},
+		{"k", 0, time.Minute},
+		{"k", -1, time.Minute},
+		{"k", 1, 0},
+		{"k", 1, -time.Second},
+	} {
+		ok, err := b.Allow(tc.key, tc.limit, tc.window)
+		if err == nil || ok {
+			t.Errorf("Allow(%q, %d, %v): got %v, %v; want false and an error", tc.key, tc.limit, tc.window, ok, err)
+		} else if !strings.Contains(err.Error(), fmt.Sprintf("allow %q", tc.key)) {
+			t.Errorf("Allow(%q, %d, %v): got error %q, want it to say allow %q", tc.key, tc.limit, tc.window, err, tc.key)
+		}
+	}
+	// The refused calls counted nothing.
+	if !mustAllow(t, b, "k", 1, time.Minute) {
+		t.Errorf("Allow(k, 1, 1m) after invalid calls: got false, want true")
+	}
+}
+
+// testRemember checks that a key is new once per ttl, counted from the call
+// that found it new, and that keys are independent.
+func testRemember(t *testing.T, b backend, c *clock) {
+	c.Freeze()
+	const ttl = time.Minute
+	step := func(what string, d time.Duration, key string, want ...bool) {
+		t.Helper()
+		c.Advance(d)
+		for i, w := range want {
+			if got := mustRemember(t, b, key, ttl); got != w {
+				t.Errorf("%s: call %d for %s: got %v, want %v", what, i+1, key, got, w)
+			}
+		}
+	}
+	step("first", 0, "k", true, false, false)
+	step("another key", 0, "other", true, false)
+	// Repeats did not extend the ttl.
+	step("30s on", 30*time.Second, "k", false)
+	step("just before the ttl", 30*time.Second-time.Nanosecond, "k", false)
+	step("when the ttl ends", time.Nanosecond, "k", true, false)
+	step("other when its ttl ends", 0, "other", true)
+	step("a long pause", 10*time.Hour, "k", true, false)
+}
+
+// testRememberConcurrent checks that of concurrent calls for a new key
+// exactly one finds it new, also once it has expired.
+func testRememberConcurrent(t *testing.T, b backend, c *clock) {
+	c.Freeze()
+	const n = 50
+	round := func(what string) {
+		t.Helper()
+		var isNew atomic.Int32
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range n {
+			wg.Go(func() {
+				<-start
+				ok, err := b.Remember("k", time.Minute)
+				if err != nil {
+					t.Errorf("Remember: got error %v, want nil", err)
+				}
+				if ok {
+					isNew.Add(1)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if isNew.Load() != 1 {
+			t.Errorf("%s: %d concurrent calls: got %d new, want 1", what, n, isNew.Load())
+		}
+	}
+	round("new key")
+	c.Advance(time.Minute)
+	round("expired key")
+}
+
+func testRememberArgs(t *testing.T, b backend) {
+	for _, tc := range []struct {
+		key string
+		ttl time.Duration
+	}{{"", time.Minute}, {"k", 0}, {"k", -time.Second}} {
+		ok, err := b.Remember(tc.key, tc.ttl)
+		if err == nil || ok {
+			t.Errorf("Remember(%q, %v): got %v, %v; want false and an error", tc.key, tc.ttl, ok, err)
+		} else if !strings.Contains(err.Error(), fmt.Sprintf("remember %q", tc.key)) {
+			t.Errorf("Remember(%q, %v): got error %q, want it to say remember %q", tc.key, tc.ttl, err, tc.key)
+		}
+	}
+	if !mustRemember(t, b, "k", time.Minute) {
+		t.Errorf("Remember(k) after invalid calls: got false, want true")
 	}
 }

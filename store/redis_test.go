@@ -56,8 +56,8 @@ func TestRedisConformance(t *testing.T) {
 	t.Parallel()
 	addr := storetest.StartRedis(t)
 	// One server; each test its own prefix.
-	conformance(t, func(t *testing.T) backend {
-		return openRedis(t, addr, testPrefix(t), newClock().Now)
+	conformance(t, func(t *testing.T, now func() time.Time) backend {
+		return openRedis(t, addr, testPrefix(t), now)
 	})
 }
 
@@ -199,6 +199,8 @@ func TestRedisKeysUnderPrefix(t *testing.T) {
 	if _, err := s.UpdateJob("j1", func(j *Job) error { j.RequestID = "r-2"; return nil }); err != nil {
 		t.Fatalf("UpdateJob: got error %v, want nil", err)
 	}
+	mustAllow(t, s, "U1", 5, time.Minute)
+	mustRemember(t, s, "cmd-1", 30*time.Second)
 
 	keys := allKeys(t, addr)
 	if len(keys) == 0 {
@@ -210,8 +212,63 @@ func TestRedisKeysUnderPrefix(t *testing.T) {
 		}
 	}
 	t.Logf("keys: %q", keys)
-	if !slices.Contains(keys, DefaultRedisPrefix+"request:r-1") || !slices.Contains(keys, DefaultRedisPrefix+"job:j1") {
-		t.Errorf("got keys %q, want the request and the job among them", keys)
+	for _, k := range []string{"request:r-1", "job:j1", "limit:U1", "seen:cmd-1"} {
+		if !slices.Contains(keys, DefaultRedisPrefix+k) {
+			t.Errorf("got keys %q, want %s among them", keys, DefaultRedisPrefix+k)
+		}
+	}
+
+	// The keys of Allow and Remember expire with their window or ttl.
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	for _, tc := range []struct {
+		key string
+		max time.Duration
+	}{{"limit:U1", time.Minute}, {"seen:cmd-1", 30 * time.Second}} {
+		ttl, err := c.PTTL(context.Background(), DefaultRedisPrefix+tc.key).Result()
+		if err != nil || ttl <= tc.max-10*time.Second || ttl > tc.max {
+			t.Errorf("PTTL %s: got %v, %v; want a little under %v", tc.key, ttl, err, tc.max)
+		}
+	}
+}
+
+// TestRedisReplicasShareLimits checks that Allow and Remember count the
+// calls of every replica sharing a prefix.
+func TestRedisReplicasShareLimits(t *testing.T) {
+	t.Parallel()
+	addr := storetest.StartRedis(t)
+	prefix := testPrefix(t)
+	replicas := []*Redis{openRedis(t, addr, prefix, nil), openRedis(t, addr, prefix, nil)}
+	other := openRedis(t, addr, prefix+"other:", nil)
+
+	const n, limit = 100, 10
+	var allowed, isNew atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			s := replicas[i%2]
+			if ok, err := s.Allow("U1", limit, time.Minute); err != nil {
+				t.Errorf("Allow: got error %v, want nil", err)
+			} else if ok {
+				allowed.Add(1)
+			}
+			if ok, err := s.Remember("cmd-1", time.Minute); err != nil {
+				t.Errorf("Remember: got error %v, want nil", err)
+			} else if ok {
+				isNew.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if allowed.Load() != limit || isNew.Load() != 1 {
+		t.Errorf("got %d hits allowed and %d calls new, want %d and 1", allowed.Load(), isNew.Load(), limit)
+	}
+	// Another prefix counts on its own.
+	if !mustAllow(t, other, "U1", 1, time.Minute) || !mustRemember(t, other, "cmd-1", time.Minute) {
+		t.Errorf("under another prefix: got refused or not new, want allowed and new")
 	}
 }
 

@@ -237,3 +237,69 @@ func sortJobs(jobs []Job) {
 		return strings.Compare(a.ID, b.ID)
 	})
 }
+
+// limitRecord is the state of one rate-limit key: the current window, fixed
+// at its first hit, and the hits allowed in it. Both backends store it as
+// JSON.
+type limitRecord struct {
+	Start time.Time `json:"window_start"`
+	End   time.Time `json:"window_end"` // Start + the window given at the first hit
+	Count int       `json:"count"`      // allowed hits in the window; refused ones are not counted
+}
+
+// seenRecord is the state of one Remember key: until when it is remembered.
+type seenRecord struct {
+	Until time.Time `json:"expires_at"`
+}
+
+// checkAllow checks the arguments of an Allow.
+func checkAllow(key string, limit int, window time.Duration) error {
+	switch {
+	case key == "":
+		return errors.New("empty key")
+	case limit <= 0:
+		return fmt.Errorf("limit %d is not positive", limit)
+	case window <= 0:
+		return fmt.Errorf("window %v is not positive", window)
+	}
+	return nil
+}
+
+// checkRemember checks the arguments of a Remember.
+func checkRemember(key string, ttl time.Duration) error {
+	switch {
+	case key == "":
+		return errors.New("empty key")
+	case ttl <= 0:
+		return fmt.Errorf("ttl %v is not positive", ttl)
+	}
+	return nil
+}
+
+// applyHit records a hit at now on rec, the stored record of a rate-limit
+// key (found is false when there is none), and reports whether the hit is
+// allowed and whether rec changed and must be saved. A window ends at
+// rec.End; the first hit at or after it starts a new window [now,
+// now+window). A refused hit changes nothing.
+func applyHit(rec *limitRecord, found bool, limit int, window time.Duration, now time.Time) (allowed, save bool) {
+	if !found || !now.Before(rec.End) {
+		*rec = limitRecord{Start: now, End: now.Add(window), Count: 1}
+		return true, true
+	}
+	if rec.Count >= limit {
+		return false, false
+	}
+	rec.Count++
+	return true, true
+}
+
+// applySeen reports whether a Remember at now of a key whose stored record
+// is rec (found is false when there is none) sees it for the first time; if
+// so it sets rec to remember the key for ttl, and rec must be saved.
+func applySeen(rec *seenRecord, found bool, ttl time.Duration, now time.Time) bool {
+	if found && now.Before(rec.Until) {
+		return false
+	}
+	*rec = seenRecord{Until: now.Add(ttl)}
+	return true
+}
