@@ -207,11 +207,15 @@ func TestCorruptedStoreStopsTheBot(t *testing.T) {
 func TestRestartWhileSubmitting(t *testing.T) {
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 2)
+	// The second instance gets no job, so the store can be rewound to a
+	// state a crash between two batches leaves: one answer and its job
+	// recorded, nothing for the other instance.
+	h.gdb.SetUpgradeResult(insts[1].ID, "DBS.200011", "The status of DB instance does not allow the operation.")
 	id, ts, jobs := h.submitted(insts)
 	h.stop()
 
 	// Rewind the store to "submitting, only the first answer recorded", as
-	// if the process had died between the two writes.
+	// if the process had died before the second batch's answer was written.
 	st, err := store.Open(h.env["BOT_STORE"])
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store/storetest"
 )
 
@@ -93,7 +94,7 @@ func TestReplicaStartingDuringASubmission(t *testing.T) {
 	addr := storetest.StartRedis(t)
 	h := newHarness(t, func(env map[string]string) { env["BOT_STORE"] = "redis://" + addr + "/0" })
 	in := h.addInstances("db", "cassandra", 1)[0]
-	h.gdb.SetDelay("/instances/db-upgrade", time.Second)
+	h.gdb.SetDelay("/instances/db-upgrade", 3*time.Second)
 	id, _, ack := h.plan(alice, in.Name)
 	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
 	if err := h.slack.WaitFor(h.ctx(), "batch call in flight", func(*slacktest.Server) bool {
@@ -102,6 +103,11 @@ func TestReplicaStartingDuringASubmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.startReplica()
+	// The premise: the new replica ran its start-up recovery while the
+	// request was still being submitted.
+	if r, err := h.main.Store.Get(id); err != nil || r.State != store.Submitting {
+		t.Fatalf("request is %q (%v) after the replica started, want submitting: the test did not overlap", r.State, err)
+	}
 	ts := h.parent(id).TS
 	h.threadText(ts, "1 submitted")
 	settle()

@@ -45,7 +45,11 @@ func (b *Bot) follow(ctx context.Context) {
 // expireStale moves plans and approval requests past BOT_CONFIRM_TTL to
 // expired and replaces their messages, so stale buttons do not linger.
 func (b *Bot) expireStale(ctx context.Context) {
-	rs, err := b.st.List(store.Planned, store.AwaitingApproval)
+	// Approved is listed too: this version goes from awaiting approval
+	// straight to submitting, but a request left approved by an older one
+	// must not stay open for ever.
+	open := []store.State{store.Planned, store.AwaitingApproval, store.Approved}
+	rs, err := b.st.List(open...)
 	if err != nil {
 		b.log.Error().Err(err).Msg("list open plans")
 		return
@@ -55,7 +59,7 @@ func (b *Bot) expireStale(ctx context.Context) {
 		if now.Before(r.ExpiresAt) {
 			continue
 		}
-		r2, err := b.st.Transition(r.ID, []store.State{store.Planned, store.AwaitingApproval}, store.Expired, "", nil)
+		r2, err := b.st.Transition(r.ID, open, store.Expired, "", nil)
 		if err != nil {
 			continue // decided meanwhile
 		}

@@ -30,22 +30,45 @@ func (b *Bot) leaseFor() time.Duration { return b.cfg.BatchTimeout + time.Minute
 // submitter (or is no longer submitting).
 var errLeaseHeld = errors.New("submission lease held by another process")
 
-// renewLease extends this process's claim on a submitting request before a
-// batch call. It fails when another process took the request over (this one
-// stalled past its lease): then no further batch may be sent.
-func (b *Bot) renewLease(log zerolog.Logger, id string) bool {
-	_, err := b.st.Update(id, func(x *store.Request) error {
+// renewLease extends this process's claim on a submitting request. It
+// reports lost when another process took the request over (this one stalled
+// past its lease): then this process must not send or report anything more.
+// Any other error (the store unreachable) is returned as err.
+func (b *Bot) renewLease(id string) (lost bool, err error) {
+	_, err = b.st.Update(id, func(x *store.Request) error {
 		if x.Owner != b.id || x.State != store.Submitting {
 			return errLeaseHeld
 		}
 		b.claim(x)
 		return nil
 	})
-	if err != nil {
-		log.Error().Err(err).Msg("renew submission lease; not sending further batches")
-		return false
+	if errors.Is(err, errLeaseHeld) {
+		return true, nil
 	}
-	return true
+	return false, err
+}
+
+// heartbeat renews the lease of request id every third of its length until
+// stop is closed; it closes lost if another process took the request over.
+func (b *Bot) heartbeat(log zerolog.Logger, id string, stop <-chan struct{}, lost chan<- struct{}) {
+	t := time.NewTicker(b.leaseFor() / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			gone, err := b.renewLease(id)
+			if gone {
+				log.Error().Msg("another process took this submission over; stopping")
+				close(lost)
+				return
+			}
+			if err != nil {
+				log.Warn().Err(err).Msg("renew submission lease")
+			}
+		}
+	}
 }
 
 // goSubmit runs submit in its own goroutine, so a long submission never
@@ -85,6 +108,18 @@ func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, respo
 	if _, err := b.st.Update(r.ID, func(x *store.Request) error { x.ParentTS = ts; return nil }); err != nil {
 		log.Error().Err(err).Msg("store parent message ts")
 	}
+	// Keep the claim alive for the whole submission, reporting included.
+	stopBeat, lost := make(chan struct{}), make(chan struct{})
+	defer close(stopBeat)
+	go b.heartbeat(log, r.ID, stopBeat, lost)
+	takenOver := func() bool {
+		select {
+		case <-lost:
+			return true
+		default:
+			return false
+		}
+	}
 
 	versions := map[string]upgrade.Target{}
 	for _, t := range p.Targets {
@@ -94,11 +129,23 @@ func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, respo
 	var jobIDs []string
 	for _, batch := range p.Batches {
 		var answers []upgrade.UpgradeResult
-		renewed := stopping.Err() == nil && b.renewLease(log, r.ID)
-		if renewed {
+		if takenOver() {
+			return // the process that took over reports; we say nothing more
+		}
+		// A batch is only sent under a freshly renewed lease, so no other
+		// process can declare it unknown while it is in flight.
+		gone, err := b.renewLease(r.ID)
+		switch {
+		case gone:
+			log.Error().Msg("another process took this submission over; stopping")
+			return
+		case stopping.Err() != nil:
+			answers = notSent(batch, "NOT_SENT", "The bot was shutting down before sending this batch, so nothing was started for this instance. Run the command again for it.")
+		case err != nil:
+			log.Error().Err(err).Msg("renew submission lease; not sending this batch")
+			answers = notSent(batch, "NOT_SENT", "The bot could not record its progress (its store did not answer), so to stay safe this batch was not sent; nothing was started for this instance. Run the command again for it.")
+		default:
 			answers = b.callBatch(ctx, log, batch)
-		} else {
-			answers = notSent(batch, "NOT_SENT", "The bot stopped before sending this batch (it was shutting down), so nothing was started for this instance. Run the command again for it.")
 		}
 		results = append(results, answers...)
 		// Record each batch's answers at once: should the process die before
@@ -126,12 +173,21 @@ func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, respo
 	// The answers go into the thread before the request counts as submitted:
 	// the follower only reports jobs of submitted requests, so a job's end
 	// never comes before its job ID.
+	if takenOver() {
+		return
+	}
 	for _, blocks := range messages(fmt.Sprintf("*Batch results* (%d submitted, %d not submitted)", len(jobIDs), len(results)-len(jobIDs)), resultLines(p, results)) {
 		b.postThread(ctx, r.Channel, ts, "Batch results", blocks)
 	}
 	next := store.Submitted
 	if len(jobIDs) == 0 {
 		next = store.Done
+	}
+	// Only the lease holder ends the submission; a fresh renewal right
+	// before leaves no room for another process to take over in between.
+	if gone, _ := b.renewLease(r.ID); gone {
+		log.Error().Msg("another process took this submission over; stopping")
+		return
 	}
 	if _, err := b.st.Transition(r.ID, []store.State{store.Submitting}, next, "", nil); err != nil {
 		log.Error().Err(err).Msg("record submission")
@@ -167,7 +223,10 @@ func (b *Bot) callBatch(ctx context.Context, log zerolog.Logger, batch upgrade.B
 		b.metrics.Batches.WithLabelValues("error").Inc()
 		code, msg := "NETWORK", err.Error()
 		var ae *upgrade.APIError
+		var backoff *upgrade.AuthBackoffError
 		switch {
+		case errors.As(err, &backoff):
+			code, msg = "NOT_SENT", "Not sent: GeminiDB refused the bot's credentials a moment ago ("+backoff.Err.Code+"), so the bot waits before trying them again; nothing was started. Fix the credentials, then run the command again."
 		case errors.As(err, &ae):
 			code, msg = ae.Code, ae.Message
 			if code == "" {
@@ -226,58 +285,85 @@ func (b *Bot) recoverSubmitting(ctx context.Context) {
 	}
 	now := b.cfg.Now()
 	for _, r := range rs {
-		if now.Before(r.LeaseUntil) {
+		if now.Before(b.leaseEnd(r)) {
 			continue // its submitter is alive (maybe another replica)
-		}
-		p, results, err := decode(r)
-		if err != nil {
-			b.log.Error().Err(err).Msg("recover request left submitting")
-		}
-		answered := map[string]bool{}
-		for _, res := range results {
-			answered[res.InstanceID] = true
-		}
-		var unknown []string
-		for _, t := range p.Targets {
-			if !answered[t.Instance.ID] {
-				unknown = append(unknown, fmt.Sprintf("*%s* `%s`", esc(t.Instance.Name), esc(t.Instance.ID)))
-			}
-		}
-		jobs, _ := b.st.Jobs(r.ID)
-		next := store.Done
-		if len(jobs) > 0 {
-			next = store.Submitted
 		}
 		// Take the lease over atomically first: a submitter that renewed it
 		// meanwhile keeps its request, and of two recovering replicas one wins.
-		if _, err := b.st.Update(r.ID, func(x *store.Request) error {
-			if x.State != store.Submitting || now.Before(x.LeaseUntil) {
+		claimed, err := b.st.Update(r.ID, func(x *store.Request) error {
+			if x.State != store.Submitting || now.Before(b.leaseEnd(*x)) {
 				return errLeaseHeld
 			}
 			b.claim(x)
 			return nil
-		}); err != nil {
+		})
+		if err != nil {
 			continue
 		}
-		if _, err := b.st.Transition(r.ID, []store.State{store.Submitting}, next, "", nil); err != nil {
-			continue
+		b.recoverClaimed(ctx, claimed)
+	}
+}
+
+// leaseEnd is when r's submission lease runs out; a request written without
+// one counts from its last update.
+func (b *Bot) leaseEnd(r store.Request) time.Time {
+	if r.LeaseUntil.IsZero() {
+		return r.UpdatedAt.Add(b.leaseFor())
+	}
+	return r.LeaseUntil
+}
+
+// recoverClaimed finishes a submission this process took over: what was
+// recorded (answers and jobs, read after the claim, so nothing the stalled
+// submitter wrote before is missed) carries on; the rest is unknown.
+func (b *Bot) recoverClaimed(ctx context.Context, r store.Request) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
+	defer cancel()
+	log := b.log.With().Str("request_id", r.ID).Logger()
+	p, results, err := decode(r)
+	if err != nil {
+		log.Error().Err(err).Msg("recover request left submitting")
+	}
+	jobs, err := b.st.Jobs(r.ID)
+	if err != nil {
+		log.Error().Err(err).Msg("recover request left submitting: read its jobs; trying again later")
+		return
+	}
+	answered := map[string]bool{}
+	for _, res := range results {
+		answered[res.InstanceID] = true
+	}
+	for _, j := range jobs {
+		answered[j.InstanceID] = true // a job is an answer, even if its result row was not written
+	}
+	var unknown []string
+	for _, t := range p.Targets {
+		if !answered[t.Instance.ID] {
+			unknown = append(unknown, fmt.Sprintf("*%s* `%s`", esc(t.Instance.Name), esc(t.Instance.ID)))
 		}
-		b.log.Warn().Str("request_id", r.ID).Int("unknown", len(unknown)).Int("jobs", len(jobs)).
-			Msg("request left in submitting by a previous run; recorded jobs are followed, the rest is not retried")
-		b.audit("not_submitted", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: targetIDs(p)},
-			"reason", "bot stopped while submitting", "unknown", len(unknown))
-		msg := fmt.Sprintf(":warning: The bot stopped while submitting request `%s`. %d of %s have a recorded answer and are followed as usual.",
-			r.ID, len(results), plural(len(p.Targets), "instance"))
-		if len(unknown) > 0 {
-			msg += fmt.Sprintf(" For these %d, whether the batch call reached GeminiDB is unknown; it is *not* retried — check them in the console:\n", len(unknown)) +
-				strings.Join(unknown, "\n")
+	}
+	next := store.Done
+	if len(jobs) > 0 {
+		next = store.Submitted
+	}
+	if _, err := b.st.Transition(r.ID, []store.State{store.Submitting}, next, "", nil); err != nil {
+		return
+	}
+	log.Warn().Int("unknown", len(unknown)).Int("jobs", len(jobs)).
+		Msg("request left submitting by a stopped process; recorded jobs are followed, the rest is not retried")
+	b.audit("not_submitted", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: targetIDs(p)},
+		"reason", "bot stopped while submitting", "unknown", len(unknown))
+	msg := fmt.Sprintf(":warning: The bot stopped while submitting request `%s`. %d of %s have a recorded answer and are followed as usual.",
+		r.ID, len(p.Targets)-len(unknown), plural(len(p.Targets), "instance"))
+	if len(unknown) > 0 {
+		msg += fmt.Sprintf(" For these %d, whether the batch call reached GeminiDB is unknown; it is *not* retried — check them in the console:\n", len(unknown)) +
+			strings.Join(unknown, "\n")
+	}
+	if r.ParentTS != "" {
+		for _, blocks := range messages("", strings.Split(msg, "\n")) {
+			b.postThread(ctx, r.Channel, r.ParentTS, "Interrupted while submitting", blocks)
 		}
-		if r.ParentTS != "" {
-			for _, blocks := range messages("", strings.Split(msg, "\n")) {
-				b.postThread(ctx, r.Channel, r.ParentTS, "Interrupted while submitting", blocks)
-			}
-		} else {
-			b.tell(ctx, r.Channel, r.Requester, msg)
-		}
+	} else {
+		b.tell(ctx, r.Channel, r.Requester, msg)
 	}
 }

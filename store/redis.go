@@ -159,6 +159,7 @@ func redactedRedisURL(raw string, o *redis.Options) string {
 // RedactURL renders a URL without credentials, query or fragment, for logs
 // and messages (a redis:// store URL may carry a password).
 func RedactURL(raw string) string {
+	raw = stripUserinfo(raw)
 	u, err := neturl.Parse(raw)
 	if err != nil {
 		return "(unparsable Redis URL)"
@@ -197,15 +198,28 @@ func urlPassword(raw string) string {
 	if !ok {
 		return ""
 	}
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		rest = rest[:i]
-	}
+	// A host never contains "@", a password may contain "/", "?" or "#"
+	// unescaped: the user information ends at the last "@".
 	at := strings.LastIndex(rest, "@")
 	if at < 0 {
 		return ""
 	}
 	_, pw, _ := strings.Cut(rest[:at], ":")
 	return pw
+}
+
+// stripUserinfo removes everything between "://" and the last "@", so no
+// form of a password survives (net/url would split an unescaped one at
+// "/", "?" or "#" and keep the rest in the host or path).
+func stripUserinfo(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		rest = rest[at+1:]
+	}
+	return scheme + "://" + rest
 }
 
 // key returns the full name of a key.

@@ -442,6 +442,9 @@ func TestURLPassword(t *testing.T) {
 		{"redis://:p%41w@h:1/0", "p%41w"},
 		{"redis://:p@w@h:1/0", "p@w"},
 		{"unix://:pw@/tmp/redis.sock", "pw"},
+		{"redis://:1234/secret@h:6379/0", "1234/secret"},
+		{"redis://:abc#def@h", "abc#def"},
+		{"redis://:a?b@h/0", "a?b"},
 		{"nonsense", ""},
 	} {
 		if got := urlPassword(tc.in); got != tc.want {
@@ -464,6 +467,23 @@ func TestRedactedRedisURL(t *testing.T) {
 		}
 		if got := redactedRedisURL(tc.in, o); got != tc.want {
 			t.Errorf("redactedRedisURL(%q): got %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// RedactURL drops a password even when it holds characters net/url would
+// take for the end of the user information.
+func TestRedactURLUnescapedPasswords(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ in, secret string }{
+		{"redis://:1234/secret@h:6379/0", "secret"},
+		{"redis://:abc#def@h:6379/0", "def"},
+		{"redis://:a?bcd@h/0", "bcd"},
+		{"redis://user:plain@h:6379/0", "plain"},
+	} {
+		got := RedactURL(tc.in)
+		if strings.Contains(got, tc.secret) || !strings.Contains(got, "h") {
+			t.Errorf("RedactURL(%q) = %q, want it without %q", tc.in, got, tc.secret)
 		}
 	}
 }

@@ -233,13 +233,25 @@ func (c *Client) do(ctx context.Context, call apiCall) error {
 	if err != nil {
 		err = fmt.Errorf("%s: %w", call.what, err)
 	} else {
-		err = c.doOnce(ctx, call)
-		c.breaker.leave(probe, err, c.now(), c.authBackoff)
+		err = c.doBreaking(ctx, call, probe)
 	}
 	if c.observer != nil {
 		c.observer(call.name, time.Since(start), err)
 	}
 	return err
+}
+
+// doBreaking runs the call and reports its outcome to the breaker, even
+// if the call panics, so a probe can never stay open for good.
+func (c *Client) doBreaking(ctx context.Context, call apiCall, probe bool) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.breaker.leave(probe, fmt.Errorf("%s: panic: %v", call.what, r), c.now(), c.authBackoff)
+			panic(r)
+		}
+		c.breaker.leave(probe, err, c.now(), c.authBackoff)
+	}()
+	return c.doOnce(ctx, call)
 }
 
 func (c *Client) doOnce(ctx context.Context, call apiCall) error {
