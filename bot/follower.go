@@ -38,6 +38,7 @@ func (b *Bot) follow(ctx context.Context) {
 			b.recoverSubmitting(ctx)
 			b.expireStale(ctx)
 			b.pollOnce(ctx)
+			b.finishQuietRequests(ctx)
 		}
 	}
 }
@@ -80,8 +81,9 @@ func (b *Bot) expireStale(ctx context.Context) {
 	}
 }
 
-// finishQuietRequests completes requests whose jobs have all been reported
-// but whose final summary was not posted (the bot stopped in between).
+// finishQuietRequests completes submitted requests whose jobs have all
+// ended but whose final summary is not posted yet: the bot stopped in
+// between, or Slack refused the post and it is tried again.
 func (b *Bot) finishQuietRequests(ctx context.Context) {
 	rs, err := b.st.List(store.Submitted)
 	if err != nil {
@@ -89,9 +91,36 @@ func (b *Bot) finishQuietRequests(ctx context.Context) {
 		return
 	}
 	for _, r := range rs {
+		jobs, err := b.st.Jobs(r.ID)
+		if err != nil || !allEnded(jobs) {
+			continue
+		}
 		b.refreshRequest(ctx, r.ID)
 	}
 }
+
+// allEnded tells whether every job has been reported or given up.
+func allEnded(jobs []store.Job) bool {
+	for _, j := range jobs {
+		if j.Active() {
+			return false
+		}
+	}
+	return true
+}
+
+// jobInstances lists the instance IDs of jobs.
+func jobInstances(jobs []store.Job) []string {
+	ids := make([]string, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.InstanceID
+	}
+	return ids
+}
+
+// summaryClaim is how long a process may take to post a final summary
+// before another may try.
+const summaryClaim = 2 * time.Minute
 
 // pollOnce reads every job that is due and reports those that ended.
 func (b *Bot) pollOnce(ctx context.Context) {
@@ -257,41 +286,58 @@ func (b *Bot) refreshRequest(ctx context.Context, id string) {
 		b.log.Error().Err(err).Str("request_id", id).Msg("read jobs")
 		return
 	}
-	ended := true
-	for _, j := range jobs {
-		if !j.Reported && !j.GaveUp {
-			ended = false
-		}
-	}
 	counts := countJobs(results, jobs)
-	if !ended || r.State != store.Submitted {
+	if !allEnded(jobs) || r.State != store.Submitted {
 		b.updateMessage(ctx, r.Channel, r.ParentTS, parentText(ParentView{Request: r, Plan: p}),
 			parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: r.State == store.Done}))
 		return
 	}
-	r, err = b.st.Transition(id, []store.State{store.Submitted}, store.Done, "", nil)
-	if err != nil {
+	// Claim the summary: exactly one process posts it; if Slack refuses
+	// the post, the claim is released and a later tick tries again. The
+	// request is done only once the summary is out.
+	now := b.cfg.Now()
+	if _, err := b.st.Update(id, func(x *store.Request) error {
+		if x.State != store.Submitted || (x.SummaryBy != "" && now.Before(x.SummaryUntil)) {
+			return errAlreadyDone
+		}
+		x.SummaryBy, x.SummaryUntil = b.id, now.Add(summaryClaim)
+		return nil
+	}); err != nil {
 		return
 	}
-	b.updateMessage(ctx, r.Channel, r.ParentTS, parentText(ParentView{Request: r, Plan: p}), parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: true}))
-	ids := make([]string, len(jobs))
-	for i, j := range jobs {
-		ids[i] = j.InstanceID
+	if !b.postSummary(ctx, r, jobs, counts) {
+		_, _ = b.st.Update(id, func(x *store.Request) error { x.SummaryBy, x.SummaryUntil = "", time.Time{}; return nil })
+		return
 	}
+	if r, err = b.st.Transition(id, []store.State{store.Submitted}, store.Done, "", nil); err != nil {
+		b.log.Error().Err(err).Str("request_id", id).Msg("mark request done")
+		return
+	}
+	b.audit("done", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: jobInstances(jobs)},
+		"completed", counts.Completed, "failed", counts.Failed, "not_submitted", counts.NotSubmitted)
+	b.updateMessage(ctx, r.Channel, r.ParentTS, parentText(ParentView{Request: r, Plan: p}), parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: true}))
+}
+
+// postSummary posts the final thread reply: versions before → after, looked
+// up again, and a mention of the requester. It reports whether every part
+// of it was posted.
+func (b *Bot) postSummary(ctx context.Context, r store.Request, jobs []store.Job, counts Counts) bool {
+	ids := jobInstances(jobs)
 	after := map[string]upgrade.Instance{}
 	if res, err := b.db.Resolve(ctx, ids); err == nil {
-		for _, id := range ids {
-			if inst, ok := res.Found[id]; ok {
-				after[id] = inst
+		for _, instID := range ids {
+			if inst, ok := res.Found[instID]; ok {
+				after[instID] = inst
 			}
 		}
 	} else {
-		b.log.Warn().Err(err).Str("request_id", id).Msg("look versions up for the summary")
+		b.log.Warn().Err(err).Str("request_id", r.ID).Msg("look versions up for the summary")
 	}
-	b.audit("done", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: ids},
-		"completed", counts.Completed, "failed", counts.Failed, "not_submitted", counts.NotSubmitted)
 	title := fmt.Sprintf("<@%s> request `%s` finished: %s.\n*Versions before → after*", r.Requester, r.ID, counts.String())
 	for _, blocks := range messages(title, summaryLines(r, jobs, after)) {
-		b.postThread(ctx, r.Channel, r.ParentTS, fmt.Sprintf("Request %s finished", r.ID), blocks)
+		if !b.postThread(ctx, r.Channel, r.ParentTS, fmt.Sprintf("Request %s finished", r.ID), blocks) {
+			return false
+		}
 	}
+	return true
 }

@@ -109,13 +109,17 @@ type Request struct {
 	// recovers a request left submitting only after the lease ran out.
 	Owner      string    `json:"owner,omitempty"`
 	LeaseUntil time.Time `json:"lease_until,omitzero"`
-	Approver   string    `json:"approver,omitempty"`    // who approved or rejected
-	ApprovalTS string    `json:"approval_ts,omitempty"` // ts of the approval message in Channel
-	ParentTS   string    `json:"parent_ts,omitempty"`   // ts of the channel message; thread replies go under it
-	CreatedAt  time.Time `json:"created_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
-	ExpiresAt  time.Time `json:"expires_at,omitzero"`
-	History    []Event   `json:"history,omitempty"`
+	// SummaryBy and SummaryUntil claim the posting of the final summary,
+	// so exactly one process posts it and a failed post is tried again.
+	SummaryBy    string    `json:"summary_by,omitempty"`
+	SummaryUntil time.Time `json:"summary_until,omitzero"`
+	Approver     string    `json:"approver,omitempty"`    // who approved or rejected
+	ApprovalTS   string    `json:"approval_ts,omitempty"` // ts of the approval message in Channel
+	ParentTS     string    `json:"parent_ts,omitempty"`   // ts of the channel message; thread replies go under it
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+	ExpiresAt    time.Time `json:"expires_at,omitzero"`
+	History      []Event   `json:"history,omitempty"`
 }
 
 // Job is one instance's patch job in the cloud, as far as the bot follows it.
