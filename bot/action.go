@@ -154,7 +154,7 @@ func (b *Bot) expireIfDue(ctx context.Context, c click, r store.Request, p upgra
 	}
 	r2, err := b.st.Transition(r.ID, []store.State{store.Planned, store.AwaitingApproval}, store.Expired, c.user, nil)
 	if err != nil {
-		b.tell(ctx, c.channel, c.user, stateNote(r))
+		b.explain(ctx, c) // decided meanwhile (e.g. expired by the sweeper)
 		return true
 	}
 	b.audit("expired", c.audit(r, p))
