@@ -4,10 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/kelseyhightower/envconfig"
 	"github.com/rs/zerolog"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/secret"
@@ -17,35 +18,35 @@ import (
 // Config is every setting the bot reads from the environment. It is read
 // once, in main, and validated before anything starts.
 type Config struct {
-	SlackAppToken secret.Secret `envconfig:"SLACK_APP_TOKEN" required:"true"`
-	SlackBotToken secret.Secret `envconfig:"SLACK_BOT_TOKEN" required:"true"`
-	SlackAPIURL   string        `envconfig:"SLACK_API_URL" default:"https://slack.com/api/"`
+	SlackAppToken secret.Secret `env:"SLACK_APP_TOKEN" required:"true"`
+	SlackBotToken secret.Secret `env:"SLACK_BOT_TOKEN" required:"true"`
+	SlackAPIURL   string        `env:"SLACK_API_URL" default:"https://slack.com/api/"`
 
-	GeminiDBEndpoint     string        `envconfig:"GEMINIDB_ENDPOINT" required:"true"`
-	GeminiDBProjectID    string        `envconfig:"GEMINIDB_PROJECT_ID" required:"true"`
-	GeminiDBBatchEngines []string      `envconfig:"GEMINIDB_BATCH_ENGINES" default:"cassandra,influxdb"`
-	GeminiDBAuthToken    secret.Secret `envconfig:"GEMINIDB_AUTH_TOKEN"`
-	GeminiDBAccessKey    secret.Secret `envconfig:"GEMINIDB_ACCESS_KEY"`
-	GeminiDBSecretKey    secret.Secret `envconfig:"GEMINIDB_SECRET_KEY"`
-	GeminiDBIAMEndpoint  string        `envconfig:"GEMINIDB_IAM_ENDPOINT"`
-	GeminiDBIAMUsername  string        `envconfig:"GEMINIDB_IAM_USERNAME"`
-	GeminiDBIAMPassword  secret.Secret `envconfig:"GEMINIDB_IAM_PASSWORD"`
-	GeminiDBIAMDomain    string        `envconfig:"GEMINIDB_IAM_DOMAIN"`
+	GeminiDBEndpoint     string        `env:"GEMINIDB_ENDPOINT" required:"true"`
+	GeminiDBProjectID    string        `env:"GEMINIDB_PROJECT_ID" required:"true"`
+	GeminiDBBatchEngines []string      `env:"GEMINIDB_BATCH_ENGINES" default:"cassandra,influxdb"`
+	GeminiDBAuthToken    secret.Secret `env:"GEMINIDB_AUTH_TOKEN"`
+	GeminiDBAccessKey    secret.Secret `env:"GEMINIDB_ACCESS_KEY"`
+	GeminiDBSecretKey    secret.Secret `env:"GEMINIDB_SECRET_KEY"`
+	GeminiDBIAMEndpoint  string        `env:"GEMINIDB_IAM_ENDPOINT"`
+	GeminiDBIAMUsername  string        `env:"GEMINIDB_IAM_USERNAME"`
+	GeminiDBIAMPassword  secret.Secret `env:"GEMINIDB_IAM_PASSWORD"`
+	GeminiDBIAMDomain    string        `env:"GEMINIDB_IAM_DOMAIN"`
 
-	AllowedUsers    []string      `envconfig:"BOT_ALLOWED_USERS"`
-	AllowedChannels []string      `envconfig:"BOT_ALLOWED_CHANNELS"`
-	Approvers       []string      `envconfig:"BOT_APPROVERS"`
-	ConfirmTTL      time.Duration `envconfig:"BOT_CONFIRM_TTL" default:"15m"`
-	PollInterval    time.Duration `envconfig:"BOT_POLL_INTERVAL" default:"30s"`
-	FollowFor       time.Duration `envconfig:"BOT_FOLLOW_FOR" default:"6h"`
-	CommandsPerMin  int           `envconfig:"BOT_COMMANDS_PER_MINUTE" default:"10"`
-	MaxOpenPlans    int           `envconfig:"BOT_MAX_OPEN_PLANS" default:"3"`
-	Store           string        `envconfig:"BOT_STORE" default:"geminidb-patch.db"`
-	HTTPAddr        string        `envconfig:"BOT_HTTP_ADDR" default:":8080"`
-	ShutdownTimeout time.Duration `envconfig:"BOT_SHUTDOWN_TIMEOUT" default:"30s"`
+	AllowedUsers    []string      `env:"BOT_ALLOWED_USERS"`
+	AllowedChannels []string      `env:"BOT_ALLOWED_CHANNELS"`
+	Approvers       []string      `env:"BOT_APPROVERS"`
+	ConfirmTTL      time.Duration `env:"BOT_CONFIRM_TTL" default:"15m"`
+	PollInterval    time.Duration `env:"BOT_POLL_INTERVAL" default:"30s"`
+	FollowFor       time.Duration `env:"BOT_FOLLOW_FOR" default:"6h"`
+	CommandsPerMin  int           `env:"BOT_COMMANDS_PER_MINUTE" default:"10"`
+	MaxOpenPlans    int           `env:"BOT_MAX_OPEN_PLANS" default:"3"`
+	Store           string        `env:"BOT_STORE" default:"geminidb-patch.db"`
+	HTTPAddr        string        `env:"BOT_HTTP_ADDR" default:":8080"`
+	ShutdownTimeout time.Duration `env:"BOT_SHUTDOWN_TIMEOUT" default:"30s"`
 
-	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
-	LogFormat string `envconfig:"LOG_FORMAT" default:"json"`
+	LogLevel  string `env:"LOG_LEVEL" default:"info"`
+	LogFormat string `env:"LOG_FORMAT" default:"json"`
 }
 
 // AuthMode names the GeminiDB authentication the configuration selects.
@@ -68,11 +69,14 @@ type ConfigError struct {
 // Error renders "VARIABLE: what is wrong".
 func (e *ConfigError) Error() string { return e.Variable + ": " + e.Problem }
 
-// LoadConfig reads the environment into a Config and validates it.
-func LoadConfig() (Config, error) {
+// LoadConfig reads the variables through lookup (os.LookupEnv in main) into
+// a Config and validates it. Taking the lookup instead of reading the
+// process environment lets tests and the demo build configurations side by
+// side, without touching the environment of the process.
+func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 	var c Config
-	if err := envconfig.Process("", &c); err != nil {
-		return Config{}, envconfigError(err)
+	if err := readVars(&c, lookup); err != nil {
+		return Config{}, err
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
@@ -80,29 +84,68 @@ func LoadConfig() (Config, error) {
 	return c, nil
 }
 
-// envconfigError turns envconfig's errors into a ConfigError without
-// repeating the offending value (it may be a secret).
-func envconfigError(err error) error {
-	var pe *envconfig.ParseError
-	if errors.As(err, &pe) {
-		problem := fmt.Sprintf("cannot parse as %s", pe.TypeName)
-		switch pe.TypeName {
-		case "time.Duration":
-			problem = "must be a duration such as 30s, 15m or 6h"
-		case "int":
-			problem = "must be a whole number"
+// readVars fills c from lookup, field by field, as its tags say:
+// `env` names the variable, `default` gives the value when it is
+// unset or empty, `required` refuses an unset one. Errors name the variable
+// and never repeat its value (it may be a secret).
+func readVars(c *Config, lookup func(string) (string, bool)) error {
+	v := reflect.ValueOf(c).Elem()
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name := f.Tag.Get("env")
+		if name == "" {
+			continue
 		}
-		return &ConfigError{Variable: pe.KeyName, Problem: problem}
-	}
-	msg := err.Error()
-	if i := strings.Index(msg, "required key "); i >= 0 {
-		rest := strings.TrimPrefix(msg[i:], "required key ")
-		name := strings.Fields(rest)
-		if len(name) > 0 {
-			return &ConfigError{Variable: name[0], Problem: "is required but not set"}
+		raw, ok := lookup(name)
+		if !ok || raw == "" {
+			if f.Tag.Get("required") == "true" {
+				return &ConfigError{Variable: name, Problem: "is required but not set"}
+			}
+			if raw, ok = f.Tag.Lookup("default"); !ok {
+				continue
+			}
+		}
+		if err := setField(v.Field(i), raw); err != nil {
+			return &ConfigError{Variable: name, Problem: err.Error()}
 		}
 	}
-	return &ConfigError{Variable: "environment", Problem: "cannot be read"}
+	return nil
+}
+
+// setField parses raw into one Config field.
+func setField(field reflect.Value, raw string) error {
+	switch p := field.Addr().Interface().(type) {
+	case *secret.Secret:
+		*p = secret.Secret(raw)
+	case *string:
+		*p = raw
+	case *[]string:
+		*p = strings.Split(raw, ",")
+	case *time.Duration:
+		d, err := time.ParseDuration(strings.TrimSpace(raw))
+		if err != nil {
+			return errors.New("must be a duration such as 30s, 15m or 6h")
+		}
+		*p = d
+	case *int:
+		n, err := strconv.Atoi(strings.TrimSpace(raw))
+		if err != nil {
+			return errors.New("must be a whole number")
+		}
+		*p = n
+	default:
+		return fmt.Errorf("has an unsupported type %s", field.Type())
+	}
+	return nil
+}
+
+// MapLookup is a lookup over a fixed set of variables, for LoadConfig.
+func MapLookup(env map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	}
 }
 
 // Validate checks every setting and returns the first problem found.

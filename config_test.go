@@ -38,8 +38,7 @@ func validEnv() map[string]string {
 }
 
 func TestLoadConfigDefaults(t *testing.T) {
-	setEnv(t, validEnv())
-	cfg, err := LoadConfig()
+	cfg, err := LoadConfig(MapLookup(validEnv()))
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
 	}
@@ -128,9 +127,10 @@ func TestConfigErrors(t *testing.T) {
 	secrets := []string{cfgAppToken, cfgBotToken, cfgGemini, cfgIAMPass, cfgAccessKey, cfgSecretKey, cfgUserToken, cfgAppAsBot, cfgBadGemini}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			setEnv(t, validEnvWith(tt.change))
+			t.Parallel()
+			env := MapLookup(validEnvWith(tt.change))
 			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), nil, &stdout, &stderr)
+			code := run(context.Background(), nil, env, &stdout, &stderr)
 			if code != exitConfig {
 				t.Errorf("got exit status %d, want %d; stderr:\n%s", code, exitConfig, stderr.String())
 			}
@@ -148,7 +148,7 @@ func TestConfigErrors(t *testing.T) {
 				}
 			}
 			// The error itself names the variable as a ConfigError.
-			_, err := LoadConfig()
+			_, err := LoadConfig(env)
 			var ce *ConfigError
 			if !errors.As(err, &ce) || !strings.Contains(ce.Variable, tt.wantVar) {
 				t.Errorf("LoadConfig: got %v, want a *ConfigError naming %s", err, tt.wantVar)
@@ -173,8 +173,7 @@ func TestConfigAuthModes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			setEnv(t, validEnvWith(tt.change))
-			cfg, err := LoadConfig()
+			cfg, err := LoadConfig(MapLookup(validEnvWith(tt.change)))
 			if err != nil {
 				t.Fatalf("LoadConfig: %v", err)
 			}
@@ -187,7 +186,7 @@ func TestConfigAuthModes(t *testing.T) {
 
 func TestUnknownArgument(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	if code := run(context.Background(), []string{"frobnicate"}, &stdout, &stderr); code != exitConfig {
+	if code := run(context.Background(), []string{"frobnicate"}, MapLookup(nil), &stdout, &stderr); code != exitConfig {
 		t.Errorf("got exit status %d, want %d", code, exitConfig)
 	}
 	if !strings.Contains(stderr.String(), "frobnicate") {

@@ -23,7 +23,7 @@ const doctorTimeout = 20 * time.Second
 
 // doctor checks what the bot needs and prints one PASS/FAIL line per check.
 // Its exit status is 0 only when every check passed.
-func doctor(ctx context.Context, out io.Writer) int {
+func doctor(ctx context.Context, lookup func(string) (string, bool), out io.Writer) int {
 	// go-redis logs dial failures to stderr by itself; the check's line says it.
 	redis.SetLogger(redisLog{zerolog.Nop()})
 	failed := false
@@ -35,7 +35,7 @@ func doctor(ctx context.Context, out io.Writer) int {
 		}
 		fmt.Fprintf(out, "PASS  %-20s %s\n", name, ok)
 	}
-	cfg, err := LoadConfig()
+	cfg, err := LoadConfig(lookup)
 	if err != nil {
 		report("configuration", err, "")
 		fmt.Fprintln(out, "Fix the configuration first; the other checks need it.")

@@ -92,9 +92,8 @@ func TestDoctor(t *testing.T) {
 			if tt.setup != nil {
 				tt.setup(t, sl, gdb, env)
 			}
-			setEnv(t, env)
 			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), []string{"doctor"}, &stdout, &stderr)
+			code := run(context.Background(), []string{"doctor"}, MapLookup(env), &stdout, &stderr)
 			out := stdout.String()
 			wantCode := exitOK
 			if tt.failing != "" {
@@ -139,9 +138,8 @@ func TestDoctor(t *testing.T) {
 func TestDoctorConfigError(t *testing.T) {
 	_, _, env := fakeEnv(t)
 	env["GEMINIDB_ENDPOINT"] = "not-a-url"
-	setEnv(t, env)
 	var stdout, stderr bytes.Buffer
-	if code := run(context.Background(), []string{"doctor"}, &stdout, &stderr); code != exitFailed {
+	if code := run(context.Background(), []string{"doctor"}, MapLookup(env), &stdout, &stderr); code != exitFailed {
 		t.Errorf("got exit status %d, want %d", code, exitFailed)
 	}
 	got := doctorLines(stdout.String())
@@ -159,7 +157,7 @@ func TestVersionSubcommand(t *testing.T) {
 	t.Cleanup(func() { version = old })
 	for _, arg := range []string{"version", "--version"} {
 		var stdout, stderr bytes.Buffer
-		if code := run(context.Background(), []string{arg}, &stdout, &stderr); code != exitOK {
+		if code := run(context.Background(), []string{arg}, MapLookup(nil), &stdout, &stderr); code != exitOK {
 			t.Errorf("%s: got exit status %d, want 0", arg, code)
 		}
 		if got, want := stdout.String(), "geminidb-patch-bot v1.2.3-test\n"; got != want {

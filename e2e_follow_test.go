@@ -183,9 +183,8 @@ func TestCorruptedStoreStopsTheBot(t *testing.T) {
 	if err := os.WriteFile(path, damaged, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	setEnv(t, h.env)
 	var stdout, stderr bytes.Buffer
-	code := run(context.Background(), nil, &stdout, &stderr)
+	code := run(context.Background(), nil, MapLookup(h.env), &stdout, &stderr)
 	if code == 0 {
 		t.Fatalf("run with a damaged store exited 0, want failure")
 	}

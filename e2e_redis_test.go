@@ -16,8 +16,7 @@ import (
 // harness's environment; Slack spreads envelopes over both connections.
 func (h *harness) startReplica() {
 	h.t.Helper()
-	setEnv(h.t, h.env)
-	cfg, err := LoadConfig()
+	cfg, err := LoadConfig(MapLookup(h.env))
 	if err != nil {
 		h.t.Fatal(err)
 	}

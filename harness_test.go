@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,30 +24,6 @@ const (
 	carol           = "UCAROL"
 	opsChannel      = "COPS"
 )
-
-// envVars are every variable the bot reads; the harness clears those a
-// test does not set so the developer's own environment cannot leak in.
-var envVars = []string{
-	"SLACK_APP_TOKEN", "SLACK_BOT_TOKEN", "SLACK_API_URL", "GEMINIDB_ENDPOINT", "GEMINIDB_PROJECT_ID",
-	"GEMINIDB_BATCH_ENGINES", "GEMINIDB_AUTH_TOKEN", "GEMINIDB_ACCESS_KEY", "GEMINIDB_SECRET_KEY",
-	"GEMINIDB_IAM_ENDPOINT", "GEMINIDB_IAM_USERNAME", "GEMINIDB_IAM_PASSWORD", "GEMINIDB_IAM_DOMAIN",
-	"BOT_ALLOWED_USERS", "BOT_ALLOWED_CHANNELS", "BOT_APPROVERS", "BOT_CONFIRM_TTL", "BOT_POLL_INTERVAL",
-	"BOT_FOLLOW_FOR", "BOT_COMMANDS_PER_MINUTE", "BOT_MAX_OPEN_PLANS", "BOT_STORE", "BOT_HTTP_ADDR",
-	"BOT_SHUTDOWN_TIMEOUT", "LOG_LEVEL", "LOG_FORMAT",
-}
-
-// setEnv sets exactly env (and unsets every other bot variable) for the test.
-func setEnv(t testing.TB, env map[string]string) {
-	t.Helper()
-	for _, k := range envVars {
-		t.Setenv(k, "")
-		if v, ok := env[k]; ok {
-			t.Setenv(k, v)
-		} else {
-			os.Unsetenv(k)
-		}
-	}
-}
 
 // syncBuffer is a goroutine-safe log sink.
 type syncBuffer struct {
@@ -135,8 +110,7 @@ func newHarnessWith(t testing.TB, gdbOpts []upgradetest.ServerOption, tweak func
 // start runs the bot and waits until its Socket Mode connection is up.
 func (h *harness) start() {
 	h.t.Helper()
-	setEnv(h.t, h.env)
-	cfg, err := LoadConfig()
+	cfg, err := LoadConfig(MapLookup(h.env))
 	if err != nil {
 		h.t.Fatalf("LoadConfig: %v", err)
 	}

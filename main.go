@@ -51,14 +51,14 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
 // run is the whole program minus process concerns, so tests run exactly
 // what users run.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, lookup func(string) (string, bool), stdout, stderr io.Writer) int {
 	sub := ""
 	if len(args) > 0 {
 		sub = args[0]
@@ -69,9 +69,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "geminidb-patch-bot", version)
 		return exitOK
 	case "doctor":
-		return doctor(ctx, stdout)
+		return doctor(ctx, lookup, stdout)
 	case "healthcheck":
-		return healthcheck(ctx, stderr)
+		return healthcheck(ctx, lookup, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, "usage: geminidb-patch-bot [doctor|version|healthcheck]\nConfiguration is read from the environment; see README.md.")
 		return exitOK
@@ -79,7 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "unknown argument %q; usage: geminidb-patch-bot [doctor|version|healthcheck]\n", sub)
 		return exitConfig
 	}
-	cfg, err := LoadConfig()
+	cfg, err := LoadConfig(lookup)
 	if err != nil {
 		fmt.Fprintf(stderr, "geminidb-patch-bot: configuration error: %v\n", err)
 		return exitConfig
@@ -342,8 +342,8 @@ func (m *Main) Close() error {
 
 // healthcheck asks a running bot's /healthz (BOT_HTTP_ADDR on this host),
 // so a container image without a shell or curl can have a HEALTHCHECK.
-func healthcheck(ctx context.Context, stderr io.Writer) int {
-	addr, ok := os.LookupEnv("BOT_HTTP_ADDR")
+func healthcheck(ctx context.Context, lookup func(string) (string, bool), stderr io.Writer) int {
+	addr, ok := lookup("BOT_HTTP_ADDR")
 	if !ok || addr == "" {
 		addr = ":8080"
 	}

@@ -194,8 +194,7 @@ func TestCloseWithoutRun(t *testing.T) {
 	env := validEnv()
 	env["BOT_STORE"] = filepath.Join(dir, "bot.db")
 	env["BOT_HTTP_ADDR"] = "127.0.0.1:0"
-	setEnv(t, env)
-	cfg, err := LoadConfig()
+	cfg, err := LoadConfig(MapLookup(env))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,9 +222,8 @@ func TestCloseWithoutRun(t *testing.T) {
 // The healthcheck subcommand (Docker's HEALTHCHECK) asks /healthz.
 func TestHealthcheckSubcommand(t *testing.T) {
 	h := newHarness(t, nil)
-	t.Setenv("BOT_HTTP_ADDR", h.main.HTTP.Addr())
 	var stdout, stderr strings.Builder
-	if code := run(context.Background(), []string{"healthcheck"}, &stdout, &stderr); code != exitOK {
+	if code := run(context.Background(), []string{"healthcheck"}, MapLookup(map[string]string{"BOT_HTTP_ADDR": h.main.HTTP.Addr()}), &stdout, &stderr); code != exitOK {
 		t.Errorf("healthcheck against a running bot: got %d (%s), want 0", code, stderr.String())
 	}
 	// Nothing listens on a port just released.
@@ -235,8 +233,7 @@ func TestHealthcheckSubcommand(t *testing.T) {
 	}
 	free := srv.Addr()
 	_ = srv.Shutdown(context.Background())
-	t.Setenv("BOT_HTTP_ADDR", free)
-	if code := run(context.Background(), []string{"healthcheck"}, &stdout, &stderr); code != exitFailed {
+	if code := run(context.Background(), []string{"healthcheck"}, MapLookup(map[string]string{"BOT_HTTP_ADDR": free}), &stdout, &stderr); code != exitFailed {
 		t.Errorf("healthcheck with nothing listening: got %d, want %d", code, exitFailed)
 	}
 }

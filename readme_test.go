@@ -28,7 +28,7 @@ func TestReadmeDocumentsEveryVariable(t *testing.T) {
 	typ := reflect.TypeFor[Config]()
 	for i := range typ.NumField() {
 		f := typ.Field(i)
-		name := f.Tag.Get("envconfig")
+		name := f.Tag.Get("env")
 		row, ok := rows[name]
 		if !ok {
 			t.Errorf("README's environment table has no row for %s", name)

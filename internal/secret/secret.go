@@ -10,7 +10,7 @@ const Redacted = "[redacted]"
 // real value to the code that must send it; everything else sees Redacted.
 type Secret string
 
-// Decode lets envconfig fill a Secret from an environment variable.
+// Decode fills a Secret from the text of a variable (encoding.TextUnmarshaler-like).
 func (s *Secret) Decode(value string) error {
 	*s = Secret(value)
 	return nil
