@@ -48,6 +48,7 @@ func conformance(t *testing.T, open func(t *testing.T, now func() time.Time) bac
 		{"CreateGet", noClock(testCreateGet)},
 		{"Transition", noClock(testTransition)},
 		{"TransitionConcurrentOneWinner", noClock(testTransitionConcurrentOneWinner)},
+		{"TransitionRespectsExpiry", testTransitionRespectsExpiry},
 		{"Update", noClock(testUpdate)},
 		{"List", noClock(testList)},
 		{"Jobs", noClock(testJobs)},
@@ -642,5 +643,32 @@ func testRememberArgs(t *testing.T, b backend) {
 	}
 	if !mustRemember(t, b, "k", time.Minute) {
 		t.Errorf("Remember(k) after invalid calls: got false, want true")
+	}
+}
+
+// The TTL is part of the swap: a plan past ExpiresAt never moves on to
+// awaiting approval or submitting, however late the caller checked it,
+// but it can still be cancelled or expired.
+func testTransitionRespectsExpiry(t *testing.T, b backend, c *clock) {
+	c.Freeze()
+	expires := c.Now().Add(time.Minute)
+	mustCreate(t, b, Request{ID: "r-1", State: Planned, ExpiresAt: expires})
+	mustCreate(t, b, Request{ID: "r-2", State: AwaitingApproval, ExpiresAt: expires})
+	if _, err := b.Transition("r-1", []State{Planned}, AwaitingApproval, "U1", nil); err != nil {
+		t.Fatalf("before expiry: got %v, want nil", err)
+	}
+	c.Advance(time.Minute)
+	for _, to := range []State{Submitting, AwaitingApproval} {
+		_, err := b.Transition("r-2", []State{AwaitingApproval}, to, "U1", nil)
+		var ee *ExpiredError
+		if !errors.As(err, &ee) || !errors.Is(err, ErrConflict) || !ee.ExpiresAt.Equal(expires) {
+			t.Errorf("to %s at expiry: got %v, want an *ExpiredError wrapping ErrConflict", to, err)
+		}
+	}
+	if r, _ := b.Get("r-2"); r.State != AwaitingApproval || len(r.History) != 0 {
+		t.Errorf("after refused swaps: got %s with %d events, want awaiting_approval unchanged", r.State, len(r.History))
+	}
+	if _, err := b.Transition("r-2", []State{AwaitingApproval}, Expired, "", nil); err != nil {
+		t.Errorf("expiring an expired plan: got %v, want nil", err)
 	}
 }

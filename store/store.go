@@ -63,6 +63,24 @@ var (
 	ErrExists = errors.New("already exists")
 )
 
+// ExpiredError is returned by Transition when a plan past its ExpiresAt
+// would move on to awaiting approval or submitting: the TTL is part of the
+// swap, so a click that arrived just before expiry and was slow to be
+// checked can never patch an expired plan. It wraps ErrConflict: like a
+// lost race it is an answer, not a failure.
+type ExpiredError struct {
+	ID        string
+	ExpiresAt time.Time
+}
+
+// Error describes the refusal.
+func (e *ExpiredError) Error() string {
+	return fmt.Sprintf("request %s expired at %s: %v", e.ID, e.ExpiresAt.UTC().Format(time.RFC3339), ErrConflict)
+}
+
+// Unwrap returns ErrConflict.
+func (e *ExpiredError) Unwrap() error { return ErrConflict }
+
 // ConflictError is returned by Transition when the request is not in one of
 // the expected states. It wraps ErrConflict and carries the actual state, so
 // that a loser can tell the user what happened ("already submitted").
@@ -113,13 +131,24 @@ type Request struct {
 	// so exactly one process posts it and a failed post is tried again.
 	SummaryBy    string    `json:"summary_by,omitempty"`
 	SummaryUntil time.Time `json:"summary_until,omitzero"`
-	Approver     string    `json:"approver,omitempty"`    // who approved or rejected
-	ApprovalTS   string    `json:"approval_ts,omitempty"` // ts of the approval message in Channel
-	ParentTS     string    `json:"parent_ts,omitempty"`   // ts of the channel message; thread replies go under it
-	CreatedAt    time.Time `json:"created_at"`
-	UpdatedAt    time.Time `json:"updated_at"`
-	ExpiresAt    time.Time `json:"expires_at,omitzero"`
-	History      []Event   `json:"history,omitempty"`
+	// InFlight lists the instances of the batch call being made: set, under
+	// the lease, right before the call and cleared with its answers. A
+	// process that takes a stalled submission over reports these as
+	// unknown (the call may have reached GeminiDB) and the instances that
+	// have neither an answer nor a place here as not sent.
+	InFlight []string `json:"in_flight,omitempty"`
+	// Posted counts, per thread report ("results", "summary"), the parts
+	// (messages) already posted, so a report that failed half-way is
+	// finished on a later tick without posting a part twice.
+	Posted     map[string]int `json:"posted,omitempty"`
+	Team       string         `json:"team,omitempty"`        // Slack team (workspace) of the requester
+	Approver   string         `json:"approver,omitempty"`    // who approved or rejected
+	ApprovalTS string         `json:"approval_ts,omitempty"` // ts of the approval message in Channel
+	ParentTS   string         `json:"parent_ts,omitempty"`   // ts of the channel message; thread replies go under it
+	CreatedAt  time.Time      `json:"created_at"`
+	UpdatedAt  time.Time      `json:"updated_at"`
+	ExpiresAt  time.Time      `json:"expires_at,omitzero"`
+	History    []Event        `json:"history,omitempty"`
 }
 
 // Job is one instance's patch job in the cloud, as far as the bot follows it.
@@ -182,11 +211,15 @@ func applyTransition(r *Request, id string, from []State, to State, user string,
 	if !slices.Contains(from, r.State) {
 		return &ConflictError{ID: id, Want: slices.Clone(from), Got: r.State}
 	}
+	t := now()
+	if (to == Submitting || to == AwaitingApproval) && (r.State == Planned || r.State == AwaitingApproval) &&
+		!r.ExpiresAt.IsZero() && !t.Before(r.ExpiresAt) {
+		return &ExpiredError{ID: id, ExpiresAt: r.ExpiresAt}
+	}
 	old := r.State
 	if mutate != nil {
 		mutate(r)
 	}
-	t := now()
 	r.ID = id
 	r.State = to
 	r.UpdatedAt = t
