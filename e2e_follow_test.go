@@ -201,49 +201,78 @@ func TestCorruptedStoreStopsTheBot(t *testing.T) {
 }
 
 // A process that died in the middle of submitting: batches whose answers
-// were recorded are followed as usual; the rest is reported as unknown and
-// never retried.
+// were recorded are followed as usual; the batch that was in flight is
+// reported as unknown (it may have started) and never retried; a batch
+// never sent is reported as not sent, never as unknown.
 func TestRestartWhileSubmitting(t *testing.T) {
-	h := newHarness(t, nil)
-	insts := h.addInstances("db", "cassandra", 2)
-	// The second instance gets no job, so the store can be rewound to a
-	// state a crash between two batches leaves: one answer and its job
-	// recorded, nothing for the other instance.
-	h.gdb.SetUpgradeResult(insts[1].ID, "DBS.200011", "The status of DB instance does not allow the operation.")
-	id, ts, jobs := h.submitted(insts)
-	h.stop()
+	for _, tc := range []struct {
+		name     string
+		inFlight bool
+		want     []string // in the thread, for the second instance
+		wantNot  string
+	}{
+		{"died during the call", true, []string{"outcome unknown", "may have started", "not* retried"}, "NOT_SENT"},
+		{"died before the call", false, []string{"NOT_SENT", "nothing was started"}, "outcome unknown"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, nil)
+			insts := h.addInstances("db", "cassandra", 2)
+			// The second instance gets no job, so the store can be rewound to a
+			// state a crash between two batches leaves: one answer and its job
+			// recorded, nothing for the other instance.
+			h.gdb.SetUpgradeResult(insts[1].ID, "DBS.200011", "The status of DB instance does not allow the operation.")
+			id, ts, jobs := h.submitted(insts)
+			h.stop()
+			h.rewindToSubmitting(id, 1, tc.inFlight, insts[1].ID)
 
-	// Rewind the store to "submitting, only the first answer recorded", as
-	// if the process had died before the second batch's answer was written.
+			h.start()
+			thread := h.threadText(ts, append([]string{"stopped while submitting", insts[1].ID}, tc.want...)...)
+			after := strings.SplitAfter(thread, "stopped while submitting")[1]
+			for _, line := range strings.Split(after, "\n") {
+				if strings.Contains(line, insts[0].ID) && strings.Contains(line, "unknown") {
+					t.Errorf("%s, whose answer was recorded, is reported as unknown: %s", insts[0].Name, line)
+				}
+			}
+			if strings.Contains(after, tc.wantNot) {
+				t.Errorf("the recovery says %q:\n%s", tc.wantNot, after)
+			}
+			h.gdb.CompleteJob(jobs[insts[0].ID], "3.11.3.5")
+			h.threadText(ts, jobs[insts[0].ID]+"` Completed", "finished")
+			h.assertBatchCalls(1, "a batch call is never retried after a restart")
+		})
+	}
+}
+
+// rewindToSubmitting rewrites the stopped bot's store to "submitting, only
+// the first keep answers recorded, its submitter gone", as if the process
+// had died before the next batch's answer was written; inFlight says
+// whether that batch (the instances ids) was being sent at the time.
+func (h *harness) rewindToSubmitting(id string, keep int, inFlight bool, ids ...string) {
+	h.t.Helper()
 	st, err := store.Open(h.env["BOT_STORE"])
 	if err != nil {
-		t.Fatal(err)
+		h.t.Fatal(err)
 	}
 	_, err = st.Update(id, func(r *store.Request) error {
 		var results []upgrade.UpgradeResult
 		if err := json.Unmarshal(r.Results, &results); err != nil {
 			return err
 		}
-		r.Results, err = json.Marshal(results[:1])
+		r.Results, err = json.Marshal(results[:keep])
 		r.LeaseUntil = time.Now().Add(-time.Second) // its submitter is gone
+		r.InFlight, r.Posted, r.ResultsPending = nil, nil, true // nothing was in the thread yet
+		if inFlight {
+			r.InFlight = ids
+		}
 		return err
 	})
 	if err == nil {
-		_, err = st.Transition(id, []store.State{store.Submitted}, store.Submitting, "", nil)
+		_, err = st.Transition(id, []store.State{store.Submitted, store.Done}, store.Submitting, "", nil)
 	}
 	if cerr := st.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		t.Fatal(err)
+		h.t.Fatal(err)
 	}
-
-	h.start()
-	thread := h.threadText(ts, "stopped while submitting", insts[1].ID, "not* retried")
-	if strings.Contains(strings.SplitAfter(thread, "stopped while submitting")[1], insts[0].ID) {
-		t.Errorf("the recovery note lists %s, whose answer was recorded:\n%s", insts[0].Name, thread)
-	}
-	h.gdb.CompleteJob(jobs[insts[0].ID], "3.11.3.5")
-	h.threadText(ts, jobs[insts[0].ID]+"` Completed")
-	h.assertBatchCalls(1, "a batch call is never retried after a restart")
 }

@@ -20,6 +20,7 @@ type click struct {
 	user        string
 	channel     string
 	responseURL string
+	team        string
 	retry       int
 }
 
@@ -28,7 +29,7 @@ func (b *Bot) onBlockAction(ctx context.Context, cb slack.InteractionCallback, r
 	for _, act := range cb.ActionCallback.BlockActions {
 		c := click{
 			action: act.ActionID, requestID: act.Value, user: cb.User.ID, channel: cb.Channel.ID,
-			responseURL: cb.ResponseURL, retry: retry,
+			responseURL: cb.ResponseURL, team: cb.Team.ID, retry: retry,
 		}
 		if c.channel == "" {
 			c.channel = cb.Container.ChannelID
@@ -67,7 +68,43 @@ func (b *Bot) load(ctx context.Context, c click) (store.Request, upgrade.Plan, b
 		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Something went wrong (request %s); nothing was done.", r.ID))
 		return r, p, false
 	}
-	return r, p, true
+	return r, p, b.clickAllowed(ctx, c, r, p)
+}
+
+// clickAllowed re-checks, against today's configuration, that a click may
+// act on r at all: it comes from r's workspace and channel, that channel is
+// still allowed, and (but for Cancel, which only stops things, and the
+// approvers' buttons, checked against BOT_APPROVERS) the clicker is still
+// an allowed user. A plan shown yesterday carries no right of its own.
+func (b *Bot) clickAllowed(ctx context.Context, c click, r store.Request, p upgrade.Plan) bool {
+	a := c.audit(r, p)
+	refuse := func(reason, msg string) bool {
+		b.audit("refused", a, "reason", reason, "action", c.action)
+		b.tell(ctx, c.channel, c.user, msg)
+		return false
+	}
+	switch {
+	case r.Team != "" && c.team != "" && c.team != r.Team:
+		return refuse("click from another workspace", "This button belongs to another workspace's request; nothing was done.")
+	case c.channel != r.Channel:
+		return refuse("click from another channel", fmt.Sprintf("Request `%s` belongs to <#%s>; its buttons work only there. Nothing was done.", r.ID, r.Channel))
+	case !b.access.channelAllowed(r.Channel):
+		return refuse("channel not allowed", fmt.Sprintf("%s no longer works in this channel (BOT_ALLOWED_CHANNELS changed); nothing was done.", b.cfg.Command))
+	}
+	switch c.action {
+	case ActionCancel, ActionApprove, ActionReject:
+		return true
+	}
+	ok, err := b.access.userAllowed(ctx, c.user)
+	if err != nil {
+		b.log.Error().Err(err).Str("request_id", r.ID).Msg("check user-group membership")
+		b.tell(ctx, c.channel, c.user, "I could not check whether you may patch (Slack user groups could not be read); nothing was done. Try again.")
+		return false
+	}
+	if !ok {
+		return refuse("user not allowed", fmt.Sprintf("You are not allowed to use %s any more (you are not in BOT_ALLOWED_USERS or its user groups); nothing was done.", b.cfg.Command))
+	}
+	return true
 }
 
 // decode reads the plan and the batch answers the bot stored on r.
@@ -152,23 +189,64 @@ func (b *Bot) expireIfDue(ctx context.Context, c click, r store.Request, p upgra
 	if b.cfg.Now().Before(r.ExpiresAt) {
 		return false
 	}
+	b.expire(ctx, c, r, p)
+	return true
+}
+
+// expire moves r, found past its TTL by a click, to expired and says so.
+func (b *Bot) expire(ctx context.Context, c click, r store.Request, p upgrade.Plan) {
 	r2, err := b.st.Transition(r.ID, []store.State{store.Planned, store.AwaitingApproval}, store.Expired, c.user, nil)
 	if err != nil {
+		if !errors.Is(err, store.ErrConflict) {
+			b.log.Error().Err(err).Str("request_id", r.ID).Msg("expire plan")
+		}
 		b.explain(ctx, c) // decided meanwhile (e.g. expired by the sweeper)
-		return true
+		return
 	}
 	b.audit("expired", c.audit(r, p))
 	msg := expiredNote(r)
 	if c.action == ActionConfirm || c.action == ActionCancel {
-		_ = b.respond(ctx, c.responseURL, true, msg, noticeBlocks(msg))
+		b.respondOrLog(ctx, c.responseURL, msg)
 	} else {
 		b.updateMessage(ctx, r2.Channel, r2.ApprovalTS, msg, noticeBlocks(msg))
 		b.tell(ctx, c.channel, c.user, msg)
 	}
-	if r.State == store.AwaitingApproval && r.ResponseURL != "" {
-		_ = b.respond(ctx, r.ResponseURL, true, msg, noticeBlocks(msg))
+	if r.State == store.AwaitingApproval {
+		b.respondOrLog(ctx, r.ResponseURL, msg)
 	}
-	return true
+}
+
+// swapFailed handles a failed transition a click asked for (to want). A
+// lost race (ConflictError) is answered from the current state and an
+// expired plan is expired. Anything else is a store failure: the request
+// is read again, and when the swap did happen after all (token names the
+// claim it carried, for submitting) the click goes on with the request
+// returned and ok; otherwise the clicker hears that nothing was sent.
+func (b *Bot) swapFailed(ctx context.Context, c click, r store.Request, p upgrade.Plan, want store.State, token string, err error) (_ store.Request, ok bool) {
+	var ee *store.ExpiredError
+	switch {
+	case errors.As(err, &ee):
+		b.expire(ctx, c, r, p)
+		return r, false
+	case errors.Is(err, store.ErrConflict):
+		// Lost the race (double click, redelivery, another replica): the
+		// winner goes on.
+		b.log.Info().Str("request_id", r.ID).Str("action_id", c.action).Err(err).Msg("click lost the race")
+		b.explain(ctx, c)
+		return r, false
+	}
+	b.log.Error().Err(err).Str("request_id", r.ID).Str("action_id", c.action).Msg("record the click's decision")
+	cur, gerr := b.st.Get(r.ID)
+	if gerr == nil && cur.State == want && (token == "" || cur.Owner == token) && (want != store.AwaitingApproval || cur.ApprovalTS == "") {
+		b.log.Warn().Str("request_id", r.ID).Msg("the decision was recorded after all; going on")
+		return cur, true
+	}
+	if gerr == nil && cur.State != r.State {
+		b.explain(ctx, c)
+		return r, false
+	}
+	b.tell(ctx, c.channel, c.user, fmt.Sprintf("I could not record your click on request `%s` (the bot's store did not answer), so nothing was sent. Click again.", r.ID))
+	return r, false
 }
 
 // onConfirm is the requester's Confirm: request approval, or patch.
@@ -184,13 +262,14 @@ func (b *Bot) onConfirm(ctx context.Context, c click) {
 		b.requestApproval(ctx, c, r, p)
 		return
 	}
-	r, err := b.st.Transition(r.ID, []store.State{store.Planned}, store.Submitting, c.user, b.claim)
+	token, claim := b.claimFor()
+	won, err := b.st.Transition(r.ID, []store.State{store.Planned}, store.Submitting, c.user, claim)
 	if err != nil {
-		// Lost the race (double click, redelivery, another replica): the
-		// winner submits; we do nothing.
-		b.log.Info().Str("request_id", c.requestID).Err(err).Msg("confirm lost the race; not submitting")
-		return
+		if won, ok = b.swapFailed(ctx, c, r, p, store.Submitting, token, err); !ok {
+			return
+		}
 	}
+	r = won
 	b.audit("confirmed", a)
 	b.goSubmit(ctx, r, p, c.responseURL)
 }
@@ -233,6 +312,9 @@ func (b *Bot) checkDrift(ctx context.Context, c click, r store.Request, p upgrad
 		return true
 	}
 	if _, err := b.st.Transition(r.ID, []store.State{store.Planned, store.AwaitingApproval}, store.Cancelled, c.user, nil); err != nil {
+		// Decided meanwhile (or the store failed): nothing was sent either way.
+		b.log.Info().Err(err).Str("request_id", r.ID).Msg("retire a drifted plan")
+		b.explain(ctx, c)
 		return false
 	}
 	b.audit("refused", c.audit(r, p), "reason", "instances changed since the plan", "drift", drift)
@@ -249,7 +331,7 @@ func (b *Bot) checkDrift(ctx context.Context, c click, r store.Request, p upgrad
 	if err != nil {
 		req = commands.Request{Kind: commands.KindPatch, Instances: p.Refs, Force: r.Force}
 	}
-	cmd := slack.SlashCommand{UserID: r.Requester, ChannelID: r.Channel, ResponseURL: r.ResponseURL, Command: b.cfg.Command}
+	cmd := slack.SlashCommand{UserID: r.Requester, ChannelID: r.Channel, TeamID: r.Team, ResponseURL: r.ResponseURL, Command: b.cfg.Command}
 	if c.user == r.Requester && c.responseURL != "" {
 		cmd.ResponseURL = c.responseURL
 	}
@@ -259,17 +341,25 @@ func (b *Bot) checkDrift(ctx context.Context, c click, r store.Request, p upgrad
 
 // requestApproval turns the requester's confirm into an approval request.
 func (b *Bot) requestApproval(ctx context.Context, c click, r store.Request, p upgrade.Plan) {
-	r, err := b.st.Transition(r.ID, []store.State{store.Planned}, store.AwaitingApproval, c.user, nil)
+	won, err := b.st.Transition(r.ID, []store.State{store.Planned}, store.AwaitingApproval, c.user, nil)
 	if err != nil {
-		return
+		var ok bool
+		if won, ok = b.swapFailed(ctx, c, r, p, store.AwaitingApproval, "", err); !ok {
+			return
+		}
 	}
+	r = won
 	a := c.audit(r, p)
 	_, ts, err := b.api.PostMessageContext(ctx, r.Channel,
 		slack.MsgOptionText(fmt.Sprintf("<@%s> asks for approval to patch %s (request %s)", r.Requester, plural(len(p.Targets), "GeminiDB instance"), r.ID), false),
 		slack.MsgOptionBlocks(approvalBlocks(r, p, b.cfg.Approvers)...))
 	if err != nil {
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("post approval request")
-		_, _ = b.st.Transition(r.ID, []store.State{store.AwaitingApproval}, store.Planned, c.user, nil)
+		if _, err := b.st.Transition(r.ID, []store.State{store.AwaitingApproval}, store.Planned, c.user, nil); err != nil {
+			// Safe: nobody was asked, so nobody can approve it, and it
+			// expires with its TTL.
+			b.log.Error().Err(err).Str("request_id", r.ID).Msg("return the plan to planned")
+		}
 		_ = b.respond(ctx, c.responseURL, false, fmt.Sprintf("I could not post the approval request in this channel (%s); nothing was done. Is the bot a member of the channel?", esc(slackErrorCode(err))), nil)
 		return
 	}
@@ -278,7 +368,7 @@ func (b *Bot) requestApproval(ctx context.Context, c click, r store.Request, p u
 	}
 	b.audit("approval_requested", a, "approvers", b.cfg.Approvers)
 	msg := fmt.Sprintf(":raised_hand: Plan `%s` is waiting for approval by %s. Nothing is patched until an approver approves.", r.ID, mentionList(b.cfg.Approvers))
-	_ = b.respond(ctx, c.responseURL, true, msg, noticeBlocks(msg))
+	b.respondOrLog(ctx, c.responseURL, msg)
 }
 
 // onApprove is an approver's Approve: the batch call, exactly once.
@@ -298,13 +388,18 @@ func (b *Bot) onApprove(ctx context.Context, c click) {
 	// approvers (or two clicks) one wins, and no request can be left
 	// approved but never submitted. The approval is the recorded Approver
 	// and the transition's event.
-	r, err := b.st.Transition(r.ID, []store.State{store.AwaitingApproval}, store.Submitting, c.user, func(x *store.Request) {
+	token, claim := b.claimFor()
+	won, err := b.st.Transition(r.ID, []store.State{store.AwaitingApproval}, store.Submitting, c.user, func(x *store.Request) {
 		x.Approver = c.user
-		b.claim(x)
+		claim(x)
 	})
 	if err != nil {
-		return // another approver (or a second click) won
+		var ok bool
+		if won, ok = b.swapFailed(ctx, c, r, p, store.Submitting, token, err); !ok {
+			return
+		}
 	}
+	r = won
 	b.audit("approved", a, "requester", r.Requester)
 	msg := fmt.Sprintf(":white_check_mark: <@%s> approved <@%s>'s request `%s` to patch %s.", c.user, r.Requester, r.ID, plural(len(p.Targets), "instance"))
 	b.updateMessage(ctx, r.Channel, r.ApprovalTS, msg, noticeBlocks(msg))
@@ -330,9 +425,7 @@ func (b *Bot) onReject(ctx context.Context, c click) {
 	msg := fmt.Sprintf(":no_entry: <@%s> rejected <@%s>'s request `%s`; nothing was patched.", c.user, r.Requester, r.ID)
 	b.updateMessage(ctx, r.Channel, r.ApprovalTS, msg, noticeBlocks(msg))
 	b.tell(ctx, r.Channel, r.Requester, fmt.Sprintf("Your patch request `%s` was rejected by <@%s>; nothing was patched.", r.ID, c.user))
-	if r.ResponseURL != "" {
-		_ = b.respond(ctx, r.ResponseURL, true, msg, noticeBlocks(msg))
-	}
+	b.respondOrLog(ctx, r.ResponseURL, msg)
 }
 
 // mayApprove tells whether the clicker may decide on r, and refuses them if not.
@@ -373,7 +466,7 @@ func (b *Bot) onCancel(ctx context.Context, c click) {
 	}
 	b.audit("cancelled", a)
 	msg := fmt.Sprintf(":no_entry_sign: Plan `%s` cancelled; nothing was patched.", r.ID)
-	_ = b.respond(ctx, c.responseURL, true, msg, noticeBlocks(msg))
+	b.respondOrLog(ctx, c.responseURL, msg)
 	if r.ApprovalTS != "" {
 		b.updateMessage(ctx, r.Channel, r.ApprovalTS, msg, noticeBlocks(msg))
 	}

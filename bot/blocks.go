@@ -302,16 +302,21 @@ func mentionList(ids []string) string {
 	return strings.Join(parts, ", ")
 }
 
-// Counts is how a request's instances stand.
+// Counts is how a request's instances stand. NotSubmitted counts the
+// instances that certainly did not start (the cloud's error, or not sent by
+// the bot); Unknown those whose batch call may have reached GeminiDB.
 type Counts struct {
-	Running, Completed, Failed, NotSubmitted, Unfollowed int
+	Running, Completed, Failed, NotSubmitted, Unknown, Unfollowed int
 }
 
 // countJobs derives the counts from the batch results and the tracked jobs.
 func countJobs(results []upgrade.UpgradeResult, jobs []store.Job) Counts {
 	var c Counts
 	for _, r := range results {
-		if !r.Submitted() {
+		switch {
+		case unknownOutcome(r):
+			c.Unknown++
+		case !r.Submitted():
 			c.NotSubmitted++
 		}
 	}
@@ -331,11 +336,24 @@ func countJobs(results []upgrade.UpgradeResult, jobs []store.Job) Counts {
 }
 
 // String renders the counts for the channel message, e.g.
-// "running 2 · completed 1 · failed 0 · not submitted 0".
+// "running 2 · completed 1 · failed 0 · not submitted 0 · unknown 1".
 func (c Counts) String() string {
 	s := fmt.Sprintf("running %d · completed %d · failed %d · not submitted %d", c.Running, c.Completed, c.Failed, c.NotSubmitted)
+	if c.Unknown > 0 {
+		s += fmt.Sprintf(" · unknown %d", c.Unknown)
+	}
 	if c.Unfollowed > 0 {
 		s += fmt.Sprintf(" · no longer followed %d", c.Unfollowed)
+	}
+	return s
+}
+
+// batchTail renders the not-submitted and unknown counts of batch answers,
+// e.g. ", 2 not submitted, 1 unknown: may have started".
+func (c Counts) batchTail() string {
+	s := fmt.Sprintf(", %d not submitted", c.NotSubmitted)
+	if c.Unknown > 0 {
+		s += fmt.Sprintf(", %d unknown: may have started", c.Unknown)
 	}
 	return s
 }
@@ -395,9 +413,12 @@ func resultLines(p upgrade.Plan, results []upgrade.UpgradeResult) []string {
 	lines := make([]string, len(results))
 	for i, r := range results {
 		who := fmt.Sprintf("*%s* `%s`", esc(names[r.InstanceID]), esc(r.InstanceID))
-		if r.Submitted() {
+		switch {
+		case r.Submitted():
 			lines[i] = fmt.Sprintf(":large_blue_circle: %s — job `%s`", who, esc(r.JobID))
-		} else {
+		case unknownOutcome(r):
+			lines[i] = fmt.Sprintf(":grey_question: %s — outcome unknown (`%s`) %s", who, esc(r.ErrorCode), esc(r.ErrorMessage))
+		default:
 			lines[i] = fmt.Sprintf(":x: %s — `%s` %s", who, esc(r.ErrorCode), esc(r.ErrorMessage))
 		}
 	}
@@ -464,4 +485,31 @@ func orDash(s string) string {
 		return "–"
 	}
 	return s
+}
+
+// unstartedLines names every instance whose batch answer has no job: those
+// whose outcome is unknown first (they may have started; where GeminiDB now
+// shows an operation in progress on one, that is said), then those that
+// certainly did not start, with the reason.
+func unstartedLines(p upgrade.Plan, results []upgrade.UpgradeResult, now map[string]upgrade.Instance) []string {
+	names := map[string]string{}
+	for _, t := range p.Targets {
+		names[t.Instance.ID] = t.Instance.Name
+	}
+	var unknown, failed []string
+	for _, r := range results {
+		who := fmt.Sprintf("*%s* `%s`", esc(names[r.InstanceID]), esc(r.InstanceID))
+		switch {
+		case r.Submitted():
+		case unknownOutcome(r):
+			line := fmt.Sprintf(":grey_question: %s: outcome unknown (`%s`) — may have started: check the console before retrying.", who, esc(r.ErrorCode))
+			if inst, ok := now[r.InstanceID]; ok && len(inst.Actions) > 0 {
+				line += fmt.Sprintf(" GeminiDB now shows `%s` in progress on it.", esc(strings.Join(inst.Actions, ", ")))
+			}
+			unknown = append(unknown, line)
+		default:
+			failed = append(failed, fmt.Sprintf(":no_entry_sign: %s: not submitted — `%s` %s", who, esc(r.ErrorCode), esc(r.ErrorMessage)))
+		}
+	}
+	return append(unknown, failed...)
 }

@@ -186,7 +186,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 	view.ExpiresAt = now.Add(b.cfg.ConfirmTTL)
 	r := store.Request{
 		ID: rid, State: store.Planned, Requester: cmd.UserID, Channel: cmd.ChannelID, Text: req.String(),
-		ResponseURL: cmd.ResponseURL, Plan: raw, Force: req.Force, CreatedAt: now, ExpiresAt: view.ExpiresAt,
+		ResponseURL: cmd.ResponseURL, Plan: raw, Force: req.Force, CreatedAt: now, ExpiresAt: view.ExpiresAt, Team: cmd.TeamID,
 	}
 	if err := b.st.Create(r); err != nil {
 		log.Error().Err(err).Msg("store plan")

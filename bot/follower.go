@@ -81,9 +81,10 @@ func (b *Bot) expireStale(ctx context.Context) {
 	}
 }
 
-// finishQuietRequests completes submitted requests whose jobs have all
-// ended but whose final summary is not posted yet: the bot stopped in
-// between, or Slack refused the post and it is tried again.
+// finishQuietRequests completes what a submitted request still owes its
+// thread: batch answers that Slack refused to take (tried again until
+// posted), and the final summary of a request whose jobs have all ended
+// (the bot stopped in between, or Slack refused the post).
 func (b *Bot) finishQuietRequests(ctx context.Context) {
 	rs, err := b.st.List(store.Submitted)
 	if err != nil {
@@ -91,11 +92,72 @@ func (b *Bot) finishQuietRequests(ctx context.Context) {
 		return
 	}
 	for _, r := range rs {
-		jobs, err := b.st.Jobs(r.ID)
-		if err != nil || !allEnded(jobs) {
+		if r.ResultsPending {
+			b.repostResults(ctx, r)
 			continue
 		}
+		jobs, err := b.st.Jobs(r.ID)
+		if err != nil {
+			b.log.Error().Err(err).Str("request_id", r.ID).Msg("read jobs")
+			continue
+		}
+		if allEnded(jobs) {
+			b.refreshRequest(ctx, r.ID)
+		}
+	}
+}
+
+// repostResults posts the rest of a submitted request's batch answers,
+// under the report claim so that one process posts them.
+func (b *Bot) repostResults(ctx context.Context, r store.Request) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
+	defer cancel()
+	r, ok := b.claimReport(r.ID)
+	if !ok || !r.ResultsPending {
+		return
+	}
+	defer b.releaseReport(r.ID)
+	p, results, err := decode(r)
+	if err != nil {
+		b.log.Error().Err(err).Str("request_id", r.ID).Msg("post batch answers")
+		return
+	}
+	if b.postResults(ctx, r, p, results, "") {
 		b.refreshRequest(ctx, r.ID)
+	}
+}
+
+// claimReport claims the posting of a submitted request's thread reports
+// for reportClaim: exactly one process posts them; a claim whose holder
+// died runs out. It returns the request as claimed.
+func (b *Bot) claimReport(id string) (store.Request, bool) {
+	now := b.cfg.Now()
+	r, err := b.st.Update(id, func(x *store.Request) error {
+		if x.State != store.Submitted || (x.SummaryBy != "" && now.Before(x.SummaryUntil)) {
+			return errAlreadyDone
+		}
+		x.SummaryBy, x.SummaryUntil = b.id, now.Add(reportClaim)
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, errAlreadyDone) {
+			b.log.Error().Err(err).Str("request_id", id).Msg("claim the thread report")
+		}
+		return r, false
+	}
+	return r, true
+}
+
+// releaseReport gives the report claim up so a later tick may try again.
+func (b *Bot) releaseReport(id string) {
+	if _, err := b.st.Update(id, func(x *store.Request) error {
+		if x.SummaryBy == b.id {
+			x.SummaryBy, x.SummaryUntil = "", time.Time{}
+		}
+		return nil
+	}); err != nil {
+		// Safe: the claim runs out after reportClaim and a later tick retries.
+		b.log.Warn().Err(err).Str("request_id", id).Msg("release the thread report claim")
 	}
 }
 
@@ -118,9 +180,9 @@ func jobInstances(jobs []store.Job) []string {
 	return ids
 }
 
-// summaryClaim is how long a process may take to post a final summary
-// before another may try.
-const summaryClaim = 2 * time.Minute
+// reportClaim is how long a process may take to post a request's thread
+// report (batch answers, final summary) before another may try.
+const reportClaim = 2 * time.Minute
 
 // pollOnce reads every job that is due and reports those that ended.
 func (b *Bot) pollOnce(ctx context.Context) {
@@ -149,7 +211,7 @@ func (b *Bot) pollOnce(ctx context.Context) {
 		busy, seen := submitting[j.RequestID]
 		if !seen {
 			r, err := b.st.Get(j.RequestID)
-			busy = err == nil && r.State == store.Submitting
+			busy = err != nil || r.State == store.Submitting || r.ResultsPending
 			submitting[j.RequestID] = busy
 		}
 		if busy {
@@ -208,7 +270,10 @@ func (b *Bot) pollJob(ctx context.Context, j store.Job, now time.Time) bool {
 			return false
 		}
 		log.Warn().Err(err).Int("poll_errors", j.PollErrors+1).Msg("read job failed; backing off")
-		_, _ = b.st.UpdateJob(j.ID, func(x *store.Job) error { x.PollErrors++; x.LastPolled = now; return nil })
+		if _, err := b.st.UpdateJob(j.ID, func(x *store.Job) error { x.PollErrors++; x.LastPolled = now; return nil }); err != nil {
+			// Safe: the job is read again next tick, without the backoff.
+			log.Warn().Err(err).Msg("record the failed read")
+		}
 		return false
 	}
 	_, err = b.st.UpdateJob(j.ID, func(x *store.Job) error {
@@ -240,7 +305,11 @@ func (b *Bot) pollJob(ctx context.Context, j store.Job, now time.Time) bool {
 	b.metrics.Jobs.WithLabelValues(job.Status).Inc()
 	b.reportJob(ctx, j2, func() {
 		// The reply did not go out: release the claim so the next poll retries.
-		_, _ = b.st.UpdateJob(j.ID, func(x *store.Job) error { x.Reported = false; return nil })
+		if _, err := b.st.UpdateJob(j.ID, func(x *store.Job) error { x.Reported = false; return nil }); err != nil {
+			// The job stays claimed as reported: its reply is lost, but its
+			// end is still in the counts, the final summary and status.
+			log.Error().Err(err).Msg("release the report claim of a job whose reply Slack refused; its end is shown only in the summary")
+		}
 	})
 	return true
 }
@@ -287,57 +356,68 @@ func (b *Bot) refreshRequest(ctx context.Context, id string) {
 		return
 	}
 	counts := countJobs(results, jobs)
-	if !allEnded(jobs) || r.State != store.Submitted {
+	if !allEnded(jobs) || r.State != store.Submitted || r.ResultsPending {
 		b.updateMessage(ctx, r.Channel, r.ParentTS, parentText(ParentView{Request: r, Plan: p}),
 			parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: r.State == store.Done}))
 		return
 	}
 	// Claim the summary: exactly one process posts it; if Slack refuses
-	// the post, the claim is released and a later tick tries again. The
-	// request is done only once the summary is out.
-	now := b.cfg.Now()
-	if _, err := b.st.Update(id, func(x *store.Request) error {
-		if x.State != store.Submitted || (x.SummaryBy != "" && now.Before(x.SummaryUntil)) {
-			return errAlreadyDone
-		}
-		x.SummaryBy, x.SummaryUntil = b.id, now.Add(summaryClaim)
-		return nil
-	}); err != nil {
+	// a part, the claim is released and a later tick posts the rest. The
+	// request is done only once the whole summary is out.
+	r, ok := b.claimReport(id)
+	if !ok {
 		return
 	}
-	if !b.postSummary(ctx, r, jobs, counts) {
-		_, _ = b.st.Update(id, func(x *store.Request) error { x.SummaryBy, x.SummaryUntil = "", time.Time{}; return nil })
+	if !b.postSummary(ctx, r, p, results, jobs, counts) {
+		b.releaseReport(id)
 		return
 	}
 	if r, err = b.st.Transition(id, []store.State{store.Submitted}, store.Done, "", nil); err != nil {
+		// The summary is out (recorded part by part), so a retry posts
+		// nothing twice; it only marks the request done.
 		b.log.Error().Err(err).Str("request_id", id).Msg("mark request done")
+		b.releaseReport(id)
 		return
 	}
 	b.audit("done", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: jobInstances(jobs)},
-		"completed", counts.Completed, "failed", counts.Failed, "not_submitted", counts.NotSubmitted)
+		"completed", counts.Completed, "failed", counts.Failed, "not_submitted", counts.NotSubmitted, "unknown", counts.Unknown)
 	b.updateMessage(ctx, r.Channel, r.ParentTS, parentText(ParentView{Request: r, Plan: p}), parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: true}))
 }
 
-// postSummary posts the final thread reply: versions before → after, looked
-// up again, and a mention of the requester. It reports whether every part
-// of it was posted.
-func (b *Bot) postSummary(ctx context.Context, r store.Request, jobs []store.Job, counts Counts) bool {
+// postSummary posts the final thread reply: versions before → after,
+// looked up again, every instance that did not start named (unknown ones
+// with a warning that they may have started), and a mention of the
+// requester. It reports whether every part of it is out.
+func (b *Bot) postSummary(ctx context.Context, r store.Request, p upgrade.Plan, results []upgrade.UpgradeResult, jobs []store.Job, counts Counts) bool {
 	ids := jobInstances(jobs)
+	for _, res := range results {
+		if unknownOutcome(res) {
+			ids = append(ids, res.InstanceID)
+		}
+	}
 	after := map[string]upgrade.Instance{}
-	if res, err := b.db.Resolve(ctx, ids); err == nil {
-		for _, instID := range ids {
-			if inst, ok := res.Found[instID]; ok {
-				after[instID] = inst
+	if len(ids) > 0 {
+		if res, err := b.db.Resolve(ctx, ids); err == nil {
+			for _, instID := range ids {
+				if inst, ok := res.Found[instID]; ok {
+					after[instID] = inst
+				}
 			}
-		}
-	} else {
-		b.log.Warn().Err(err).Str("request_id", r.ID).Msg("look versions up for the summary")
-	}
-	title := fmt.Sprintf("<@%s> request `%s` finished: %s.\n*Versions before → after*", r.Requester, r.ID, counts.String())
-	for _, blocks := range messages(title, summaryLines(r, jobs, after)) {
-		if !b.postThread(ctx, r.Channel, r.ParentTS, fmt.Sprintf("Request %s finished", r.ID), blocks) {
-			return false
+		} else {
+			b.log.Warn().Err(err).Str("request_id", r.ID).Msg("look versions up for the summary")
 		}
 	}
-	return true
+	title := fmt.Sprintf("<@%s> request `%s` finished: %s.", r.Requester, r.ID, counts.String())
+	switch {
+	case len(jobs) == 0 && counts.Unknown == 0:
+		title += "\nNo patch job was started; nothing to follow."
+	case counts.Unknown > 0:
+		title += fmt.Sprintf("\n:warning: %s may have started: check the console before retrying.", plural(counts.Unknown, "instance"))
+	}
+	lines := summaryLines(r, jobs, after)
+	lines = append(lines, unstartedLines(p, results, after)...)
+	if len(jobs) > 0 {
+		title += "\n*Versions before → after*"
+	}
+	return b.postParts(ctx, r, "summary", fmt.Sprintf("Request %s finished", r.ID), messages(title, lines))
 }

@@ -140,15 +140,19 @@ type Request struct {
 	// Posted counts, per thread report ("results", "summary"), the parts
 	// (messages) already posted, so a report that failed half-way is
 	// finished on a later tick without posting a part twice.
-	Posted     map[string]int `json:"posted,omitempty"`
-	Team       string         `json:"team,omitempty"`        // Slack team (workspace) of the requester
-	Approver   string         `json:"approver,omitempty"`    // who approved or rejected
-	ApprovalTS string         `json:"approval_ts,omitempty"` // ts of the approval message in Channel
-	ParentTS   string         `json:"parent_ts,omitempty"`   // ts of the channel message; thread replies go under it
-	CreatedAt  time.Time      `json:"created_at"`
-	UpdatedAt  time.Time      `json:"updated_at"`
-	ExpiresAt  time.Time      `json:"expires_at,omitzero"`
-	History    []Event        `json:"history,omitempty"`
+	Posted map[string]int `json:"posted,omitempty"`
+	// ResultsPending is set when a submission is claimed and cleared once
+	// every part of the batch answers is in the thread; until then no job's
+	// end is reported (its job ID comes first) and no summary is posted.
+	ResultsPending bool      `json:"results_pending,omitempty"`
+	Team           string    `json:"team,omitempty"`        // Slack team (workspace) of the requester
+	Approver       string    `json:"approver,omitempty"`    // who approved or rejected
+	ApprovalTS     string    `json:"approval_ts,omitempty"` // ts of the approval message in Channel
+	ParentTS       string    `json:"parent_ts,omitempty"`   // ts of the channel message; thread replies go under it
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+	ExpiresAt      time.Time `json:"expires_at,omitzero"`
+	History        []Event   `json:"history,omitempty"`
 }
 
 // Job is one instance's patch job in the cloud, as far as the bot follows it.
