@@ -259,7 +259,7 @@ func (h *harness) rewindToSubmitting(id string, keep int, inFlight bool, ids ...
 			return err
 		}
 		r.Results, err = json.Marshal(results[:keep])
-		r.LeaseUntil = time.Now().Add(-time.Second) // its submitter is gone
+		r.LeaseUntil = time.Now().Add(-time.Second)             // its submitter is gone
 		r.InFlight, r.Posted, r.ResultsPending = nil, nil, true // nothing was in the thread yet
 		if inFlight {
 			r.InFlight = ids

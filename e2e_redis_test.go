@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store/storetest"
@@ -147,4 +149,37 @@ func TestReplicasShareLimitsAndRedeliveries(t *testing.T) {
 		h.reply(h.slash(alice, opsChannel, in.Name+" --dry-run").ResponseURL, "patch plan")
 	}
 	h.reply(h.slash(alice, opsChannel, in.Name+" --dry-run").ResponseURL, "at most 3 commands per minute")
+}
+
+// A store that fails the confirm's compare-and-swap is not a lost race:
+// the clicker hears that nothing was sent and to click again, an error is
+// logged, nothing is patched, and the request is left planned, so a second
+// click (once the store works) patches exactly once.
+func TestStoreFailureOnConfirmIsToldNotSwallowed(t *testing.T) {
+	addr := storetest.StartRedis(t)
+	h := newHarness(t, func(env map[string]string) {
+		env["BOT_STORE"] = "redis://" + addr + "/0"
+	})
+	insts := h.addInstances("db", "cassandra", 1)
+	id, _, ack := h.plan(alice, insts[0].Name)
+
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	// Redis refuses every write (NOREPLICAS) while reads still work.
+	if err := rdb.ConfigSet(h.ctx(), "min-replicas-to-write", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
+	h.ephemeralTo(alice, "nothing was sent. Click again")
+	if !strings.Contains(h.logs.String(), `"level":"error"`) || strings.Contains(h.logs.String(), "lost the race") {
+		t.Errorf("a store failure was not logged as an error, or was called a lost race:\n%s", h.logs.String())
+	}
+	h.assertBatchCalls(0, "the decision could not be recorded")
+
+	if err := rdb.ConfigSet(h.ctx(), "min-replicas-to-write", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
+	h.threadText(h.parent(id).TS, "Batch results")
+	h.assertBatchCalls(1, "the second click, once the store worked")
 }

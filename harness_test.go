@@ -178,6 +178,11 @@ func (h *harness) assertNoSecretsLogged() {
 			h.t.Errorf("a secret value appears in the logs")
 		}
 	}
+	for _, c := range h.slack.CallsTo("response_url") {
+		if strings.Contains(logs, c.URL) {
+			h.t.Errorf("a response_url (a credential) appears in the logs")
+		}
+	}
 	for _, c := range h.slack.Calls() {
 		body := c.AllText()
 		for _, secret := range []string{testGeminiToken, h.env["GEMINIDB_IAM_PASSWORD"], h.env["GEMINIDB_SECRET_KEY"]} {

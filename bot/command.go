@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -333,9 +334,26 @@ func (b *Bot) respond(ctx context.Context, responseURL string, replace bool, tex
 		opts = append(opts, slack.MsgOptionBlocks(blocks...))
 	}
 	if _, _, err := b.api.PostMessageContext(ctx, "", opts...); err != nil {
-		return fmt.Errorf("post to response_url: %w", err)
+		return fmt.Errorf("post to response_url: %w", redactResponseURL(err, responseURL))
 	}
 	return nil
+}
+
+// redactedURL stands for a response_url in errors.
+const redactedURL = "[response_url]"
+
+// redactResponseURL keeps a response_url, which is a credential (anyone
+// holding it can post as the bot for 30 minutes), out of an error that may
+// be logged: a transport error names the URL it failed on.
+func redactResponseURL(err error, responseURL string) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return &url.Error{Op: ue.Op, URL: redactedURL, Err: redactResponseURL(ue.Err, responseURL)}
+	}
+	if responseURL != "" && strings.Contains(err.Error(), responseURL) {
+		return errors.New(strings.ReplaceAll(err.Error(), responseURL, redactedURL))
+	}
+	return err
 }
 
 // tell sends an ephemeral message to one user in a channel.

@@ -2,10 +2,10 @@ package bot
 
 import (
 	"context"
-	"net"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/rs/zerolog"
