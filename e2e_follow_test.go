@@ -141,18 +141,31 @@ func TestRestartPicksUpRunningJobs(t *testing.T) {
 	h.threadText(ts, "Node restart timed out.", "finished")
 }
 
-// status answers with where each job is, by request ID and by job ID.
+// status answers with where each job is, by request ID and by job ID; a
+// request shows every instance's outcome, the cloud's refusals included,
+// and only in the request's own channel.
 func TestStatusCommand(t *testing.T) {
 	h := newHarness(t, nil)
-	insts := h.addInstances("db", "cassandra", 2)
+	insts := h.addInstances("db", "cassandra", 3)
+	h.gdb.SetUpgradeResult(insts[2].ID, "DBS.200011", "The status of DB instance does not allow the operation.")
 	id, _, jobs := h.submitted(insts)
 	h.gdb.SetJob(jobs[insts[0].ID], "Running", "37%", "")
 
 	ack := h.slash(alice, opsChannel, "status "+id)
-	h.reply(ack.ResponseURL, jobs[insts[1].ID])
+	c := h.reply(ack.ResponseURL, jobs[insts[1].ID])
+	for _, want := range []string{insts[2].ID, "DBS.200011", "does not allow the operation"} {
+		if !strings.Contains(c.AllText(), want) {
+			t.Errorf("status of the request lacks %q:\n%s", want, c.AllText())
+		}
+	}
+	ack = h.slash(alice, "COTHER", "status "+id)
+	c = h.reply(ack.ResponseURL, "belongs to another channel")
+	if strings.Contains(c.AllText(), insts[0].ID) {
+		t.Errorf("status in another channel shows the request's instances: %s", c.AllText())
+	}
 
 	ack = h.slash(alice, opsChannel, "status "+jobs[insts[0].ID])
-	c := h.reply(ack.ResponseURL, "Running")
+	c = h.reply(ack.ResponseURL, "Running")
 	if !strings.Contains(c.AllText(), "37%") {
 		t.Errorf("job status = %q, want progress 37%%", c.AllText())
 	}

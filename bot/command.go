@@ -217,6 +217,13 @@ func (b *Bot) openPlans(user string) (int, error) {
 // runStatus answers "status <job-id|request-id>".
 func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand, id string, reply func(string, []slack.Block)) {
 	if r, err := b.st.Get(id); err == nil {
+		if r.Channel != cmd.ChannelID {
+			// A request is shown only where its thread is: the people of
+			// that channel already see it; others are not told more.
+			b.metrics.Commands.WithLabelValues("refused").Inc()
+			reply(fmt.Sprintf("Request `%s` belongs to another channel; ask for its status there.", esc(r.ID)), nil)
+			return
+		}
 		jobs, err := b.st.Jobs(r.ID)
 		if err != nil {
 			b.log.Error().Err(err).Str("request_id", rid).Msg("read jobs")
@@ -231,10 +238,12 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 		if len(results) > 0 {
 			head += "\n" + countJobs(results, jobs).String()
 		}
-		lines := make([]string, 0, len(jobs))
+		lines := make([]string, 0, len(jobs)+len(results))
 		for _, j := range jobs {
 			lines = append(lines, statusLine(j))
 		}
+		p, _, _ := decode(r)
+		lines = append(lines, unstartedLines(p, results, nil)...)
 		blocks := []slack.Block{section(head)}
 		blocks = append(blocks, listSections("", lines, maxListSections, "")...)
 		b.metrics.Commands.WithLabelValues("status").Inc()
