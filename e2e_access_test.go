@@ -49,7 +49,8 @@ func TestRefusedChannel(t *testing.T) {
 }
 
 // A member of an allowed user group may patch; others are refused after
-// the membership lookup.
+// the membership lookup, and once the members are cached, already in the
+// ack, before taking a place in the work queue.
 func TestUserGroupMemberAllowed(t *testing.T) {
 	h := newHarness(t, func(env map[string]string) { env["BOT_ALLOWED_USERS"] = "SDBOPS" },
 		slacktest.WithUserGroup("SDBOPS", carol))
@@ -58,7 +59,9 @@ func TestUserGroupMemberAllowed(t *testing.T) {
 		t.Error("group member got no confirmable plan")
 	}
 	ack := h.slash(alice, opsChannel, in.Name)
-	h.reply(ack.ResponseURL, "not allowed")
+	if got := ackText(ack); !strings.Contains(got, "not allowed") {
+		t.Errorf("ack = %q, want a refusal", got)
+	}
 	if n := len(h.slack.CallsTo("usergroups.users.list")); n != 1 {
 		t.Errorf("usergroups.users.list called %d times, want 1 (cached)", n)
 	}

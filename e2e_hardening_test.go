@@ -87,7 +87,7 @@ func TestClickRechecksTodaysRights(t *testing.T) {
 	h.env["BOT_ALLOWED_USERS"] = bob
 	h.restart()
 	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
-	h.ephemeralTo(alice, "not allowed to use /geminidb-patch any more")
+	h.ephemeralTo(alice, "not allowed to use /geminidb-patch")
 	h.assertBatchCalls(0, "a requester no longer allowed confirmed")
 	if got := len(h.auditEvents("refused")); got < 2 {
 		t.Errorf("got %d refused audit events, want 2", got)

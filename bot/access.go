@@ -3,11 +3,13 @@ package bot
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/slack-go/slack"
+	"golang.org/x/sync/singleflight"
 )
 
 // access decides who may patch, where, and who may approve. User-group
@@ -25,6 +27,9 @@ type access struct {
 	now            func() time.Time
 	mu             sync.Mutex
 	cache          map[string]groupMembers
+	// lookups shares one usergroups.users.list call among all who need the
+	// same group at once, so a burst of commands costs one call per group.
+	lookups singleflight.Group
 }
 
 type groupMembers struct {
@@ -72,6 +77,50 @@ func (a *access) staticUser(user string) (allowed, needLookup bool) {
 	return false, len(a.groups) > 0
 }
 
+// mayClick tells, from the configuration and what is cached alone, whether
+// a click by user could be acted on at all: false only when it certainly
+// cannot (no allowlist, approver list or cached group names the user), so
+// such clicks are refused before they take a place in the work queue.
+func (a *access) mayClick(user string) bool {
+	if ok, _ := a.staticUser(user); ok || a.approverUsers[user] {
+		return true
+	}
+	in, known := a.cachedIn(user, append(slices.Clone(a.groups), a.approverGroups...))
+	return in || !known
+}
+
+// cachedIn answers from the membership cache whether user is in one of
+// groups; known is false when a group's members are not cached (or stale).
+func (a *access) cachedIn(user string, groups []string) (in, known bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now()
+	for _, g := range groups {
+		c, ok := a.cache[g]
+		if !ok || now.Sub(c.fetched) >= a.ttl {
+			return false, false
+		}
+		if c.members[user] {
+			return true, true
+		}
+	}
+	return false, true
+}
+
+// refusedNow tells whether user is certainly not an allowed user, from the
+// configuration and the membership cache alone (no Slack call).
+func (a *access) refusedNow(user string) bool {
+	ok, need := a.staticUser(user)
+	if ok {
+		return false
+	}
+	if !need {
+		return true
+	}
+	in, known := a.cachedIn(user, a.groups)
+	return known && !in
+}
+
 // userAllowed decides, reading user groups when needed.
 func (a *access) userAllowed(ctx context.Context, user string) (bool, error) {
 	if ok, need := a.staticUser(user); ok || !need {
@@ -108,16 +157,22 @@ func (a *access) members(ctx context.Context, group string) (map[string]bool, er
 	if ok && a.now().Sub(c.fetched) < a.ttl {
 		return c.members, nil
 	}
-	ids, err := a.api.GetUserGroupMembersContext(ctx, group)
+	v, err, _ := a.lookups.Do(group, func() (any, error) {
+		ids, err := a.api.GetUserGroupMembersContext(ctx, group)
+		if err != nil {
+			return nil, fmt.Errorf("read members of user group %s: %w", group, err)
+		}
+		m := make(map[string]bool, len(ids))
+		for _, id := range ids {
+			m[id] = true
+		}
+		a.mu.Lock()
+		a.cache[group] = groupMembers{members: m, fetched: a.now()}
+		a.mu.Unlock()
+		return m, nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("read members of user group %s: %w", group, err)
+		return nil, err
 	}
-	m := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		m[id] = true
-	}
-	a.mu.Lock()
-	a.cache[group] = groupMembers{members: m, fetched: a.now()}
-	a.mu.Unlock()
-	return m, nil
+	return v.(map[string]bool), nil
 }

@@ -88,6 +88,7 @@ type Bot struct {
 	access  *access
 
 	work      chan func(context.Context)
+	notices   chan struct{} // the busy and refusal answers in flight
 	connected atomic.Bool
 	inflight  sync.WaitGroup
 }
@@ -134,8 +135,9 @@ func New(cfg Config, api *slack.Client, sm *socketmode.Client, db GeminiDB, st S
 	return &Bot{
 		id:  newID("bot-"),
 		cfg: cfg, api: api, sm: sm, db: db, st: st, log: log, metrics: m,
-		access: newAccess(cfg.AllowedUsers, cfg.AllowedChannels, cfg.Approvers, api, cfg.GroupCacheTTL, cfg.Now),
-		work:   make(chan func(context.Context), cfg.QueueSize),
+		access:  newAccess(cfg.AllowedUsers, cfg.AllowedChannels, cfg.Approvers, api, cfg.GroupCacheTTL, cfg.Now),
+		work:    make(chan func(context.Context), cfg.QueueSize),
+		notices: make(chan struct{}, maxNotices),
 	}
 }
 
@@ -299,10 +301,29 @@ func (b *Bot) HandleEvent(ctx context.Context, evt socketmode.Event) {
 		}
 		b.ack(evt.Request, nil, start)
 		if ok && cb.Type == slack.InteractionTypeBlockActions {
+			channel := cb.Channel.ID
+			if channel == "" {
+				channel = cb.Container.ChannelID
+			}
+			// Clicks that cannot be acted on are refused before they take a
+			// place in the queue, so nobody outside the allowlists can fill it.
+			if !b.access.channelAllowed(channel) || !b.access.mayClick(cb.User.ID) {
+				b.metrics.Commands.WithLabelValues("refused").Inc()
+				for _, act := range cb.ActionCallback.BlockActions {
+					b.audit("refused", auditInfo{RequestID: act.Value, User: cb.User.ID, Channel: channel},
+						"reason", "user or channel not allowed", "action", act.ActionID)
+				}
+				msg := fmt.Sprintf("You are not allowed to use %s here; your click did nothing.", b.cfg.Command)
+				if isApproval(cb) {
+					msg = fmt.Sprintf("Only an approver (%s) can approve or reject this request; your click did nothing.", mentionList(b.cfg.Approvers))
+				}
+				b.notify(func(ctx context.Context) { b.tell(ctx, channel, cb.User.ID, msg) })
+				return
+			}
 			// The click is acked, so Slack will not send it again: if it
 			// cannot be queued, the clicker must hear so.
-			busy := func() {
-				b.tell(context.Background(), cb.Channel.ID, cb.User.ID, "I am busy with other requests right now; your click did nothing. Click again in a minute.")
+			busy := func(ctx context.Context) {
+				b.tell(ctx, channel, cb.User.ID, "I am busy with other requests right now; your click did nothing. Click again in a minute.")
 			}
 			b.enqueue(func(ctx context.Context) { b.onBlockAction(ctx, cb, evt.Request.RetryAttempt) }, busy)
 		}
@@ -331,11 +352,14 @@ func (b *Bot) ack(req *socketmode.Request, payload any, start time.Time) {
 
 // enqueue hands slow work to the pool without blocking; when the queue is
 // full, busy (if given) answers the user instead.
-func (b *Bot) enqueue(task func(context.Context), busy func()) bool {
+func (b *Bot) enqueue(task func(context.Context), busy func(context.Context)) (queued bool) {
 	defer func() {
 		// The queue is closed during shutdown: treat like full.
-		if recover() != nil && busy != nil {
-			go busy()
+		if recover() != nil {
+			queued = false
+			if busy != nil {
+				b.notify(busy)
+			}
 		}
 	}()
 	select {
@@ -343,10 +367,32 @@ func (b *Bot) enqueue(task func(context.Context), busy func()) bool {
 		return true
 	default:
 		if busy != nil {
-			go busy()
+			b.notify(busy)
 		}
 		return false
 	}
+}
+
+// maxNotices bounds the busy and refusal answers being sent at once.
+const maxNotices = 16
+
+// notify sends a short answer (busy, refused) off the event loop. At most
+// maxNotices are in flight: past that the answer is dropped and counted, so
+// a flood of refused clicks costs no goroutine each.
+func (b *Bot) notify(send func(context.Context)) {
+	select {
+	case b.notices <- struct{}{}:
+	default:
+		b.metrics.Commands.WithLabelValues("notice_dropped").Inc()
+		b.log.Warn().Msg("too many answers in flight; one busy or refusal answer dropped")
+		return
+	}
+	go func() {
+		defer func() { <-b.notices }()
+		ctx, cancel := context.WithTimeout(context.Background(), slackWriteTimeout)
+		defer cancel()
+		send(ctx)
+	}()
 }
 
 // safely runs a task, turning a panic into a log line so one bad event
@@ -365,4 +411,14 @@ func newID(prefix string) string {
 	var buf [6]byte
 	_, _ = rand.Read(buf[:])
 	return prefix + hex.EncodeToString(buf[:])
+}
+
+// isApproval tells whether a click is on an approver's button.
+func isApproval(cb slack.InteractionCallback) bool {
+	for _, a := range cb.ActionCallback.BlockActions {
+		if a.ActionID == ActionApprove || a.ActionID == ActionReject {
+			return true
+		}
+	}
+	return false
 }

@@ -64,15 +64,18 @@ func (b *Bot) onSlashCommand(_ context.Context, cmd slack.SlashCommand, retry in
 		b.audit("refused", a, "reason", "channel not allowed")
 		return ephemeral(fmt.Sprintf("%s does not work in this channel. Ask an admin for the channels listed in BOT_ALLOWED_CHANNELS.", b.cfg.Command))
 	}
-	allowed, needLookup := b.access.staticUser(cmd.UserID)
-	if !allowed && !needLookup {
+	// Who is certainly not allowed (by ID, or by group members already
+	// cached) is refused here, before taking a place in the queue.
+	if b.access.refusedNow(cmd.UserID) {
 		b.metrics.Commands.WithLabelValues("refused").Inc()
 		b.audit("refused", a, "reason", "user not allowed")
 		return ephemeral(fmt.Sprintf("You are not allowed to use %s: your Slack user is not in BOT_ALLOWED_USERS. Ask the bot's admin to add you.", b.cfg.Command))
 	}
 	task := func(ctx context.Context) { b.runCommand(ctx, rid, cmd, req, retry) }
-	busy := func() {
-		_ = b.respond(context.Background(), cmd.ResponseURL, true, "I am busy with other requests right now; nothing was done. Try again in a minute.", nil)
+	busy := func(ctx context.Context) {
+		if err := b.respond(ctx, cmd.ResponseURL, true, "I am busy with other requests right now; nothing was done. Try again in a minute.", nil); err != nil {
+			b.log.Warn().Err(err).Str("request_id", rid).Msg("could not say the bot is busy")
+		}
 	}
 	if !b.enqueue(task, busy) {
 		b.metrics.Commands.WithLabelValues("busy").Inc()
