@@ -77,4 +77,3 @@ func TestBatchFailureKinds(t *testing.T) {
 		})
 	}
 }
-
