@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -80,6 +81,13 @@ func doctor(ctx context.Context, lookup func(string) (string, bool), out io.Writ
 		return fmt.Sprintf("authenticated (%s); %d instances in project %s", mode, page.TotalCount, cfg.GeminiDBProjectID), nil
 	})
 	check("store", func(ctx context.Context) (string, error) { return checkStore(ctx, cfg.Store) })
+	if isRedisURL(cfg.Store) {
+		cctx, cancel := context.WithTimeout(ctx, doctorTimeout)
+		for _, w := range redisWarnings(cctx, cfg.Store) {
+			fmt.Fprintf(out, "WARN  %-20s %s\n", "redis durability", w)
+		}
+		cancel()
+	}
 	if failed {
 		return exitFailed
 	}
@@ -150,4 +158,30 @@ func checkStore(ctx context.Context, target string) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("%s opens and is consistent", target), nil
+}
+
+// redisWarnings checks what the store needs from a Redis server and says
+// what is missing: persistence (a restart of Redis must not forget the
+// requests and the jobs being followed) and maxmemory-policy noeviction (an
+// evicted request or claim could let a patch be sent twice). Warnings do
+// not fail doctor: a managed Redis may be durable without saying so.
+func redisWarnings(ctx context.Context, target string) []string {
+	opts, err := redis.ParseURL(target)
+	if err != nil {
+		return []string{"cannot parse BOT_STORE as a Redis URL"}
+	}
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	conf, err := rdb.ConfigGet(ctx, "*").Result()
+	if err != nil {
+		return []string{fmt.Sprintf("cannot read the server's CONFIG (%v); make sure persistence is on (appendonly yes, or RDB save points) and maxmemory-policy is noeviction", err)}
+	}
+	var warns []string
+	if conf["appendonly"] != "yes" && strings.TrimSpace(conf["save"]) == "" {
+		warns = append(warns, "persistence is off (appendonly no, no save points): a Redis restart loses every request and the jobs being followed; set appendonly yes")
+	}
+	if p := conf["maxmemory-policy"]; p != "" && p != "noeviction" {
+		warns = append(warns, fmt.Sprintf("maxmemory-policy is %s: Redis may evict requests or claims under memory pressure; set it to noeviction", p))
+	}
+	return warns
 }

@@ -165,3 +165,40 @@ func TestVersionSubcommand(t *testing.T) {
 		}
 	}
 }
+
+// doctor warns (without failing) when Redis would lose or evict the store:
+// persistence off, or a maxmemory-policy other than noeviction.
+func TestDoctorWarnsAboutRedisDurability(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want []string
+		not  []string
+	}{
+		{"no persistence", nil, []string{"persistence is off"}, []string{"maxmemory-policy is"}},
+		{"evicting, append-only", []string{"--appendonly", "yes", "--maxmemory-policy", "allkeys-lru"}, []string{"maxmemory-policy is allkeys-lru"}, []string{"persistence is off"}},
+		{"durable", []string{"--appendonly", "yes", "--maxmemory-policy", "noeviction"}, nil, []string{"WARN"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, _, env := fakeEnv(t)
+			env["BOT_STORE"] = "redis://" + storetest.StartRedis(t, append(tt.args, "--dir", t.TempDir())...) + "/0"
+			var stdout, stderr bytes.Buffer
+			if code := run(context.Background(), []string{"doctor"}, MapLookup(env), &stdout, &stderr); code != exitOK {
+				t.Errorf("got exit status %d, want 0 (warnings do not fail)\n%s", code, stdout.String())
+			}
+			out := stdout.String()
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("doctor does not warn %q:\n%s", w, out)
+				}
+			}
+			for _, w := range tt.not {
+				if strings.Contains(out, w) {
+					t.Errorf("doctor says %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
