@@ -47,6 +47,10 @@ type Config struct {
 
 	LogLevel  string `env:"LOG_LEVEL" default:"info"`
 	LogFormat string `env:"LOG_FORMAT" default:"json"`
+
+	// Now is the bot's clock (plan expiry, leases, the store's times); nil
+	// means time.Now. Not read from the environment: tests set it.
+	Now func() time.Time
 }
 
 // AuthMode names the GeminiDB authentication the configuration selects.

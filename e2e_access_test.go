@@ -24,7 +24,7 @@ func TestRefusedUser(t *testing.T) {
 			t.Errorf("%q: ack = %q, want a refusal", text, got)
 		}
 	}
-	settle()
+	h.quiesce()
 	if n := h.cloudCalls(); n != 0 {
 		t.Errorf("GeminiDB called %d times for a refused user, want 0", n)
 	}
@@ -41,7 +41,7 @@ func TestRefusedChannel(t *testing.T) {
 	if got := ackText(ack); !strings.Contains(got, "does not work in this channel") {
 		t.Errorf("ack = %q, want a channel refusal", got)
 	}
-	settle()
+	h.quiesce()
 	if n := h.cloudCalls(); n != 0 {
 		t.Errorf("GeminiDB called %d times from a refused channel, want 0", n)
 	}
@@ -166,10 +166,10 @@ func TestReject(t *testing.T) {
 
 // A plan past BOT_CONFIRM_TTL cannot be confirmed; the message shows it expired.
 func TestExpiredPlan(t *testing.T) {
-	h := newHarness(t, func(env map[string]string) { env["BOT_CONFIRM_TTL"] = "300ms" })
+	h := newHarness(t, nil)
 	in := h.addInstances("db", "cassandra", 1)[0]
 	id, _, ack := h.plan(alice, in.Name)
-	time.Sleep(400 * time.Millisecond)
+	h.clock.Advance(15*time.Minute + time.Second) // BOT_CONFIRM_TTL's default
 	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
 	h.reply(ack.ResponseURL, "expired")
 	h.restart()
@@ -184,15 +184,14 @@ func TestExpiredPlan(t *testing.T) {
 // An expired approval request cannot be approved.
 func TestExpiredApproval(t *testing.T) {
 	h := newHarness(t, func(env map[string]string) {
-		// Long enough for the confirm to beat it on a busy machine.
-		env["BOT_CONFIRM_TTL"] = "1500ms"
+		env["BOT_CONFIRM_TTL"] = "10m"
 		env["BOT_APPROVERS"] = bob
 	})
 	in := h.addInstances("db", "cassandra", 1)[0]
 	id, _, ack := h.plan(alice, in.Name)
 	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
 	h.approvalMessage(id)
-	time.Sleep(1600 * time.Millisecond)
+	h.clock.Advance(10*time.Minute + time.Second)
 	h.approvalClick(bob, "patch_approve", id, 0)
 	h.ephemeralTo(bob, "expired")
 	h.assertBatchCalls(0, "for an expired approval")
@@ -241,18 +240,14 @@ func TestRateLimits(t *testing.T) {
 // An unanswered plan's message is replaced when it expires, without a click,
 // and so is an unanswered approval request.
 func TestStalePlansExpireOnTheirOwn(t *testing.T) {
-	h := newHarness(t, func(env map[string]string) {
-		// Long enough for the confirm to beat it on a busy machine.
-		env["BOT_CONFIRM_TTL"] = "1500ms"
-		env["BOT_APPROVERS"] = bob
-	})
+	h := newHarness(t, func(env map[string]string) { env["BOT_APPROVERS"] = bob })
 	in := h.addInstances("db", "cassandra", 1)[0]
 	_, _, ack := h.plan(alice, in.Name)
-	h.reply(ack.ResponseURL, "expired")
-
 	id, _, ack2 := h.plan(alice, in.Name)
 	h.click(alice, "patch_confirm", id, ack2.ResponseURL, 0)
 	msg := h.approvalMessage(id)
+	h.clock.Advance(15*time.Minute + time.Second) // BOT_CONFIRM_TTL's default
+	h.reply(ack.ResponseURL, "expired")
 	if err := h.slack.WaitFor(h.ctx(), "approval message marked expired", func(s *slacktest.Server) bool {
 		for _, m := range s.Messages(opsChannel) {
 			if m.TS == msg.TS {

@@ -218,7 +218,7 @@ func TestSlashCommandRedelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.reply(cmd.ResponseURL, "patch plan")
-	settle()
+	h.quiesce()
 	plans := 0
 	for _, c := range h.slack.CallsTo("response_url") {
 		if c.URL == cmd.ResponseURL && strings.Contains(c.AllText(), "patch plan") {

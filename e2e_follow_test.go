@@ -71,7 +71,7 @@ func TestFollowJobsToTheEnd(t *testing.T) {
 		t.Errorf("summary does not list the failed instance %s:\n%s", insts[1].Name, summary)
 	}
 	h.waitParentText(id, "completed 2 · failed 1")
-	settle()
+	h.quiesce()
 	for _, in := range insts {
 		if n := h.count(ts, jobs[in.ID]+"` Completed") + h.count(ts, jobs[in.ID]+"` Failed"); n != 1 {
 			t.Errorf("job of %s reported %d times, want once", in.Name, n)
@@ -116,7 +116,7 @@ func TestRestartContinuesInTheSameThread(t *testing.T) {
 	h.start()
 
 	h.threadText(ts, jobs[insts[1].ID]+"` Completed", "finished")
-	settle()
+	h.quiesce()
 	for _, in := range insts {
 		if n := h.count(ts, jobs[in.ID]+"` Completed"); n != 1 {
 			t.Errorf("job of %s reported %d times across the restart, want once", in.Name, n)

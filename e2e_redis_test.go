@@ -22,11 +22,13 @@ func (h *harness) startReplica() {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	cfg.Now = h.clock.Now
 	before := h.slack.Connections()
 	m, err := NewMain(cfg, h.logs)
 	if err != nil {
 		h.t.Fatalf("second replica: %v", err)
 	}
+	h.replicas = append(h.replicas, m)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
@@ -77,7 +79,7 @@ func TestTwoReplicasShareARedisStore(t *testing.T) {
 		h.gdb.CompleteJob(h.gdb.JobsFor(in.ID)[0], "3.11.3.5")
 	}
 	h.threadText(ts, "finished", "3.11.3.2 → 3.11.3.5")
-	settle()
+	h.quiesce()
 	for _, in := range insts {
 		job := h.gdb.JobsFor(in.ID)[0]
 		if n := h.count(ts, job+"` Completed"); n != 1 {
@@ -111,7 +113,7 @@ func TestReplicaStartingDuringASubmission(t *testing.T) {
 	}
 	ts := h.parent(id).TS
 	h.threadText(ts, "1 submitted")
-	settle()
+	h.quiesce()
 	if n := h.count(ts, "stopped while submitting"); n != 0 {
 		t.Errorf("the new replica took over a live submission (%d recovery notes)", n)
 	}
@@ -139,7 +141,7 @@ func TestReplicasShareLimitsAndRedeliveries(t *testing.T) {
 		}
 	}
 	h.reply(cmd.ResponseURL, "patch plan")
-	settle()
+	h.quiesce()
 	if n := strings.Count(h.repliesTo(cmd.ResponseURL), "patch plan"); n != 1 {
 		t.Errorf("%d plans for one command delivered to two replicas, want 1", n)
 	}

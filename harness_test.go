@@ -25,6 +25,27 @@ const (
 	opsChannel      = "COPS"
 )
 
+// testClock is real time plus an offset that Advance moves on, so a test
+// can let a plan's TTL run out without sleeping through it.
+type testClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+// Now is time.Now plus the offset.
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+// Advance moves the clock d forward.
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset += d
+}
+
 // syncBuffer is a goroutine-safe log sink.
 type syncBuffer struct {
 	mu  sync.Mutex
@@ -51,12 +72,14 @@ type harness struct {
 	gdb   *upgradetest.Server
 	env   map[string]string
 	logs  *syncBuffer
+	clock *testClock // the bot's clock: real time, moved on by Advance
 
 	baseCalls int // GeminiDB calls made before the tests' own actions
 
-	main   *Main
-	cancel context.CancelFunc
-	done   chan error
+	main     *Main
+	replicas []*Main // started by startReplica, stopped at cleanup
+	cancel   context.CancelFunc
+	done     chan error
 }
 
 // botEnv is a valid environment pointing the bot at the fakes, with a
@@ -86,6 +109,11 @@ func newHarness(t testing.TB, tweak func(env map[string]string), slackOpts ...sl
 // credentials it accepts).
 func newHarnessWith(t testing.TB, gdbOpts []upgradetest.ServerOption, tweak func(env map[string]string), slackOpts ...slacktest.Option) *harness {
 	t.Helper()
+	// Every harness has its own fakes, store, port and clock, and no test
+	// touches the process environment, so tests run side by side.
+	if pt, ok := t.(*testing.T); ok {
+		pt.Parallel()
+	}
 	sl := slacktest.New(t, slackOpts...)
 	gdb := upgradetest.NewServer(t, gdbOpts...)
 	env := botEnv(t, sl, gdb)
@@ -95,7 +123,7 @@ func newHarnessWith(t testing.TB, gdbOpts []upgradetest.ServerOption, tweak func
 	if tweak != nil {
 		tweak(env)
 	}
-	h := &harness{t: t, slack: sl, gdb: gdb, env: env, logs: &syncBuffer{}}
+	h := &harness{t: t, slack: sl, gdb: gdb, env: env, logs: &syncBuffer{}, clock: &testClock{}}
 	h.start()
 	t.Cleanup(func() {
 		h.stop()
@@ -114,7 +142,9 @@ func (h *harness) start() {
 	if err != nil {
 		h.t.Fatalf("LoadConfig: %v", err)
 	}
+	cfg.Now = h.clock.Now
 	before, calls := h.slack.Connections(), h.gdb.Calls("/instances")
+	logged := strings.Count(h.logs.String(), "fleet size learned")
 	m, err := NewMain(cfg, h.logs)
 	if err != nil {
 		h.t.Fatalf("NewMain: %v", err)
@@ -128,7 +158,7 @@ func (h *harness) start() {
 	// At start the bot asks GeminiDB once for the fleet's size; wait for it
 	// so tests can count the calls their own actions cause.
 	if err := h.slack.WaitFor(h.ctx(), "the start-up fleet-size call", func(*slacktest.Server) bool {
-		return h.gdb.Calls("/instances") > calls
+		return h.gdb.Calls("/instances") > calls && strings.Count(h.logs.String(), "fleet size learned") > logged
 	}); err != nil {
 		h.t.Fatal(err)
 	}
@@ -359,16 +389,37 @@ func (h *harness) auditEvents(event string) []map[string]any {
 	return out
 }
 
-// assertBatchCalls waits a moment and checks how often the batch endpoint
-// was called (why says what the number means).
+// assertBatchCalls waits until the bot has done everything it was asked
+// to and checks how often the batch endpoint was called (why says what the
+// number means).
 func (h *harness) assertBatchCalls(want int, why string) {
 	h.t.Helper()
-	settle()
+	h.quiesce()
 	if n := h.gdb.Calls("/instances/db-upgrade"); n != want {
 		h.t.Errorf("batch endpoint called %d times, want %d (%s)", n, want, why)
 	}
 }
 
-// settle gives the bot a moment to do anything it (wrongly) might still do,
-// for tests asserting that something did not happen.
-func settle() { time.Sleep(300 * time.Millisecond) }
+// quiesce waits until every running bot (the harness's and its replicas)
+// has handled everything delivered so far (no task queued or running, no
+// submission in flight) and its follower has finished two more ticks, so
+// whatever the bot (wrongly) might still do would have been done: for
+// tests asserting that something did not happen.
+func (h *harness) quiesce() {
+	h.t.Helper()
+	mains := append([]*Main{h.main}, h.replicas...)
+	start := make([]int64, len(mains))
+	for i, m := range mains {
+		start[i] = m.Bot.Activity().Ticks
+	}
+	if err := h.slack.WaitFor(h.ctx(), "the bot to be idle for two follower ticks", func(*slacktest.Server) bool {
+		for i, m := range mains {
+			if a := m.Bot.Activity(); a.Busy != 0 || a.Ticks < start[i]+2 {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		h.t.Fatalf("%v\nlogs:\n%s", err, h.logs.String())
+	}
+}

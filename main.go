@@ -132,11 +132,11 @@ var (
 )
 
 // OpenStore opens BOT_STORE: a redis:// or rediss:// URL, or a file path.
-func OpenStore(ctx context.Context, target string) (Store, error) {
+func OpenStore(ctx context.Context, target string, now func() time.Time) (Store, error) {
 	if isRedisURL(target) {
-		return store.OpenRedis(ctx, target)
+		return store.OpenRedisWith(ctx, target, store.RedisOptions{Now: now})
 	}
-	return store.Open(target)
+	return store.OpenWith(target, store.Options{Now: now})
 }
 
 // redisLog routes go-redis's own log lines (reconnects, dial failures)
@@ -213,7 +213,7 @@ func NewMain(cfg Config, logOut io.Writer) (*Main, error) {
 	if isRedisURL(cfg.Store) {
 		redis.SetLogger(redisLog{log})
 	}
-	st, err := OpenStore(context.Background(), cfg.Store)
+	st, err := OpenStore(context.Background(), cfg.Store, cfg.Now)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", redactURL(cfg.Store), err)
 	}
@@ -241,6 +241,7 @@ func NewMain(cfg Config, logOut io.Writer) (*Main, error) {
 		// A batch call must be answered (or time out and be recorded as
 		// unknown) before a shutdown gives up waiting for it.
 		BatchTimeout: cfg.ShutdownTimeout * 3 / 4,
+		Now:          cfg.Now,
 	}, api, sm, db, st, log, metrics)
 
 	m := &Main{Config: cfg, Log: log, Store: st, Bot: b, Registry: reg, Slack: api, GeminiDB: db}
@@ -282,9 +283,12 @@ func (m *Main) Run(ctx context.Context) error {
 	// lookup of several instances can already choose between paging and
 	// asking per instance (at most min(N, pages) calls).
 	go func() {
-		if _, err := m.GeminiDB.ListInstances(botCtx, upgrade.ListOptions{Limit: 1}); err != nil {
+		page, err := m.GeminiDB.ListInstances(botCtx, upgrade.ListOptions{Limit: 1})
+		if err != nil {
 			m.Log.Warn().Err(err).Msg("GeminiDB not reachable at start; instance lookups will tell users why")
+			return
 		}
+		m.Log.Debug().Int("instances", page.TotalCount).Msg("fleet size learned")
 	}()
 	botDone := make(chan error, 1)
 	go func() { botDone <- m.Bot.Run(botCtx) }()

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,18 +20,44 @@ import (
 // binaryVersion is stamped into the binary the process tests build.
 const binaryVersion = "v0.0.0-e2e"
 
-// buildBinary builds the bot, as users build it, into a temporary directory.
+// built is the binary the process tests share: built once per test run.
+var built struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+	out  []byte
+}
+
+// buildBinary builds the bot, as users build it, once per test run, into a
+// temporary directory removed when the tests end (TestMain).
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "geminidb-patch-bot")
-	cmd := exec.Command("go", "build", "-o", bin, "-ldflags", "-X main.version="+binaryVersion, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	built.once.Do(func() {
+		built.dir, built.err = os.MkdirTemp("", "geminidb-patch-bot-test-")
+		if built.err != nil {
+			return
+		}
+		built.bin = filepath.Join(built.dir, "geminidb-patch-bot")
+		cmd := exec.Command("go", "build", "-o", built.bin, "-ldflags", "-X main.version="+binaryVersion, ".")
+		built.out, built.err = cmd.CombinedOutput()
+	})
+	if built.err != nil {
+		t.Fatalf("go build: %v\n%s", built.err, built.out)
 	}
-	return bin
+	return built.bin
+}
+
+// TestMain removes the shared binary after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		_ = os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
 }
 
 // processEnv is env and nothing else of the bot's (the developer's own

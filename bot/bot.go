@@ -90,6 +90,8 @@ type Bot struct {
 	work      chan func(context.Context)
 	notices   chan struct{} // the busy and refusal answers in flight
 	connected atomic.Bool
+	busy      atomic.Int64 // tasks queued or running, and submissions in flight
+	ticks     atomic.Int64 // follower ticks finished
 	inflight  sync.WaitGroup
 }
 
@@ -141,6 +143,18 @@ func New(cfg Config, api *slack.Client, sm *socketmode.Client, db GeminiDB, st S
 	}
 }
 
+// Activity is how much work the bot has: tasks queued or running (slash
+// commands, clicks) and submissions in flight, and how many follower ticks
+// have finished. Tests use it to know that everything the bot was asked
+// to do so far has been done, instead of sleeping.
+type Activity struct {
+	Busy  int64
+	Ticks int64
+}
+
+// Activity reports the bot's current Activity.
+func (b *Bot) Activity() Activity { return Activity{Busy: b.busy.Load(), Ticks: b.ticks.Load()} }
+
 // Connected reports whether the Socket Mode connection is up (for /readyz).
 func (b *Bot) Connected() bool { return b.connected.Load() }
 
@@ -163,6 +177,7 @@ func (b *Bot) Run(ctx context.Context) error {
 		workers.Go(func() {
 			for task := range b.work {
 				b.safely(workCtx, task)
+				b.busy.Add(-1)
 			}
 		})
 	}
@@ -299,6 +314,10 @@ func (b *Bot) HandleEvent(ctx context.Context, evt socketmode.Event) {
 		if evt.Request == nil {
 			return
 		}
+		// Busy from before the ack until the click is queued (or refused),
+		// so Activity never shows a gap in between.
+		b.busy.Add(1)
+		defer b.busy.Add(-1)
 		b.ack(evt.Request, nil, start)
 		if ok && cb.Type == slack.InteractionTypeBlockActions {
 			channel := cb.Channel.ID
@@ -364,6 +383,7 @@ func (b *Bot) enqueue(task func(context.Context), busy func(context.Context)) (q
 	}()
 	select {
 	case b.work <- task:
+		b.busy.Add(1)
 		return true
 	default:
 		if busy != nil {

@@ -39,6 +39,7 @@ func (b *Bot) follow(ctx context.Context) {
 			b.expireStale(ctx)
 			b.pollOnce(ctx)
 			b.finishQuietRequests(ctx)
+			b.ticks.Add(1)
 		}
 	}
 }

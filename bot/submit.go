@@ -86,8 +86,10 @@ func (b *Bot) heartbeat(log zerolog.Logger, id, token string, stop <-chan struct
 // holds a worker that clicks and commands are waiting for. Run waits for it.
 func (b *Bot) goSubmit(ctx context.Context, r store.Request, p upgrade.Plan, responseURL string) {
 	b.inflight.Add(1)
+	b.busy.Add(1)
 	go func() {
 		defer b.inflight.Done()
+		defer b.busy.Add(-1)
 		b.safely(ctx, func(ctx context.Context) { b.submit(ctx, r, p, responseURL) })
 	}()
 }
