@@ -88,8 +88,10 @@ func (p RetryPolicy) backoff(n int) time.Duration {
 // Option configures a Client.
 type Option func(*Client)
 
-// WithHTTPClient makes the Client send its requests through hc (its
-// Transport is wrapped by the Authenticator; hc itself is not modified).
+// WithHTTPClient makes the Client send its requests through a copy of hc
+// whose Transport is wrapped by the Authenticator and which follows no
+// redirect, whatever hc.CheckRedirect says (see RedirectError); hc itself is
+// not modified.
 func WithHTTPClient(hc *http.Client) Option {
 	return func(c *Client) {
 		if hc != nil {
@@ -122,6 +124,9 @@ func WithObserver(fn func(call string, d time.Duration, err error)) Option {
 }
 
 // Client calls the GeminiDB API of one project. It is safe for concurrent use.
+//
+// It never follows a redirect: a 3xx answer ends the call with a
+// *RedirectError, so that no body or credential is ever resent to another host.
 //
 // When a call ends with HTTP 401 (the API's, or the IAM login's), the Client
 // sends nothing for the authentication backoff (WithAuthBackoff): every call
@@ -186,13 +191,13 @@ func NewClient(baseURL, projectID string, auth Authenticator, opts ...Option) (*
 	for _, o := range opts {
 		o(c)
 	}
-	hc := *c.base
+	hc := noRedirects(c.base)
 	rt := hc.Transport
 	if rt == nil {
 		rt = http.DefaultTransport
 	}
 	hc.Transport = auth.Wrap(rt)
-	c.hc = &hc
+	c.hc = hc
 	return c, nil
 }
 
@@ -383,6 +388,12 @@ func (ex exchange) attempt(ctx context.Context, deadline time.Time) (res exchang
 		return res, true, 0, fmt.Errorf("%s: %s %s: %w", ex.what, ex.method, ex.path, inner)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		// The client follows no redirect (see noRedirects): the answer is
+		// final, and sending the request elsewhere is not ours to decide.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+		return res, false, 0, fmt.Errorf("%s: %w", ex.what, redirectError(resp, ex.method, ex.path))
+	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		b, rerr := io.ReadAll(io.LimitReader(resp.Body, maxSuccessBody))
 		if rerr != nil {
