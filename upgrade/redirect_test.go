@@ -90,6 +90,9 @@ func (p *redirectPair) check(t *testing.T, err error, status int) {
 			t.Errorf("got %q, want the Location's host only, not %q", err, bad)
 		}
 	}
+	if upgrade.NotSent(err) {
+		t.Errorf("NotSent(%v) = true, want false: the first request was sent", err)
+	}
 }
 
 // followAll is a caller's client that would follow any redirect.
@@ -186,6 +189,10 @@ func TestNoRedirectsFromIAMLogin(t *testing.T) {
 					t.Errorf("got %q, want it to name the login and the host, not the Location's query", err)
 				}
 				assertNoSecret(t, err)
+				// The GeminiDB API received nothing: the batch was not sent.
+				if !upgrade.NotSent(err) {
+					t.Errorf("NotSent(%v) = false, want true: the API was never called", err)
+				}
 			})
 		}
 	}
