@@ -18,19 +18,21 @@ var ErrJobNotFound = errors.New("job not found")
 // immediately and takes no idempotency key, so it is made exactly once:
 // never retried, whatever the answer. On a 202 it returns one result per
 // instance (a job ID or the instance's error code); any other status is an
-// *APIError. A transport error leaves the outcome unknown, and says so.
+// *APIError, a 3xx a *RedirectError. When NotSent(err), nothing reached the
+// API and nothing was started. Any other failure without an answer (e.g. a
+// timeout after sending) leaves the outcome unknown, and says so.
 func (c *Client) BatchUpgrade(ctx context.Context, ids []string) ([]UpgradeResult, error) {
 	what := fmt.Sprintf("batch upgrade %d instances", len(ids))
 	if len(ids) == 0 || len(ids) > MaxBatch {
-		return nil, fmt.Errorf("%s: need 1 to %d instance IDs", what, MaxBatch)
+		return nil, notSent(fmt.Errorf("%s: need 1 to %d instance IDs", what, MaxBatch))
 	}
 	seen := map[string]bool{}
 	for _, id := range ids {
 		if strings.TrimSpace(id) == "" {
-			return nil, fmt.Errorf("%s: empty instance ID", what)
+			return nil, notSent(fmt.Errorf("%s: empty instance ID", what))
 		}
 		if seen[id] {
-			return nil, fmt.Errorf("%s: instance ID %s given twice", what, id)
+			return nil, notSent(fmt.Errorf("%s: instance ID %s given twice", what, id))
 		}
 		seen[id] = true
 	}
@@ -49,7 +51,7 @@ func (c *Client) BatchUpgrade(ctx context.Context, ids []string) ([]UpgradeResul
 	err := c.do(ctx, apiCall{name: CallBatchUpgrade, what: what, method: http.MethodPost, path: "/instances/db-upgrade", body: body, retry: false, out: &w})
 	if err != nil {
 		var apiErr *APIError
-		if !errors.As(err, &apiErr) && ctx.Err() == nil {
+		if !errors.As(err, &apiErr) && ctx.Err() == nil && !NotSent(err) {
 			return nil, fmt.Errorf("%w (the request may have reached the API: check the instances before patching again)", err)
 		}
 		return nil, err
@@ -89,7 +91,7 @@ func parseJobTime(s string) time.Time {
 func (c *Client) Job(ctx context.Context, id string) (Job, error) {
 	what := "job " + id
 	if strings.TrimSpace(id) == "" {
-		return Job{}, errors.New("job: empty job ID")
+		return Job{}, notSent(errors.New("job: empty job ID"))
 	}
 	var w struct {
 		TotalCount flexInt `json:"total_count"`

@@ -88,8 +88,10 @@ func (p RetryPolicy) backoff(n int) time.Duration {
 // Option configures a Client.
 type Option func(*Client)
 
-// WithHTTPClient makes the Client send its requests through hc (its
-// Transport is wrapped by the Authenticator; hc itself is not modified).
+// WithHTTPClient makes the Client send its requests through a copy of hc
+// whose Transport is wrapped by the Authenticator and which follows no
+// redirect, whatever hc.CheckRedirect says (see RedirectError); hc itself is
+// not modified.
 func WithHTTPClient(hc *http.Client) Option {
 	return func(c *Client) {
 		if hc != nil {
@@ -122,6 +124,9 @@ func WithObserver(fn func(call string, d time.Duration, err error)) Option {
 }
 
 // Client calls the GeminiDB API of one project. It is safe for concurrent use.
+//
+// It never follows a redirect: a 3xx answer ends the call with a
+// *RedirectError, so that no body or credential is ever resent to another host.
 //
 // When a call ends with HTTP 401 (the API's, or the IAM login's), the Client
 // sends nothing for the authentication backoff (WithAuthBackoff): every call
@@ -186,13 +191,13 @@ func NewClient(baseURL, projectID string, auth Authenticator, opts ...Option) (*
 	for _, o := range opts {
 		o(c)
 	}
-	hc := *c.base
+	hc := noRedirects(c.base)
 	rt := hc.Transport
 	if rt == nil {
 		rt = http.DefaultTransport
 	}
-	hc.Transport = auth.Wrap(rt)
-	c.hc = &hc
+	hc.Transport = auth.Wrap(sendProbe{rt})
+	c.hc = hc
 	return c, nil
 }
 
@@ -231,7 +236,7 @@ func (c *Client) do(ctx context.Context, call apiCall) error {
 	start := time.Now()
 	probe, err := c.breaker.enter(c.now())
 	if err != nil {
-		err = fmt.Errorf("%s: %w", call.what, err)
+		err = notSent(fmt.Errorf("%s: %w", call.what, err))
 	} else {
 		err = c.doBreaking(ctx, call, probe)
 	}
@@ -262,12 +267,12 @@ func (c *Client) doOnce(ctx context.Context, call apiCall) error {
 	if call.body != nil {
 		b, err := json.Marshal(call.body)
 		if err != nil {
-			return fmt.Errorf("%s: encode request: %w", call.what, err)
+			return notSent(fmt.Errorf("%s: encode request: %w", call.what, err))
 		}
 		body = b
 	}
 	ctx = context.WithValue(ctx, callInfoKey{}, callInfo{timeout: c.callTimeout, retry: c.retry, observer: c.observer})
-	ex := exchange{hc: c.hc, timeout: c.callTimeout, retry: c.retry, what: call.what, method: call.method, url: u.String(), path: u.Path, body: body, mayRetry: call.retry}
+	ex := exchange{hc: c.hc, timeout: c.callTimeout, retry: c.retry, what: call.what, method: call.method, url: u.String(), path: u.Path, body: body, mayRetry: call.retry, classify: true}
 	res, err := ex.run(ctx)
 	if err != nil {
 		return err
@@ -292,6 +297,9 @@ type exchange struct {
 	path     string // for APIError and error text: no host, no query
 	body     []byte
 	mayRetry bool // whether this request may be retried at all
+	// classify marks failures that certainly sent nothing as *NotSentError.
+	// Only the API's exchanges do: hc must then send through a sendProbe.
+	classify bool
 }
 
 type exchangeResult struct {
@@ -301,7 +309,8 @@ type exchangeResult struct {
 }
 
 // run sends the request, retrying reads on 429, 5xx and connection errors.
-// A cancelled context wins over whatever the transport said.
+// A cancelled context wins over whatever the transport said. The error is a
+// *NotSentError (when ex.classify) only if no attempt may have been sent.
 func (ex exchange) run(ctx context.Context) (exchangeResult, error) {
 	p := ex.retry.withDefaults()
 	if !ex.mayRetry {
@@ -309,13 +318,21 @@ func (ex exchange) run(ctx context.Context) (exchangeResult, error) {
 	}
 	deadline := time.Now().Add(p.Deadline)
 	var lastErr error
+	anySent := false
+	fail := func(err error) (exchangeResult, error) {
+		if ex.classify && !anySent {
+			err = notSent(err)
+		}
+		return exchangeResult{}, err
+	}
 	for attempt := 1; ; attempt++ {
-		res, retryable, wait, err := ex.attempt(ctx, deadline)
+		res, retryable, wait, sent, err := ex.attempt(ctx, deadline)
 		if err == nil {
 			return res, nil
 		}
+		anySent = anySent || sent
 		if ctx.Err() != nil {
-			return exchangeResult{}, fmt.Errorf("%s: %s %s: %w", ex.what, ex.method, ex.path, ctx.Err())
+			return fail(fmt.Errorf("%s: %s %s: %w", ex.what, ex.method, ex.path, ctx.Err()))
 		}
 		lastErr = err
 		if !retryable || attempt >= p.MaxAttempts {
@@ -332,26 +349,34 @@ func (ex exchange) run(ctx context.Context) (exchangeResult, error) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return exchangeResult{}, fmt.Errorf("%s: %s %s: %w (while waiting to retry after: %v)", ex.what, ex.method, ex.path, ctx.Err(), lastErr)
+			return fail(fmt.Errorf("%s: %s %s: %w (while waiting to retry after: %v)", ex.what, ex.method, ex.path, ctx.Err(), lastErr))
 		case <-t.C:
 		}
 	}
-	return exchangeResult{}, lastErr
+	return fail(lastErr)
 }
 
 // attempt performs one HTTP round trip. It reports whether a failure may be
-// retried and how long the server asked to wait (Retry-After).
-func (ex exchange) attempt(ctx context.Context, deadline time.Time) (res exchangeResult, retryable bool, wait time.Duration, err error) {
+// retried, how long the server asked to wait (Retry-After), and whether the
+// request may have been sent (false only when that is certain not to be so).
+func (ex exchange) attempt(ctx context.Context, deadline time.Time) (res exchangeResult, retryable bool, wait time.Duration, sent bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return res, false, 0, false, err // run names the call
+	}
 	// Each attempt gets the call timeout, but none outlives the retry deadline.
 	actx, cancel := context.WithDeadline(ctx, earliest(time.Now().Add(ex.timeout), deadline))
 	defer cancel()
+	// A fresh state per attempt; it also hides the state of an API call
+	// from the IAM login that call may trigger.
+	st := &sendState{}
+	actx = context.WithValue(actx, sendStateKey{}, st)
 	var rd io.Reader
 	if ex.body != nil {
 		rd = bytes.NewReader(ex.body)
 	}
 	req, err := http.NewRequestWithContext(actx, ex.method, ex.url, rd)
 	if err != nil {
-		return res, false, 0, fmt.Errorf("%s: build request: %w", ex.what, err)
+		return res, false, 0, false, fmt.Errorf("%s: build request: %w", ex.what, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	if ex.body != nil {
@@ -359,8 +384,9 @@ func (ex exchange) attempt(ctx context.Context, deadline time.Time) (res exchang
 	}
 	resp, err := ex.hc.Do(req)
 	if err != nil {
+		sent := st.sent(err)
 		if ctx.Err() != nil {
-			return res, false, 0, ctx.Err()
+			return res, false, 0, sent, ctx.Err()
 		}
 		inner := err
 		var ue *url.Error
@@ -371,32 +397,38 @@ func (ex exchange) attempt(ctx context.Context, deadline time.Time) (res exchang
 		// already been retried where it happened; it is not a connection error.
 		var apiErr *APIError
 		if errors.As(inner, &apiErr) {
-			return res, false, 0, fmt.Errorf("%s: %w", ex.what, inner)
+			return res, false, 0, sent, fmt.Errorf("%s: %w", ex.what, inner)
 		}
 		var authErr *authError
 		if errors.As(inner, &authErr) {
-			return res, false, 0, fmt.Errorf("%s: %w", ex.what, inner)
+			return res, false, 0, sent, fmt.Errorf("%s: %w", ex.what, inner)
 		}
 		if actx.Err() != nil {
-			return res, true, 0, fmt.Errorf("%s: %s %s: no answer in time (call timeout %s): %w", ex.what, ex.method, ex.path, ex.timeout, inner)
+			return res, true, 0, sent, fmt.Errorf("%s: %s %s: no answer in time (call timeout %s): %w", ex.what, ex.method, ex.path, ex.timeout, inner)
 		}
-		return res, true, 0, fmt.Errorf("%s: %s %s: %w", ex.what, ex.method, ex.path, inner)
+		return res, true, 0, sent, fmt.Errorf("%s: %s %s: %w", ex.what, ex.method, ex.path, inner)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		// The client follows no redirect (see noRedirects): the answer is
+		// final, and sending the request elsewhere is not ours to decide.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+		return res, false, 0, true, fmt.Errorf("%s: %w", ex.what, redirectError(resp, ex.method, ex.path))
+	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		b, rerr := io.ReadAll(io.LimitReader(resp.Body, maxSuccessBody))
 		if rerr != nil {
 			if ctx.Err() != nil {
-				return res, false, 0, ctx.Err()
+				return res, false, 0, true, ctx.Err()
 			}
-			return res, true, 0, fmt.Errorf("%s: %s %s: read answer: %w", ex.what, ex.method, ex.path, rerr)
+			return res, true, 0, true, fmt.Errorf("%s: %s %s: read answer: %w", ex.what, ex.method, ex.path, rerr)
 		}
-		return exchangeResult{status: resp.StatusCode, header: resp.Header, body: b}, false, 0, nil
+		return exchangeResult{status: resp.StatusCode, header: resp.Header, body: b}, false, 0, true, nil
 	}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	apiErr := parseAPIError(resp, b, ex.method, ex.path)
 	retryable = resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500
-	return res, retryable, retryAfter(resp.Header.Get("Retry-After")), fmt.Errorf("%s: %w", ex.what, apiErr)
+	return res, retryable, retryAfter(resp.Header.Get("Retry-After")), true, fmt.Errorf("%s: %w", ex.what, apiErr)
 }
 
 func earliest(a, b time.Time) time.Time {

@@ -22,7 +22,7 @@ type IAMConfig struct {
 	Domain    string // account (domain) name
 	ProjectID string // the token is scoped to this project
 
-	HTTPClient *http.Client     // for the login call; default a plain client
+	HTTPClient *http.Client     // for the login call (copied; redirects are never followed); default a plain client
 	Now        func() time.Time // clock for expiry; default time.Now
 }
 
@@ -43,14 +43,14 @@ const renewMargin = 10 * time.Minute
 // The token is cached and renewed shortly before it expires; concurrent
 // requests share one login. When the API answers 401 to a read (GET), the
 // token is dropped, renewed once and the read retried once; other methods are
-// never resent.
+// never resent. A redirect from IAM is refused (*RedirectError), never followed.
 func NewIAMAuth(cfg IAMConfig) Authenticator {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{}
-	}
+	// A redirect would resend the password elsewhere: refuse it, even when
+	// the caller's client would follow it.
+	cfg.HTTPClient = noRedirects(cfg.HTTPClient)
 	return &iamAuth{cfg: cfg}
 }
 

@@ -37,13 +37,13 @@ type InstancePage struct {
 // ListInstances returns one page of instances: GET /v3/{project_id}/instances.
 func (c *Client) ListInstances(ctx context.Context, opts ListOptions) (InstancePage, error) {
 	if strings.HasPrefix(opts.Name, "*") {
-		return InstancePage{}, fmt.Errorf("list instances: name %q starts with '*', which the API treats as a fuzzy match; only exact names are supported", opts.Name)
+		return InstancePage{}, notSent(fmt.Errorf("list instances: name %q starts with '*', which the API treats as a fuzzy match; only exact names are supported", opts.Name))
 	}
 	if opts.Offset < 0 {
-		return InstancePage{}, fmt.Errorf("list instances: offset %d is negative", opts.Offset)
+		return InstancePage{}, notSent(fmt.Errorf("list instances: offset %d is negative", opts.Offset))
 	}
 	if opts.Limit < 0 || opts.Limit > pageSize {
-		return InstancePage{}, fmt.Errorf("list instances: limit %d is outside 1..%d", opts.Limit, pageSize)
+		return InstancePage{}, notSent(fmt.Errorf("list instances: limit %d is outside 1..%d", opts.Limit, pageSize))
 	}
 	q := url.Values{}
 	if opts.ID != "" {

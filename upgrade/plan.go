@@ -144,8 +144,13 @@ func (p Plan) Patchable() bool { return len(p.Targets) > 0 }
 
 // Drift compares the plan's targets with their current state (by instance
 // ID, e.g. from a fresh list at the moment of confirmation) and returns one
-// sentence per target that changed in a way that matters for patching. An
-// empty result means the plan still holds.
+// sentence per target that changed, naming every field that differs from
+// what the plan showed, from what to what: name, engine, status, version,
+// whole version, patch availability, maintenance window, operations in
+// progress and each node's status (nodes matched by ID, in any order; added
+// and removed nodes count). An instance patched in the console meanwhile
+// shows as a changed whole version even when a newer patch is still
+// offered. An empty result means the plan still holds.
 func (p Plan) Drift(current map[string]Instance) []string {
 	var out []string
 	for _, t := range p.Targets {
@@ -156,30 +161,91 @@ func (p Plan) Drift(current map[string]Instance) []string {
 			out = append(out, fmt.Sprintf("Instance %s no longer exists.", label))
 			continue
 		}
-		var why []string
-		if now.Status != "normal" {
-			why = append(why, "its status is now "+orUnknown(now.Status))
-		}
-		for _, n := range now.Nodes {
-			if n.Status != "normal" {
-				why = append(why, fmt.Sprintf("node %s is now %s", nodeName(n), orUnknown(n.Status)))
-				break
-			}
-		}
-		if len(now.Actions) > 0 {
-			why = append(why, "an operation is in progress ("+strings.Join(now.Actions, ", ")+")")
-		}
-		if now.Version != was.Version {
-			why = append(why, fmt.Sprintf("its version changed from %s to %s", orUnknown(was.Version), orUnknown(now.Version)))
-		}
-		if !now.PatchAvailable {
-			why = append(why, "it no longer has a patch available")
-		}
-		if len(why) > 0 {
+		if why := changes(was, now); len(why) > 0 {
 			out = append(out, fmt.Sprintf("Instance %s changed since the plan was made: %s.", label, strings.Join(why, "; ")))
 		}
 	}
 	return out
+}
+
+// changes lists how now differs from was in the fields a plan shows.
+func changes(was, now Instance) []string {
+	var why []string
+	field := func(name, a, b string, blank func(string) string) {
+		if a != b {
+			why = append(why, fmt.Sprintf("%s changed from %s to %s", name, blank(a), blank(b)))
+		}
+	}
+	field("name", was.Name, now.Name, orUnknown)
+	field("engine", was.Engine, now.Engine, orUnknown)
+	field("status", was.Status, now.Status, orUnknown)
+	field("version", was.Version, now.Version, orUnknown)
+	field("whole version", was.WholeVersion, now.WholeVersion, orUnknown)
+	field("patch available", yesNo(was.PatchAvailable), yesNo(now.PatchAvailable), orUnknown)
+	field("maintenance window", strings.TrimSpace(was.MaintenanceWindow), strings.TrimSpace(now.MaintenanceWindow), orNone)
+	if !sameSet(was.Actions, now.Actions) {
+		why = append(why, fmt.Sprintf("operations in progress changed from %s to %s", orNone(strings.Join(was.Actions, ", ")), orNone(strings.Join(now.Actions, ", "))))
+	}
+	return append(why, nodeChanges(was.Nodes, now.Nodes)...)
+}
+
+// nodeChanges compares nodes by ID (by name when a node has no ID): status
+// changes and removals in the order of was, then additions in the order of now.
+func nodeChanges(was, now []Node) []string {
+	key := func(n Node) string {
+		if n.ID != "" {
+			return "id:" + n.ID
+		}
+		return "name:" + n.Name
+	}
+	cur := map[string]Node{}
+	for _, n := range now {
+		cur[key(n)] = n
+	}
+	var why []string
+	old := map[string]bool{}
+	for _, w := range was {
+		old[key(w)] = true
+		n, ok := cur[key(w)]
+		switch {
+		case !ok:
+			why = append(why, fmt.Sprintf("node %s was removed (it was %s)", nodeName(w), orUnknown(w.Status)))
+		case n.Status != w.Status:
+			why = append(why, fmt.Sprintf("node %s status changed from %s to %s", nodeName(w), orUnknown(w.Status), orUnknown(n.Status)))
+		}
+	}
+	for _, n := range now {
+		if !old[key(n)] {
+			old[key(n)] = true
+			why = append(why, fmt.Sprintf("node %s was added (it is %s)", nodeName(n), orUnknown(n.Status)))
+		}
+	}
+	return why
+}
+
+// sameSet reports whether a and b hold the same strings, in any order.
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 // DriftAt is Drift at the moment now, typically when a person confirms the

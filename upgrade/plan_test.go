@@ -324,10 +324,10 @@ func TestDrift(t *testing.T) {
 	}{
 		{name: "no drift", current: map[string]upgrade.Instance{"a": a, "b": b}},
 		{name: "gone", current: map[string]upgrade.Instance{"a": a}, want: []string{"db-b (b) no longer exists"}},
-		{name: "status", current: map[string]upgrade.Instance{"a": a, "b": inst("b", "db-b", "cassandra", func(i *upgrade.Instance) { i.Status = "frozen" })}, want: []string{"status is now frozen"}},
-		{name: "patched meanwhile", current: map[string]upgrade.Instance{"a": inst("a", "db-a", "cassandra", func(i *upgrade.Instance) { i.Version = "3.12"; i.PatchAvailable = false }), "b": b}, want: []string{"version changed from 3.11 to 3.12; it no longer has a patch available"}},
-		{name: "action", current: map[string]upgrade.Instance{"a": inst("a", "db-a", "cassandra", func(i *upgrade.Instance) { i.Actions = []string{"REBOOT"} }), "b": b}, want: []string{"operation is in progress (REBOOT)"}},
-		{name: "node", current: map[string]upgrade.Instance{"a": inst("a", "db-a", "cassandra", func(i *upgrade.Instance) { i.Nodes[0].Status = "abnormal" }), "b": b}, want: []string{"node db-a_node_1 (a-n1) is now abnormal"}},
+		{name: "status", current: map[string]upgrade.Instance{"a": a, "b": inst("b", "db-b", "cassandra", func(i *upgrade.Instance) { i.Status = "frozen" })}, want: []string{"status changed from normal to frozen"}},
+		{name: "patched meanwhile", current: map[string]upgrade.Instance{"a": inst("a", "db-a", "cassandra", func(i *upgrade.Instance) { i.Version = "3.12"; i.PatchAvailable = false }), "b": b}, want: []string{"version changed from 3.11 to 3.12; patch available changed from yes to no"}},
+		{name: "action", current: map[string]upgrade.Instance{"a": inst("a", "db-a", "cassandra", func(i *upgrade.Instance) { i.Actions = []string{"REBOOT"} }), "b": b}, want: []string{"operations in progress changed from none to REBOOT"}},
+		{name: "node", current: map[string]upgrade.Instance{"a": inst("a", "db-a", "cassandra", func(i *upgrade.Instance) { i.Nodes[0].Status = "abnormal" }), "b": b}, want: []string{"node db-a_node_1 (a-n1) status changed from normal to abnormal"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -393,7 +393,7 @@ func TestDriftAt(t *testing.T) {
 				in.Status = "frozen"
 				cur["d"] = in
 			},
-			want: []string{"status is now frozen", "db-day (d) is now outside its maintenance window"}},
+			want: []string{"status changed from normal to frozen", "db-day (d) is now outside its maintenance window"}},
 		{name: "gone is reported once", planned: at(3, 0), now: at(9, 0), ins: []upgrade.Instance{day},
 			mutate: func(cur map[string]upgrade.Instance) { delete(cur, "d") },
 			want:   []string{"db-day (d) no longer exists"}},
@@ -402,7 +402,9 @@ func TestDriftAt(t *testing.T) {
 				in := cur["d"]
 				in.MaintenanceWindow = "08:00-12:00"
 				cur["d"] = in
-			}},
+			},
+			// A changed window is drift of its own, but now is inside the new one.
+			want: []string{"maintenance window changed from 02:00-06:00 to 08:00-12:00"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -421,6 +423,76 @@ func TestDriftAt(t *testing.T) {
 			}
 			if drift := p.Drift(cur); len(drift) > len(got) || !slices.Equal(drift, got[:len(drift)]) {
 				t.Errorf("got %q, want it to start with Drift's %q", got, drift)
+			}
+		})
+	}
+}
+
+// TestDriftEveryField changes each field the plan showed, one at a time,
+// and wants one sentence saying what changed from what to what.
+func TestDriftEveryField(t *testing.T) {
+	base := func(mut ...func(*upgrade.Instance)) upgrade.Instance {
+		in := inst("a", "db-a", "cassandra", func(i *upgrade.Instance) {
+			i.WholeVersion = "3.11.3.2"
+			i.Nodes = append(i.Nodes, upgrade.Node{ID: "a-n2", Name: "db-a_node_2", Status: "normal"})
+		})
+		for _, m := range mut {
+			m(&in)
+		}
+		return in
+	}
+	p := upgrade.NewPlan([]string{"a"}, found("a", base()), upgrade.PlanOptions{Now: inWindow})
+	if len(p.Targets) != 1 {
+		t.Fatalf("plan has %d targets, want 1: %+v", len(p.Targets), p.Skipped)
+	}
+	const prefix = "Instance db-a (a) changed since the plan was made: "
+	tests := []struct {
+		name string
+		now  upgrade.Instance
+		want string // the sentence after prefix; "" means no drift
+	}{
+		{name: "unchanged", now: base()},
+		{name: "patched by hand, a newer patch still offered", now: base(func(i *upgrade.Instance) { i.WholeVersion = "3.11.3.5" }),
+			want: "whole version changed from 3.11.3.2 to 3.11.3.5."},
+		{name: "name", now: base(func(i *upgrade.Instance) { i.Name = "db-a-old" }), want: "name changed from db-a to db-a-old."},
+		{name: "engine", now: base(func(i *upgrade.Instance) { i.Engine = "influxdb" }), want: "engine changed from cassandra to influxdb."},
+		{name: "status", now: base(func(i *upgrade.Instance) { i.Status = "abnormal" }), want: "status changed from normal to abnormal."},
+		{name: "version", now: base(func(i *upgrade.Instance) { i.Version = "3.12" }), want: "version changed from 3.11 to 3.12."},
+		{name: "patch availability", now: base(func(i *upgrade.Instance) { i.PatchAvailable = false }), want: "patch available changed from yes to no."},
+		{name: "window", now: base(func(i *upgrade.Instance) { i.MaintenanceWindow = "" }), want: "maintenance window changed from 02:00-06:00 to none."},
+		{name: "actions", now: base(func(i *upgrade.Instance) { i.Actions = []string{"UPGRADE_DB_VERSION", "REBOOT"} }),
+			want: "operations in progress changed from none to UPGRADE_DB_VERSION, REBOOT."},
+		{name: "node status", now: base(func(i *upgrade.Instance) { i.Nodes[1].Status = "upgrading" }),
+			want: "node db-a_node_2 (a-n2) status changed from normal to upgrading."},
+		{name: "node removed", now: base(func(i *upgrade.Instance) { i.Nodes = i.Nodes[:1] }),
+			want: "node db-a_node_2 (a-n2) was removed (it was normal)."},
+		{name: "node added", now: base(func(i *upgrade.Instance) {
+			i.Nodes = append(i.Nodes, upgrade.Node{ID: "a-n3", Name: "db-a_node_3", Status: "creating"})
+		}), want: "node db-a_node_3 (a-n3) was added (it is creating)."},
+		{name: "nodes listed in another order", now: base(func(i *upgrade.Instance) { i.Nodes[0], i.Nodes[1] = i.Nodes[1], i.Nodes[0] })},
+		{name: "no actions, listed as empty", now: base(func(i *upgrade.Instance) { i.Actions = []string{} })},
+		{name: "fields the plan did not show", now: base(func(i *upgrade.Instance) { i.TimeZone = "UTC+08:00"; i.Mode = "Cluster" })},
+		{name: "several at once", now: base(func(i *upgrade.Instance) {
+			i.Status = "abnormal"
+			i.Version = "3.12"
+			i.WholeVersion = "3.12.0.1"
+			i.PatchAvailable = false
+		}), want: "status changed from normal to abnormal; version changed from 3.11 to 3.12; whole version changed from 3.11.3.2 to 3.12.0.1; patch available changed from yes to no."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cur := map[string]upgrade.Instance{"a": tt.now}
+			got := p.Drift(cur)
+			var want []string
+			if tt.want != "" {
+				want = []string{prefix + tt.want}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("got %q, want %q", got, want)
+			}
+			// DriftAt (inside the window) reports exactly the same.
+			if at := p.DriftAt(cur, inWindow); !slices.Equal(at, want) {
+				t.Errorf("DriftAt: got %q, want %q", at, want)
 			}
 		})
 	}

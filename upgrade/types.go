@@ -6,6 +6,8 @@ package upgrade
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -25,7 +27,7 @@ type Instance struct {
 	MaintenanceWindow string   `json:"maintenance_window"` // "02:00-06:00", UTC
 	TimeZone          string   `json:"time_zone,omitempty"`
 	Mode              string   `json:"mode,omitempty"`
-	Actions           []string `json:"actions,omitempty"` // operations in progress, e.g. REBOOT
+	Actions           []string `json:"actions,omitempty"` // operations in progress, e.g. REBOOT; see Upgrading
 	Nodes             []Node   `json:"nodes,omitempty"`   // flattened groups[].nodes[]
 }
 
@@ -98,4 +100,35 @@ func (e *APIError) Error() string {
 		s += " (request " + e.RequestID + ")"
 	}
 	return s
+}
+
+// Upgrading reports whether the instance shows an upgrade (a patch) in
+// progress: one of its Actions, or its Status, names an upgrade or a patch.
+// The API documents actions only by example (REBOOT) and no upgrading
+// status, so the words are matched loosely, ignoring case and separators:
+// UPGRADE_DB_VERSION, UPGRADE_DATABASE (the task list's name for a patch),
+// UpgradeDbVersion (the patch job's name), DB_PATCH, an "upgrading" status.
+// Meant for an instance whose batch outcome is unknown: true lets the bot
+// say an upgrade is in progress on it (whoever started it); false proves
+// nothing, as a patch may not show yet or may already be over.
+func (i Instance) Upgrading() bool {
+	if upgradeWord(i.Status) {
+		return true
+	}
+	return slices.ContainsFunc(i.Actions, upgradeWord)
+}
+
+// upgradeWord reports whether s, stripped of case and separators, names an
+// upgrade or a patch.
+func upgradeWord(s string) bool {
+	w := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' {
+			return r - 'a' + 'A'
+		}
+		if r >= 'A' && r <= 'Z' {
+			return r
+		}
+		return -1
+	}, s)
+	return strings.Contains(w, "UPGRAD") || strings.Contains(w, "PATCH")
 }
