@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
 
 // A batch call that timed out may have started the patch: the channel
@@ -115,4 +116,20 @@ func (h *harness) waitLog(s string) {
 	}); err != nil {
 		h.t.Fatalf("%v\nlogs:\n%s", err, h.logs.String())
 	}
+}
+
+// An instance patched by hand between the plan and the click (a newer
+// whole version, a patch still offered) is drift: nothing is sent and a
+// fresh plan is offered.
+func TestHandMadePatchIsDrift(t *testing.T) {
+	h := newHarness(t, nil)
+	in := h.addInstances("db", "cassandra", 1)[0]
+	id, _, ack := h.plan(alice, in.Name)
+	h.gdb.SetInstance(in.ID, func(i *upgrade.Instance) { i.WholeVersion = "3.11.3.5" })
+	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
+	c := h.reply(ack.ResponseURL, "instances changed since it was shown")
+	if !strings.Contains(c.AllText(), "3.11.3.5") {
+		t.Errorf("the drift note does not say what changed:\n%s", c.AllText())
+	}
+	h.assertBatchCalls(0, "an instance patched by hand since the plan")
 }

@@ -503,7 +503,9 @@ func unstartedLines(p upgrade.Plan, results []upgrade.UpgradeResult, now map[str
 		case r.Submitted():
 		case unknownOutcome(r):
 			line := fmt.Sprintf(":grey_question: %s: outcome unknown (`%s`) — may have started: check the console before retrying.", who, esc(r.ErrorCode))
-			if inst, ok := now[r.InstanceID]; ok && len(inst.Actions) > 0 {
+			if inst, ok := now[r.InstanceID]; ok && inst.Upgrading() {
+				line += " GeminiDB now shows an upgrade in progress on it."
+			} else if ok && len(inst.Actions) > 0 {
 				line += fmt.Sprintf(" GeminiDB now shows `%s` in progress on it.", esc(strings.Join(inst.Actions, ", ")))
 			}
 			unknown = append(unknown, line)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -358,17 +357,22 @@ func (b *Bot) callBatch(ctx context.Context, log zerolog.Logger, batch upgrade.B
 func batchFailure(err error) (code, msg string) {
 	var ae *upgrade.APIError
 	var backoff *upgrade.AuthBackoffError
+	var redirect *upgrade.RedirectError
 	switch {
 	case errors.As(err, &backoff):
 		return CodeNotSent, "Not sent: GeminiDB refused the bot's credentials a moment ago (" + backoff.Err.Code + "), so the bot waits before trying them again; nothing was started. Fix the credentials, then run the command again."
+	case upgrade.NotSent(err):
+		// Before an *APIError: a refused IAM login is one, but it came
+		// before the batch call was made.
+		return CodeNotSent, "Not sent: the batch call never reached GeminiDB (" + err.Error() + "); nothing was started. Run the command again for it."
+	case errors.As(err, &redirect):
+		return CodeUnknown, fmt.Sprintf("GeminiDB answered the batch call with a redirect (HTTP %d to %s), which the bot never follows: check GEMINIDB_ENDPOINT, and check the console before retrying (the patch may have started).", redirect.Status, redirect.Host)
 	case errors.As(err, &ae):
 		code = ae.Code
 		if code == "" {
 			code = fmt.Sprintf("HTTP %d", ae.Status)
 		}
 		return code, ae.Message
-	case sentNothing(err):
-		return CodeNotSent, "Not sent: the batch call never reached GeminiDB (" + err.Error() + "); nothing was started. Run the command again for it."
 	case errors.Is(err, context.DeadlineExceeded):
 		return CodeUnknown, "GeminiDB did not answer the batch call in time: the patch may have started. Check the console before retrying."
 	default:
@@ -390,12 +394,6 @@ func (b *Bot) postThread(ctx context.Context, channel, ts, text string, blocks [
 		return false
 	}
 	return true
-}
-
-// sentNothing tells whether a failed call certainly never reached GeminiDB.
-func sentNothing(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // recoverSubmitting finds requests whose submitter stopped (its lease ran

@@ -60,7 +60,9 @@ func TestBatchFailureKinds(t *testing.T) {
 	}{
 		{"cloud error", &upgrade.APIError{Status: 400, Code: "DBS.200011", Message: "not allowed"}, "DBS.200011"},
 		{"credentials refused a moment ago", &upgrade.AuthBackoffError{Err: &upgrade.APIError{Status: 401, Code: "APIG.0301"}}, CodeNotSent},
-		{"connection refused", fmt.Errorf("batch upgrade: %w", dial), CodeNotSent},
+		{"never left the bot", fmt.Errorf("batch upgrade: %w", &upgrade.NotSentError{Err: dial}), CodeNotSent},
+		{"IAM login refused", fmt.Errorf("batch upgrade: %w", &upgrade.NotSentError{Err: &upgrade.APIError{Status: 401, Code: "IAM.0001"}}), CodeNotSent},
+		{"redirect", &upgrade.RedirectError{Status: 307, Host: "evil.example:443"}, CodeUnknown},
 		{"timeout", fmt.Errorf("batch upgrade: %w", context.DeadlineExceeded), CodeUnknown},
 		{"connection reset", fmt.Errorf("batch upgrade: %w", read), CodeUnknown},
 	}
