@@ -19,6 +19,7 @@ import (
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store/storetest"
 )
 
+// openRedis opens a store on the server at addr with the given prefix and
 // clock, closed at cleanup.
 func openRedis(t *testing.T, addr, prefix string, now func() time.Time) *Redis {
 	t.Helper()
