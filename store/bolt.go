@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"runtime/debug"
-	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -70,13 +69,13 @@ type Options struct {
 // Bolt is the store in one bbolt file, which one process at a time holds
 // (a file lock). It is safe for concurrent use.
 //
-// Writes (Create, Transition, Update, PutJob, UpdateJob) that happen at the
-// same time share one transaction, and so one commit and one fsync, through
-// bbolt's DB.Batch. A write alone goes through its own transaction without
-// waiting. Because a shared transaction is re-run without a member whose
-// write failed, the mutate functions given to Transition, Update and
-// UpdateJob may run more than once, each time on a freshly read record;
-// they should change only the record they are given (as with Redis).
+// Writes (Create, Transition, Update, PutJob, UpdateJob) that arrive while
+// another commits share the next transaction, and so one commit and one
+// fsync (see committer); a write alone commits at once. Because a shared
+// transaction is re-run without a member whose write failed, the mutate
+// functions given to Transition, Update and UpdateJob may run more than
+// once, each time on a freshly read record; they should change only the
+// record they are given (as with Redis).
 //
 // The state of Allow and Remember is kept in memory, not in the file: it
 // only guards against bursts and redeliveries over seconds or minutes, which
@@ -89,11 +88,10 @@ type Bolt struct {
 	decodes decodeCounter
 	limits  *memo[limitRecord]
 	seen    *memo[seenRecord]
-	// writers counts the writes in progress: a write that finds none
-	// commits alone at once instead of waiting for others to join it.
-	writers atomic.Int32
-	// solo makes every write commit alone, for benchmarks comparing the two.
-	solo bool
+	commits *committer
+	// writeVia, when set, runs the writes instead of commits: benchmarks
+	// compare with db.Update (every write alone) and db.Batch.
+	writeVia func(func(*bolt.Tx) error) error
 }
 
 // Open opens the store file at path with default Options. See OpenWith.
@@ -149,11 +147,12 @@ func OpenWith(path string, opts Options) (*Bolt, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return &Bolt{
-		db:     db,
-		path:   path,
-		now:    opts.Now,
-		limits: newMemo[limitRecord](defaultMemoKeys),
-		seen:   newMemo[seenRecord](defaultMemoKeys),
+		db:      db,
+		path:    path,
+		now:     opts.Now,
+		limits:  newMemo[limitRecord](defaultMemoKeys),
+		seen:    newMemo[seenRecord](defaultMemoKeys),
+		commits: &committer{db: db},
 	}, nil
 }
 

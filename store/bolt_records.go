@@ -11,24 +11,23 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// update runs fn in a write transaction. When other writes are in progress
-// it goes through DB.Batch, so that they share one commit; then fn may run
-// more than once, and must read what it needs inside the transaction and
-// change nothing outside it but the variables it reports through.
+// update runs fn in a write transaction, which writes arriving at the
+// same time may share (see committer); so fn may run more than once, and
+// must read what it needs inside the transaction and change nothing
+// outside it but the variables it reports through, which it sets afresh
+// on every run.
 //
 // An fn that decides to write nothing (the request is in another state, it
 // does not exist, a mutate refused) reports that through such a variable
-// and returns nil: a batch is re-run without any member that returns an
+// and returns nil: a group is re-run without any member that returns an
 // error, so returning one would cost the others a second run, and since fn
 // wrote nothing, committing its empty share is the same as rolling it back.
 // fn returns an error only for a failure after it may have written.
 func (b *Bolt) update(fn func(tx *bolt.Tx) error) error {
-	n := b.writers.Add(1)
-	defer b.writers.Add(-1)
-	if n == 1 || b.solo {
-		return b.db.Update(fn)
+	if b.writeVia != nil {
+		return b.writeVia(fn)
 	}
-	return b.db.Batch(fn)
+	return b.commits.update(fn)
 }
 
 // get decodes the record under key in bk into v, counting it, or returns
