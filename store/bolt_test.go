@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -567,5 +568,81 @@ func TestBoltLimitsInMemory(t *testing.T) {
 	defer b.Close()
 	if !mustAllow(t, b, "u", 1, time.Hour) {
 		t.Errorf("Allow(u) after reopen: got false, want true (windows are not kept in the file)")
+	}
+}
+
+func TestCompactBolt(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "state.db"), filepath.Join(dir, "compact.db")
+	c := newClock()
+	b, err := OpenWith(src, Options{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := json.RawMessage(`"` + strings.Repeat("x", 2000) + `"`)
+	parallel(t, 2000, func(i int) error {
+		id := fmt.Sprintf("old-%04d", i)
+		if err := b.Create(Request{ID: id, State: Done, Plan: plan}); err != nil {
+			return err
+		}
+		return b.PutJob(Job{ID: "j-" + id, RequestID: id, Reported: true})
+	})
+	mustCreate(t, b, Request{ID: "p-1", State: Planned, Plan: plan})
+	if err := b.PutJob(Job{ID: "j1", RequestID: "p-1"}); err != nil {
+		t.Fatal(err)
+	}
+	for mustPrune(t, b, c.Now().Add(time.Hour), 500) > 0 {
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := CompactBolt(src, dst); err != nil {
+		t.Fatalf("CompactBolt: got error %v, want nil", err)
+	}
+	after, err := os.ReadFile(src)
+	if err != nil || !bytes.Equal(before, after) {
+		t.Errorf("CompactBolt changed the source file")
+	}
+	fi, err := os.Stat(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d bytes compacted to %d", len(before), fi.Size())
+	if fi.Size() > int64(len(before))/4 || fi.Mode().Perm() != 0o600 {
+		t.Errorf("compacted file: got %d bytes, mode %v; want at most a quarter of %d, mode 0600", fi.Size(), fi.Mode().Perm(), len(before))
+	}
+	b, err = Open(dst)
+	if err != nil {
+		t.Fatalf("Open of the compacted file: got error %v, want nil", err)
+	}
+	assertIndexed(t, b, []string{"p-1"}, []string{"j1"})
+	if got := len(mustList(t, b)); got != 1 {
+		t.Errorf("List() of the compacted file: got %d requests, want 1", got)
+	}
+
+	// Refused: an existing destination, a source in use, a damaged one.
+	if err := CompactBolt(src, dst); err == nil {
+		t.Errorf("CompactBolt onto an existing file: got nil error, want one")
+	}
+	held := filepath.Join(dir, "held.db")
+	if err := CompactBolt(dst, held); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("CompactBolt of a file in use: got error %v, want one saying it is in use", err)
+	}
+	_ = b.Close()
+	damagedSrc := filepath.Join(dir, "damaged.db")
+	if err := os.WriteFile(damagedSrc, before[:len(before)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := CompactBolt(damagedSrc, held); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Errorf("CompactBolt of a damaged file: got error %v, want one saying it is damaged", err)
+	}
+	if _, err := os.Stat(held); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("after failed compactions: %s exists (%v), want no file left behind", held, err)
 	}
 }

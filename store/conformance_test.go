@@ -947,21 +947,27 @@ func testPruneCostFollowsDeleted(t *testing.T, b backend, c *clock) {
 	parallel(t, kept, func(i int) error {
 		return b.Create(Request{ID: fmt.Sprintf("open-%04d", i), State: Submitted})
 	})
-	for i := range 5 {
-		mustCreate(t, b, Request{ID: fmt.Sprintf("old-%d", i), State: Expired})
-	}
+	const old = 150 // more than one transaction of Bolt's Prune
+	parallel(t, old, func(i int) error {
+		return b.Create(Request{ID: fmt.Sprintf("old-%03d", i), State: Expired})
+	})
 	c.Advance(time.Hour)
 	cutoff := c.Now()
 	parallel(t, kept, func(i int) error {
 		return b.Create(Request{ID: fmt.Sprintf("recent-%04d", i), State: Done})
 	})
-	var n int
-	read := decodes(b, func() { n = mustPrune(t, b, cutoff, 100) })
-	if n != 5 {
-		t.Errorf("Prune: got %d deleted, want 5", n)
+	for _, want := range []int{100, old - 100, 0} {
+		var n int
+		read := decodes(b, func() { n = mustPrune(t, b, cutoff, 100) })
+		if n != want {
+			t.Errorf("Prune(max 100): got %d deleted, want %d", n, want)
+		}
+		if read > int64(n) {
+			t.Errorf("Prune with %d requests kept decoded %d records, want at most the %d it deleted", 2*kept, read, n)
+		}
 	}
-	if read > int64(n) {
-		t.Errorf("Prune with %d requests kept decoded %d records, want at most the %d it deleted", 2*kept, read, n)
+	if got := len(mustList(t, b)); got != 2*kept {
+		t.Errorf("List() after pruning: got %d requests, want %d", got, 2*kept)
 	}
 }
 
