@@ -470,7 +470,7 @@ const compactTxSize = 64 << 20
 // the live data into a new file, which is then as small as that data. A
 // dst that already exists is refused, and on an error a dst this call made
 // is removed.
-func CompactBolt(src, dst string) (err error) {
+func CompactBolt(src, dst string) error {
 	fi, err := os.Stat(src)
 	switch {
 	case err != nil:
@@ -486,26 +486,30 @@ func CompactBolt(src, dst string) (err error) {
 		return fmt.Errorf("compact store %s into %s: %w", src, dst, err)
 	}
 	_ = f.Close()
-	defer func() {
-		if err != nil {
-			_ = os.Remove(dst)
-		}
-	}()
+	if err := compact(src, dst); err != nil {
+		_ = os.Remove(dst)
+		return fmt.Errorf("compact store %s into %s: %w", src, dst, err)
+	}
+	return nil
+}
+
+// compact copies the bbolt file src into dst, an empty file.
+func compact(src, dst string) error {
 	from, err := bolt.Open(src, 0o600, &bolt.Options{ReadOnly: true, Timeout: DefaultLockTimeout})
 	if err != nil {
-		return fmt.Errorf("compact store %s: %w", src, describeOpenError(err, DefaultLockTimeout))
+		return describeOpenError(err, DefaultLockTimeout)
 	}
 	defer from.Close()
 	to, err := bolt.Open(dst, 0o600, &bolt.Options{Timeout: DefaultLockTimeout})
 	if err != nil {
-		return fmt.Errorf("compact store %s into %s: %w", src, dst, err)
+		return err
 	}
 	if err := bolt.Compact(to, from, compactTxSize); err != nil {
 		_ = to.Close()
-		return fmt.Errorf("compact store %s into %s: %w", src, dst, err)
+		return err
 	}
 	if err := to.Close(); err != nil {
-		return fmt.Errorf("compact store %s into %s: close: %w", src, dst, err)
+		return fmt.Errorf("close: %w", err)
 	}
 	return nil
 }

@@ -403,8 +403,8 @@ const pruneTxRequests = 64
 // only the index entries of the requests it deletes (a few more at most)
 // and decodes no record, so its cost follows what it deletes, not how much
 // the file holds; it commits every pruneTxRequests requests. Call it again
-// until it returns less than max to delete everything due. Requests in
-// other states are never deleted.
+// until it returns less than max to delete everything due; a max of 0 or
+// less deletes nothing. Requests in other states are never deleted.
 //
 // The freed pages are reused by later writes; the file does not shrink
 // (see CompactBolt).

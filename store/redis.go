@@ -773,7 +773,8 @@ func (s *Redis) jobsIn(key string, keep func(Job) bool) ([]Job, error) {
 // watching the request and its set of jobs, so a request that changed
 // since it was read is looked at again, and replicas may prune at the same
 // time. Call it again until it returns less than max to delete everything
-// due. Requests in other states are never deleted.
+// due; a max of 0 or less deletes nothing. Requests in other states are
+// never deleted.
 func (s *Redis) Prune(before time.Time, max int) (int, error) {
 	if max <= 0 {
 		return 0, nil

@@ -9,6 +9,21 @@
 // attempts to move a request out of the same state exactly one wins. That is
 // what makes a double click, a Slack redelivery or two replicas sharing a
 // store harmless.
+//
+// Reads cost what they return, not what the store holds: each backend keeps
+// indexes, written in the same transaction as the records, of the requests
+// by state (and, within a state, by UpdatedAt), of the active jobs and of
+// each request's jobs; List of some states, ActiveJobs and Jobs read only
+// through them (Decoded counts what was read, for tests). Prune deletes
+// requests in a final state, with their jobs, oldest first, reading only
+// what it deletes; the bot calls it in small batches to keep its retention.
+// Bolt files and Redis prefixes written before the indexes existed get them
+// when opened.
+//
+// Allow and Remember (the per-person command limit and the redelivery
+// check) are kept in Redis by Redis, so that replicas share them, and in
+// memory by Bolt, whose file only one process can hold: they matter for
+// minutes, and a restart forgetting them is harmless.
 package store
 
 import (
