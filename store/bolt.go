@@ -9,34 +9,48 @@ import (
 	"io/fs"
 	"os"
 	"runtime/debug"
-	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// Bucket names. Jobs are kept by ID; jobsByRequest holds empty values under
-// the key requestID + "\x00" + jobID so that Jobs(requestID) is a prefix scan.
-// limits and seen hold the records of Allow and Remember by key; expiries
-// indexes both by when they expire (see expiryKey), so that expired ones can
-// be deleted oldest first. Buckets added after a file was made are created
-// when it is opened.
+// Bucket names. Records: requests and jobs, by ID. Indexes, written in the
+// same transaction as the records they index, with empty values:
+//
+//   - requestsByState: stateKey(state, UpdatedAt, ID) for every request, so
+//     that List(states...) reads only the requests in those states and Prune
+//     only the oldest requests in final states;
+//   - jobsByRequest: indexKey(requestID, jobID) for every job, so that
+//     Jobs(requestID) is a prefix scan;
+//   - jobsActive: the ID of every job that is Active, for ActiveJobs.
+//
+// Buckets added after a file was made are created when it is opened, and
+// indexes that do not match the records are rebuilt then (see OpenWith).
 var (
-	bucketMeta          = []byte("meta")
-	bucketRequests      = []byte("requests")
-	bucketJobs          = []byte("jobs")
-	bucketJobsByRequest = []byte("jobs_by_request")
-	bucketLimits        = []byte("limits")
-	bucketSeen          = []byte("seen")
-	bucketExpiries      = []byte("expiries")
-	allBuckets          = [][]byte{bucketMeta, bucketRequests, bucketJobs, bucketJobsByRequest, bucketLimits, bucketSeen, bucketExpiries}
+	bucketMeta            = []byte("meta")
+	bucketRequests        = []byte("requests")
+	bucketJobs            = []byte("jobs")
+	bucketRequestsByState = []byte("requests_by_state")
+	bucketJobsByRequest   = []byte("jobs_by_request")
+	bucketJobsActive      = []byte("jobs_active")
+	allBuckets            = [][]byte{bucketMeta, bucketRequests, bucketJobs, bucketRequestsByState, bucketJobsByRequest, bucketJobsActive}
+	indexBuckets          = [][]byte{bucketRequestsByState, bucketJobsByRequest, bucketJobsActive}
+
+	// legacyBuckets held the state of Allow and Remember in schema 1, which
+	// now lives in memory; opening a file deletes them.
+	legacyBuckets = [][]byte{[]byte("limits"), []byte("seen"), []byte("expiries")}
 
 	keySchema = []byte("schema")
 )
 
-// schemaVersion is written into the meta bucket of a new file.
-const schemaVersion = "1"
+// Schema versions of a Bolt file (and of a Redis prefix, which has its own
+// layout): 1 had no state index and, in bbolt, kept Allow and Remember in
+// the file; 2 has the indexes Prune and List use.
+const (
+	schemaVersion1 = "1"
+	schemaVersion  = "2"
+)
 
 // DefaultLockTimeout is how long Open waits for a file another process (or
 // another Bolt in this one) holds.
@@ -52,11 +66,32 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Bolt is the store in one bbolt file. It is safe for concurrent use.
+// Bolt is the store in one bbolt file, which one process at a time holds
+// (a file lock). It is safe for concurrent use.
+//
+// Writes (Create, Transition, Update, PutJob, UpdateJob) that arrive while
+// another commits share the next transaction, and so one commit and one
+// fsync (see committer); a write alone commits at once. Because a shared
+// transaction is re-run without a member whose write failed, the mutate
+// functions given to Transition, Update and UpdateJob may run more than
+// once, each time on a freshly read record; they should change only the
+// record they are given (as with Redis).
+//
+// The state of Allow and Remember is kept in memory, not in the file: it
+// only guards against bursts and redeliveries over seconds or minutes, which
+// a restart ends anyway, and keeping it in memory saves two commits per
+// command.
 type Bolt struct {
-	db   *bolt.DB
-	path string
-	now  func() time.Time
+	db      *bolt.DB
+	path    string
+	now     func() time.Time
+	decodes decodeCounter
+	limits  *memo[limitRecord]
+	seen    *memo[seenRecord]
+	commits *committer
+	// writeVia, when set, runs the writes instead of commits: benchmarks
+	// compare with db.Update (every write alone) and db.Batch.
+	writeVia func(func(*bolt.Tx) error) error
 }
 
 // Open opens the store file at path with default Options. See OpenWith.
@@ -69,11 +104,18 @@ func Open(path string) (*Bolt, error) {
 // new one, since it holds nothing to lose.
 //
 // An existing file is checked before it is opened for writing: if it is not
-// a bbolt file, is truncated, fails bbolt's consistency check or holds a
-// record that is not valid JSON, OpenWith returns an error and leaves the
-// file exactly as it was, so the operator can restore or inspect it. If
-// another process holds the file, OpenWith gives up after LockTimeout with an
-// error saying the file is in use.
+// a bbolt file, is truncated, fails bbolt's consistency check, holds a
+// record that is not valid JSON or was written by a newer version of this
+// program, OpenWith returns an error and leaves the file exactly as it was,
+// so the operator can restore or inspect it. If another process holds the
+// file, OpenWith gives up after LockTimeout with an error saying the file is
+// in use.
+//
+// The check reads every record, and with it OpenWith checks the indexes: if
+// they do not match the records (a file written before they existed, or
+// written since by an older version of the program), they are rebuilt from
+// the records before OpenWith returns. Buckets an older version used for
+// Allow and Remember are deleted.
 func OpenWith(path string, opts Options) (*Bolt, error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = DefaultLockTimeout
@@ -81,6 +123,7 @@ func OpenWith(path string, opts Options) (*Bolt, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	stale := false
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -90,7 +133,7 @@ func OpenWith(path string, opts Options) (*Bolt, error) {
 	case !fi.Mode().IsRegular():
 		return nil, fmt.Errorf("open store %s: not a regular file (mode %s)", path, fi.Mode())
 	case fi.Size() > 0:
-		if err := verify(path, fi.Size(), opts.LockTimeout); err != nil {
+		if stale, err = verify(path, fi.Size(), opts.LockTimeout); err != nil {
 			return nil, fmt.Errorf("open store %s: %w", path, err)
 		}
 	}
@@ -99,23 +142,94 @@ func OpenWith(path string, opts Options) (*Bolt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, describeOpenError(err, opts.LockTimeout))
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return fmt.Errorf("create bucket %s: %w", name, err)
-			}
-		}
-		meta := tx.Bucket(bucketMeta)
-		if meta.Get(keySchema) == nil {
-			return meta.Put(keySchema, []byte(schemaVersion))
-		}
-		return nil
-	})
-	if err != nil {
+	if err := db.Update(func(tx *bolt.Tx) error { return prepare(tx, stale) }); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	return &Bolt{db: db, path: path, now: opts.Now}, nil
+	return &Bolt{
+		db:      db,
+		path:    path,
+		now:     opts.Now,
+		limits:  newMemo[limitRecord](defaultMemoKeys),
+		seen:    newMemo[seenRecord](defaultMemoKeys),
+		commits: &committer{db: db},
+	}, nil
+}
+
+// prepare brings an opened file to the current schema: it refuses one from
+// a newer version, creates missing buckets, deletes the legacy ones and
+// rebuilds the indexes when stale is set or the file predates them.
+func prepare(tx *bolt.Tx, stale bool) error {
+	if meta := tx.Bucket(bucketMeta); meta != nil {
+		switch v := string(meta.Get(keySchema)); v {
+		case schemaVersion:
+		case "", schemaVersion1:
+			stale = true
+		default:
+			return fmt.Errorf("the file has schema version %q and this program knows %q: it was written by a newer version of the bot; it was left untouched, run that version or use another BOT_STORE", v, schemaVersion)
+		}
+	}
+	for _, name := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	for _, name := range legacyBuckets {
+		if tx.Bucket(name) == nil {
+			continue
+		}
+		if err := tx.DeleteBucket(name); err != nil {
+			return fmt.Errorf("delete bucket %s: %w", name, err)
+		}
+	}
+	if stale {
+		if err := rebuildIndexes(tx); err != nil {
+			return fmt.Errorf("rebuild indexes: %w", err)
+		}
+	}
+	meta := tx.Bucket(bucketMeta)
+	if string(meta.Get(keySchema)) != schemaVersion {
+		return meta.Put(keySchema, []byte(schemaVersion))
+	}
+	return nil
+}
+
+// rebuildIndexes empties the index buckets and fills them again from the
+// requests and jobs, indexed under the keys they are stored under.
+func rebuildIndexes(tx *bolt.Tx) error {
+	for _, name := range indexBuckets {
+		if err := tx.DeleteBucket(name); err != nil {
+			return fmt.Errorf("delete bucket %s: %w", name, err)
+		}
+		if _, err := tx.CreateBucket(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	byState := tx.Bucket(bucketRequestsByState)
+	err := tx.Bucket(bucketRequests).ForEach(func(k, v []byte) error {
+		var r Request
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("decode request %q: %w", k, err)
+		}
+		return byState.Put(stateKey(r.State, r.UpdatedAt, string(k)), nil)
+	})
+	if err != nil {
+		return err
+	}
+	byRequest, active := tx.Bucket(bucketJobsByRequest), tx.Bucket(bucketJobsActive)
+	return tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
+		var j Job
+		if err := json.Unmarshal(v, &j); err != nil {
+			return fmt.Errorf("decode job %q: %w", k, err)
+		}
+		if err := byRequest.Put(indexKey(j.RequestID, string(k)), nil); err != nil {
+			return err
+		}
+		if j.Active() {
+			return active.Put(k, nil)
+		}
+		return nil
+	})
 }
 
 // describeOpenError turns bbolt's open errors into ones an operator can act
@@ -140,23 +254,25 @@ func damaged(err error) error {
 // data its meta page refers to must lie within the file, bbolt's consistency
 // check must pass and every record must decode. Opening a damaged file for
 // writing could make bbolt extend or rewrite it, or fault on pages past its
-// end, which is why this is done first.
-func verify(path string, size int64, timeout time.Duration) (err error) {
+// end, which is why this is done first. It also reports whether the indexes
+// are stale: missing, or not matching the records.
+func verify(path string, size int64, timeout time.Duration) (stale bool, err error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
 	switch {
 	case errors.Is(err, berrors.ErrTimeout), errors.Is(err, fs.ErrPermission):
-		return describeOpenError(err, timeout)
+		return false, describeOpenError(err, timeout)
 	case err != nil:
 		// Anything else bbolt refuses in a non-empty file ("file size too
 		// small", bad meta pages) is damage.
-		return damaged(err)
+		return false, damaged(err)
 	}
 	defer db.Close()
-	return db.View(func(tx *bolt.Tx) error {
+	err = db.View(func(tx *bolt.Tx) error {
 		if need := tx.Size(); need > size {
 			return damaged(fmt.Errorf("truncated: the file has %d bytes but its data reaches to byte %d", size, need))
 		}
-		if err := walk(tx); errors.Is(err, errForeign) {
+		var err error
+		if stale, err = walk(tx); errors.Is(err, errForeign) {
 			return fmt.Errorf("%w; it was left untouched, use another BOT_STORE", err)
 		} else if err != nil {
 			return damaged(err)
@@ -176,21 +292,29 @@ func verify(path string, size int64, timeout time.Duration) (err error) {
 		}
 		return nil
 	})
+	return stale, err
 }
 
 // errForeign means the file is a bbolt database of some other program.
 var errForeign = errors.New("not a geminidb-patch-bot store")
 
-// walk reads every record of every known bucket and decodes it. Damage that
-// points bbolt at memory outside the file would otherwise crash the process;
-// SetPanicOnFault turns that into a panic, which walk recovers as an error.
-func walk(tx *bolt.Tx) (err error) {
+// walk reads every record of every known bucket and decodes it, and
+// reports whether the indexes are stale: an index bucket is missing, a
+// record lacks its index entry, or an index has more entries than records.
+// Damage that points bbolt at memory outside the file would otherwise crash
+// the process; SetPanicOnFault turns that into a panic, which walk recovers
+// as an error.
+func walk(tx *bolt.Tx) (stale bool, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("reading the file failed: %v", r)
 		}
 	}()
+	byState, byRequest, active := tx.Bucket(bucketRequestsByState), tx.Bucket(bucketJobsByRequest), tx.Bucket(bucketJobsActive)
+	stale = byState == nil || byRequest == nil || active == nil
+	has := func(b *bolt.Bucket, key []byte) bool { return b != nil && b.Get(key) != nil }
+	var nRequests, nJobs, nActive int
 	var foreign []string
 	err = tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 		switch {
@@ -200,6 +324,10 @@ func walk(tx *bolt.Tx) (err error) {
 				if err := json.Unmarshal(v, &r); err != nil {
 					return fmt.Errorf("request %q: %w", k, err)
 				}
+				nRequests++
+				if !has(byState, stateKey(r.State, r.UpdatedAt, string(k))) {
+					stale = true
+				}
 				return nil
 			})
 		case bytes.Equal(name, bucketJobs):
@@ -208,32 +336,16 @@ func walk(tx *bolt.Tx) (err error) {
 				if err := json.Unmarshal(v, &j); err != nil {
 					return fmt.Errorf("job %q: %w", k, err)
 				}
-				return nil
-			})
-		case bytes.Equal(name, bucketLimits):
-			return b.ForEach(func(k, v []byte) error {
-				var r limitRecord
-				if err := json.Unmarshal(v, &r); err != nil {
-					return fmt.Errorf("limit %q: %w", k, err)
+				nJobs++
+				if j.Active() {
+					nActive++
+				}
+				if !has(byRequest, indexKey(j.RequestID, string(k))) || j.Active() != has(active, k) {
+					stale = true
 				}
 				return nil
 			})
-		case bytes.Equal(name, bucketSeen):
-			return b.ForEach(func(k, v []byte) error {
-				var r seenRecord
-				if err := json.Unmarshal(v, &r); err != nil {
-					return fmt.Errorf("seen %q: %w", k, err)
-				}
-				return nil
-			})
-		case bytes.Equal(name, bucketExpiries):
-			return b.ForEach(func(k, v []byte) error {
-				if len(k) <= expiryKeyHeader || expiringBucket(k[8]) == nil {
-					return fmt.Errorf("expiry index entry %q: malformed", k)
-				}
-				return nil
-			})
-		case bytes.Equal(name, bucketMeta), bytes.Equal(name, bucketJobsByRequest):
+		case bytes.Equal(name, bucketMeta), isIndexOrLegacy(name):
 			return b.ForEach(func(k, v []byte) error { return nil })
 		}
 		foreign = append(foreign, string(name))
@@ -242,7 +354,73 @@ func walk(tx *bolt.Tx) (err error) {
 	if err == nil && len(foreign) > 0 && tx.Bucket(bucketMeta) == nil {
 		err = fmt.Errorf("%w: it has buckets %q", errForeign, foreign)
 	}
-	return err
+	if err != nil {
+		return false, err
+	}
+	// Every record has its entry; more entries than records means stale
+	// ones.
+	if !stale && (keyCount(byState) != nRequests || keyCount(byRequest) != nJobs || keyCount(active) != nActive) {
+		stale = true
+	}
+	return stale, nil
+}
+
+// isIndexOrLegacy reports whether name is an index bucket or a legacy one.
+func isIndexOrLegacy(name []byte) bool {
+	for _, n := range indexBuckets {
+		if bytes.Equal(name, n) {
+			return true
+		}
+	}
+	for _, n := range legacyBuckets {
+		if bytes.Equal(name, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// keyCount counts the keys of a bucket by walking them.
+func keyCount(b *bolt.Bucket) int {
+	n := 0
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		n++
+	}
+	return n
+}
+
+// timeKeyLen is the length of timeKey's encoding.
+const timeKeyLen = 12
+
+// timeKey encodes t so that byte order is time order, for any t: Unix
+// seconds as a big-endian uint64 with the sign bit flipped, then the
+// nanoseconds as a big-endian uint32.
+func timeKey(t time.Time) []byte {
+	k := make([]byte, timeKeyLen)
+	binary.BigEndian.PutUint64(k, uint64(t.Unix())^(1<<63))
+	binary.BigEndian.PutUint32(k[8:], uint32(t.Nanosecond()))
+	return k
+}
+
+// statePrefix is the prefix of the keys of the requests in state s in
+// bucketRequestsByState. A state never contains a zero byte.
+func statePrefix(s State) []byte {
+	return append([]byte(s), 0)
+}
+
+// stateKey is the key of request id, in state s and last updated at
+// updated, in bucketRequestsByState: statePrefix(s), timeKey(updated), id.
+// Within a state the keys sort by UpdatedAt, oldest first.
+func stateKey(s State, updated time.Time, id string) []byte {
+	k := statePrefix(s)
+	k = append(k, timeKey(updated)...)
+	return append(k, id...)
+}
+
+// indexKey is the key of a job in bucketJobsByRequest.
+func indexKey(requestID, jobID string) []byte {
+	return []byte(requestID + "\x00" + jobID)
 }
 
 // Close closes the file. The Bolt must not be used afterwards.
@@ -271,432 +449,67 @@ func (b *Bolt) Ping() error {
 	return nil
 }
 
-// Create stores a new request. It sets CreatedAt and UpdatedAt to now when
-// they are zero, and returns an error wrapping ErrExists if the ID is taken.
-func (b *Bolt) Create(r Request) error {
-	if err := prepareCreate(&r, b.now); err != nil {
-		return err
-	}
-	err := b.db.Update(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucketRequests)
-		if bk.Get([]byte(r.ID)) != nil {
-			return ErrExists
-		}
-		_, err := putJSON(bk, r.ID, r)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("create request %s: %w", r.ID, err)
-	}
-	return nil
-}
+// Decoded returns how many stored requests and jobs this Bolt has read and
+// decoded since it was opened (the check at open excluded). Tests use it to
+// show that a read costs what it returns, not what the file holds.
+func (b *Bolt) Decoded() int64 { return b.decodes.n.Load() }
 
-// Get returns the request with the given ID, or an error wrapping
-// ErrNotFound.
-func (b *Bolt) Get(id string) (Request, error) {
-	var r Request
-	err := b.db.View(func(tx *bolt.Tx) error {
-		return getJSON(tx.Bucket(bucketRequests), id, &r)
-	})
-	if err != nil {
-		return Request{}, fmt.Errorf("get request %s: %w", id, err)
-	}
-	return r, nil
-}
+// compactTxSize is how many bytes of keys and values CompactBolt copies per
+// transaction, which bounds its memory.
+const compactTxSize = 64 << 20
 
-// Transition moves request id from one of the states in from to state to,
-// atomically: if the request is in none of them, it returns a *ConflictError
-// (errors.Is ErrConflict) and changes nothing. Otherwise it applies mutate
-// (which may be nil, and cannot change the ID), sets State, appends an Event
-// by user, sets UpdatedAt and saves, all in one write transaction, and
-// returns the request as stored.
-func (b *Bolt) Transition(id string, from []State, to State, user string, mutate func(*Request)) (Request, error) {
-	if err := checkTransition(id, from, to); err != nil {
-		return Request{}, err
-	}
-	var out Request
-	err := b.db.Update(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucketRequests)
-		var r Request
-		if err := getJSON(bk, id, &r); err != nil {
-			return fmt.Errorf("transition request %s: %w", id, err)
-		}
-		if err := applyTransition(&r, id, from, to, user, b.now, mutate); err != nil {
-			return err
-		}
-		data, err := putJSON(bk, id, r)
-		if err != nil {
-			return fmt.Errorf("transition request %s: %w", id, err)
-		}
-		return json.Unmarshal(data, &out)
-	})
-	if err != nil {
-		return Request{}, err
-	}
-	return out, nil
-}
-
-// Update changes request id without changing its state: mutate's error
-// aborts and is returned wrapped; mutate may not change ID or State (use
-// Transition). It sets UpdatedAt and returns the request as stored.
-func (b *Bolt) Update(id string, mutate func(*Request) error) (Request, error) {
-	var out Request
-	err := b.db.Update(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucketRequests)
-		var r Request
-		if err := getJSON(bk, id, &r); err != nil {
-			return err
-		}
-		if err := applyUpdate(&r, id, b.now, mutate); err != nil {
-			return err
-		}
-		data, err := putJSON(bk, id, r)
-		if err != nil {
-			return err
-		}
-		return json.Unmarshal(data, &out)
-	})
-	if err != nil {
-		return Request{}, fmt.Errorf("update request %s: %w", id, err)
-	}
-	return out, nil
-}
-
-// List returns the requests in any of the given states, or all requests when
-// none is given, ordered by CreatedAt (then ID).
-func (b *Bolt) List(states ...State) ([]Request, error) {
-	var out []Request
-	err := b.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketRequests).ForEach(func(k, v []byte) error {
-			var r Request
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("decode request %q: %w", k, err)
-			}
-			if len(states) == 0 || slices.Contains(states, r.State) {
-				out = append(out, r)
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list requests: %w", err)
-	}
-	sortRequests(out)
-	return out, nil
-}
-
-// PutJob stores j, replacing any job with the same ID.
-func (b *Bolt) PutJob(j Job) error {
-	if j.ID == "" {
-		return errors.New("put job: empty ID")
-	}
-	err := b.db.Update(func(tx *bolt.Tx) error {
-		return putJob(tx, j)
-	})
-	if err != nil {
-		return fmt.Errorf("put job %s: %w", j.ID, err)
-	}
-	return nil
-}
-
-// putJob saves j and keeps the by-request index in step.
-func putJob(tx *bolt.Tx, j Job) error {
-	jobs, idx := tx.Bucket(bucketJobs), tx.Bucket(bucketJobsByRequest)
-	var old Job
-	switch err := getJSON(jobs, j.ID, &old); {
-	case err == nil:
-		if err := idx.Delete(indexKey(old.RequestID, old.ID)); err != nil {
-			return err
-		}
-	case !errors.Is(err, ErrNotFound):
-		return err
-	}
-	if _, err := putJSON(jobs, j.ID, j); err != nil {
-		return err
-	}
-	return idx.Put(indexKey(j.RequestID, j.ID), nil)
-}
-
-// indexKey is the key of a job in bucketJobsByRequest.
-func indexKey(requestID, jobID string) []byte {
-	return []byte(requestID + "\x00" + jobID)
-}
-
-// Job returns the job with the given ID, or an error wrapping ErrNotFound.
-func (b *Bolt) Job(id string) (Job, error) {
-	var j Job
-	err := b.db.View(func(tx *bolt.Tx) error {
-		return getJSON(tx.Bucket(bucketJobs), id, &j)
-	})
-	if err != nil {
-		return Job{}, fmt.Errorf("get job %s: %w", id, err)
-	}
-	return j, nil
-}
-
-// UpdateJob reads job id, applies mutate and saves the result in one write
-// transaction, and returns the job as stored. If mutate returns an error,
-// nothing is saved and the error is returned wrapped, so a caller can use a
-// sentinel such as "already reported" to learn that another goroutine or
-// replica got there first. mutate may not change the ID.
-func (b *Bolt) UpdateJob(id string, mutate func(*Job) error) (Job, error) {
-	var out Job
-	err := b.db.Update(func(tx *bolt.Tx) error {
-		var j Job
-		if err := getJSON(tx.Bucket(bucketJobs), id, &j); err != nil {
-			return err
-		}
-		if err := applyJobUpdate(&j, id, mutate); err != nil {
-			return err
-		}
-		if err := putJob(tx, j); err != nil {
-			return err
-		}
-		return getJSON(tx.Bucket(bucketJobs), id, &out)
-	})
-	if err != nil {
-		return Job{}, fmt.Errorf("update job %s: %w", id, err)
-	}
-	return out, nil
-}
-
-// Jobs returns the jobs of request requestID, ordered by SubmittedAt, then
-// ID.
-func (b *Bolt) Jobs(requestID string) ([]Job, error) {
-	var out []Job
-	err := b.db.View(func(tx *bolt.Tx) error {
-		jobs := tx.Bucket(bucketJobs)
-		prefix := indexKey(requestID, "")
-		c := tx.Bucket(bucketJobsByRequest).Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			var j Job
-			if err := getJSON(jobs, string(k[len(prefix):]), &j); err != nil {
-				return err
-			}
-			out = append(out, j)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list jobs of request %s: %w", requestID, err)
-	}
-	sortJobs(out)
-	return out, nil
-}
-
-// ActiveJobs returns the jobs still followed (see Job.Active), ordered by
-// SubmittedAt, then ID.
-func (b *Bolt) ActiveJobs() ([]Job, error) {
-	var out []Job
-	err := b.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
-			var j Job
-			if err := json.Unmarshal(v, &j); err != nil {
-				return fmt.Errorf("decode job %q: %w", k, err)
-			}
-			if j.Active() {
-				out = append(out, j)
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list active jobs: %w", err)
-	}
-	sortJobs(out)
-	return out, nil
-}
-
-// getJSON decodes the value under key into v, or returns ErrNotFound.
-func getJSON(bk *bolt.Bucket, key string, v any) error {
-	data := bk.Get([]byte(key))
-	if data == nil {
-		return ErrNotFound
-	}
-	if err := json.Unmarshal(data, v); err != nil {
-		return fmt.Errorf("decode %q: %w", key, err)
-	}
-	return nil
-}
-
-// putJSON encodes v and stores it under key; it returns the encoding.
-func putJSON(bk *bolt.Bucket, key string, v any) ([]byte, error) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("encode %q: %w", key, err)
-	}
-	if err := bk.Put([]byte(key), data); err != nil {
-		return nil, fmt.Errorf("save %q: %w", key, err)
-	}
-	return data, nil
-}
-
-// Allow records one hit for key and reports whether it is within limit hits
-// per window. Windows are fixed, not sliding and not aligned to the clock:
-// a window starts at the first hit after the previous one ended (or the
-// first hit ever) and lasts the window given at that hit. Only allowed hits
-// are counted; a refused hit changes nothing, in particular it does not
-// extend the window. The read, the decision and the write are one write
-// transaction, so concurrent calls never allow more than limit hits per
-// window. Time comes from Options.Now.
+// CompactBolt copies the store file src into dst, a new file, leaving out
+// the free pages of src, and leaves src as it was. Run it while the bot is
+// stopped (src is checked like OpenWith checks a file, and a file another
+// process holds is refused), then move dst over src.
 //
-// An empty key, a limit below 1 or a window of 0 or less is an error.
-// Records of ended windows are deleted a few at a time by later calls of
-// Allow and Remember.
-func (b *Bolt) Allow(key string, limit int, window time.Duration) (bool, error) {
-	if err := checkAllow(key, limit, window); err != nil {
-		return false, fmt.Errorf("allow %q: %w", key, err)
-	}
-	var allowed bool
-	err := b.db.Update(func(tx *bolt.Tx) error {
-		now := b.now()
-		if err := pruneExpired(tx, now); err != nil {
-			return err
-		}
-		var rec limitRecord
-		found, err := getRecord(tx.Bucket(bucketLimits), key, &rec)
-		if err != nil {
-			return err
-		}
-		old := rec.End
-		var save bool
-		allowed, save = applyHit(&rec, found, limit, window, now)
-		if !save {
-			return nil
-		}
-		return putExpiring(tx, kindLimit, key, found, old, rec.End, rec)
-	})
-	if err != nil {
-		return false, fmt.Errorf("allow %q: %w", key, err)
-	}
-	return allowed, nil
-}
-
-// Remember reports whether key is new: true the first time it is seen, and
-// again once ttl has passed since the call that last returned true; false
-// for every call in between (which does not extend the ttl). The check and
-// the write are one write transaction, so of concurrent calls for a new key
-// exactly one returns true. Time comes from Options.Now.
-//
-// An empty key or a ttl of 0 or less is an error. Expired keys are deleted
-// a few at a time by later calls of Allow and Remember.
-func (b *Bolt) Remember(key string, ttl time.Duration) (bool, error) {
-	if err := checkRemember(key, ttl); err != nil {
-		return false, fmt.Errorf("remember %q: %w", key, err)
-	}
-	var isNew bool
-	err := b.db.Update(func(tx *bolt.Tx) error {
-		now := b.now()
-		if err := pruneExpired(tx, now); err != nil {
-			return err
-		}
-		var rec seenRecord
-		found, err := getRecord(tx.Bucket(bucketSeen), key, &rec)
-		if err != nil {
-			return err
-		}
-		old := rec.Until
-		if isNew = applySeen(&rec, found, ttl, now); !isNew {
-			return nil
-		}
-		return putExpiring(tx, kindSeen, key, found, old, rec.Until, rec)
-	})
-	if err != nil {
-		return false, fmt.Errorf("remember %q: %w", key, err)
-	}
-	return isNew, nil
-}
-
-// The kinds of record in the expiry index.
-const (
-	kindLimit byte = 'l' // in bucketLimits
-	kindSeen  byte = 's' // in bucketSeen
-)
-
-// pruneBatch is how many expired records one Allow or Remember deletes at
-// most, which bounds its work; since each call adds at most one record,
-// expired ones cannot pile up.
-const pruneBatch = 64
-
-// expiryKeyHeader is the length of an expiry index key before the record's
-// key.
-const expiryKeyHeader = 9
-
-// expiryKey is the key in bucketExpiries of the record key of the given
-// kind that expires at until: until in Unix nanoseconds as a big-endian
-// uint64 with the sign bit flipped (so that keys sort by time), the kind,
-// then key. Its value is empty.
-func expiryKey(until time.Time, kind byte, key string) []byte {
-	k := make([]byte, expiryKeyHeader, expiryKeyHeader+len(key))
-	binary.BigEndian.PutUint64(k, uint64(until.UnixNano())^(1<<63))
-	k[8] = kind
-	return append(k, key...)
-}
-
-// expiringBucket returns the name of the bucket of records of kind, or nil
-// for an unknown kind.
-func expiringBucket(kind byte) []byte {
-	switch kind {
-	case kindLimit:
-		return bucketLimits
-	case kindSeen:
-		return bucketSeen
-	}
-	return nil
-}
-
-// getRecord decodes the record under key into v and reports whether there
-// was one.
-func getRecord(bk *bolt.Bucket, key string, v any) (bool, error) {
-	switch err := getJSON(bk, key, v); {
-	case errors.Is(err, ErrNotFound):
-		return false, nil
+// Why: a bbolt file never shrinks. Deleting records (Prune) frees their
+// pages, and bbolt records the free pages in the file and reuses them for
+// later writes, so a store that prunes regularly stops growing at about
+// its peak size, but does not give the space back. Compaction copies only
+// the live data into a new file, which is then as small as that data. A
+// dst that already exists is refused, and on an error a dst this call made
+// is removed.
+func CompactBolt(src, dst string) error {
+	fi, err := os.Stat(src)
+	switch {
 	case err != nil:
-		return false, err
+		return fmt.Errorf("compact store %s: %w", src, err)
+	case !fi.Mode().IsRegular() || fi.Size() == 0:
+		return fmt.Errorf("compact store %s: not a non-empty regular file", src)
 	}
-	return true, nil
+	if _, err := verify(src, fi.Size(), DefaultLockTimeout); err != nil {
+		return fmt.Errorf("compact store %s: %w", src, err)
+	}
+	f, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("compact store %s into %s: %w", src, dst, err)
+	}
+	_ = f.Close()
+	if err := compact(src, dst); err != nil {
+		_ = os.Remove(dst)
+		return fmt.Errorf("compact store %s into %s: %w", src, dst, err)
+	}
+	return nil
 }
 
-// putExpiring saves rec, a record of kind expiring at until, under key, and
-// moves its entry in the expiry index from old (its previous expiry, if
-// found) to until.
-func putExpiring(tx *bolt.Tx, kind byte, key string, found bool, old, until time.Time, rec any) error {
-	idx := tx.Bucket(bucketExpiries)
-	if found {
-		if err := idx.Delete(expiryKey(old, kind, key)); err != nil {
-			return err
-		}
+// compact copies the bbolt file src into dst, an empty file.
+func compact(src, dst string) error {
+	from, err := bolt.Open(src, 0o600, &bolt.Options{ReadOnly: true, Timeout: DefaultLockTimeout})
+	if err != nil {
+		return describeOpenError(err, DefaultLockTimeout)
 	}
-	if _, err := putJSON(tx.Bucket(expiringBucket(kind)), key, rec); err != nil {
+	defer from.Close()
+	to, err := bolt.Open(dst, 0o600, &bolt.Options{Timeout: DefaultLockTimeout})
+	if err != nil {
 		return err
 	}
-	return idx.Put(expiryKey(until, kind, key), nil)
-}
-
-// pruneExpired deletes up to pruneBatch records that expired at or before
-// now, oldest first, with their index entries.
-func pruneExpired(tx *bolt.Tx, now time.Time) error {
-	idx := tx.Bucket(bucketExpiries)
-	stamp := expiryKey(now, 0, "")[:8]
-	var expired [][]byte
-	c := idx.Cursor()
-	for k, _ := c.First(); k != nil && len(expired) < pruneBatch; k, _ = c.Next() {
-		if len(k) >= 8 && bytes.Compare(k[:8], stamp) > 0 {
-			break
-		}
-		expired = append(expired, bytes.Clone(k))
+	if err := bolt.Compact(to, from, compactTxSize); err != nil {
+		_ = to.Close()
+		return err
 	}
-	for _, k := range expired {
-		if len(k) > expiryKeyHeader {
-			if name := expiringBucket(k[8]); name != nil {
-				if err := tx.Bucket(name).Delete(k[expiryKeyHeader:]); err != nil {
-					return fmt.Errorf("prune %q: %w", k[expiryKeyHeader:], err)
-				}
-			}
-		}
-		if err := idx.Delete(k); err != nil {
-			return fmt.Errorf("prune %q: %w", k, err)
-		}
+	if err := to.Close(); err != nil {
+		return fmt.Errorf("close: %w", err)
 	}
 	return nil
 }

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -53,13 +55,6 @@ func (c *clock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// setup opens a store in a new temporary directory, closed at cleanup.
-func setup(t *testing.T) (*Bolt, *clock) {
-	t.Helper()
-	c := newClock()
-	return setupWith(t, c.Now), c
-}
-
 // setupWith opens a store with clock now in a new temporary directory,
 // closed at cleanup.
 func setupWith(t *testing.T, now func() time.Time) *Bolt {
@@ -81,8 +76,8 @@ func mustCreate(t *testing.T, b backend, r Request) {
 
 func TestStateFinal(t *testing.T) {
 	t.Parallel()
-	final := map[State]bool{Done: true, Cancelled: true, Rejected: true, Expired: true}
-	for _, s := range []State{Planned, AwaitingApproval, Approved, Submitting, Submitted, Done, Cancelled, Rejected, Expired} {
+	final := map[State]bool{Done: true, Cancelled: true, Rejected: true, Expired: true, Stopped: true}
+	for _, s := range []State{Planned, AwaitingApproval, Approved, Submitting, Submitted, Done, Cancelled, Rejected, Expired, Stopped} {
 		if got := s.Final(); got != final[s] {
 			t.Errorf("%s.Final(): got %v, want %v", s, got, final[s])
 		}
@@ -312,18 +307,17 @@ func TestOpenLockedFile(t *testing.T) {
 	}
 }
 
-// TestOpenFileWithoutNewBuckets opens a store written before Allow and
-// Remember existed: it has none of their buckets, which Open then creates.
-// Their state survives a reopen.
-func TestOpenFileWithoutNewBuckets(t *testing.T) {
-	t.Parallel()
-	path := filepath.Join(t.TempDir(), "old.db")
+// writeSchema1 writes, with bbolt directly, a store as the version before
+// the indexes wrote it: no state or active index, Allow and Remember in
+// buckets of their own.
+func writeSchema1(t *testing.T, path string, requests []Request, jobs []Job) {
+	t.Helper()
 	db, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, name := range []string{"meta", "requests", "jobs", "jobs_by_request"} {
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range []string{"meta", "requests", "jobs", "jobs_by_request", "limits", "seen", "expiries"} {
 			if _, err := tx.CreateBucket([]byte(name)); err != nil {
 				return err
 			}
@@ -331,28 +325,160 @@ func TestOpenFileWithoutNewBuckets(t *testing.T) {
 		if err := tx.Bucket([]byte("meta")).Put([]byte("schema"), []byte("1")); err != nil {
 			return err
 		}
-		return tx.Bucket([]byte("requests")).Put([]byte("r-1"), []byte(`{"id":"r-1","state":"planned"}`))
-	}); err != nil {
+		if err := tx.Bucket([]byte("seen")).Put([]byte("cmd-1"), []byte(`{"expires_at":"2026-11-28T09:00:00Z"}`)); err != nil {
+			return err
+		}
+		for _, r := range requests {
+			data, _ := json.Marshal(r)
+			if err := tx.Bucket([]byte("requests")).Put([]byte(r.ID), data); err != nil {
+				return err
+			}
+		}
+		for _, j := range jobs {
+			data, _ := json.Marshal(j)
+			if err := tx.Bucket([]byte("jobs")).Put([]byte(j.ID), data); err != nil {
+				return err
+			}
+			if err := tx.Bucket([]byte("jobs_by_request")).Put([]byte(j.RequestID+"\x00"+j.ID), nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// ids returns the IDs of requests or jobs, in order.
+func ids[T Request | Job](xs []T) []string {
+	var out []string
+	for _, x := range xs {
+		switch v := any(x).(type) {
+		case Request:
+			out = append(out, v.ID)
+		case Job:
+			out = append(out, v.ID)
+		}
+	}
+	return out
+}
+
+// assertIndexed checks that b lists the planned requests want and the
+// active jobs wantJobs, decoding only those.
+func assertIndexed(t *testing.T, b *Bolt, want, wantJobs []string) {
+	t.Helper()
+	before := b.Decoded()
+	rs, err := b.List(Planned)
+	if err != nil || !slices.Equal(ids(rs), want) {
+		t.Errorf("List(planned): got %v, %v; want %v", ids(rs), err, want)
+	}
+	js, err := b.ActiveJobs()
+	if err != nil || !slices.Equal(ids(js), wantJobs) {
+		t.Errorf("ActiveJobs: got %v, %v; want %v", ids(js), err, wantJobs)
+	}
+	if got, wantN := b.Decoded()-before, int64(len(want)+len(wantJobs)); got != wantN {
+		t.Errorf("List and ActiveJobs decoded %d records, want %d", got, wantN)
+	}
+}
+
+// TestOpenSchema1File opens a store written before the indexes existed:
+// Open builds them from the records, deletes the buckets of Allow and
+// Remember, and marks the file as schema 2.
+func TestOpenSchema1File(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "old.db")
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var requests []Request
+	var jobs []Job
+	for i := range 50 {
+		id := fmt.Sprintf("r-%02d", i)
+		requests = append(requests, Request{ID: id, State: Done, CreatedAt: t0, UpdatedAt: t0})
+		jobs = append(jobs, Job{ID: "j-" + id, RequestID: id, Reported: true})
+	}
+	requests = append(requests,
+		Request{ID: "p-2", State: Planned, CreatedAt: t0.Add(2 * time.Second)},
+		Request{ID: "p-1", State: Planned, CreatedAt: t0.Add(time.Second)},
+		Request{ID: "s-1", State: Submitted, CreatedAt: t0})
+	jobs = append(jobs, Job{ID: "j-s-1", RequestID: "s-1"})
+	writeSchema1(t, path, requests, jobs)
 
 	b, err := Open(path)
 	if err != nil {
-		t.Fatalf("Open of a file without the limits, seen and expiries buckets: got error %v, want nil", err)
+		t.Fatalf("Open of a schema 1 file: got error %v, want nil", err)
 	}
-	if r, err := b.Get("r-1"); err != nil || r.State != Planned {
-		t.Errorf("Get(r-1): got %+v, %v; want the old request", r, err)
+	assertIndexed(t, b, []string{"p-1", "p-2"}, []string{"j-s-1"})
+	if js, err := b.Jobs("s-1"); err != nil || !slices.Equal(ids(js), []string{"j-s-1"}) {
+		t.Errorf("Jobs(s-1): got %v, %v; want [j-s-1]", ids(js), err)
 	}
-	if !mustAllow(t, b, "u1", 1, time.Hour) || mustAllow(t, b, "u1", 1, time.Hour) {
-		t.Errorf("Allow(u1, 1, 1h) twice: want true, then false")
-	}
-	if !mustRemember(t, b, "k", time.Hour) {
-		t.Errorf("Remember(k): got false, want true")
+	if err := b.db.View(func(tx *bolt.Tx) error {
+		for _, name := range legacyBuckets {
+			if tx.Bucket(name) != nil {
+				t.Errorf("bucket %s: still there, want it deleted", name)
+			}
+		}
+		if v := string(tx.Bucket(bucketMeta).Get(keySchema)); v != schemaVersion {
+			t.Errorf("schema: got %q, want %q", v, schemaVersion)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stale, err := verify(path, fi.Size(), time.Second); err != nil || stale {
+		t.Errorf("verify after the migration: got stale %v, error %v; want false, nil", stale, err)
+	}
+}
+
+// TestOpenRebuildsStaleIndexes opens a file whose records an older version
+// changed after the indexes were built (it knows nothing of them): the
+// indexes are rebuilt to match.
+func TestOpenRebuildsStaleIndexes(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "state.db")
+	b, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, b, Request{ID: "p-1", State: Planned})
+	mustCreate(t, b, Request{ID: "p-2", State: Planned})
+	if err := b.PutJob(Job{ID: "j1", RequestID: "p-1"}); err != nil {
+		t.Fatal(err)
+	}
+	assertIndexed(t, b, []string{"p-1", "p-2"}, []string{"j1"})
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// What an older version's Transition, Create and UpdateJob write.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(tx *bolt.Tx, bucket, key string, v any) {
+		data, _ := json.Marshal(v)
+		if err := tx.Bucket([]byte(bucket)).Put([]byte(key), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		put(tx, "requests", "p-2", Request{ID: "p-2", State: Cancelled})
+		put(tx, "requests", "p-3", Request{ID: "p-3", State: Planned, CreatedAt: time.Now()})
+		put(tx, "jobs", "j1", Job{ID: "j1", RequestID: "p-1", Reported: true})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -361,64 +487,162 @@ func TestOpenFileWithoutNewBuckets(t *testing.T) {
 		t.Fatalf("reopen: got error %v, want nil", err)
 	}
 	defer b.Close()
-	if mustAllow(t, b, "u1", 1, time.Hour) {
-		t.Errorf("Allow(u1) after reopen: got true, want false (the window is stored)")
-	}
-	if mustRemember(t, b, "k", time.Hour) {
-		t.Errorf("Remember(k) after reopen: got true, want false (the key is stored)")
-	}
+	assertIndexed(t, b, []string{"p-1", "p-3"}, nil)
 }
 
-// bucketLen counts the records of a bucket.
-func bucketLen(t *testing.T, b *Bolt, name []byte) int {
-	t.Helper()
-	n := 0
-	if err := b.db.View(func(tx *bolt.Tx) error {
-		n = tx.Bucket(name).Stats().KeyN
-		return nil
+func TestOpenNewerSchema(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "state.db")
+	writeStore(t, path)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte("3"))
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return n
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	assertOpenFailsUntouched(t, path, "newer version")
 }
 
-// TestBoltPrunesExpired checks that expired Allow and Remember records are
-// deleted, at most pruneBatch per call, and that the expiry index keeps one
-// entry per record.
-func TestBoltPrunesExpired(t *testing.T) {
+// TestBoltLimitsInMemory checks that Allow and Remember keep their state
+// in memory: expired keys are dropped, the number of keys is bounded, and
+// a reopened store starts afresh.
+func TestBoltLimitsInMemory(t *testing.T) {
 	t.Parallel()
-	b, c := setup(t)
+	path := filepath.Join(t.TempDir(), "state.db")
+	c := newClock()
 	c.Freeze()
+	b, err := OpenWith(path, Options{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
 	const n = 150
 	for i := range n {
 		mustRemember(t, b, fmt.Sprintf("seen-%d", i), time.Minute)
 		mustAllow(t, b, fmt.Sprintf("user-%d", i), 5, 2*time.Minute)
 	}
 	mustRemember(t, b, "long", time.Hour)
-	mustAllow(t, b, "user-0", 5, 2*time.Minute) // a second hit changes no expiry
-	check := func(what string, seen, limits int) {
-		t.Helper()
-		gotSeen, gotLimits, gotIndex := bucketLen(t, b, bucketSeen), bucketLen(t, b, bucketLimits), bucketLen(t, b, bucketExpiries)
-		if gotSeen != seen || gotLimits != limits || gotIndex != seen+limits {
-			t.Errorf("%s: got %d seen, %d limits, %d index entries; want %d, %d, %d", what, gotSeen, gotLimits, gotIndex, seen, limits, seen+limits)
+	if got := b.seen.len(); got != n+1 {
+		t.Errorf("before expiry: got %d remembered keys, want %d", got, n+1)
+	}
+	c.Advance(time.Minute)
+	mustRemember(t, b, "long", time.Hour)
+	if got, gotLimits := b.seen.len(), b.limits.len(); got != 1 || gotLimits != n {
+		t.Errorf("after the seen keys expired: got %d remembered keys and %d windows, want 1 and %d", got, gotLimits, n)
+	}
+	c.Advance(time.Minute)
+	mustAllow(t, b, "user-1", 5, 2*time.Minute)
+	if got := b.limits.len(); got != 1 {
+		t.Errorf("after the windows ended: got %d windows, want 1", got)
+	}
+
+	// Full: a new key pushes out the one that expires soonest.
+	b.seen = newMemo[seenRecord](3)
+	for i, ttl := range []time.Duration{3 * time.Minute, time.Minute, 2 * time.Minute, 4 * time.Minute} {
+		mustRemember(t, b, fmt.Sprintf("k%d", i), ttl)
+	}
+	if got := b.seen.len(); got != 3 {
+		t.Errorf("full memo: got %d keys, want 3", got)
+	}
+	for key, want := range map[string]bool{"k0": true, "k1": false, "k2": true, "k3": true} {
+		if _, got := b.seen.entries[key]; got != want {
+			t.Errorf("full memo: got %s kept %v, want %v (k1 expires soonest)", key, got, want)
 		}
 	}
-	check("before expiry", n+1, n)
 
-	c.Advance(time.Minute) // the seen-* keys expire; the limits do not yet
-	mustRemember(t, b, "long", time.Hour)
-	check("one call after the seen keys expired", n+1-pruneBatch, n)
-	for range 3 {
-		mustRemember(t, b, "long", time.Hour)
+	if !mustAllow(t, b, "u", 1, time.Hour) || mustAllow(t, b, "u", 1, time.Hour) {
+		t.Errorf("Allow(u, 1, 1h) twice: want true, then false")
 	}
-	check("after enough calls", 1, n)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err = OpenWith(path, Options{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if !mustAllow(t, b, "u", 1, time.Hour) {
+		t.Errorf("Allow(u) after reopen: got false, want true (windows are not kept in the file)")
+	}
+}
 
-	c.Advance(time.Minute) // now the limits have expired too
-	for range 3 {
-		mustAllow(t, b, "user-1", 5, 2*time.Minute) // pruned, then a new window
+func TestCompactBolt(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "state.db"), filepath.Join(dir, "compact.db")
+	c := newClock()
+	b, err := OpenWith(src, Options{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
 	}
-	check("after the windows ended", 1, 1)
-	if !mustRemember(t, b, "seen-7", time.Minute) {
-		t.Errorf("Remember(seen-7) after it was pruned: got false, want true")
+	plan := json.RawMessage(`"` + strings.Repeat("x", 2000) + `"`)
+	parallel(t, 2000, func(i int) error {
+		id := fmt.Sprintf("old-%04d", i)
+		if err := b.Create(Request{ID: id, State: Done, Plan: plan}); err != nil {
+			return err
+		}
+		return b.PutJob(Job{ID: "j-" + id, RequestID: id, Reported: true})
+	})
+	mustCreate(t, b, Request{ID: "p-1", State: Planned, Plan: plan})
+	if err := b.PutJob(Job{ID: "j1", RequestID: "p-1"}); err != nil {
+		t.Fatal(err)
+	}
+	for mustPrune(t, b, c.Now().Add(time.Hour), 500) > 0 {
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := CompactBolt(src, dst); err != nil {
+		t.Fatalf("CompactBolt: got error %v, want nil", err)
+	}
+	after, err := os.ReadFile(src)
+	if err != nil || !bytes.Equal(before, after) {
+		t.Errorf("CompactBolt changed the source file")
+	}
+	fi, err := os.Stat(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d bytes compacted to %d", len(before), fi.Size())
+	if fi.Size() > int64(len(before))/4 || fi.Mode().Perm() != 0o600 {
+		t.Errorf("compacted file: got %d bytes, mode %v; want at most a quarter of %d, mode 0600", fi.Size(), fi.Mode().Perm(), len(before))
+	}
+	b, err = Open(dst)
+	if err != nil {
+		t.Fatalf("Open of the compacted file: got error %v, want nil", err)
+	}
+	assertIndexed(t, b, []string{"p-1"}, []string{"j1"})
+	if got := len(mustList(t, b)); got != 1 {
+		t.Errorf("List() of the compacted file: got %d requests, want 1", got)
+	}
+
+	// Refused: an existing destination, a source in use, a damaged one.
+	if err := CompactBolt(src, dst); err == nil {
+		t.Errorf("CompactBolt onto an existing file: got nil error, want one")
+	}
+	held := filepath.Join(dir, "held.db")
+	if err := CompactBolt(dst, held); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("CompactBolt of a file in use: got error %v, want one saying it is in use", err)
+	}
+	_ = b.Close()
+	damagedSrc := filepath.Join(dir, "damaged.db")
+	if err := os.WriteFile(damagedSrc, before[:len(before)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := CompactBolt(damagedSrc, held); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Errorf("CompactBolt of a damaged file: got error %v, want one saying it is damaged", err)
+	}
+	if _, err := os.Stat(held); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("after failed compactions: %s exists (%v), want no file left behind", held, err)
 	}
 }

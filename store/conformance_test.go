@@ -27,6 +27,8 @@ type backend interface {
 	ActiveJobs() ([]Job, error)
 	Allow(key string, limit int, window time.Duration) (bool, error)
 	Remember(key string, ttl time.Duration) (bool, error)
+	Prune(before time.Time, max int) (int, error)
+	Decoded() int64
 	Ping() error
 	Close() error
 	Path() string
@@ -54,6 +56,11 @@ func conformance(t *testing.T, open func(t *testing.T, now func() time.Time) bac
 		{"Jobs", noClock(testJobs)},
 		{"UpdateJobConcurrent", noClock(testUpdateJobConcurrent)},
 		{"JobIndexesFollowUpdateJob", noClock(testJobIndexesFollowUpdateJob)},
+		{"StateIndexFollowsWrites", noClock(testStateIndexFollowsWrites)},
+		{"ReadsCostWhatTheyReturn", noClock(testReadsCostWhatTheyReturn)},
+		{"Prune", testPrune},
+		{"PruneCostFollowsDeleted", testPruneCostFollowsDeleted},
+		{"PruneConcurrent", testPruneConcurrent},
 		{"Allow", testAllow},
 		{"AllowConcurrent", testAllowConcurrent},
 		{"AllowArgs", noClock(testAllowArgs)},
@@ -670,5 +677,387 @@ func testTransitionRespectsExpiry(t *testing.T, b backend, c *clock) {
 	}
 	if _, err := b.Transition("r-2", []State{AwaitingApproval}, Expired, "", nil); err != nil {
 		t.Errorf("expiring an expired plan: got %v, want nil", err)
+	}
+}
+
+// parallel runs fn(i) for every i in [0, n) on a few goroutines and fails
+// the test on the first error. Stores are seeded this way so that their
+// writes share commits.
+func parallel(t *testing.T, n int, fn func(i int) error) {
+	t.Helper()
+	const workers = 32
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || failed.Load() != nil {
+					return
+				}
+				if err := fn(i); err != nil {
+					failed.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		t.Fatalf("seeding: %v", err)
+	}
+}
+
+// listIDs returns the IDs List(states...) returns, comma-separated, or the
+// error.
+func listIDs(b backend, states ...State) string {
+	rs, err := b.List(states...)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.ID)
+	}
+	return strings.Join(out, ",")
+}
+
+// testStateIndexFollowsWrites checks that List by state follows Create,
+// Transition and Update, and that a refused transition moves nothing.
+func testStateIndexFollowsWrites(t *testing.T, b backend) {
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, id := range []string{"a", "b", "c"} {
+		mustCreate(t, b, Request{ID: id, State: Planned, CreatedAt: base.Add(time.Duration(i) * time.Minute)})
+	}
+	check := func(what string, want map[State]string) {
+		t.Helper()
+		for _, st := range []State{Planned, AwaitingApproval, Submitting, Submitted, Done, Cancelled, Stopped} {
+			if got := listIDs(b, st); got != want[st] {
+				t.Errorf("%s: List(%s): got %q, want %q", what, st, got, want[st])
+			}
+		}
+	}
+	check("created", map[State]string{Planned: "a,b,c"})
+
+	move := func(id string, from, to State) {
+		t.Helper()
+		if _, err := b.Transition(id, []State{from}, to, "U1", nil); err != nil {
+			t.Fatalf("Transition(%s, %s → %s): got error %v, want nil", id, from, to, err)
+		}
+	}
+	move("b", Planned, AwaitingApproval)
+	move("c", Planned, Submitting)
+	check("after two transitions", map[State]string{Planned: "a", AwaitingApproval: "b", Submitting: "c"})
+
+	if _, err := b.Transition("a", []State{Submitted}, Done, "U1", nil); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Transition from the wrong state: got error %v, want ErrConflict", err)
+	}
+	if _, err := b.Update("c", func(r *Request) error { r.ParentTS = "1.2"; return nil }); err != nil {
+		t.Fatalf("Update: got error %v, want nil", err)
+	}
+	move("c", Submitting, Submitted)
+	move("c", Submitted, Stopped)
+	move("b", AwaitingApproval, Cancelled)
+	if _, err := b.Update("b", func(r *Request) error { r.Approver = "U2"; return nil }); err != nil {
+		t.Fatalf("Update of a final request: got error %v, want nil", err)
+	}
+	check("after more", map[State]string{Planned: "a", Cancelled: "b", Stopped: "c"})
+	if got := listIDs(b, Stopped, Planned, Cancelled, Planned); got != "a,b,c" {
+		t.Errorf("List(stopped, planned, cancelled, planned): got %q, want a,b,c", got)
+	}
+	if got := listIDs(b); got != "a,b,c" {
+		t.Errorf("List(): got %q, want a,b,c", got)
+	}
+}
+
+// decodes returns how many records b decoded while fn ran.
+func decodes(b backend, fn func()) int64 {
+	before := b.Decoded()
+	fn()
+	return b.Decoded() - before
+}
+
+// testReadsCostWhatTheyReturn checks that List by state, ActiveJobs and
+// Jobs read only the records they return, however many others the store
+// holds.
+func testReadsCostWhatTheyReturn(t *testing.T, b backend) {
+	const past = 10_000
+	parallel(t, past, func(i int) error {
+		id := fmt.Sprintf("old-%05d", i)
+		if err := b.Create(Request{ID: id, State: Done}); err != nil {
+			return err
+		}
+		return b.PutJob(Job{ID: "j-" + id, RequestID: id, Status: "Completed", Reported: i%2 == 0, GaveUp: i%2 == 1})
+	})
+	for _, id := range []string{"p-1", "p-2", "p-3"} {
+		mustCreate(t, b, Request{ID: id, State: Planned})
+	}
+	for _, id := range []string{"s-1", "s-2"} {
+		mustCreate(t, b, Request{ID: id, State: Submitted})
+		for k := range 2 {
+			if err := b.PutJob(Job{ID: fmt.Sprintf("j-%s-%d", id, k), RequestID: id}); err != nil {
+				t.Fatalf("PutJob: got error %v, want nil", err)
+			}
+		}
+	}
+
+	tests := []struct {
+		name string
+		read func() (int, error)
+		want int
+	}{
+		{"List(planned)", func() (int, error) { rs, err := b.List(Planned); return len(rs), err }, 3},
+		{"List(planned, submitted, planned)", func() (int, error) { rs, err := b.List(Planned, Submitted, Planned); return len(rs), err }, 5},
+		{"List(expired)", func() (int, error) { rs, err := b.List(Expired); return len(rs), err }, 0},
+		{"ActiveJobs", func() (int, error) { js, err := b.ActiveJobs(); return len(js), err }, 4},
+		{"Jobs(s-1)", func() (int, error) { js, err := b.Jobs("s-1"); return len(js), err }, 2},
+		{"Jobs(old-00007)", func() (int, error) { js, err := b.Jobs("old-00007"); return len(js), err }, 1},
+		{"Get(p-2)", func() (int, error) { _, err := b.Get("p-2"); return 1, err }, 1},
+	}
+	for _, tc := range tests {
+		var got int
+		var err error
+		n := decodes(b, func() { got, err = tc.read() })
+		if err != nil || got != tc.want {
+			t.Errorf("%s: got %d records, error %v; want %d, nil", tc.name, got, err, tc.want)
+		}
+		if n != int64(tc.want) {
+			t.Errorf("%s with %d past requests and jobs: decoded %d records, want %d", tc.name, past, n, tc.want)
+		}
+	}
+	if _, err := b.Transition("p-1", []State{Planned}, Submitted, "U1", nil); err != nil {
+		t.Fatalf("Transition: got error %v, want nil", err)
+	}
+	if n := decodes(b, func() { _, _ = b.List(Planned) }); n != 2 {
+		t.Errorf("List(planned) after p-1 moved on: decoded %d records, want 2", n)
+	}
+	if got := len(mustList(t, b)); got != past+5 {
+		t.Errorf("List(): got %d requests, want %d", got, past+5)
+	}
+}
+
+// mustList calls b.List and fails the test on an error.
+func mustList(t *testing.T, b backend, states ...State) []Request {
+	t.Helper()
+	rs, err := b.List(states...)
+	if err != nil {
+		t.Fatalf("List(%v): got error %v, want nil", states, err)
+	}
+	return rs
+}
+
+// mustPrune calls b.Prune and fails the test on an error.
+func mustPrune(t *testing.T, b backend, before time.Time, max int) int {
+	t.Helper()
+	n, err := b.Prune(before, max)
+	if err != nil {
+		t.Fatalf("Prune(%v, %d): got error %v, want nil", before, max, err)
+	}
+	return n
+}
+
+// testPrune checks that Prune deletes requests in final states last updated
+// before the given time, oldest first and at most max, with their jobs, and
+// nothing else.
+func testPrune(t *testing.T, b backend, c *clock) {
+	c.Freeze()
+	t0 := c.Now()
+	// Requests that end, one a minute, in the order they are listed.
+	ending := []struct {
+		id  string
+		end State
+	}{{"done-1", Done}, {"cancelled", Cancelled}, {"rejected", Rejected}, {"expired", Expired}, {"stopped", Stopped}, {"done-2", Done}}
+	for _, e := range ending {
+		mustCreate(t, b, Request{ID: e.id, State: Submitted})
+	}
+	mustCreate(t, b, Request{ID: "planned", State: Planned})
+	mustCreate(t, b, Request{ID: "submitted", State: Submitted})
+	for _, j := range []Job{
+		{ID: "j1", RequestID: "done-1", Reported: true},
+		{ID: "j2", RequestID: "done-1"}, // still active: deleted all the same
+		{ID: "j3", RequestID: "stopped", GaveUp: true},
+		{ID: "j4", RequestID: "submitted"},
+		{ID: "j5", RequestID: "done-2"},
+	} {
+		if err := b.PutJob(j); err != nil {
+			t.Fatalf("PutJob(%s): got error %v, want nil", j.ID, err)
+		}
+	}
+	for _, e := range ending {
+		c.Advance(time.Minute)
+		if _, err := b.Transition(e.id, []State{Submitted}, e.end, "", nil); err != nil {
+			t.Fatalf("Transition(%s): got error %v, want nil", e.id, err)
+		}
+	}
+	// done-2 ended last, at t0+6m; an Update an hour later makes it recent.
+	c.Advance(time.Hour)
+	if _, err := b.Update("done-2", func(r *Request) error { r.ParentTS = "1.2"; return nil }); err != nil {
+		t.Fatalf("Update: got error %v, want nil", err)
+	}
+	cutoff := t0.Add(30 * time.Minute) // after every end, before the Update
+
+	if n := mustPrune(t, b, cutoff, 0); n != 0 {
+		t.Errorf("Prune(max 0): got %d deleted, want 0", n)
+	}
+	if n := mustPrune(t, b, t0.Add(time.Minute), 10); n != 0 {
+		t.Errorf("Prune before the first end: got %d deleted, want 0 (UpdatedAt must be strictly before)", n)
+	}
+	if n := mustPrune(t, b, cutoff, 2); n != 2 {
+		t.Fatalf("Prune(max 2): got %d deleted, want 2", n)
+	}
+	exists := func(id string) bool {
+		t.Helper()
+		_, err := b.Get(id)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Get(%s): got error %v, want nil or ErrNotFound", id, err)
+		}
+		return err == nil
+	}
+	for id, want := range map[string]bool{"done-1": false, "cancelled": false, "rejected": true} {
+		if got := exists(id); got != want {
+			t.Errorf("after Prune(max 2): %s exists %v, want %v (oldest first)", id, got, want)
+		}
+	}
+	if n := mustPrune(t, b, cutoff, 10); n != 3 {
+		t.Errorf("second Prune: got %d deleted, want 3", n)
+	}
+	if n := mustPrune(t, b, cutoff, 10); n != 0 {
+		t.Errorf("third Prune: got %d deleted, want 0", n)
+	}
+	for _, id := range []string{"done-1", "cancelled", "rejected", "expired", "stopped"} {
+		if exists(id) {
+			t.Errorf("after pruning: %s exists, want it deleted", id)
+		}
+		if js, err := b.Jobs(id); err != nil || len(js) != 0 {
+			t.Errorf("Jobs(%s) after pruning: got %v, %v; want none", id, js, err)
+		}
+	}
+	for _, id := range []string{"done-2", "planned", "submitted"} {
+		if !exists(id) {
+			t.Errorf("after pruning: %s is gone, want it kept", id)
+		}
+	}
+	for _, id := range []string{"j1", "j2", "j3"} {
+		if _, err := b.Job(id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Job(%s) after its request was pruned: got error %v, want ErrNotFound", id, err)
+		}
+	}
+	active, err := b.ActiveJobs()
+	if err != nil || len(active) != 2 || active[0].ID != "j4" && active[1].ID != "j4" {
+		t.Errorf("ActiveJobs after pruning: got %v, %v; want j4 and j5", active, err)
+	}
+	if got := listIDs(b, Done, Cancelled, Rejected, Expired, Stopped); got != "done-2" {
+		t.Errorf("List(final states) after pruning: got %q, want done-2", got)
+	}
+
+	// Long after, everything final goes, and nothing else ever does.
+	c.Advance(1000 * time.Hour)
+	if n := mustPrune(t, b, c.Now(), 100); n != 1 {
+		t.Errorf("Prune of everything: got %d deleted, want 1 (done-2)", n)
+	}
+	if got := listIDs(b); got != "planned,submitted" {
+		t.Errorf("List() after pruning everything: got %q, want planned,submitted", got)
+	}
+	if js, err := b.Jobs("submitted"); err != nil || len(js) != 1 {
+		t.Errorf("Jobs(submitted): got %v, %v; want j4", js, err)
+	}
+	// An ID can be used again once pruned.
+	mustCreate(t, b, Request{ID: "done-1", State: Planned})
+}
+
+// testPruneCostFollowsDeleted checks that Prune reads no more than what it
+// deletes, however many requests it keeps.
+func testPruneCostFollowsDeleted(t *testing.T, b backend, c *clock) {
+	c.Freeze()
+	const kept = 2000
+	// Old but not final, and final but recent: never candidates.
+	parallel(t, kept, func(i int) error {
+		return b.Create(Request{ID: fmt.Sprintf("open-%04d", i), State: Submitted})
+	})
+	const old = 150 // more than one transaction of Bolt's Prune
+	parallel(t, old, func(i int) error {
+		return b.Create(Request{ID: fmt.Sprintf("old-%03d", i), State: Expired})
+	})
+	c.Advance(time.Hour)
+	cutoff := c.Now()
+	parallel(t, kept, func(i int) error {
+		return b.Create(Request{ID: fmt.Sprintf("recent-%04d", i), State: Done})
+	})
+	for _, want := range []int{100, old - 100, 0} {
+		var n int
+		read := decodes(b, func() { n = mustPrune(t, b, cutoff, 100) })
+		if n != want {
+			t.Errorf("Prune(max 100): got %d deleted, want %d", n, want)
+		}
+		if read > int64(n) {
+			t.Errorf("Prune with %d requests kept decoded %d records, want at most the %d it deleted", 2*kept, read, n)
+		}
+	}
+	if got := len(mustList(t, b)); got != 2*kept {
+		t.Errorf("List() after pruning: got %d requests, want %d", got, 2*kept)
+	}
+}
+
+// testPruneConcurrent runs several Prunes at once, while the jobs of the
+// requests they delete are being updated: every request is deleted exactly
+// once, and no job or index entry outlives its request.
+func testPruneConcurrent(t *testing.T, b backend, c *clock) {
+	const n = 200
+	parallel(t, n, func(i int) error {
+		id := fmt.Sprintf("r-%03d", i)
+		if err := b.Create(Request{ID: id, State: Done}); err != nil {
+			return err
+		}
+		return b.PutJob(Job{ID: "j-" + id, RequestID: id, Reported: true})
+	})
+	before := c.Now().Add(time.Hour)
+
+	var deleted atomic.Int32
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, err := b.UpdateJob(fmt.Sprintf("j-r-%03d", i%n), func(j *Job) error { j.Reported = !j.Reported; return nil })
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				t.Errorf("UpdateJob: got error %v, want nil or ErrNotFound", err)
+			}
+		}
+	})
+	var pruners sync.WaitGroup
+	for range 4 {
+		pruners.Go(func() {
+			for {
+				k, err := b.Prune(before, 7)
+				if err != nil {
+					t.Errorf("Prune: got error %v, want nil", err)
+					return
+				}
+				deleted.Add(int32(k))
+				if k == 0 {
+					return
+				}
+			}
+		})
+	}
+	pruners.Wait()
+	close(stop)
+	wg.Wait()
+	if got := deleted.Load(); got != n {
+		t.Errorf("got %d deleted in all, want %d", got, n)
+	}
+	if rs := mustList(t, b); len(rs) != 0 {
+		t.Errorf("List() after pruning: got %d requests, want none", len(rs))
+	}
+	if js, err := b.ActiveJobs(); err != nil || len(js) != 0 {
+		t.Errorf("ActiveJobs after pruning: got %d jobs, %v; want none", len(js), err)
+	}
+	if _, err := b.Job("j-r-007"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Job(j-r-007) after pruning: got error %v, want ErrNotFound", err)
 	}
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"math/rand/v2"
 	neturl "net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +32,9 @@ const (
 	redisMaxAttempts = 100
 	// redisMGetChunk is how many keys one MGET asks for.
 	redisMGetChunk = 256
+	// redisMigrateTimeout bounds the migration of a prefix from schema 1
+	// at open, which reads every request once.
+	redisMigrateTimeout = 10 * time.Minute
 )
 
 // Key names under the prefix. Request IDs and job IDs are appended to the
@@ -39,6 +44,7 @@ const (
 	keyRedisSchema      = "schema"        // string: schemaVersion
 	keyRedisRequest     = "request:"      // + request ID: string, JSON Request
 	keyRedisRequests    = "requests"      // sorted set: request IDs, score CreatedAt in Unix ms
+	keyRedisState       = "state:"        // + state: sorted set of the IDs of the requests in it, score UpdatedAt in Unix µs
 	keyRedisJob         = "job:"          // + job ID: string, JSON Job
 	keyRedisRequestJobs = "request-jobs:" // + request ID: set of its job IDs
 	keyRedisActiveJobs  = "active-jobs"   // set: IDs of the jobs that are Active
@@ -69,19 +75,24 @@ type RedisOptions struct {
 //
 // Keys, all under the prefix: "request:<id>" and "job:<id>" hold the JSON of
 // a request or job; "requests" is a sorted set of request IDs by CreatedAt;
-// "request-jobs:<request id>" is the set of a request's job IDs;
-// "active-jobs" is the set of the IDs of active jobs; "schema" holds the
-// layout version. The indexes are written in the same transaction as the
-// record they index. "limit:<key>" and "seen:<key>" hold the JSON state of
-// Allow and Remember for key, with a Redis expiry so that they go away
-// once they no longer matter.
+// "state:<state>" is a sorted set of the IDs of the requests in that state
+// by UpdatedAt, which List and Prune read; "request-jobs:<request id>" is
+// the set of a request's job IDs; "active-jobs" is the set of the IDs of
+// active jobs; "schema" holds the layout version. The indexes are written in
+// the same transaction as the record they index; readers still check each
+// record they read against what they asked for, since the index and the
+// records are read one after the other. "limit:<key>" and "seen:<key>"
+// hold the JSON state of Allow and Remember for key, with a Redis expiry so
+// that they go away once they no longer matter; they stay in Redis, so that
+// replicas share them.
 //
 // A Redis is safe for concurrent use.
 type Redis struct {
-	rdb    *redis.Client
-	prefix string
-	path   string // the URL without credentials, for messages
-	now    func() time.Time
+	rdb     *redis.Client
+	prefix  string
+	path    string // the URL without credentials, for messages
+	now     func() time.Time
+	decodes decodeCounter
 }
 
 // OpenRedis connects to the Redis database at url (redis://, rediss:// or
@@ -95,6 +106,13 @@ func OpenRedis(ctx context.Context, url string) (*Redis, error) {
 // after a few seconds, or when ctx ends) and checks that the store's layout
 // version under the prefix is one this code knows, writing it if the prefix
 // is new. Errors name the address and database but never the password.
+//
+// A prefix written by the version before the state index (schema 1) is
+// migrated: the index is built from the requests, a few hundred at a time,
+// each batch in a transaction that watches its requests, and the prefix is
+// then marked as schema 2, which older versions refuse to open. Stop the
+// replicas running an older version before starting this one: their
+// writes in the meantime do not keep the index.
 func OpenRedisWith(ctx context.Context, url string, opts RedisOptions) (*Redis, error) {
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultRedisPrefix
@@ -115,32 +133,84 @@ func OpenRedisWith(ctx context.Context, url string, opts RedisOptions) (*Redis, 
 	ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	s := &Redis{rdb: redis.NewClient(ro), prefix: opts.Prefix, path: path, now: opts.Now}
 
-	ctx, cancel := context.WithTimeout(ctx, redisOpenTimeout)
+	openCtx, cancel := context.WithTimeout(ctx, redisOpenTimeout)
 	defer cancel()
-	if err := s.rdb.Ping(ctx).Err(); err != nil {
+	if err := s.rdb.Ping(openCtx).Err(); err != nil {
 		_ = s.rdb.Close()
 		return nil, scrubPassword(fmt.Errorf("open store %s: cannot reach Redis: %w", path, err), url)
 	}
-	if err := s.checkSchema(ctx); err != nil {
+	v, err := s.checkSchema(openCtx)
+	if err == nil && v == schemaVersion1 {
+		migrateCtx, cancel := context.WithTimeout(ctx, redisMigrateTimeout)
+		defer cancel()
+		err = s.migrate1(migrateCtx)
+	}
+	if err != nil {
 		_ = s.rdb.Close()
 		return nil, scrubPassword(fmt.Errorf("open store %s: %w", path, err), url)
 	}
 	return s, nil
 }
 
-// checkSchema writes the layout version under a new prefix and refuses one
-// written by an unknown version.
-func (s *Redis) checkSchema(ctx context.Context) error {
+// checkSchema writes the layout version under a new prefix, refuses one
+// written by an unknown version and returns the version.
+func (s *Redis) checkSchema(ctx context.Context) (string, error) {
 	key := s.key(keyRedisSchema)
 	if err := s.rdb.SetNX(ctx, key, schemaVersion, 0).Err(); err != nil {
-		return fmt.Errorf("write schema version %s: %w", key, err)
+		return "", fmt.Errorf("write schema version %s: %w", key, err)
 	}
 	v, err := s.rdb.Get(ctx, key).Result()
 	if err != nil {
-		return fmt.Errorf("read schema version %s: %w", key, err)
+		return "", fmt.Errorf("read schema version %s: %w", key, err)
 	}
-	if v != schemaVersion {
-		return fmt.Errorf("key %s holds schema version %q, this program knows %q; use another prefix or database", key, v, schemaVersion)
+	if v != schemaVersion && v != schemaVersion1 {
+		return "", fmt.Errorf("key %s holds schema version %q, this program knows %q; use another prefix or database", key, v, schemaVersion)
+	}
+	return v, nil
+}
+
+// migrate1 builds the state index of a schema 1 prefix from its requests
+// and marks the prefix as schema 2. Each batch of requests is read and
+// indexed in one transaction watching them, so a request that another
+// (migrated) replica changes meanwhile is indexed as it is after the
+// change. Several replicas may migrate at once: the result is the same.
+func (s *Redis) migrate1(ctx context.Context) error {
+	ids, err := s.rdb.ZRange(ctx, s.key(keyRedisRequests), 0, -1).Result()
+	if err != nil {
+		return fmt.Errorf("migrate from schema 1: read %s: %w", s.key(keyRedisRequests), err)
+	}
+	for chunk := range slices.Chunk(ids, redisMGetChunk) {
+		keys := make([]string, len(chunk))
+		for i, id := range chunk {
+			keys[i] = s.key(keyRedisRequest + id)
+		}
+		err := s.atomically(ctx, func(tx *redis.Tx) error {
+			vals, err := tx.MGet(ctx, keys...).Result()
+			if err != nil {
+				return fmt.Errorf("read %s…: %w", keys[0], err)
+			}
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				for i, v := range vals {
+					str, ok := v.(string)
+					if !ok {
+						continue
+					}
+					var r Request
+					if err := json.Unmarshal([]byte(str), &r); err != nil {
+						return fmt.Errorf("decode request %q: %w", chunk[i], err)
+					}
+					p.ZAdd(ctx, s.stateKey(r.State), redis.Z{Score: usScore(r.UpdatedAt), Member: chunk[i]})
+				}
+				return nil
+			})
+			return err
+		}, keys...)
+		if err != nil {
+			return fmt.Errorf("migrate from schema 1: %w", err)
+		}
+	}
+	if err := s.rdb.Set(ctx, s.key(keyRedisSchema), schemaVersion, 0).Err(); err != nil {
+		return fmt.Errorf("migrate from schema 1: write schema version: %w", err)
 	}
 	return nil
 }
@@ -225,6 +295,23 @@ func stripUserinfo(raw string) string {
 // key returns the full name of a key.
 func (s *Redis) key(name string) string { return s.prefix + name }
 
+// stateKey returns the full name of the index of the requests in state st.
+func (s *Redis) stateKey(st State) string { return s.prefix + keyRedisState + string(st) }
+
+// msScore is the score of t in the set of all requests: Unix milliseconds,
+// rounded down.
+func msScore(t time.Time) float64 { return float64(t.UnixMilli()) }
+
+// usScore is the score of t in the index of a state: Unix microseconds,
+// rounded down, which a float64 holds exactly until the year 2255.
+func usScore(t time.Time) float64 { return float64(t.UnixMicro()) }
+
+// Decoded returns how many stored requests and jobs this Redis has read
+// and decoded since it was opened (the migration at open excluded). Tests
+// use it to show that a read costs what it returns, not what the database
+// holds.
+func (s *Redis) Decoded() int64 { return s.decodes.n.Load() }
+
 // Close closes the connections. The Redis must not be used afterwards.
 func (s *Redis) Close() error {
 	if err := s.rdb.Close(); err != nil {
@@ -279,6 +366,17 @@ func (s *Redis) atomically(ctx context.Context, fn func(tx *redis.Tx) error, key
 // redisGetJSON reads key through c and decodes it into v, or returns
 // ErrNotFound.
 func redisGetJSON(ctx context.Context, c redis.Cmdable, key string, v any) error {
+	return getJSONCounted(ctx, c, key, v, nil)
+}
+
+// getJSON is redisGetJSON for a request or job, counted for Decoded.
+func (s *Redis) getJSON(ctx context.Context, c redis.Cmdable, key string, v any) error {
+	return getJSONCounted(ctx, c, key, v, &s.decodes)
+}
+
+// getJSONCounted reads key through c and decodes it into v, counting it in
+// d unless d is nil, or returns ErrNotFound.
+func getJSONCounted(ctx context.Context, c redis.Cmdable, key string, v any, d *decodeCounter) error {
 	data, err := c.Get(ctx, key).Bytes()
 	switch {
 	case errors.Is(err, redis.Nil):
@@ -286,17 +384,27 @@ func redisGetJSON(ctx context.Context, c redis.Cmdable, key string, v any) error
 	case err != nil:
 		return fmt.Errorf("read %s: %w", key, err)
 	}
-	if err := json.Unmarshal(data, v); err != nil {
+	if d != nil {
+		err = d.decode(data, v)
+	} else {
+		err = json.Unmarshal(data, v)
+	}
+	if err != nil {
 		return fmt.Errorf("decode %s: %w", key, err)
 	}
 	return nil
 }
 
 // setRequest queues the writes that save request r, encoded as data, and
-// keep its index in step.
-func (s *Redis) setRequest(ctx context.Context, p redis.Pipeliner, r Request, data []byte) {
+// keep its indexes in step; from is the state it was in (for a new
+// request: its own).
+func (s *Redis) setRequest(ctx context.Context, p redis.Pipeliner, from State, r Request, data []byte) {
 	p.Set(ctx, s.key(keyRedisRequest+r.ID), data, 0)
-	p.ZAdd(ctx, s.key(keyRedisRequests), redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID})
+	p.ZAdd(ctx, s.key(keyRedisRequests), redis.Z{Score: msScore(r.CreatedAt), Member: r.ID})
+	if from != r.State {
+		p.ZRem(ctx, s.stateKey(from), r.ID)
+	}
+	p.ZAdd(ctx, s.stateKey(r.State), redis.Z{Score: usScore(r.UpdatedAt), Member: r.ID})
 }
 
 // Create stores a new request. It sets CreatedAt and UpdatedAt to now when
@@ -321,7 +429,7 @@ func (s *Redis) Create(r Request) error {
 			return ErrExists
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			s.setRequest(ctx, p, r, data)
+			s.setRequest(ctx, p, r.State, r, data)
 			return nil
 		})
 		return err
@@ -338,7 +446,7 @@ func (s *Redis) Get(id string) (Request, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
 	var r Request
-	if err := redisGetJSON(ctx, s.rdb, s.key(keyRedisRequest+id), &r); err != nil {
+	if err := s.getJSON(ctx, s.rdb, s.key(keyRedisRequest+id), &r); err != nil {
 		return Request{}, fmt.Errorf("get request %s: %w", id, err)
 	}
 	return r, nil
@@ -361,14 +469,15 @@ func (s *Redis) Transition(id string, from []State, to State, user string, mutat
 	var out Request
 	err := s.atomically(ctx, func(tx *redis.Tx) error {
 		var r Request
-		if err := redisGetJSON(ctx, tx, key, &r); err != nil {
+		if err := s.getJSON(ctx, tx, key, &r); err != nil {
 			return err
 		}
+		old := r.State
 		if err := applyTransition(&r, id, from, to, user, s.now, mutate); err != nil {
 			return err
 		}
 		var err error
-		out, err = s.saveRequest(ctx, tx, r)
+		out, err = s.saveRequest(ctx, tx, old, r)
 		return err
 	}, key)
 	if _, ok := errors.AsType[*ConflictError](err); ok {
@@ -380,15 +489,15 @@ func (s *Redis) Transition(id string, from []State, to State, user string, mutat
 	return out, nil
 }
 
-// saveRequest writes r, whose key tx watches, and its index in one
-// MULTI/EXEC, and returns r as stored.
-func (s *Redis) saveRequest(ctx context.Context, tx *redis.Tx, r Request) (Request, error) {
+// saveRequest writes r, whose key tx watches and which was in state from,
+// and its indexes in one MULTI/EXEC, and returns r as stored.
+func (s *Redis) saveRequest(ctx context.Context, tx *redis.Tx, from State, r Request) (Request, error) {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return Request{}, fmt.Errorf("encode: %w", err)
 	}
 	if _, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		s.setRequest(ctx, p, r, data)
+		s.setRequest(ctx, p, from, r, data)
 		return nil
 	}); err != nil {
 		return Request{}, err
@@ -410,14 +519,14 @@ func (s *Redis) Update(id string, mutate func(*Request) error) (Request, error) 
 	var out Request
 	err := s.atomically(ctx, func(tx *redis.Tx) error {
 		var r Request
-		if err := redisGetJSON(ctx, tx, key, &r); err != nil {
+		if err := s.getJSON(ctx, tx, key, &r); err != nil {
 			return err
 		}
 		if err := applyUpdate(&r, id, s.now, mutate); err != nil {
 			return err
 		}
 		var err error
-		out, err = s.saveRequest(ctx, tx, r)
+		out, err = s.saveRequest(ctx, tx, r.State, r)
 		return err
 	}, key)
 	if err != nil {
@@ -427,18 +536,19 @@ func (s *Redis) Update(id string, mutate func(*Request) error) (Request, error) 
 }
 
 // List returns the requests in any of the given states, or all requests when
-// none is given, ordered by CreatedAt (then ID).
+// none is given, ordered by CreatedAt (then ID). Given states, it reads
+// only the requests in them, through the state index.
 func (s *Redis) List(states ...State) ([]Request, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	ids, err := s.rdb.ZRange(ctx, s.key(keyRedisRequests), 0, -1).Result()
+	ids, err := s.listIDs(ctx, states)
 	if err != nil {
-		return nil, fmt.Errorf("list requests: read %s: %w", s.key(keyRedisRequests), err)
+		return nil, fmt.Errorf("list requests: %w", err)
 	}
 	var out []Request
 	err = s.mget(ctx, keyRedisRequest, ids, func(id string, data []byte) error {
 		var r Request
-		if err := json.Unmarshal(data, &r); err != nil {
+		if err := s.decodes.decode(data, &r); err != nil {
 			return fmt.Errorf("decode request %q: %w", id, err)
 		}
 		if len(states) == 0 || slices.Contains(states, r.State) {
@@ -453,10 +563,39 @@ func (s *Redis) List(states ...State) ([]Request, error) {
 	return out, nil
 }
 
+// listIDs returns the IDs of the requests in states, read from their
+// indexes in one MULTI/EXEC, or of all requests when states is empty.
+func (s *Redis) listIDs(ctx context.Context, states []State) ([]string, error) {
+	if len(states) == 0 {
+		ids, err := s.rdb.ZRange(ctx, s.key(keyRedisRequests), 0, -1).Result()
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", s.key(keyRedisRequests), err)
+		}
+		return ids, nil
+	}
+	var cmds []*redis.StringSliceCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for i, st := range states {
+			if !slices.Contains(states[:i], st) {
+				cmds = append(cmds, p.ZRange(ctx, s.stateKey(st), 0, -1))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %s…: %w", s.stateKey(states[0]), err)
+	}
+	var ids []string
+	for _, c := range cmds {
+		ids = append(ids, c.Val()...)
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids), nil
+}
+
 // mget reads the keys name+id for ids, in chunks, and calls fn for each
-// that exists. An ID whose record is missing is skipped: no record is ever
-// deleted, so that can only be an index entry seen before or after the
-// record it indexes changed.
+// that exists. An ID whose record is missing is skipped: that can only be
+// an index entry read before the record was deleted (Prune).
 func (s *Redis) mget(ctx context.Context, name string, ids []string, fn func(id string, data []byte) error) error {
 	for chunk := range slices.Chunk(ids, redisMGetChunk) {
 		keys := make([]string, len(chunk))
@@ -490,7 +629,7 @@ func (s *Redis) PutJob(j Job) error {
 	key := s.key(keyRedisJob + j.ID)
 	err := s.atomically(ctx, func(tx *redis.Tx) error {
 		var old Job
-		switch err := redisGetJSON(ctx, tx, key, &old); {
+		switch err := s.getJSON(ctx, tx, key, &old); {
 		case errors.Is(err, ErrNotFound):
 			_, err := s.saveJob(ctx, tx, nil, j)
 			return err
@@ -541,7 +680,7 @@ func (s *Redis) Job(id string) (Job, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
 	var j Job
-	if err := redisGetJSON(ctx, s.rdb, s.key(keyRedisJob+id), &j); err != nil {
+	if err := s.getJSON(ctx, s.rdb, s.key(keyRedisJob+id), &j); err != nil {
 		return Job{}, fmt.Errorf("get job %s: %w", id, err)
 	}
 	return j, nil
@@ -560,7 +699,7 @@ func (s *Redis) UpdateJob(id string, mutate func(*Job) error) (Job, error) {
 	var out Job
 	err := s.atomically(ctx, func(tx *redis.Tx) error {
 		var j Job
-		if err := redisGetJSON(ctx, tx, key, &j); err != nil {
+		if err := s.getJSON(ctx, tx, key, &j); err != nil {
 			return err
 		}
 		old := j
@@ -610,7 +749,7 @@ func (s *Redis) jobsIn(key string, keep func(Job) bool) ([]Job, error) {
 	var out []Job
 	err = s.mget(ctx, keyRedisJob, ids, func(id string, data []byte) error {
 		var j Job
-		if err := json.Unmarshal(data, &j); err != nil {
+		if err := s.decodes.decode(data, &j); err != nil {
 			return fmt.Errorf("decode job %q: %w", id, err)
 		}
 		if keep(j) {
@@ -623,6 +762,137 @@ func (s *Redis) jobsIn(key string, keep func(Job) bool) ([]Job, error) {
 	}
 	sortJobs(out)
 	return out, nil
+}
+
+// Prune deletes at most max requests that are in a final state (see
+// State.Final) and were last updated before before, oldest first, with
+// their jobs and index entries, and returns how many it deleted. It reads
+// the oldest entries of the final states' indexes (at most max of each)
+// and then each candidate, so its cost follows what it deletes, not how
+// much the database holds. Each request goes in its own transaction,
+// watching the request and its set of jobs, so a request that changed
+// since it was read is looked at again, and replicas may prune at the same
+// time. Call it again until it returns less than max to delete everything
+// due; a max of 0 or less deletes nothing. Requests in other states are
+// never deleted.
+func (s *Redis) Prune(before time.Time, max int) (int, error) {
+	if max <= 0 {
+		return 0, nil
+	}
+	cands, err := s.pruneCandidates(before, max)
+	if err != nil {
+		return 0, fmt.Errorf("prune requests final before %s: %w", before.Format(time.RFC3339Nano), err)
+	}
+	deleted := 0
+	for _, c := range cands {
+		ok, err := s.pruneRequest(c.id, c.state, before)
+		if err != nil {
+			return deleted, fmt.Errorf("prune requests final before %s: request %s: %w", before.Format(time.RFC3339Nano), c.id, err)
+		}
+		if ok {
+			deleted++
+		}
+	}
+	return deleted, nil
+}
+
+// pruneCandidate is a request that the state index says is in final state
+// state and was last updated at score (usScore).
+type pruneCandidate struct {
+	id    string
+	state State
+	score float64
+}
+
+// pruneCandidates returns the at most max oldest requests in final states
+// that may have been updated before before, which pruneRequest checks
+// exactly: their score is below before's, or, when before falls within a
+// microsecond, equal to it.
+func (s *Redis) pruneCandidates(before time.Time, max int) ([]pruneCandidate, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	limit := strconv.FormatInt(before.UnixMicro(), 10)
+	if before.Nanosecond()%1000 == 0 {
+		limit = "(" + limit
+	}
+	by := &redis.ZRangeBy{Min: "-inf", Max: limit, Count: int64(max)}
+	cmds := make([]*redis.ZSliceCmd, len(finalStates))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, st := range finalStates {
+			cmds[i] = p.ZRangeByScoreWithScores(ctx, s.stateKey(st), by)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %s…: %w", s.stateKey(finalStates[0]), err)
+	}
+	var cands []pruneCandidate
+	for i, c := range cmds {
+		for _, z := range c.Val() {
+			id, _ := z.Member.(string)
+			cands = append(cands, pruneCandidate{id: id, state: finalStates[i], score: z.Score})
+		}
+	}
+	slices.SortFunc(cands, func(a, b pruneCandidate) int {
+		if c := cmp.Compare(a.score, b.score); c != 0 {
+			return c
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	return cands[:min(max, len(cands))], nil
+}
+
+// pruneRequest deletes request id, found in the index of state st, if it
+// is still in st and was last updated before before, with its jobs and
+// index entries, and reports whether it did. An index entry whose request
+// is gone or in another state is removed.
+func (s *Redis) pruneRequest(id string, st State, before time.Time) (bool, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	key, jobsKey := s.key(keyRedisRequest+id), s.key(keyRedisRequestJobs+id)
+	deleted := false
+	err := s.atomically(ctx, func(tx *redis.Tx) error {
+		deleted = false
+		var r Request
+		switch err := s.getJSON(ctx, tx, key, &r); {
+		case errors.Is(err, ErrNotFound):
+			r.State = "" // a stale entry
+		case err != nil:
+			return err
+		}
+		if r.State != st {
+			_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.ZRem(ctx, s.stateKey(st), id)
+				return nil
+			})
+			return err
+		}
+		if !r.UpdatedAt.Before(before) {
+			return nil
+		}
+		jobIDs, err := tx.SMembers(ctx, jobsKey).Result()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", jobsKey, err)
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Del(ctx, key, jobsKey)
+			p.ZRem(ctx, s.key(keyRedisRequests), id)
+			p.ZRem(ctx, s.stateKey(st), id)
+			if len(jobIDs) > 0 {
+				keys := make([]string, len(jobIDs))
+				members := make([]any, len(jobIDs))
+				for i, jid := range jobIDs {
+					keys[i], members[i] = s.key(keyRedisJob+jid), jid
+				}
+				p.Del(ctx, keys...)
+				p.SRem(ctx, s.key(keyRedisActiveJobs), members...)
+			}
+			return nil
+		})
+		deleted = err == nil
+		return err
+	}, key, jobsKey)
+	return deleted, err
 }
 
 // Allow records one hit for key and reports whether it is within limit hits

@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -19,6 +21,7 @@ import (
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store/storetest"
 )
 
+// openRedis opens a store on the server at addr with the given prefix and
 // clock, closed at cleanup.
 func openRedis(t *testing.T, addr, prefix string, now func() time.Time) *Redis {
 	t.Helper()
@@ -325,6 +328,92 @@ func TestRedisIndexes(t *testing.T) {
 	want := []redis.Z{{Score: float64(base.UnixMilli()), Member: "r-a"}, {Score: float64(base.Add(time.Minute).UnixMilli()), Member: "r-b"}}
 	if !slices.Equal(zs, want) {
 		t.Errorf("requests: got %v, want %v", zs, want)
+	}
+
+	// The state index: one sorted set per state, scored by UpdatedAt in µs.
+	states := func() map[string][]redis.Z {
+		t.Helper()
+		out := map[string][]redis.Z{}
+		for _, key := range allKeys(t, addr) {
+			if st, ok := strings.CutPrefix(key, "p:state:"); ok {
+				zs, err := c.ZRangeWithScores(context.Background(), key, 0, -1).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				out[st] = zs
+			}
+		}
+		return out
+	}
+	ra, _ := s.Get("r-a")
+	rb, _ := s.Get("r-b")
+	z := func(r Request) redis.Z { return redis.Z{Score: float64(r.UpdatedAt.UnixMicro()), Member: r.ID} }
+	if got, want := states(), map[string][]redis.Z{"planned": {z(rb), z(ra)}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("state index after two creates: got %v, want %v", got, want)
+	}
+	ra, err = s.Transition("r-a", []State{Planned}, Done, "U1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := states(), map[string][]redis.Z{"planned": {z(rb)}, "done": {z(ra)}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("state index after a transition: got %v, want %v", got, want)
+	}
+	if _, err := s.Prune(ra.UpdatedAt.Add(time.Nanosecond), 10); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := states(), map[string][]redis.Z{"planned": {z(rb)}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("state index after Prune: got %v, want %v", got, want)
+	}
+}
+
+// TestRedisMigratesSchema1 opens a prefix written before the state index
+// existed: Open builds the index from the requests and marks the prefix as
+// schema 2, which older versions refuse.
+func TestRedisMigratesSchema1(t *testing.T) {
+	t.Parallel()
+	addr := storetest.StartRedis(t)
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	p := c.Pipeline()
+	p.Set(ctx, "p:schema", "1", 0)
+	const past = 1000 // several batches of the migration
+	add := func(r Request) {
+		data, _ := json.Marshal(r)
+		p.Set(ctx, "p:request:"+r.ID, data, 0)
+		p.ZAdd(ctx, "p:requests", redis.Z{Score: float64(r.CreatedAt.UnixMilli()), Member: r.ID})
+	}
+	for i := range past {
+		add(Request{ID: fmt.Sprintf("old-%04d", i), State: Done, CreatedAt: t0, UpdatedAt: t0})
+	}
+	add(Request{ID: "p-2", State: Planned, CreatedAt: t0.Add(2 * time.Second)})
+	add(Request{ID: "p-1", State: Planned, CreatedAt: t0.Add(time.Second)})
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openRedis(t, addr, "p:", nil)
+	if v, err := c.Get(ctx, "p:schema").Result(); err != nil || v != schemaVersion {
+		t.Errorf("p:schema after the migration: got %q, %v; want %q", v, err, schemaVersion)
+	}
+	before := s.Decoded()
+	if got := listIDs(s, Planned); got != "p-1,p-2" {
+		t.Errorf("List(planned): got %q, want p-1,p-2", got)
+	}
+	if n := s.Decoded() - before; n != 2 {
+		t.Errorf("List(planned) decoded %d records, want 2", n)
+	}
+	if n, err := c.ZCard(ctx, "p:state:done").Result(); err != nil || n != past {
+		t.Errorf("p:state:done: got %d members, %v; want %d", n, err, past)
+	}
+	if n := mustPrune(t, s, t0.Add(time.Second), 2*past); n != past {
+		t.Errorf("Prune after the migration: got %d deleted, want %d", n, past)
+	}
+	// A second open finds nothing to do.
+	openRedis(t, addr, "p:", nil)
+	if got := listIDs(s, Planned, Done); got != "p-1,p-2" {
+		t.Errorf("List(planned, done) after reopening: got %q, want p-1,p-2", got)
 	}
 }
 

@@ -9,6 +9,21 @@
 // attempts to move a request out of the same state exactly one wins. That is
 // what makes a double click, a Slack redelivery or two replicas sharing a
 // store harmless.
+//
+// Reads cost what they return, not what the store holds: each backend keeps
+// indexes, written in the same transaction as the records, of the requests
+// by state (and, within a state, by UpdatedAt), of the active jobs and of
+// each request's jobs; List of some states, ActiveJobs and Jobs read only
+// through them (Decoded counts what was read, for tests). Prune deletes
+// requests in a final state, with their jobs, oldest first, reading only
+// what it deletes; the bot calls it in small batches to keep its retention.
+// Bolt files and Redis prefixes written before the indexes existed get them
+// when opened.
+//
+// Allow and Remember (the per-person command limit and the redelivery
+// check) are kept in Redis by Redis, so that replicas share them, and in
+// memory by Bolt, whose file only one process can hold: they matter for
+// minutes, and a restart forgetting them is harmless.
 package store
 
 import (
@@ -17,6 +32,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,9 +40,12 @@ import (
 //
 //	planned → (awaiting_approval → approved)? → submitting → submitted → done
 //
-// and from planned or awaiting_approval: cancelled, rejected, expired.
-// The store does not enforce which transitions are allowed; callers say which
-// states they expect to move from.
+// and from planned or awaiting_approval: cancelled, rejected, expired; a
+// submitted request that is told to stop: stopped. The store does not
+// enforce which transitions are allowed; callers say which states they
+// expect to move from. It indexes requests by state, so a List of a few
+// states reads only the requests in them, and it deletes requests in a
+// final state through Prune.
 type State string
 
 // The states of a patch request.
@@ -40,16 +59,18 @@ const (
 	Cancelled        State = "cancelled"
 	Rejected         State = "rejected"
 	Expired          State = "expired"
+	Stopped          State = "stopped"
 )
 
+// finalStates are the states for which State.Final holds, the ones Prune
+// deletes requests from.
+var finalStates = []State{Done, Cancelled, Rejected, Expired, Stopped}
+
 // Final reports whether s is a state a request never leaves: done,
-// cancelled, rejected or expired.
+// cancelled, rejected, expired or stopped. Prune deletes only requests in
+// a final state.
 func (s State) Final() bool {
-	switch s {
-	case Done, Cancelled, Rejected, Expired:
-		return true
-	}
-	return false
+	return slices.Contains(finalStates, s)
 }
 
 // Errors returned, wrapped, by the store; test for them with errors.Is.
@@ -178,6 +199,16 @@ type Job struct {
 // not given up.
 func (j Job) Active() bool { return !j.Reported && !j.GaveUp }
 
+// decodeCounter counts the stored requests and jobs a store has read and
+// decoded, for the Decoded method of each backend.
+type decodeCounter struct{ n atomic.Int64 }
+
+// decode counts one record read from the store and decodes data into v.
+func (c *decodeCounter) decode(data []byte, v any) error {
+	c.n.Add(1)
+	return json.Unmarshal(data, v)
+}
+
 // The rules below are shared by the backends, so that they agree on what a
 // create, a transition or an update does to a record; each backend only
 // supplies the reading, the writing and the atomicity.
@@ -280,8 +311,8 @@ func sortJobs(jobs []Job) {
 }
 
 // limitRecord is the state of one rate-limit key: the current window, fixed
-// at its first hit, and the hits allowed in it. Both backends store it as
-// JSON.
+// at its first hit, and the hits allowed in it. Redis stores it as JSON; a
+// Bolt keeps it in memory.
 type limitRecord struct {
 	Start time.Time `json:"window_start"`
 	End   time.Time `json:"window_end"` // Start + the window given at the first hit

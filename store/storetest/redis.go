@@ -128,5 +128,3 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
-
-// openRedis opens a store on the server at addr with the given prefix and

@@ -1,0 +1,549 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// update runs fn in a write transaction, which writes arriving at the
+// same time may share (see committer); so fn may run more than once, and
+// must read what it needs inside the transaction and change nothing
+// outside it but the variables it reports through, which it sets afresh
+// on every run.
+//
+// An fn that decides to write nothing (the request is in another state, it
+// does not exist, a mutate refused) reports that through such a variable
+// and returns nil: a group is re-run without any member that returns an
+// error, so returning one would cost the others a second run, and since fn
+// wrote nothing, committing its empty share is the same as rolling it back.
+// fn returns an error only for a failure after it may have written.
+func (b *Bolt) update(fn func(tx *bolt.Tx) error) error {
+	if b.writeVia != nil {
+		return b.writeVia(fn)
+	}
+	return b.commits.update(fn)
+}
+
+// get decodes the record under key in bk into v, counting it, or returns
+// ErrNotFound.
+func (b *Bolt) get(bk *bolt.Bucket, key string, v any) error {
+	data := bk.Get([]byte(key))
+	if data == nil {
+		return ErrNotFound
+	}
+	if err := b.decodes.decode(data, v); err != nil {
+		return fmt.Errorf("decode %q: %w", key, err)
+	}
+	return nil
+}
+
+// Create stores a new request. It sets CreatedAt and UpdatedAt to now when
+// they are zero, and returns an error wrapping ErrExists if the ID is taken.
+func (b *Bolt) Create(r Request) error {
+	if err := prepareCreate(&r, b.now); err != nil {
+		return err
+	}
+	var exists bool
+	err := b.update(func(tx *bolt.Tx) error {
+		exists = tx.Bucket(bucketRequests).Get([]byte(r.ID)) != nil
+		if exists {
+			return nil
+		}
+		_, err := putRequest(tx, nil, r)
+		return err
+	})
+	if err == nil && exists {
+		err = ErrExists
+	}
+	if err != nil {
+		return fmt.Errorf("create request %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// putRequest saves r and moves its entry in the state index from oldKey
+// (nil for a new request) to its state and UpdatedAt; it returns r as
+// stored.
+func putRequest(tx *bolt.Tx, oldKey []byte, r Request) (Request, error) {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return Request{}, fmt.Errorf("encode: %w", err)
+	}
+	if err := tx.Bucket(bucketRequests).Put([]byte(r.ID), data); err != nil {
+		return Request{}, fmt.Errorf("save: %w", err)
+	}
+	idx := tx.Bucket(bucketRequestsByState)
+	if oldKey != nil {
+		if err := idx.Delete(oldKey); err != nil {
+			return Request{}, fmt.Errorf("index: %w", err)
+		}
+	}
+	if err := idx.Put(stateKey(r.State, r.UpdatedAt, r.ID), nil); err != nil {
+		return Request{}, fmt.Errorf("index: %w", err)
+	}
+	var out Request
+	if err := json.Unmarshal(data, &out); err != nil {
+		return Request{}, fmt.Errorf("decode: %w", err)
+	}
+	return out, nil
+}
+
+// Get returns the request with the given ID, or an error wrapping
+// ErrNotFound.
+func (b *Bolt) Get(id string) (Request, error) {
+	var r Request
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return b.get(tx.Bucket(bucketRequests), id, &r)
+	})
+	if err != nil {
+		return Request{}, fmt.Errorf("get request %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// Transition moves request id from one of the states in from to state to,
+// atomically: if the request is in none of them, it returns a *ConflictError
+// (errors.Is ErrConflict) and changes nothing. Otherwise it applies mutate
+// (which may be nil, and cannot change the ID), sets State, appends an Event
+// by user, sets UpdatedAt and saves, all in one write transaction, and
+// returns the request as stored. mutate may run more than once (see Bolt).
+func (b *Bolt) Transition(id string, from []State, to State, user string, mutate func(*Request)) (Request, error) {
+	if err := checkTransition(id, from, to); err != nil {
+		return Request{}, err
+	}
+	var out Request
+	var refused error // ErrNotFound or a *ConflictError; nothing was written
+	err := b.update(func(tx *bolt.Tx) error {
+		out, refused = Request{}, nil
+		var r Request
+		switch err := b.get(tx.Bucket(bucketRequests), id, &r); {
+		case errors.Is(err, ErrNotFound):
+			refused = err
+			return nil
+		case err != nil:
+			return err
+		}
+		oldKey := stateKey(r.State, r.UpdatedAt, id)
+		if err := applyTransition(&r, id, from, to, user, b.now, mutate); err != nil {
+			refused = err
+			return nil
+		}
+		var err error
+		out, err = putRequest(tx, oldKey, r)
+		return err
+	})
+	if _, ok := errors.AsType[*ConflictError](refused); ok && err == nil {
+		return Request{}, refused
+	}
+	if err == nil {
+		err = refused
+	}
+	if err != nil {
+		return Request{}, fmt.Errorf("transition request %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// Update changes request id without changing its state: mutate's error
+// aborts and is returned wrapped; mutate may not change ID or State (use
+// Transition). It sets UpdatedAt and returns the request as stored. mutate
+// may run more than once (see Bolt).
+func (b *Bolt) Update(id string, mutate func(*Request) error) (Request, error) {
+	var out Request
+	var refused error // ErrNotFound or mutate's refusal; nothing was written
+	err := b.update(func(tx *bolt.Tx) error {
+		out, refused = Request{}, nil
+		var r Request
+		switch err := b.get(tx.Bucket(bucketRequests), id, &r); {
+		case errors.Is(err, ErrNotFound):
+			refused = err
+			return nil
+		case err != nil:
+			return err
+		}
+		oldKey := stateKey(r.State, r.UpdatedAt, id)
+		if err := applyUpdate(&r, id, b.now, mutate); err != nil {
+			refused = err
+			return nil
+		}
+		var err error
+		out, err = putRequest(tx, oldKey, r)
+		return err
+	})
+	if err == nil {
+		err = refused
+	}
+	if err != nil {
+		return Request{}, fmt.Errorf("update request %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// List returns the requests in any of the given states, or all requests when
+// none is given, ordered by CreatedAt (then ID). Given states, it reads
+// only the requests in them, through the state index.
+func (b *Bolt) List(states ...State) ([]Request, error) {
+	var out []Request
+	err := b.db.View(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketRequests)
+		if len(states) == 0 {
+			return bk.ForEach(func(k, v []byte) error {
+				var r Request
+				if err := b.decodes.decode(v, &r); err != nil {
+					return fmt.Errorf("decode request %q: %w", k, err)
+				}
+				out = append(out, r)
+				return nil
+			})
+		}
+		c := tx.Bucket(bucketRequestsByState).Cursor()
+		for i, s := range states {
+			if slices.Contains(states[:i], s) {
+				continue
+			}
+			p := statePrefix(s)
+			for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+				if len(k) < len(p)+timeKeyLen {
+					return fmt.Errorf("state index entry %q: malformed", k)
+				}
+				var r Request
+				switch err := b.get(bk, string(k[len(p)+timeKeyLen:]), &r); {
+				case errors.Is(err, ErrNotFound):
+					continue // cannot happen while the index is exact
+				case err != nil:
+					return err
+				}
+				if r.State == s {
+					out = append(out, r)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list requests: %w", err)
+	}
+	sortRequests(out)
+	return out, nil
+}
+
+// PutJob stores j, replacing any job with the same ID.
+func (b *Bolt) PutJob(j Job) error {
+	if j.ID == "" {
+		return errors.New("put job: empty ID")
+	}
+	err := b.update(func(tx *bolt.Tx) error {
+		var old Job
+		switch err := b.get(tx.Bucket(bucketJobs), j.ID, &old); {
+		case errors.Is(err, ErrNotFound):
+			_, err := putJob(tx, nil, j)
+			return err
+		case err != nil:
+			return err
+		}
+		_, err := putJob(tx, &old, j)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("put job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// putJob saves j, which was old before (nil for a new job), keeps the
+// by-request and active indexes in step, and returns j as stored.
+func putJob(tx *bolt.Tx, old *Job, j Job) (Job, error) {
+	data, err := json.Marshal(j)
+	if err != nil {
+		return Job{}, fmt.Errorf("encode: %w", err)
+	}
+	if err := tx.Bucket(bucketJobs).Put([]byte(j.ID), data); err != nil {
+		return Job{}, fmt.Errorf("save: %w", err)
+	}
+	byRequest, active := tx.Bucket(bucketJobsByRequest), tx.Bucket(bucketJobsActive)
+	if old != nil && old.RequestID != j.RequestID {
+		if err := byRequest.Delete(indexKey(old.RequestID, j.ID)); err != nil {
+			return Job{}, fmt.Errorf("index: %w", err)
+		}
+	}
+	if err := byRequest.Put(indexKey(j.RequestID, j.ID), nil); err != nil {
+		return Job{}, fmt.Errorf("index: %w", err)
+	}
+	if j.Active() {
+		err = active.Put([]byte(j.ID), nil)
+	} else {
+		err = active.Delete([]byte(j.ID))
+	}
+	if err != nil {
+		return Job{}, fmt.Errorf("index: %w", err)
+	}
+	var out Job
+	if err := json.Unmarshal(data, &out); err != nil {
+		return Job{}, fmt.Errorf("decode: %w", err)
+	}
+	return out, nil
+}
+
+// Job returns the job with the given ID, or an error wrapping ErrNotFound.
+func (b *Bolt) Job(id string) (Job, error) {
+	var j Job
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return b.get(tx.Bucket(bucketJobs), id, &j)
+	})
+	if err != nil {
+		return Job{}, fmt.Errorf("get job %s: %w", id, err)
+	}
+	return j, nil
+}
+
+// UpdateJob reads job id, applies mutate and saves the result in one write
+// transaction, and returns the job as stored. If mutate returns an error,
+// nothing is saved and the error is returned wrapped, so a caller can use a
+// sentinel such as "already reported" to learn that another goroutine or
+// replica got there first. mutate may not change the ID, and may run more
+// than once (see Bolt).
+func (b *Bolt) UpdateJob(id string, mutate func(*Job) error) (Job, error) {
+	var out Job
+	var refused error // ErrNotFound or mutate's refusal; nothing was written
+	err := b.update(func(tx *bolt.Tx) error {
+		out, refused = Job{}, nil
+		var j Job
+		switch err := b.get(tx.Bucket(bucketJobs), id, &j); {
+		case errors.Is(err, ErrNotFound):
+			refused = err
+			return nil
+		case err != nil:
+			return err
+		}
+		old := j
+		if err := applyJobUpdate(&j, id, mutate); err != nil {
+			refused = err
+			return nil
+		}
+		var err error
+		out, err = putJob(tx, &old, j)
+		return err
+	})
+	if err == nil {
+		err = refused
+	}
+	if err != nil {
+		return Job{}, fmt.Errorf("update job %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// Jobs returns the jobs of request requestID, ordered by SubmittedAt, then
+// ID. It reads only those jobs, through the by-request index.
+func (b *Bolt) Jobs(requestID string) ([]Job, error) {
+	var out []Job
+	err := b.db.View(func(tx *bolt.Tx) error {
+		jobs := tx.Bucket(bucketJobs)
+		prefix := indexKey(requestID, "")
+		c := tx.Bucket(bucketJobsByRequest).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			var j Job
+			switch err := b.get(jobs, string(k[len(prefix):]), &j); {
+			case errors.Is(err, ErrNotFound):
+				continue // cannot happen while the index is exact
+			case err != nil:
+				return err
+			}
+			out = append(out, j)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list jobs of request %s: %w", requestID, err)
+	}
+	sortJobs(out)
+	return out, nil
+}
+
+// ActiveJobs returns the jobs still followed (see Job.Active), ordered by
+// SubmittedAt, then ID. It reads only those jobs, through the active index.
+func (b *Bolt) ActiveJobs() ([]Job, error) {
+	var out []Job
+	err := b.db.View(func(tx *bolt.Tx) error {
+		jobs := tx.Bucket(bucketJobs)
+		return tx.Bucket(bucketJobsActive).ForEach(func(k, _ []byte) error {
+			var j Job
+			switch err := b.get(jobs, string(k), &j); {
+			case errors.Is(err, ErrNotFound):
+				return nil // cannot happen while the index is exact
+			case err != nil:
+				return err
+			}
+			if j.Active() {
+				out = append(out, j)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list active jobs: %w", err)
+	}
+	sortJobs(out)
+	return out, nil
+}
+
+// pruneTxRequests bounds how many requests one transaction of Prune
+// deletes, so that it holds the write lock only briefly.
+const pruneTxRequests = 64
+
+// Prune deletes at most max requests that are in a final state (see
+// State.Final) and were last updated before before, oldest first, with
+// their jobs and index entries, and returns how many it deleted. It reads
+// only the index entries of the requests it deletes (a few more at most)
+// and decodes no record, so its cost follows what it deletes, not how much
+// the file holds; it commits every pruneTxRequests requests. Call it again
+// until it returns less than max to delete everything due; a max of 0 or
+// less deletes nothing. Requests in other states are never deleted.
+//
+// The freed pages are reused by later writes; the file does not shrink
+// (see CompactBolt).
+func (b *Bolt) Prune(before time.Time, max int) (int, error) {
+	deleted := 0
+	for deleted < max {
+		want := min(pruneTxRequests, max-deleted)
+		n := 0
+		err := b.db.Update(func(tx *bolt.Tx) error {
+			n = 0
+			due := oldestFinal(tx, before, want)
+			for _, k := range due {
+				if err := deleteRequest(tx, k); err != nil {
+					return err
+				}
+			}
+			n = len(due)
+			return nil
+		})
+		if err != nil {
+			return deleted, fmt.Errorf("prune requests final before %s: %w", before.Format(time.RFC3339Nano), err)
+		}
+		deleted += n
+		if n < want {
+			break
+		}
+	}
+	return deleted, nil
+}
+
+// finalKey is the state index entry of a request in a final state.
+type finalKey struct {
+	key    []byte
+	prefix int // the length of its state's prefix
+}
+
+// when returns the timeKey part of the entry.
+func (f finalKey) when() []byte { return f.key[f.prefix : f.prefix+timeKeyLen] }
+
+// oldestFinal returns the state index entries of at most n requests in
+// final states last updated before before, oldest first. It reads at most
+// n entries of each final state.
+func oldestFinal(tx *bolt.Tx, before time.Time, n int) []finalKey {
+	limit := timeKey(before)
+	var due []finalKey
+	c := tx.Bucket(bucketRequestsByState).Cursor()
+	for _, s := range finalStates {
+		p := statePrefix(s)
+		taken := 0
+		for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p) && taken < n; k, _ = c.Next() {
+			if len(k) < len(p)+timeKeyLen || bytes.Compare(k[len(p):len(p)+timeKeyLen], limit) >= 0 {
+				break
+			}
+			due = append(due, finalKey{key: bytes.Clone(k), prefix: len(p)})
+			taken++
+		}
+	}
+	slices.SortFunc(due, func(a, b finalKey) int { return bytes.Compare(a.when(), b.when()) })
+	return due[:min(n, len(due))]
+}
+
+// deleteRequest deletes the request of state index entry f, the entry, and
+// the request's jobs with their index entries.
+func deleteRequest(tx *bolt.Tx, f finalKey) error {
+	id := f.key[f.prefix+timeKeyLen:]
+	if err := tx.Bucket(bucketRequests).Delete(id); err != nil {
+		return fmt.Errorf("delete request %q: %w", id, err)
+	}
+	if err := tx.Bucket(bucketRequestsByState).Delete(f.key); err != nil {
+		return fmt.Errorf("delete request %q: index: %w", id, err)
+	}
+	byRequest := tx.Bucket(bucketJobsByRequest)
+	prefix := indexKey(string(id), "")
+	var keys [][]byte
+	c := byRequest.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		keys = append(keys, bytes.Clone(k))
+	}
+	jobs, active := tx.Bucket(bucketJobs), tx.Bucket(bucketJobsActive)
+	for _, k := range keys {
+		jid := k[len(prefix):]
+		if err := errors.Join(jobs.Delete(jid), active.Delete(jid), byRequest.Delete(k)); err != nil {
+			return fmt.Errorf("delete job %q of request %q: %w", jid, id, err)
+		}
+	}
+	return nil
+}
+
+// Allow records one hit for key and reports whether it is within limit hits
+// per window. Windows are fixed, not sliding and not aligned to the clock:
+// a window starts at the first hit after the previous one ended (or the
+// first hit ever) and lasts the window given at that hit. Only allowed hits
+// are counted; a refused hit changes nothing, in particular it does not
+// extend the window. The read, the decision and the write hold one lock, so
+// concurrent calls never allow more than limit hits per window. Time comes
+// from Options.Now.
+//
+// The windows are kept in memory, not in the file: a restart forgets them
+// (and so allows a new burst), which is fine for a limit on commands per
+// minute, and saves a commit per command. Only one process can hold the
+// file, so no other process needs to see them; replicas use Redis, which
+// shares them. Ended windows are dropped by later calls; past 100,000 keys
+// in open windows, a new key drops the window that ends soonest.
+//
+// An empty key, a limit below 1 or a window of 0 or less is an error.
+func (b *Bolt) Allow(key string, limit int, window time.Duration) (bool, error) {
+	if err := checkAllow(key, limit, window); err != nil {
+		return false, fmt.Errorf("allow %q: %w", key, err)
+	}
+	var allowed bool
+	b.limits.update(b.now, key, func(rec *limitRecord, found bool, now time.Time) (time.Time, bool) {
+		var save bool
+		allowed, save = applyHit(rec, found, limit, window, now)
+		return rec.End, save
+	})
+	return allowed, nil
+}
+
+// Remember reports whether key is new: true the first time it is seen, and
+// again once ttl has passed since the call that last returned true; false
+// for every call in between (which does not extend the ttl). The check and
+// the write hold one lock, so of concurrent calls for a new key exactly one
+// returns true. Time comes from Options.Now.
+//
+// The keys are kept in memory, not in the file, like the windows of Allow:
+// a restart forgets them, which only matters for a Slack redelivery that
+// arrives across a restart, and saves a commit per command. Expired keys
+// are dropped by later calls; past 100,000 keys, a new key drops the one
+// that expires soonest.
+//
+// An empty key or a ttl of 0 or less is an error.
+func (b *Bolt) Remember(key string, ttl time.Duration) (bool, error) {
+	if err := checkRemember(key, ttl); err != nil {
+		return false, fmt.Errorf("remember %q: %w", key, err)
+	}
+	var isNew bool
+	b.seen.update(b.now, key, func(rec *seenRecord, found bool, now time.Time) (time.Time, bool) {
+		isNew = applySeen(rec, found, ttl, now)
+		return rec.Until, isNew
+	})
+	return isNew, nil
+}
