@@ -156,7 +156,7 @@ func renderTranscript(entries []Entry, shift time.Duration) string {
 			fmt.Fprintf(&b, "%-*s%s\n", whoWidth, who, strings.TrimRight(line, " "))
 		}
 	}
-	fmt.Fprintf(&b, "#%s — %s typed:\n", Channel.Name, person(Requester.ID).Name)
+	fmt.Fprintf(&b, "#%s, as %s sees it\n", Channel.Name, person(Requester.ID).Name)
 	for _, e := range entries {
 		switch e.Kind {
 		case entryCommand:
@@ -170,13 +170,18 @@ func renderTranscript(entries []Entry, shift time.Duration) string {
 		case entryEphemeral:
 			tag := "(only " + name(e.User) + " sees this)"
 			if e.Replaces {
-				tag = "(only " + name(e.User) + " sees this; it replaces the previous one)"
+				tag = "(only " + name(e.User) + " sees this; replaces the previous one)"
 			}
 			who := "bot"
 			if e.From == "slackbot" {
 				who = "slackbot"
 			}
-			write(who, append([]string{tag}, blocksText(e.Text, e.Blocks, name)...))
+			lines := blocksText(e.Text, e.Blocks, name)
+			if len(lines) == 1 {
+				write(who, []string{tag + " " + lines[0]})
+			} else {
+				write(who, append([]string{tag}, lines...))
+			}
 		case entryPost:
 			write("bot", blocksText(e.Text, e.Blocks, name))
 		case entryReply:
@@ -192,13 +197,14 @@ func renderTranscript(entries []Entry, shift time.Duration) string {
 
 var (
 	requestID  = regexp.MustCompile(`\br-[0-9a-f]{12}\b`)
-	instanceID = regexp.MustCompile(`\b([0-9a-f]{4})[0-9a-f]{24}([0-9a-f]{4}in[0-9]{2})\b`)
+	instanceID = regexp.MustCompile(`\b([0-9a-f]{4})[0-9a-f]{28}(in[0-9]{2})\b`)
 	clockTime  = regexp.MustCompile(`\b([01][0-9]|2[0-3]):([0-5][0-9])\b`)
 )
 
 // normalise makes a transcript stable: the bot's random request IDs become
 // r-000000000001, r-000000000002… in order of appearance; instance IDs are
-// shortened to their first and last characters; clock times move by shift.
+// shortened to their first four digits and their engine suffix; clock
+// times move by shift.
 func normalise(s string, shift time.Duration) string {
 	seen := map[string]string{}
 	s = requestID.ReplaceAllStringFunc(s, func(id string) string {
