@@ -99,7 +99,7 @@ func (c *Conversation) Version() int {
 	c.mu.Lock()
 	n := c.changes
 	c.mu.Unlock()
-	return n + len(c.slack.Calls()) + c.outside()
+	return n + c.slack.CallCount() + c.outside()
 }
 
 // Entries replays the fake's call log and the people's actions, in order.
@@ -190,7 +190,7 @@ func callEph(i int) int { return 1_000_000 + i }
 func (c *Conversation) record(a action) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	a.pos = len(c.slack.Calls())
+	a.pos = c.slack.CallCount()
 	c.actions = append(c.actions, a)
 	c.changes++
 	return len(c.actions) - 1

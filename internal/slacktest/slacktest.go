@@ -276,6 +276,13 @@ func (s *Server) Calls() []Call {
 	return slices.Clone(s.calls)
 }
 
+// CallCount returns how many calls Calls would return, without copying them.
+func (s *Server) CallCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.calls)
+}
+
 // CallsTo returns the calls of one method ("chat.postMessage", "response_url", …).
 func (s *Server) CallsTo(method string) []Call {
 	var out []Call

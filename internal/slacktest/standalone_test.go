@@ -58,3 +58,14 @@ func TestNewResponseURL(t *testing.T) {
 		t.Errorf("got channel %+v, want the message replaced", got)
 	}
 }
+
+func TestCallCount(t *testing.T) {
+	t.Parallel()
+	s := slacktest.New(t)
+	if _, err := newAPI(s, s.BotToken()).AuthTestContext(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := s.CallCount(), len(s.Calls()); got != 1 || got != want {
+		t.Errorf("got CallCount %d, want %d (len of Calls)", got, want)
+	}
+}
