@@ -2,6 +2,7 @@
 // GeminiDB Cassandra and Influx instances in batches, safely, from Slack.
 //
 //	geminidb-patch-bot           run the bot (configured by environment variables)
+//	geminidb-patch-bot demo      try the bot: an embedded Slack and GeminiDB, and a local page
 //	geminidb-patch-bot doctor    check the configuration, Slack, GeminiDB and the store
 //	geminidb-patch-bot version   print the version
 //	geminidb-patch-bot healthcheck   GET /healthz of a running bot (for Docker's HEALTHCHECK)
@@ -28,6 +29,7 @@ import (
 	"github.com/slack-go/slack/socketmode"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/bot"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/demo"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/ops"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
@@ -68,15 +70,20 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	case "version", "--version":
 		fmt.Fprintln(stdout, "geminidb-patch-bot", version)
 		return exitOK
+	case "demo":
+		// The real bot, as run below, against the demo's fakes.
+		return demo.Main(ctx, args[1:], stdout, stderr, func(ctx context.Context, env map[string]string, logs io.Writer) int {
+			return run(ctx, nil, MapLookup(env), logs, logs)
+		})
 	case "doctor":
 		return doctor(ctx, lookup, stdout)
 	case "healthcheck":
 		return healthcheck(ctx, lookup, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: geminidb-patch-bot [doctor|version|healthcheck]\nConfiguration is read from the environment; see README.md.")
+		fmt.Fprintln(stdout, "usage: geminidb-patch-bot [demo|doctor|version|healthcheck]\nConfiguration is read from the environment; see README.md.")
 		return exitOK
 	default:
-		fmt.Fprintf(stderr, "unknown argument %q; usage: geminidb-patch-bot [doctor|version|healthcheck]\n", sub)
+		fmt.Fprintf(stderr, "unknown argument %q; usage: geminidb-patch-bot [demo|doctor|version|healthcheck]\n", sub)
 		return exitConfig
 	}
 	cfg, err := LoadConfig(lookup)

@@ -44,10 +44,23 @@ func TestReadmeDocumentsEveryVariable(t *testing.T) {
 			t.Errorf("README row for %s does not say it is required: %s", name, row)
 		}
 	}
-	for _, cmd := range []string{"go run . # run the bot", "go test -race ./... # run the tests"} {
+	for _, cmd := range []string{"go run . demo # try the bot", "go test -race ./... # run the tests"} {
 		if !strings.Contains(string(raw), cmd) {
 			t.Errorf("README lacks the set-up command %q", cmd)
 		}
+	}
+	// A newcomer needs exactly two commands: try the bot, run the tests.
+	_, setup, found := strings.Cut(string(raw), "## Set up")
+	if !found {
+		t.Fatal("README has no Set up section")
+	}
+	if i := strings.Index(setup, "```sh\n"); i >= 0 {
+		block, _, _ := strings.Cut(setup[i+len("```sh\n"):], "```")
+		if got := strings.Split(strings.TrimSpace(block), "\n"); len(got) != 2 {
+			t.Errorf("README's set-up block has %d commands, want 2: %q", len(got), got)
+		}
+	} else {
+		t.Error("README's Set up section has no sh block")
 	}
 	ci, err := os.ReadFile(".ci/run")
 	if err != nil {

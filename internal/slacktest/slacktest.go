@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -58,8 +59,9 @@ type Server struct {
 	groups     map[string][]string
 	users      map[string]User
 
-	wg   sync.WaitGroup // connection goroutines
-	done chan struct{}  // closed when the server shuts down
+	wg        sync.WaitGroup // connection goroutines
+	done      chan struct{}  // closed when the server shuts down
+	closeOnce sync.Once
 
 	mu          sync.Mutex
 	changed     chan struct{} // closed and replaced on every recorded change
@@ -128,6 +130,17 @@ func WithUser(u User) Option { return func(s *Server) { s.users[u.ID] = u } }
 // New starts a fake Slack that is shut down when the test ends.
 func New(tb testing.TB, opts ...Option) *Server {
 	tb.Helper()
+	s, err := NewServer(opts...)
+	if err != nil {
+		tb.Fatalf("slacktest: %v", err)
+	}
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// NewServer starts a fake Slack outside a test, e.g. for the demo, listening
+// on a free port of 127.0.0.1. The caller stops it with Close.
+func NewServer(opts ...Option) (*Server, error) {
 	s := &Server{
 		botToken:   DefaultBotToken,
 		appToken:   DefaultAppToken,
@@ -148,14 +161,22 @@ func New(tb testing.TB, opts ...Option) *Server {
 	for _, opt := range opts {
 		opt(s)
 	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listen on a free port of 127.0.0.1: %w", err)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/{method}", s.serveAPI)
 	mux.HandleFunc("/response/{id}", s.serveResponseURL)
 	mux.HandleFunc("/link/", s.serveLink)
-	s.http = httptest.NewServer(mux)
-	tb.Cleanup(s.close)
-	return s
+	s.http = &httptest.Server{Listener: ln, Config: &http.Server{Handler: mux}}
+	s.http.Start()
+	return s, nil
 }
+
+// Close stops every connection and goroutine, then the HTTP server. It may
+// be called more than once.
+func (s *Server) Close() { s.closeOnce.Do(s.close) }
 
 // close stops every connection and goroutine, then the HTTP server.
 func (s *Server) close() {
@@ -190,6 +211,18 @@ func (s *Server) ResponseURL() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.mintResponseURLLocked("", "")
+}
+
+// NewResponseURL mints a response URL as Slack puts one in a payload:
+// in_channel responses to it are posted in channel, and replace_original and
+// delete_original act on the channel message original ("" when the message
+// is ephemeral or there is none). SlashCommand and BlockAction use a
+// caller's URL as given, so a caller that mints it first knows which of
+// its messages a response belongs to before the response can arrive.
+func (s *Server) NewResponseURL(channel, original string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mintResponseURLLocked(channel, original)
 }
 
 // mintResponseURLLocked mints a response URL for channel (where in_channel
@@ -241,6 +274,13 @@ func (s *Server) Calls() []Call {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.calls)
+}
+
+// CallCount returns how many calls Calls would return, without copying them.
+func (s *Server) CallCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.calls)
 }
 
 // CallsTo returns the calls of one method ("chat.postMessage", "response_url", …).

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -58,6 +59,11 @@ func WithProjectID(id string) ServerOption { return func(s *Server) { s.ProjectI
 // WithClock sets the fake's clock, used for token expiry, signature dates and job times.
 func WithClock(now func() time.Time) ServerOption { return func(s *Server) { s.now = now } }
 
+// WithJobIDs makes the fake take the ID of every job it starts from next
+// instead of a random UUID, e.g. for output that must not change between
+// runs. next is called with the fake's lock held and must not call back.
+func WithJobIDs(next func() string) ServerOption { return func(s *Server) { s.nextJobID = next } }
+
 // WithBatchEngines sets the engines the fake's batch call accepts (default cassandra, influxdb).
 func WithBatchEngines(engines ...string) ServerOption {
 	return func(s *Server) { s.batchEngines = engines }
@@ -77,6 +83,20 @@ type fakeJob struct {
 	id, name, status, progress, failReason string
 	start, end                             time.Time
 	instanceID, instanceName               string
+	outcome                                *JobOutcome // how it ends by itself; nil: driven by the caller
+}
+
+// JobOutcome is how the patch jobs the fake starts for an instance end by
+// themselves (see SetJobOutcome).
+type JobOutcome struct {
+	// Duration is how long a job runs, on the fake's clock (WithClock).
+	Duration time.Duration
+	// NewVersion is the instance's whole version after a job that completed;
+	// "" keeps its version (the patch is still no longer available).
+	NewVersion string
+	// FailReason, when set, makes the job fail with this reason instead;
+	// the instance keeps its version and its patch.
+	FailReason string
 }
 
 // Server is a running fake. URL is the GeminiDB endpoint and IAMURL the IAM
@@ -87,9 +107,10 @@ type Server struct {
 	IAMURL    string // IAM base URL
 	ProjectID string // project served
 
-	t   testing.TB
-	srv *httptest.Server
-	now func() time.Time
+	t         testing.TB // nil outside a test (Start)
+	srv       *httptest.Server
+	now       func() time.Time
+	nextJobID func() string
 
 	staticToken   string
 	iam           *iamUser
@@ -107,31 +128,127 @@ type Server struct {
 	batchCalls [][]string
 	calls      []string // request paths in arrival order
 	logins     int
-	tokens     map[string]time.Time // issued IAM token → expiry
+	tokens     map[string]time.Time  // issued IAM token → expiry
+	outcomes   map[string]JobOutcome // instance ID → how its jobs end by themselves
 }
 
 // NewServer starts a fake; it is closed when the test ends.
 func NewServer(t testing.TB, opts ...ServerOption) *Server {
 	t.Helper()
+	s, err := Start(opts...)
+	if err != nil {
+		t.Fatalf("upgradetest: %v", err)
+	}
+	s.t = t
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Start starts a fake outside a test, e.g. for the demo, listening on a
+// free port of 127.0.0.1. The caller stops it with Close. Misuse that
+// would fail a test (SetInstance of an unknown ID, …) is ignored.
+func Start(opts ...ServerOption) (*Server, error) {
 	s := &Server{
-		t:             t,
 		ProjectID:     DefaultProjectID,
 		now:           time.Now,
+		nextJobID:     uuid,
 		tokenLifetime: 24 * time.Hour,
 		batchEngines:  []string{"cassandra", "influxdb"},
 		results:       map[string][2]string{},
 		delays:        map[string]time.Duration{},
 		jobs:          map[string]*fakeJob{},
 		tokens:        map[string]time.Time{},
+		outcomes:      map[string]JobOutcome{},
 	}
 	for _, o := range opts {
 		o(s)
 	}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
-	t.Cleanup(s.srv.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listen on a free port of 127.0.0.1: %w", err)
+	}
+	s.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(s.serveHTTP)}}
+	s.srv.Start()
 	s.URL = s.srv.URL
 	s.IAMURL = s.srv.URL
-	return s
+	return s, nil
+}
+
+// Close stops the fake's HTTP server, waiting for requests in flight.
+// It may be called more than once.
+func (s *Server) Close() { s.srv.Close() }
+
+// errorf fails the test that started the fake; outside a test it does nothing.
+func (s *Server) errorf(format string, args ...any) {
+	if s.t != nil {
+		s.t.Helper()
+		s.t.Errorf(format, args...)
+	}
+}
+
+// SetJobOutcome makes every patch job started for instanceID from now on
+// end by itself: Duration after the batch call, on the fake's clock, it is
+// Completed (the instance then runs NewVersion and has no patch available)
+// or, with a FailReason, Failed. While it runs its progress grows with the
+// time passed. The job ends the moment anyone looks (an API call, Job,
+// Instance) at or after its end, with exactly Duration between its start
+// and end times. A zero Duration removes the outcome: jobs then run until
+// the caller ends them (SetJob, CompleteJob, FailJob), as by default.
+func (s *Server) SetJobOutcome(instanceID string, o JobOutcome) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if o.Duration <= 0 {
+		delete(s.outcomes, instanceID)
+		return
+	}
+	s.outcomes[instanceID] = o
+}
+
+// settleLocked ends the jobs whose outcome is due on the fake's clock.
+func (s *Server) settleLocked() {
+	now := s.now()
+	for _, id := range s.jobOrder {
+		j := s.jobs[id]
+		if j.outcome == nil || j.status != upgrade.JobRunning {
+			continue
+		}
+		end := j.start.Add(j.outcome.Duration)
+		if now.Before(end) {
+			continue
+		}
+		j.progress, j.end = "", end
+		if j.outcome.FailReason != "" {
+			j.status, j.failReason = upgrade.JobFailed, j.outcome.FailReason
+		} else {
+			j.status, j.failReason = upgrade.JobCompleted, ""
+			if in := s.find(j.instanceID); in != nil {
+				if j.outcome.NewVersion != "" {
+					in.Version, in.WholeVersion = majorMinor(j.outcome.NewVersion), j.outcome.NewVersion
+				}
+				in.PatchAvailable = false
+			}
+		}
+		s.clearAction(j.instanceID)
+	}
+}
+
+// majorMinor is the datastore version of a whole version: "3.11" of "3.11.3.5".
+func majorMinor(whole string) string {
+	parts := strings.SplitN(whole, ".", 3)
+	if len(parts) < 2 {
+		return whole
+	}
+	return parts[0] + "." + parts[1]
+}
+
+// progressLocked is a running job's progress: the share of its outcome's
+// duration that has passed, or what the caller set.
+func (s *Server) progressLocked(j *fakeJob) string {
+	if j.outcome == nil || j.status != upgrade.JobRunning {
+		return j.progress
+	}
+	done := s.now().Sub(j.start) * 100 / j.outcome.Duration
+	return fmt.Sprintf("%d%%", min(max(done, 0), 99))
 }
 
 // Client returns an HTTP client that reaches the fake.
@@ -157,7 +274,7 @@ func (s *Server) SetInstance(id string, mutate func(*upgrade.Instance)) {
 	defer s.mu.Unlock()
 	in := s.find(id)
 	if in == nil {
-		s.t.Errorf("upgradetest: SetInstance: no instance %s", id)
+		s.errorf("upgradetest: SetInstance: no instance %s", id)
 		return
 	}
 	mutate(in)
@@ -174,6 +291,7 @@ func (s *Server) RemoveInstance(id string) {
 func (s *Server) Instance(id string) (upgrade.Instance, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.settleLocked()
 	in := s.find(id)
 	if in == nil {
 		return upgrade.Instance{}, false
@@ -239,7 +357,7 @@ func (s *Server) CompleteJob(jobID, newVersion string) {
 	defer s.mu.Unlock()
 	j := s.jobs[jobID]
 	if j == nil {
-		s.t.Errorf("upgradetest: CompleteJob: no job %s", jobID)
+		s.errorf("upgradetest: CompleteJob: no job %s", jobID)
 		return
 	}
 	j.status, j.progress, j.failReason, j.end = upgrade.JobCompleted, "", "", s.now()
@@ -259,7 +377,7 @@ func (s *Server) FailJob(jobID, reason string) {
 	defer s.mu.Unlock()
 	j := s.jobs[jobID]
 	if j == nil {
-		s.t.Errorf("upgradetest: FailJob: no job %s", jobID)
+		s.errorf("upgradetest: FailJob: no job %s", jobID)
 		return
 	}
 	j.status, j.progress, j.failReason, j.end = upgrade.JobFailed, "", reason, s.now()
@@ -332,12 +450,13 @@ func (s *Server) JobsFor(instanceID string) []string {
 func (s *Server) Job(jobID string) (upgrade.Job, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.settleLocked()
 	j := s.jobs[jobID]
 	if j == nil {
 		return upgrade.Job{}, false
 	}
 	return upgrade.Job{
-		ID: j.id, Name: j.name, Status: j.status, Progress: j.progress,
+		ID: j.id, Name: j.name, Status: j.status, Progress: s.progressLocked(j),
 		Started: j.start, Ended: j.end, InstanceID: j.instanceID, InstanceName: j.instanceName, FailReason: j.failReason,
 	}, true
 }
@@ -390,6 +509,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	s.calls = append(s.calls, path)
+	s.settleLocked()
 	var delay time.Duration
 	for suffix, d := range s.delays {
 		if strings.HasSuffix(path, suffix) && d > delay {
@@ -651,7 +771,10 @@ func (s *Server) batch(w http.ResponseWriter, body []byte) {
 		} else if !in.PatchAvailable {
 			res.ErrorCode, res.ErrorMessage = "DBS.280001", "No patch is available for the DB instance."
 		} else {
-			j := &fakeJob{id: uuid(), name: "UpgradeDbVersion", status: upgrade.JobRunning, progress: "0%", start: s.now(), instanceID: in.ID, instanceName: in.Name}
+			j := &fakeJob{id: s.nextJobID(), name: "UpgradeDbVersion", status: upgrade.JobRunning, progress: "0%", start: s.now(), instanceID: in.ID, instanceName: in.Name}
+			if o, ok := s.outcomes[in.ID]; ok {
+				j.outcome = &o
+			}
 			s.jobs[j.id] = j
 			s.jobOrder = append(s.jobOrder, j.id)
 			in.Actions = append(in.Actions, upgradeAction)
@@ -682,7 +805,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 			"created":     j.start.UTC().Format(JobTimeLayout),
 			"start_time":  j.start.UTC().Format(JobTimeLayout),
 			"end_time":    end,
-			"progress":    j.progress,
+			"progress":    s.progressLocked(j),
 			"instance":    map[string]any{"id": j.instanceID, "name": j.instanceName},
 			"fail_reason": j.failReason,
 		})

@@ -1,0 +1,139 @@
+// Package demo lets anyone try geminidb-patch-bot in one command, without
+// a Slack workspace, tokens or a cloud account: it runs the real bot,
+// unchanged and configured through its own environment variables, over
+// real Socket Mode against the in-process fake Slack (internal/slacktest)
+// and a fake GeminiDB with a seeded fleet (upgrade/upgradetest), and serves
+// a local page that looks and works like a Slack channel. With
+// --transcript it plays a scripted tour instead and prints it.
+//
+// The page's actions reach the bot as Slack would deliver them: slash
+// commands and button clicks as Socket Mode envelopes sent by the fake
+// Slack, the bot's answers through response URLs and chat.* calls the fake
+// records. Nothing here changes how the bot behaves.
+package demo
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Exit statuses, as the command's.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+)
+
+// DefaultAddr is where the page is served unless --addr says otherwise.
+const DefaultAddr = "127.0.0.1:8080"
+
+// interactivePoll is BOT_POLL_INTERVAL on the page at normal speed: jobs of
+// 10–30 s are seen to end within two seconds.
+const interactivePoll = 2 * time.Second
+
+// Main runs "geminidb-patch-bot demo [flags]": args are the flags after
+// "demo". runBot runs the real bot (the command's own run). It returns the
+// exit status.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer, runBot BotRunner) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", DefaultAddr, "address of the demo page (loopback only, unless you mean it)")
+	transcript := fs.Bool("transcript", false, "play a scripted tour and print the conversation, then exit")
+	speed := fs.Float64("speed", 1, "run the fake cloud's clock this many times faster (jobs end sooner)")
+	verbose := fs.Bool("verbose", false, "also write the bot's log (JSON lines) to stderr")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: geminidb-patch-bot demo [--addr %s] [--speed N] [--transcript] [--verbose]\n\n", DefaultAddr)
+		fmt.Fprintln(stderr, "Runs the real bot against an embedded fake Slack and fake GeminiDB, and serves a")
+		fmt.Fprintln(stderr, "page that works like a Slack channel. No tokens, accounts or network needed.")
+		fmt.Fprintln(stderr)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "demo: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return exitUsage
+	}
+	if *speed < 1 || *speed > 1000 {
+		fmt.Fprintln(stderr, "demo: --speed must be between 1 and 1000")
+		return exitUsage
+	}
+	var logs io.Writer
+	if *verbose {
+		logs = stderr
+	}
+	if *transcript {
+		if err := Transcript(ctx, stdout, runBot, logs); err != nil {
+			fmt.Fprintf(stderr, "demo: %v\n", err)
+			return exitFailed
+		}
+		return exitOK
+	}
+	if err := serve(ctx, *addr, *speed, stdout, stderr, logs, runBot); err != nil {
+		fmt.Fprintf(stderr, "demo: %v\n", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+// serve runs the World and the page until ctx ends (Ctrl-C).
+func serve(ctx context.Context, addr string, speed float64, stdout, stderr, logs io.Writer, runBot BotRunner) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("serve the demo page on %s: %w (choose another with --addr)", addr, err)
+	}
+	defer ln.Close()
+	if host, _, _ := net.SplitHostPort(ln.Addr().String()); !isLoopback(host) {
+		fmt.Fprintf(stderr, "demo: warning: the page is served on %s, beyond this machine; it has no login\n", ln.Addr())
+	}
+	poll := max(time.Duration(float64(interactivePoll)/speed), 100*time.Millisecond)
+	w, err := newWorld(worldOptions{anchor: time.Now().UTC().Truncate(time.Hour), speed: speed, poll: poll, logs: logs}, runBot)
+	if err != nil {
+		return err
+	}
+	if err := w.Start(ctx); err != nil {
+		_ = w.Close()
+		return err
+	}
+	srv := &http.Server{Handler: newHandler(w), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	fmt.Fprintf(stdout, "geminidb-patch-bot demo: the real bot is running against an embedded Slack and GeminiDB.\n")
+	fmt.Fprintf(stdout, "Open http://%s/ and type %s help. Ctrl-C stops it.\n", ln.Addr(), Command)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case status := <-w.Died():
+		runErr = fmt.Errorf("the bot stopped unexpectedly with exit status %d; its log ends:\n%s", status, w.LogTail(20))
+	case err := <-served:
+		runErr = fmt.Errorf("serve the demo page: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	if err := w.Close(); runErr == nil {
+		runErr = err
+	}
+	if runErr == nil {
+		fmt.Fprintln(stdout, "geminidb-patch-bot demo: stopped.")
+	}
+	return runErr
+}
+
+// isLoopback tells whether host is a loopback address.
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,319 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade/upgradetest"
+)
+
+// BotRunner runs the real bot, configured by the variables in env, until
+// ctx ends, writing its log to logs; it returns the bot's exit status. The
+// command passes its own run, so the demo runs exactly what users run.
+type BotRunner func(ctx context.Context, env map[string]string, logs io.Writer) int
+
+// Person is one of the demo's Slack users.
+type Person struct {
+	ID       string `json:"id"`
+	Name     string `json:"name"`      // the handle, as in @ana
+	RealName string `json:"real_name"` // what Slack shows next to messages
+	Role     string `json:"role"`      // what the person may do, for the page's switch
+}
+
+// The demo's people: one who may patch, one who may also approve, one who
+// may do neither.
+var (
+	Requester = Person{ID: "U01ANA", Name: "ana", RealName: "Ana Ortiz", Role: "may patch (in BOT_ALLOWED_USERS)"}
+	Approver  = Person{ID: "U02BEN", Name: "ben", RealName: "Ben Okafor", Role: "may patch and approve (BOT_APPROVERS when approvals are on)"}
+	Stranger  = Person{ID: "U03SAM", Name: "sam", RealName: "Sam Reyes", Role: "not in BOT_ALLOWED_USERS"}
+	People    = []Person{Requester, Approver, Stranger}
+)
+
+// Channel is the demo's one channel, the only one in BOT_ALLOWED_CHANNELS.
+var Channel = struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}{ID: "C0DBOPS01", Name: "db-ops"}
+
+// BotName is the app's name as the page and the transcript show it.
+const BotName = "GeminiDB Patch"
+
+// geminiToken is the token the fake GeminiDB accepts from the bot.
+const geminiToken = "demo-geminidb-token"
+
+// worldOptions shape a World.
+type worldOptions struct {
+	anchor time.Time     // maintenance windows are placed relative to it
+	speed  float64       // the fake cloud's clock runs this many times faster
+	poll   time.Duration // BOT_POLL_INTERVAL
+	logs   io.Writer     // where the bot's log goes, besides the World's own tail
+}
+
+// World is the demo's world: the fake Slack and the fake GeminiDB with its
+// fleet, a temporary directory for the bot's store, and the real bot
+// running against them.
+type World struct {
+	Slack    *slacktest.Server
+	GeminiDB *upgradetest.Server
+	Conv     *Conversation
+
+	dir    string
+	runBot BotRunner
+	opts   worldOptions
+	logs   *tailBuffer
+	died   chan int // the bot's exit status when it stopped unasked
+
+	restartMu  sync.Mutex // one restart at a time
+	mu         sync.Mutex
+	approvals  bool
+	restarting bool
+	bot        *botProc
+	changes    int // bumped whenever approvals or restarting change
+}
+
+// botProc is one run of the bot.
+type botProc struct {
+	stop    context.CancelFunc
+	done    chan struct{} // closed when the bot returned
+	status  int
+	stopped bool // Stop asked it to stop
+}
+
+// newWorld starts the fakes, seeds the fleet and makes the store's
+// directory. The bot is not started yet (Start).
+func newWorld(opts worldOptions, runBot BotRunner) (*World, error) {
+	if opts.speed <= 0 {
+		opts.speed = 1
+	}
+	dir, err := os.MkdirTemp("", "geminidb-patch-demo-")
+	if err != nil {
+		return nil, fmt.Errorf("make a temporary directory for the store: %w", err)
+	}
+	w := &World{dir: dir, runBot: runBot, opts: opts, logs: newTailBuffer(256 << 10), died: make(chan int, 1)}
+	var users []slacktest.Option
+	for _, p := range People {
+		users = append(users, slacktest.WithUser(slacktest.User{ID: p.ID, Name: p.Name, RealName: p.RealName}))
+	}
+	// Pings keep a connection alive; on loopback every ten seconds is plenty.
+	w.Slack, err = slacktest.NewServer(append(users, slacktest.WithPingInterval(10*time.Second))...)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("start the fake Slack: %w", err)
+	}
+	w.GeminiDB, err = upgradetest.Start(upgradetest.WithToken(geminiToken), upgradetest.WithClock(fastClock(opts.speed)), upgradetest.WithJobIDs(jobIDs()))
+	if err != nil {
+		w.Slack.Close()
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("start the fake GeminiDB: %w", err)
+	}
+	seedFleet(w.GeminiDB, opts.anchor)
+	w.Conv = newConversation(w.Slack, w.version)
+	return w, nil
+}
+
+// fastClock is a clock that runs speed times faster than the real one,
+// from now on.
+func fastClock(speed float64) func() time.Time {
+	base := time.Now()
+	return func() time.Time {
+		return base.Add(time.Duration(float64(time.Since(base)) * speed))
+	}
+}
+
+// env is the bot's whole configuration: the fakes' URLs and tokens, the
+// demo's people and channel, a store in the temporary directory.
+func (w *World) env(approvals bool) map[string]string {
+	env := map[string]string{
+		"SLACK_APP_TOKEN":      w.Slack.AppToken(),
+		"SLACK_BOT_TOKEN":      w.Slack.BotToken(),
+		"SLACK_API_URL":        w.Slack.APIURL(),
+		"GEMINIDB_ENDPOINT":    w.GeminiDB.URL,
+		"GEMINIDB_PROJECT_ID":  w.GeminiDB.ProjectID,
+		"GEMINIDB_AUTH_TOKEN":  geminiToken,
+		"BOT_ALLOWED_USERS":    Requester.ID + "," + Approver.ID,
+		"BOT_ALLOWED_CHANNELS": Channel.ID,
+		"BOT_POLL_INTERVAL":    w.opts.poll.String(),
+		"BOT_STORE":            filepath.Join(w.dir, "bot.db"),
+		"BOT_HTTP_ADDR":        "127.0.0.1:0",
+		"BOT_SHUTDOWN_TIMEOUT": "10s",
+		"LOG_FORMAT":           "json",
+		"LOG_LEVEL":            "info",
+	}
+	if approvals {
+		env["BOT_APPROVERS"] = Approver.ID
+	}
+	return env
+}
+
+// Start runs the bot and waits until its Socket Mode connection is up.
+func (w *World) Start(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.startLocked(ctx)
+}
+
+func (w *World) startLocked(ctx context.Context) error {
+	before := w.Slack.Connections()
+	botCtx, stop := context.WithCancel(context.Background())
+	p := &botProc{stop: stop, done: make(chan struct{})}
+	var logs io.Writer = w.logs
+	if w.opts.logs != nil {
+		logs = io.MultiWriter(w.logs, w.opts.logs)
+	}
+	env := w.env(w.approvals)
+	go func() {
+		p.status = w.runBot(botCtx, env, logs)
+		close(p.done)
+		w.mu.Lock()
+		unasked := !p.stopped
+		w.mu.Unlock()
+		if unasked {
+			select {
+			case w.died <- p.status:
+			default:
+			}
+		}
+	}()
+	w.bot = p
+	// Wait for the connection, or for the bot to give up first.
+	waitCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.done:
+			cancel()
+		case <-waitCtx.Done():
+		}
+	}()
+	if err := w.Slack.WaitConnections(waitCtx, before+1); err != nil {
+		select {
+		case <-p.done:
+			p.stopped, w.bot = true, nil
+			return fmt.Errorf("the bot stopped at start with exit status %d; its log ends:\n%s", p.status, w.LogTail(20))
+		default:
+		}
+		p.stopped = true
+		stop()
+		w.bot = nil
+		<-p.done
+		return fmt.Errorf("the bot did not connect to the fake Slack: %w", err)
+	}
+	return nil
+}
+
+// stopLocked asks the bot to stop and waits for it.
+func (w *World) stopLocked() error {
+	p := w.bot
+	if p == nil {
+		return nil
+	}
+	w.bot = nil
+	p.stopped = true
+	p.stop()
+	w.mu.Unlock()
+	<-p.done
+	w.mu.Lock()
+	if p.status != 0 {
+		return fmt.Errorf("the bot stopped with exit status %d; its log ends:\n%s", p.status, w.LogTail(20))
+	}
+	return nil
+}
+
+// Stop stops the bot and waits for it.
+func (w *World) Stop() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stopLocked()
+}
+
+// SetApprovals restarts the bot with BOT_APPROVERS set to the approver
+// (on) or empty (off). The store is kept, so requests carry on.
+func (w *World) SetApprovals(ctx context.Context, on bool) error {
+	w.restartMu.Lock()
+	defer w.restartMu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.approvals == on && w.bot != nil {
+		return nil
+	}
+	w.restarting = true
+	w.changes++
+	defer func() { w.restarting = false; w.changes++ }()
+	if err := w.stopLocked(); err != nil {
+		return err
+	}
+	w.approvals = on
+	w.changes++
+	return w.startLocked(ctx)
+}
+
+// Approvals reports whether BOT_APPROVERS is set and whether the bot is
+// being restarted right now.
+func (w *World) Approvals() (on, restarting bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.approvals, w.restarting
+}
+
+// Died delivers the bot's exit status if it stops without being asked.
+func (w *World) Died() <-chan int { return w.died }
+
+// version changes whenever the World's settings do (for the page's polling).
+func (w *World) version() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.changes
+}
+
+// LogTail returns the last n lines of the bot's log.
+func (w *World) LogTail(n int) string {
+	lines := strings.Split(strings.TrimRight(w.logs.String(), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Close stops the bot and the fakes and removes the temporary directory.
+func (w *World) Close() error {
+	err := w.Stop()
+	w.Slack.Close()
+	w.GeminiDB.Close()
+	if rerr := os.RemoveAll(w.dir); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// tailBuffer keeps the last max bytes written to it; safe for concurrent use.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf bytes.Buffer
+}
+
+func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf.Write(p)
+	if extra := t.buf.Len() - t.max; extra > 0 {
+		t.buf.Next(extra)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.buf.String()
+}

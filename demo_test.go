@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+var updateDemo = flag.Bool("update-demo", false, "rewrite the README's example conversation and docs/demo.png from the demo")
+
+// readmeExample is where the README keeps the transcript: the fenced block
+// after this marker.
+const readmeExample = "<!-- the output of: go run . demo --transcript -->"
+
+// The demo needs no environment at all: every test here passes an empty one.
+var noEnv = MapLookup(nil)
+
+// demo --transcript plays the tour against the real bot and prints it; the
+// README's example conversation is exactly that output.
+func TestDemoTranscript(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp) // to see that the demo's store is removed
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out, errs bytes.Buffer
+	start := time.Now()
+	if code := run(ctx, []string{"demo", "--transcript"}, noEnv, &out, &errs); code != exitOK {
+		t.Fatalf("demo --transcript: exit status %d, stderr:\n%s", code, errs.String())
+	}
+	t.Logf("demo --transcript took %s", time.Since(start).Round(time.Millisecond))
+	got := out.String()
+	for _, want := range []string{
+		"ana      /geminidb-patch cass-orders-prod-1 cass-orders-prod-2",
+		"GeminiDB patch plan r-000000000001",
+		"clicks [Patch 2 instances], then [Patch now] in the dialog “Patch GeminiDB instances?”",
+		"🔧 @ana is patching 2 GeminiDB instances (cassandra 2)",
+		"— job ", " Completed, took 14s.", " Failed, took 21s: ",
+		"✅ cass-orders-prod-1 ", ": 3.11.3.2 → 3.11.3.5 (Completed)",
+		"has finished.",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("transcript lacks %q; it is:\n%s", want, got)
+		}
+	}
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		t.Errorf("the demo left %s behind in the temporary directory", left[0].Name())
+	}
+
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	example, from, to, ok := fencedAfter(string(readme), readmeExample)
+	if !ok {
+		t.Fatalf("README.md has no fenced block after %q", readmeExample)
+	}
+	if *updateDemo {
+		updated := string(readme[:from]) + got + string(readme[to:])
+		if err := os.WriteFile("README.md", []byte(updated), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if example != got {
+		t.Errorf("README's example conversation differs from demo --transcript (go test -run DemoTranscript -update-demo rewrites it):\n--- README\n%s\n--- demo --transcript\n%s", example, got)
+	}
+}
+
+// fencedAfter finds the fenced code block after marker in s: its content
+// and where the content starts and ends.
+func fencedAfter(s, marker string) (content string, from, to int, ok bool) {
+	i := strings.Index(s, marker)
+	if i < 0 {
+		return "", 0, 0, false
+	}
+	open := strings.Index(s[i:], "```")
+	if open < 0 {
+		return "", 0, 0, false
+	}
+	nl := strings.Index(s[i+open:], "\n")
+	if nl < 0 {
+		return "", 0, 0, false
+	}
+	from = i + open + nl + 1
+	// The closing fence is the first line that starts with ``` after it.
+	for to = from; to < len(s); {
+		if strings.HasPrefix(s[to:], "```") {
+			return s[from:to], from, to, true
+		}
+		next := strings.Index(s[to:], "\n")
+		if next < 0 {
+			break
+		}
+		to += next + 1
+	}
+	return "", 0, 0, false
+}
+
+// startDemo runs "demo" with args and returns the page's URL; the demo
+// stops (and must stop cleanly) when the test ends.
+func startDemo(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	errs := &syncBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, append([]string{"demo", "--addr", "127.0.0.1:0"}, args...), noEnv, pw, errs)
+		pw.Close()
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != exitOK {
+				t.Errorf("demo stopped with exit status %d, stderr:\n%s", code, errs.String())
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("demo did not stop within 20s of Ctrl-C")
+		}
+	})
+	urls := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if m := regexp.MustCompile(`http://127\.0\.0\.1:\d+/`).FindString(sc.Text()); m != "" {
+				select {
+				case urls <- m:
+				default:
+				}
+			}
+		}
+	}()
+	select {
+	case u := <-urls:
+		return u
+	case code := <-done:
+		t.Fatalf("demo exited with status %d before serving its page, stderr:\n%s", code, errs.String())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("demo printed no URL within 20s, stderr:\n%s", errs.String())
+	}
+	return ""
+}
+
+// demoAPI talks to the demo page's JSON API as the page does.
+type demoAPI struct {
+	t    *testing.T
+	base string
+}
+
+func (a demoAPI) post(path string, body any) {
+	a.t.Helper()
+	raw, _ := json.Marshal(body)
+	res, err := http.Post(a.base+path, "application/json", bytes.NewReader(raw))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(res.Body)
+		a.t.Fatalf("POST %s: %s %s", path, res.Status, msg)
+	}
+}
+
+// demoMessage is a message of /api/state.
+type demoMessage struct {
+	Kind    string          `json:"kind"`
+	TS      string          `json:"ts"`
+	Eph     int             `json:"eph"`
+	Text    string          `json:"text"`
+	Blocks  json.RawMessage `json:"blocks"`
+	Replies []demoMessage   `json:"replies"`
+}
+
+// waitFor asks /api/state as user, waiting on its version, until match
+// finds a message; it returns that message.
+func (a demoAPI) waitFor(user, desc string, match func(demoMessage) bool) demoMessage {
+	a.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	version := -1
+	var last []demoMessage
+	for time.Now().Before(deadline) {
+		url := fmt.Sprintf("%sapi/state?user=%s", a.base, user)
+		if version >= 0 {
+			url += fmt.Sprintf("&since=%d", version)
+		}
+		res, err := http.Get(url)
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		var st struct {
+			Version  int           `json:"version"`
+			Timeline []demoMessage `json:"timeline"`
+		}
+		err = json.NewDecoder(res.Body).Decode(&st)
+		res.Body.Close()
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		version, last = st.Version, st.Timeline
+		for _, m := range st.Timeline {
+			if match(m) {
+				return m
+			}
+		}
+	}
+	a.t.Fatalf("%s never saw %s; the channel:\n%+v", user, desc, last)
+	return demoMessage{}
+}
+
+func allText(m demoMessage) string { return m.Text + "\n" + string(m.Blocks) }
+
+// button returns the value of the button actionID in m, or "".
+func (m demoMessage) button(actionID string) string { return buttonValue(m.Blocks, actionID) }
+
+// Over the page's API: approvals on restarts the bot with BOT_APPROVERS;
+// the requester cannot approve, a stranger cannot patch, the approver can.
+func TestDemoApprovalsAndRefusals(t *testing.T) {
+	api := demoAPI{t: t, base: startDemo(t, "--speed", "20")}
+	ana, ben, sam := "U01ANA", "U02BEN", "U03SAM"
+
+	api.post("/api/command", map[string]string{"user": sam, "text": "/geminidb-patch list"})
+	api.waitFor(sam, "a refusal", func(m demoMessage) bool {
+		return m.Kind == "ephemeral" && strings.Contains(allText(m), "You are not allowed")
+	})
+
+	api.post("/api/approvals", map[string]bool{"on": true})
+	api.post("/api/command", map[string]string{"user": ana, "text": "/geminidb-patch influx-metrics-eu-1"})
+	plan := api.waitFor(ana, "the plan", func(m demoMessage) bool { return m.Kind == "ephemeral" && m.button("patch_confirm") != "" })
+	if !strings.Contains(allText(plan), "Request approval") {
+		t.Fatalf("with approvals on the plan asks for approval; got %s", allText(plan))
+	}
+	id := plan.button("patch_confirm")
+	api.post("/api/click", map[string]any{"user": ana, "target": map[string]int{"eph": plan.Eph}, "action_id": "patch_confirm", "value": id})
+	ask := api.waitFor(ben, "the approval request", func(m demoMessage) bool { return m.Kind == "message" && m.button("patch_approve") == id })
+
+	api.post("/api/click", map[string]any{"user": ana, "target": map[string]string{"ts": ask.TS}, "action_id": "patch_approve", "value": id})
+	api.waitFor(ana, "the refusal to approve one's own request", func(m demoMessage) bool {
+		return m.Kind == "ephemeral" && strings.Contains(allText(m), "cannot approve or reject your own request")
+	})
+	api.post("/api/click", map[string]any{"user": ben, "target": map[string]string{"ts": ask.TS}, "action_id": "patch_approve", "value": id})
+	api.waitFor(ben, "the job completing", func(m demoMessage) bool {
+		for _, r := range m.Replies {
+			if strings.Contains(allText(r), "Completed, took 12s") {
+				return strings.Contains(allText(m), "Approved by")
+			}
+		}
+		return false
+	})
+}
