@@ -21,6 +21,7 @@ var Emoji = map[string]string{
 	"no_entry_sign":          "🚫",
 	"no_entry":               "⛔",
 	"large_blue_circle":      "🔵",
+	"grey_question":          "❔",
 	"red_circle":             "🔴",
 	"white_circle":           "⚪",
 	"information_source":     "ℹ️",
