@@ -44,6 +44,10 @@ type Config struct {
 	Store           string        `env:"BOT_STORE" default:"geminidb-patch.db"`
 	HTTPAddr        string        `env:"BOT_HTTP_ADDR" default:":8080"`
 	ShutdownTimeout time.Duration `env:"BOT_SHUTDOWN_TIMEOUT" default:"30s"`
+	Retention       time.Duration `env:"BOT_RETENTION" default:"2160h"`
+	Workers         int           `env:"BOT_WORKERS" default:"32"`
+	QueueSize       int           `env:"BOT_QUEUE_SIZE" default:"1000"`
+	PollConcurrency int           `env:"BOT_POLL_CONCURRENCY" default:"32"`
 
 	LogLevel  string `env:"LOG_LEVEL" default:"info"`
 	LogFormat string `env:"LOG_FORMAT" default:"json"`
@@ -218,6 +222,14 @@ func (c *Config) Validate() error {
 	if c.ConfirmTTL > 30*time.Minute {
 		return bad("BOT_CONFIRM_TTL", "must be at most 30m: Slack's response URLs, which update the plan message, last 30 minutes")
 	}
+	if c.Retention <= 0 {
+		return bad("BOT_RETENTION", "must be a positive duration such as 2160h (90 days)")
+	}
+	for name, n := range map[string]int{"BOT_WORKERS": c.Workers, "BOT_QUEUE_SIZE": c.QueueSize, "BOT_POLL_CONCURRENCY": c.PollConcurrency} {
+		if n <= 0 {
+			return bad(name, "must be a positive number")
+		}
+	}
 	if c.CommandsPerMin <= 0 {
 		return bad("BOT_COMMANDS_PER_MINUTE", "must be a positive number")
 	}
@@ -299,6 +311,7 @@ func (c *Config) LogValue(mode AuthMode) map[string]any {
 		"confirm_ttl": c.ConfirmTTL.String(), "poll_interval": c.PollInterval.String(),
 		"follow_for": c.FollowFor.String(), "store": redactURL(c.Store), "http_addr": c.HTTPAddr,
 		"commands_per_minute": c.CommandsPerMin, "max_open_plans": c.MaxOpenPlans,
+		"retention": c.Retention.String(), "workers": c.Workers, "queue_size": c.QueueSize, "poll_concurrency": c.PollConcurrency,
 	}
 }
 

@@ -289,3 +289,24 @@ func (h *harness) rewindToSubmitting(id string, keep int, inFlight bool, ids ...
 		h.t.Fatal(err)
 	}
 }
+
+// A finished request older than BOT_RETENTION is deleted with its jobs by
+// the housekeeping, and status then says why it is not known.
+func TestRetentionDeletesOldRequests(t *testing.T) {
+	h := newHarness(t, func(env map[string]string) { env["BOT_RETENTION"] = "24h" })
+	insts := h.addInstances("db", "cassandra", 2)
+	id, ts, jobs := h.submitted(insts[:1])
+	h.gdb.CompleteJob(jobs[insts[0].ID], "3.11.3.5")
+	h.threadText(ts, "finished")
+	h.waitLog(`"event":"done"`)
+	open, _, _ := h.plan(alice, insts[1].Name) // expires with the clock, but too recently to be deleted
+	h.clock.Advance(25 * time.Hour)
+	h.waitLog("deleted final requests older than the retention")
+	ack := h.slash(alice, opsChannel, "status "+id)
+	h.reply(ack.ResponseURL, "Finished requests are deleted 1 day")
+	if n := len(h.auditEvents("done")); n != 1 {
+		t.Errorf("done audit events = %d, want 1 (the audit log is the permanent record)", n)
+	}
+	h.click(alice, "patch_cancel", open, "", 0)
+	h.ephemeralTo(alice, "`"+open+"` has expired")
+}

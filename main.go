@@ -79,11 +79,13 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return doctor(ctx, lookup, stdout)
 	case "healthcheck":
 		return healthcheck(ctx, lookup, stderr)
+	case "compact":
+		return compact(args[1:], lookup, stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: geminidb-patch-bot [demo|doctor|version|healthcheck]\nConfiguration is read from the environment; see README.md.")
+		fmt.Fprintln(stdout, "usage: geminidb-patch-bot [demo|doctor|compact [DST]|version|healthcheck]\nConfiguration is read from the environment; see README.md.")
 		return exitOK
 	default:
-		fmt.Fprintf(stderr, "unknown argument %q; usage: geminidb-patch-bot [demo|doctor|version|healthcheck]\n", sub)
+		fmt.Fprintf(stderr, "unknown argument %q; usage: geminidb-patch-bot [demo|doctor|compact [DST]|version|healthcheck]\n", sub)
 		return exitConfig
 	}
 	cfg, err := LoadConfig(lookup)
@@ -247,8 +249,12 @@ func NewMain(cfg Config, logOut io.Writer) (*Main, error) {
 		CommandsPerMin: cfg.CommandsPerMin, MaxOpenPlans: cfg.MaxOpenPlans,
 		// A batch call must be answered (or time out and be recorded as
 		// unknown) before a shutdown gives up waiting for it.
-		BatchTimeout: cfg.ShutdownTimeout * 3 / 4,
-		Now:          cfg.Now,
+		BatchTimeout:    cfg.ShutdownTimeout * 3 / 4,
+		Now:             cfg.Now,
+		Workers:         cfg.Workers,
+		QueueSize:       cfg.QueueSize,
+		PollConcurrency: cfg.PollConcurrency,
+		Retention:       cfg.Retention,
 	}, api, sm, db, st, log, metrics)
 
 	m := &Main{Config: cfg, Log: log, Store: st, Bot: b, Registry: reg, Slack: api, GeminiDB: db}

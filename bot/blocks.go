@@ -429,12 +429,30 @@ func resultLines(p upgrade.Plan, results []upgrade.UpgradeResult) []string {
 // within Slack's limits), so a long list becomes several thread replies and
 // nothing is cut off.
 func messages(title string, lines []string) [][]slack.Block {
-	var out [][]slack.Block
+	parts := messageParts(title, lines)
+	out := make([][]slack.Block, len(parts))
+	for i, p := range parts {
+		out[i] = p.blocks
+	}
+	return out
+}
+
+// part is one message of a long report and how many of its lines it holds.
+type part struct {
+	blocks []slack.Block
+	lines  int
+}
+
+// messageParts is messages, telling how many lines each message holds.
+func messageParts(title string, lines []string) []part {
+	var out []part
 	for i, c := range packLines(title, lines) {
 		if i%10 == 0 {
-			out = append(out, nil)
+			out = append(out, part{})
 		}
-		out[len(out)-1] = append(out[len(out)-1], section(c.text))
+		p := &out[len(out)-1]
+		p.blocks = append(p.blocks, section(c.text))
+		p.lines += c.lines
 	}
 	return out
 }

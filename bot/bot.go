@@ -45,6 +45,7 @@ type Store interface {
 	Allow(key string, limit int, window time.Duration) (bool, error)
 	Remember(key string, ttl time.Duration) (bool, error)
 	UpdateJob(id string, mutate func(*store.Job) error) (store.Job, error)
+	Prune(before time.Time, max int) (int, error)
 	Jobs(requestID string) ([]store.Job, error)
 	ActiveJobs() ([]store.Job, error)
 }
@@ -72,8 +73,21 @@ type Config struct {
 	QueueSize       int           // slow work waiting; default 64
 	GroupCacheTTL   time.Duration // user-group membership cache; default 1m
 	BatchTimeout    time.Duration // one batch call; keep it below the shutdown timeout; default 25s
+	PollConcurrency int           // job reads in flight at once; default 32
+	Retention       time.Duration // final requests older than this are deleted; 0 keeps them
 	Now             func() time.Time
 }
+
+// The work pool's default size. Slow work (a plan's lookups, status, list,
+// a click) runs on DefaultWorkers goroutines; up to DefaultQueueSize more
+// wait. A command that finds the queue full is answered "busy", never
+// dropped. Sized so that a burst of 500 commands in one second is queued
+// whole even when GeminiDB takes 200 ms per lookup (32 workers drain about
+// 160 a second, so about 340 wait), while a full queue holds about 2 MB.
+const (
+	DefaultWorkers   = 32
+	DefaultQueueSize = 1000
+)
 
 // Bot is the running Slack bot.
 type Bot struct {
@@ -87,12 +101,14 @@ type Bot struct {
 	metrics *Metrics
 	access  *access
 
-	work      chan func(context.Context)
-	notices   chan struct{} // the busy and refusal answers in flight
-	connected atomic.Bool
-	busy      atomic.Int64 // tasks queued or running, and submissions in flight
-	ticks     atomic.Int64 // follower ticks finished
-	inflight  sync.WaitGroup
+	work       chan func(context.Context)
+	notices    chan struct{} // the busy and refusal answers in flight
+	connected  atomic.Bool
+	busy       atomic.Int64              // tasks queued or running, and submissions in flight
+	houseTicks atomic.Int64              // housekeeping ticks finished
+	pollTicks  atomic.Int64              // poll ticks finished
+	pollPause  atomic.Pointer[time.Time] // no job is read before this time (GeminiDB said 429)
+	inflight   sync.WaitGroup
 }
 
 // New builds a bot. api must carry the bot token (and the app token for
@@ -102,10 +118,13 @@ func New(cfg Config, api *slack.Client, sm *socketmode.Client, db GeminiDB, st S
 		cfg.Command = Command
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 8
+		cfg.Workers = DefaultWorkers
 	}
 	if cfg.QueueSize <= 0 {
-		cfg.QueueSize = 64
+		cfg.QueueSize = DefaultQueueSize
+	}
+	if cfg.PollConcurrency <= 0 {
+		cfg.PollConcurrency = 32
 	}
 	if cfg.CommandsPerMin <= 0 {
 		cfg.CommandsPerMin = 10
@@ -153,7 +172,9 @@ type Activity struct {
 }
 
 // Activity reports the bot's current Activity.
-func (b *Bot) Activity() Activity { return Activity{Busy: b.busy.Load(), Ticks: b.ticks.Load()} }
+func (b *Bot) Activity() Activity {
+	return Activity{Busy: b.busy.Load(), Ticks: min(b.houseTicks.Load(), b.pollTicks.Load())}
+}
 
 // Connected reports whether the Socket Mode connection is up (for /readyz).
 func (b *Bot) Connected() bool { return b.connected.Load() }

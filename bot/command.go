@@ -257,6 +257,12 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 		reply(fmt.Sprintf("Something went wrong (request %s).", rid), nil)
 		return
 	}
+	if strings.HasPrefix(id, "r-") {
+		// Request IDs are the bot's own: one it does not know ended longer
+		// ago than the retention (or never existed).
+		reply(fmt.Sprintf("Request `%s` is not known here. Finished requests are deleted %s after they end (BOT_RETENTION); the audit log keeps every decision.", esc(id), retentionText(b.cfg.Retention)), nil)
+		return
+	}
 	job, err := b.db.Job(ctx, id)
 	if err != nil {
 		if errors.Is(err, upgrade.ErrJobNotFound) {
@@ -393,4 +399,12 @@ func (b *Bot) userError(err error, rid string) string {
 	default:
 		return fmt.Sprintf("Could not reach GeminiDB: %s (request %s).", esc(err.Error()), rid)
 	}
+}
+
+// retentionText renders the retention for people, e.g. "90 days".
+func retentionText(d time.Duration) string {
+	if d >= 24*time.Hour && d%(24*time.Hour) == 0 {
+		return plural(int(d/(24*time.Hour)), "day")
+	}
+	return d.String()
 }

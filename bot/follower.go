@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
@@ -17,32 +16,6 @@ var errAlreadyDone = errors.New("already reported")
 
 // slackWriteTimeout bounds a Slack write that must finish even during shutdown.
 const slackWriteTimeout = 30 * time.Second
-
-// pollConcurrency bounds the job reads in flight at once.
-const pollConcurrency = 4
-
-// follow polls every tracked job each PollInterval until it ends, and
-// reports each end once in the request's thread. Jobs live in the store, so
-// a restarted bot picks them up where the previous one stopped.
-func (b *Bot) follow(ctx context.Context) {
-	b.finishQuietRequests(ctx)
-	b.expireStale(ctx)
-	b.pollOnce(ctx)
-	t := time.NewTicker(b.cfg.PollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			b.recoverSubmitting(ctx)
-			b.expireStale(ctx)
-			b.pollOnce(ctx)
-			b.finishQuietRequests(ctx)
-			b.ticks.Add(1)
-		}
-	}
-}
 
 // expireStale moves plans and approval requests past BOT_CONFIRM_TTL to
 // expired and replaces their messages, so stale buttons do not linger.
@@ -152,11 +125,12 @@ func (b *Bot) claimReport(id string) (store.Request, bool) {
 // releaseReport gives the report claim up so a later tick may try again.
 func (b *Bot) releaseReport(id string) {
 	if _, err := b.st.Update(id, func(x *store.Request) error {
-		if x.SummaryBy == b.id {
-			x.SummaryBy, x.SummaryUntil = "", time.Time{}
+		if x.SummaryBy != b.id || x.State != store.Submitted {
+			return errAlreadyDone // nothing to release: no write
 		}
+		x.SummaryBy, x.SummaryUntil = "", time.Time{}
 		return nil
-	}); err != nil {
+	}); err != nil && !errors.Is(err, errAlreadyDone) {
 		// Safe: the claim runs out after reportClaim and a later tick retries.
 		b.log.Warn().Err(err).Str("request_id", id).Msg("release the thread report claim")
 	}
@@ -184,157 +158,6 @@ func jobInstances(jobs []store.Job) []string {
 // reportClaim is how long a process may take to post a request's thread
 // report (batch answers, final summary) before another may try.
 const reportClaim = 2 * time.Minute
-
-// pollOnce reads every job that is due and reports those that ended.
-func (b *Bot) pollOnce(ctx context.Context) {
-	jobs, err := b.st.ActiveJobs()
-	if err != nil {
-		b.log.Error().Err(err).Msg("list tracked jobs")
-		return
-	}
-	now := b.cfg.Now()
-	var (
-		mu      sync.Mutex
-		touched = map[string]bool{}
-		wg      sync.WaitGroup
-		sem     = make(chan struct{}, pollConcurrency)
-	)
-	submitting := map[string]bool{} // request ID → still being submitted
-	for _, j := range jobs {
-		if ctx.Err() != nil {
-			break
-		}
-		if !b.due(j, now) {
-			continue
-		}
-		// A job of a request still being submitted waits: its job ID goes
-		// into the thread first.
-		busy, seen := submitting[j.RequestID]
-		if !seen {
-			r, err := b.st.Get(j.RequestID)
-			busy = err != nil || r.State == store.Submitting || r.ResultsPending
-			submitting[j.RequestID] = busy
-		}
-		if busy {
-			continue
-		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if b.pollJob(ctx, j, now) {
-				mu.Lock()
-				touched[j.RequestID] = true
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	for id := range touched {
-		b.refreshRequest(ctx, id)
-	}
-}
-
-// due tells whether a job should be read now: every PollInterval, backing
-// off exponentially after read errors.
-func (b *Bot) due(j store.Job, now time.Time) bool {
-	if j.LastPolled.IsZero() {
-		return true
-	}
-	wait := b.cfg.PollInterval
-	for i := 0; i < min(j.PollErrors, 6); i++ {
-		wait *= 2
-	}
-	return now.Sub(j.LastPolled) >= wait-b.cfg.PollInterval/2
-}
-
-// pollJob reads one job; it reports whether the job ended (or was given up).
-func (b *Bot) pollJob(ctx context.Context, j store.Job, now time.Time) bool {
-	log := b.log.With().Str("request_id", j.RequestID).Str("job_id", j.ID).Str("instance_id", j.InstanceID).Logger()
-	if now.Sub(j.SubmittedAt) > b.cfg.FollowFor {
-		j2, err := b.st.UpdateJob(j.ID, func(x *store.Job) error {
-			if x.Reported || x.GaveUp {
-				return errAlreadyDone
-			}
-			x.GaveUp = true
-			return nil
-		})
-		if err != nil {
-			return false
-		}
-		b.metrics.Jobs.WithLabelValues("unfollowed").Inc()
-		b.reportJob(ctx, j2, func() {})
-		return true
-	}
-	job, err := b.db.Job(ctx, j.ID)
-	if err != nil {
-		if ctx.Err() != nil {
-			return false
-		}
-		log.Warn().Err(err).Int("poll_errors", j.PollErrors+1).Msg("read job failed; backing off")
-		if _, err := b.st.UpdateJob(j.ID, func(x *store.Job) error { x.PollErrors++; x.LastPolled = now; return nil }); err != nil {
-			// Safe: the job is read again next tick, without the backoff.
-			log.Warn().Err(err).Msg("record the failed read")
-		}
-		return false
-	}
-	_, err = b.st.UpdateJob(j.ID, func(x *store.Job) error {
-		if x.Reported {
-			return errAlreadyDone
-		}
-		x.Status, x.Progress, x.FailReason = job.Status, job.Progress, job.FailReason
-		x.Started, x.Ended = job.Started, job.Ended
-		if x.InstanceName == "" {
-			x.InstanceName = job.InstanceName
-		}
-		x.LastPolled, x.PollErrors = now, 0
-		return nil
-	})
-	if err != nil || !job.Finished() {
-		return false
-	}
-	// Claim the report atomically: exactly one poller posts it.
-	j2, err := b.st.UpdateJob(j.ID, func(x *store.Job) error {
-		if x.Reported {
-			return errAlreadyDone
-		}
-		x.Reported = true
-		return nil
-	})
-	if err != nil {
-		return false
-	}
-	b.metrics.Jobs.WithLabelValues(job.Status).Inc()
-	b.reportJob(ctx, j2, func() {
-		// The reply did not go out: release the claim so the next poll retries.
-		if _, err := b.st.UpdateJob(j.ID, func(x *store.Job) error { x.Reported = false; return nil }); err != nil {
-			// The job stays claimed as reported: its reply is lost, but its
-			// end is still in the counts, the final summary and status.
-			log.Error().Err(err).Msg("release the report claim of a job whose reply Slack refused; its end is shown only in the summary")
-		}
-	})
-	return true
-}
-
-// reportJob posts a job's end in its request's thread; unclaim runs when
-// the post failed.
-func (b *Bot) reportJob(ctx context.Context, j store.Job, unclaim func()) {
-	// A shutdown must not cut a reply short after Slack got it: that would
-	// release the claim and the next process would post it again.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
-	defer cancel()
-	r, err := b.st.Get(j.RequestID)
-	if err != nil {
-		b.log.Error().Err(err).Str("job_id", j.ID).Msg("read request of job")
-		unclaim()
-		return
-	}
-	b.audit("job_finished", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: []string{j.InstanceID}},
-		"job_id", j.ID, "status", j.Status, "fail_reason", j.FailReason, "gave_up", j.GaveUp)
-	line := jobLine(j, b.cfg.Now())
-	if !b.postThread(ctx, r.Channel, r.ParentTS, line, noticeBlocks(line)) {
-		unclaim()
-	}
-}
 
 // refreshRequest updates the parent message's counts and, once every job
 // has ended, posts the final summary (exactly once: the submitted → done

@@ -454,6 +454,11 @@ func (b *Bolt) Ping() error {
 // show that a read costs what it returns, not what the file holds.
 func (b *Bolt) Decoded() int64 { return b.decodes.n.Load() }
 
+// Commits reports how many write transactions the store has run since it
+// was opened; each costs the disk syncs of one bbolt commit, so it counts
+// fsync rounds (benchmarks report it per command).
+func (b *Bolt) Commits() int64 { return b.commits.done.Load() }
+
 // compactTxSize is how many bytes of keys and values CompactBolt copies per
 // transaction, which bounds its memory.
 const compactTxSize = 64 << 20

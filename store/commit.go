@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -31,6 +32,7 @@ type committer struct {
 	mu      sync.Mutex
 	busy    bool          // a leader is running a group
 	waiting []*commitCall // the next group, in order of arrival
+	done    atomic.Int64  // write transactions committed (or rolled back)
 }
 
 // commitCall is one write waiting for its group.
@@ -66,6 +68,7 @@ func (c *committer) update(fn func(*bolt.Tx) error) error {
 			c.mu.Unlock()
 			c.lead(group)
 		case errAlone:
+			c.done.Add(1)
 			return c.db.Update(fn)
 		default:
 			return err
@@ -92,6 +95,7 @@ func (c *committer) lead(group []*commitCall) {
 func (c *committer) run(group []*commitCall) {
 	for len(group) > 0 {
 		failed := -1
+		c.done.Add(1)
 		err := c.db.Update(func(tx *bolt.Tx) error {
 			for i, call := range group {
 				if err := callSafely(call.fn, tx); err != nil {

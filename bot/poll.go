@@ -1,0 +1,332 @@
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
+)
+
+// follow runs the follower: housekeeping (taking over stalled submissions,
+// expiring stale plans, posting what a request still owes its thread,
+// deleting what is older than the retention) and job polling, each on its
+// own ticker, so housekeeping never waits behind a slow poll. Jobs live in
+// the store, so a restarted bot picks them up where the previous one
+// stopped.
+func (b *Bot) follow(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		b.every(ctx, func() {
+			b.recoverSubmitting(ctx)
+			b.expireStale(ctx)
+			b.finishQuietRequests(ctx)
+			b.prune()
+		}, &b.houseTicks)
+	})
+	wg.Go(func() { b.every(ctx, func() { b.pollOnce(ctx) }, &b.pollTicks) })
+	wg.Wait()
+}
+
+// every runs fn now and then every PollInterval until ctx ends, counting
+// the runs in ticks.
+func (b *Bot) every(ctx context.Context, fn func(), ticks *atomic.Int64) {
+	t := time.NewTicker(b.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		fn()
+		ticks.Add(1)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pruneBatch is how many final requests one prune step deletes; a tick
+// takes at most pruneSteps of them, so a first run on a large history
+// spreads the work over several ticks.
+const (
+	pruneBatch = 100
+	pruneSteps = 10
+)
+
+// prune deletes final requests (and their jobs) older than the retention.
+func (b *Bot) prune() {
+	if b.cfg.Retention <= 0 {
+		return
+	}
+	before := b.cfg.Now().Add(-b.cfg.Retention)
+	total := 0
+	for range pruneSteps {
+		n, err := b.st.Prune(before, pruneBatch)
+		total += n
+		if err != nil {
+			b.log.Error().Err(err).Msg("delete requests older than the retention")
+			break
+		}
+		if n < pruneBatch {
+			break
+		}
+	}
+	if total > 0 {
+		b.log.Info().Int("deleted", total).Dur("retention", b.cfg.Retention).Msg("deleted final requests older than the retention")
+	}
+}
+
+// pollOnce reads every job that is due, at most PollConcurrency at once,
+// and reports the ends of those that ended, grouped per request.
+func (b *Bot) pollOnce(ctx context.Context) {
+	jobs, err := b.st.ActiveJobs()
+	if err != nil {
+		b.log.Error().Err(err).Msg("list tracked jobs")
+		return
+	}
+	now := b.cfg.Now()
+	var (
+		mu    sync.Mutex
+		ended = map[string][]store.Job{} // request ID → jobs whose end this poll claimed
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, b.cfg.PollConcurrency)
+	)
+	waiting := map[string]bool{} // request ID → its job IDs are not in the thread yet
+	for _, j := range jobs {
+		if ctx.Err() != nil || b.throttled(now) {
+			break
+		}
+		if !b.due(j, now) {
+			continue
+		}
+		// A job of a request still being submitted, or whose batch answers
+		// are not in the thread yet, waits: its job ID goes first.
+		wait, seen := waiting[j.RequestID]
+		if !seen {
+			r, err := b.st.Get(j.RequestID)
+			wait = err != nil || r.State == store.Submitting || r.ResultsPending
+			waiting[j.RequestID] = wait
+		}
+		if wait {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if done, ok := b.pollJob(ctx, j, now); ok {
+				mu.Lock()
+				ended[done.RequestID] = append(ended[done.RequestID], done)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for id, js := range ended {
+		b.reportEnds(ctx, id, js)
+		b.refreshRequest(ctx, id)
+	}
+}
+
+// throttled tells whether GeminiDB asked the bot to slow down (HTTP 429)
+// and polling waits until the time it gave.
+func (b *Bot) throttled(now time.Time) bool {
+	until := b.pollPause.Load()
+	return until != nil && now.Before(*until)
+}
+
+// due tells whether a job should be read now: every PollInterval, backing
+// off exponentially after read errors.
+func (b *Bot) due(j store.Job, now time.Time) bool {
+	if j.LastPolled.IsZero() {
+		return true
+	}
+	wait := b.cfg.PollInterval
+	for i := 0; i < min(j.PollErrors, 6); i++ {
+		wait *= 2
+	}
+	return now.Sub(j.LastPolled) >= wait-b.cfg.PollInterval/2
+}
+
+// errNotDue aborts a poll claim: another poller (maybe another replica)
+// read the job within this interval.
+var errNotDue = errors.New("not due")
+
+// pollJob reads one job under a poll claim, so that across replicas a job
+// is read at most once per interval, and records what changed. It returns
+// the job and true when the job ended (or was given up) and this poll
+// claimed the report of its end.
+func (b *Bot) pollJob(ctx context.Context, j store.Job, now time.Time) (store.Job, bool) {
+	log := b.log.With().Str("request_id", j.RequestID).Str("job_id", j.ID).Str("instance_id", j.InstanceID).Logger()
+	if now.Sub(j.SubmittedAt) > b.cfg.FollowFor {
+		j2, err := b.st.UpdateJob(j.ID, func(x *store.Job) error {
+			if !x.Active() {
+				return errAlreadyDone
+			}
+			x.GaveUp = true
+			return nil
+		})
+		if err != nil {
+			b.logJobWrite(log, err, "give up following a job")
+			return j, false
+		}
+		b.metrics.Jobs.WithLabelValues("unfollowed").Inc()
+		return j2, true
+	}
+	// The poll claim: the read's time, written before the read.
+	claimed, err := b.st.UpdateJob(j.ID, func(x *store.Job) error {
+		if !x.Active() || !b.due(*x, now) {
+			return errNotDue
+		}
+		x.LastPolled = now
+		return nil
+	})
+	if err != nil {
+		b.logJobWrite(log, err, "claim a job's poll")
+		return j, false
+	}
+	job, err := b.db.Job(ctx, j.ID)
+	if err != nil {
+		if ctx.Err() != nil {
+			return j, false
+		}
+		b.noteThrottle(err, now)
+		log.Warn().Err(err).Int("poll_errors", claimed.PollErrors+1).Msg("read job failed; backing off")
+		if _, err := b.st.UpdateJob(j.ID, func(x *store.Job) error { x.PollErrors++; return nil }); err != nil {
+			// Safe: the job is read again next interval, without the backoff.
+			log.Warn().Err(err).Msg("record the failed read")
+		}
+		return j, false
+	}
+	if !changed(claimed, job) {
+		return j, false // nothing new: no write
+	}
+	// Record the read and, when the job ended, claim the report of its
+	// end in the same write: exactly one poller reports it.
+	j2, err := b.st.UpdateJob(j.ID, func(x *store.Job) error {
+		if x.Reported {
+			return errAlreadyDone
+		}
+		x.Status, x.Progress, x.FailReason = job.Status, job.Progress, job.FailReason
+		x.Started, x.Ended = job.Started, job.Ended
+		if x.InstanceName == "" {
+			x.InstanceName = job.InstanceName
+		}
+		x.PollErrors = 0
+		x.Reported = job.Finished()
+		return nil
+	})
+	if err != nil || !job.Finished() {
+		b.logJobWrite(log, err, "record a job's status")
+		return j, false
+	}
+	b.metrics.Jobs.WithLabelValues(job.Status).Inc()
+	return j2, true
+}
+
+// changed tells whether a read of the job says anything the store does not
+// have yet.
+func changed(j store.Job, now upgrade.Job) bool {
+	return j.Status != now.Status || j.Progress != now.Progress || j.FailReason != now.FailReason ||
+		!j.Started.Equal(now.Started) || !j.Ended.Equal(now.Ended) || j.PollErrors != 0 || now.Finished()
+}
+
+// logJobWrite logs a failed job write, unless it only lost to another
+// poller (which is how the claims are meant to work).
+func (b *Bot) logJobWrite(log zerolog.Logger, err error, what string) {
+	if err == nil || errors.Is(err, errAlreadyDone) || errors.Is(err, errNotDue) {
+		return
+	}
+	log.Error().Err(err).Msg(what)
+}
+
+// noteThrottle pauses every poll when GeminiDB answered 429: the bot backs
+// off together instead of each read retrying on its own.
+func (b *Bot) noteThrottle(err error, now time.Time) {
+	var ae *upgrade.APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusTooManyRequests {
+		return
+	}
+	until := now.Add(b.cfg.PollInterval)
+	b.pollPause.Store(&until)
+	b.log.Warn().Time("until", until).Msg("GeminiDB asks the bot to slow down (429); job polling pauses")
+}
+
+// reportEnds posts the ends of jobs (whose reports this poll claimed) in
+// their request's thread, failures first, in as few replies as Slack's
+// limits allow. The claims of the jobs whose reply did not go out are
+// released, so the next poll tries again.
+func (b *Bot) reportEnds(ctx context.Context, requestID string, jobs []store.Job) {
+	// A shutdown must not cut a reply short after Slack got it: that would
+	// release the claim and the next process would post it again.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
+	defer cancel()
+	log := b.log.With().Str("request_id", requestID).Logger()
+	r, err := b.st.Get(requestID)
+	if err != nil {
+		log.Error().Err(err).Msg("read the request of ended jobs")
+		b.unclaimReports(log, jobs)
+		return
+	}
+	slices.SortStableFunc(jobs, func(x, y store.Job) int { return endRank(x) - endRank(y) })
+	for _, j := range jobs {
+		b.audit("job_finished", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: []string{j.InstanceID}},
+			"job_id", j.ID, "status", j.Status, "fail_reason", j.FailReason, "gave_up", j.GaveUp)
+	}
+	now := b.cfg.Now()
+	lines := make([]string, len(jobs))
+	for i, j := range jobs {
+		lines[i] = jobLine(j, now)
+	}
+	title := ""
+	if len(jobs) > 1 {
+		title = fmt.Sprintf("*%s ended*", plural(len(jobs), "job"))
+	}
+	// Each part names its jobs: a refused part releases just those.
+	posted := 0
+	for _, p := range messageParts(title, lines) {
+		if !b.postThread(ctx, r.Channel, r.ParentTS, lines[posted], p.blocks) {
+			b.unclaimReports(log, jobs[posted:])
+			return
+		}
+		posted += p.lines
+	}
+}
+
+// endRank orders job ends for a grouped reply: failures, then jobs no
+// longer followed, then completions.
+func endRank(j store.Job) int {
+	switch {
+	case j.Status == upgrade.JobFailed:
+		return 0
+	case j.Status != upgrade.JobCompleted:
+		return 1
+	default:
+		return 2
+	}
+}
+
+// unclaimReports releases the report claims of jobs whose reply Slack
+// refused, so the next poll reports them again.
+func (b *Bot) unclaimReports(log zerolog.Logger, jobs []store.Job) {
+	for _, j := range jobs {
+		if _, err := b.st.UpdateJob(j.ID, func(x *store.Job) error {
+			if x.Reported {
+				x.Reported = false
+			} else {
+				x.GaveUp = false // given up this poll: the next gives up again, and reports it
+			}
+			return nil
+		}); err != nil {
+			// The job stays claimed as reported: its reply is lost, but its
+			// end is still in the counts, the final summary and status.
+			log.Error().Err(err).Str("job_id", j.ID).Msg("release the report claim of a job whose reply Slack refused; its end is shown only in the summary")
+		}
+	}
+}
