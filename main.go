@@ -301,7 +301,7 @@ func (m *Main) Run(ctx context.Context) error {
 			m.Log.Warn().Err(err).Msg("GeminiDB not reachable at start; instance lookups will tell users why")
 			return
 		}
-		m.Log.Debug().Int("instances", page.TotalCount).Msg("fleet size learned")
+		m.Log.Info().Int("instances", page.TotalCount).Msg("fleet size learned")
 	}()
 	botDone := make(chan error, 1)
 	go func() { botDone <- m.Bot.Run(botCtx) }()

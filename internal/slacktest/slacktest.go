@@ -428,6 +428,8 @@ type Call struct {
 	ReplaceOriginal bool
 	// DeleteOriginal is set on response URL posts that delete the original message.
 	DeleteOriginal bool
+	// At is when the fake received the call.
+	At time.Time
 	// User is the user parameter (chat.postEphemeral, users.info).
 	User string
 	// Form holds the request parameters: form values, or a JSON body's top-level

@@ -89,6 +89,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		rep = s.handleLocked(method, token, form, &call)
 	}
 	call.Status, call.Error = rep.status, rep.errorCode()
+	call.At = time.Now()
 	s.calls = append(s.calls, call)
 	s.notifyLocked()
 	s.mu.Unlock()
@@ -405,6 +406,7 @@ func (s *Server) serveResponseURL(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	rep := s.respondLocked(full, p, jsonErr, &call)
 	call.Status, call.Error = rep.status, rep.errorCode()
+	call.At = time.Now()
 	s.calls = append(s.calls, call)
 	s.notifyLocked()
 	s.mu.Unlock()
