@@ -360,7 +360,10 @@ func (b *Bot) requestApproval(ctx context.Context, c click, r store.Request, p u
 			// expires with its TTL.
 			b.log.Error().Err(err).Str("request_id", r.ID).Msg("return the plan to planned")
 		}
-		_ = b.respond(ctx, c.responseURL, false, fmt.Sprintf("I could not post the approval request in this channel (%s); nothing was done. Is the bot a member of the channel?", esc(slackErrorCode(err))), nil)
+		msg := fmt.Sprintf("I could not post the approval request in this channel (%s); nothing was done. Is the bot a member of the channel?", esc(slackErrorCode(err)))
+		if err := b.respond(ctx, c.responseURL, false, msg, nil); err != nil {
+			b.tell(ctx, c.channel, c.user, msg) // the response_url may have expired
+		}
 		return
 	}
 	if _, err := b.st.Update(r.ID, func(x *store.Request) error { x.ApprovalTS = ts; return nil }); err != nil {

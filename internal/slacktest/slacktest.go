@@ -82,6 +82,7 @@ type Server struct {
 	limits      map[string]*rateLimit
 	revoked     bool
 	pingsPaused bool
+	pings       int  // pings sent
 	roundRobin  bool // spread envelopes over the open connections
 	nextConn    int
 }

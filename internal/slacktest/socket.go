@@ -192,8 +192,19 @@ func (s *Server) ping(c *conn) {
 			if err := c.ws.WriteControl(websocket.PingMessage, []byte("ping"), time.Now().Add(time.Second)); err != nil {
 				return
 			}
+			s.mu.Lock()
+			s.pings++
+			s.notifyLocked()
+			s.mu.Unlock()
 		}
 	}
+}
+
+// Pings is how many WebSocket pings the server has sent so far.
+func (s *Server) Pings() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pings
 }
 
 // read handles the client's frames until the connection fails, then forgets it.

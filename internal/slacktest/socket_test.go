@@ -285,8 +285,14 @@ func TestPingTimeoutReconnects(t *testing.T) {
 	ctx := testContext(t)
 	b.waitEvent(t, socketmode.EventTypeHello)
 
-	// Long enough for the client to check for pings more than once.
-	time.Sleep(3 * clientTimeout)
+	// Pings for three of the client's timeouts: it has checked for them
+	// more than once and, since they kept coming, not hung up.
+	before := s.Pings()
+	if err := s.WaitFor(ctx, "pings for three client timeouts", func(s *slacktest.Server) bool {
+		return s.Pings() >= before+int(3*clientTimeout/(20*time.Millisecond))
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if got := s.Connections(); got != 1 {
 		t.Fatalf("Connections while pinging: got %d, want 1", got)
 	}
