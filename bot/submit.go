@@ -208,7 +208,9 @@ func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, respo
 	if takenOver() {
 		return
 	}
-	r.Results, _ = json.Marshal(results)
+	// Posted while the request is still submitting, so the housekeeping,
+	// which retries the answers of submitted requests, cannot post them too.
+	b.postResults(ctx, r, p, results, "")
 	// Only the lease holder ends the submission; a fresh renewal right
 	// before leaves no room for another process to take over in between.
 	if gone, err := b.renewLease(r.ID, token, nil); gone {
@@ -221,7 +223,6 @@ func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, respo
 		// Safe: the lease runs out and a takeover follows what was recorded.
 		log.Error().Err(err).Msg("record submission")
 	}
-	b.postResults(ctx, r, p, results, "")
 	// The counts, and the final summary should every job already have
 	// ended while we were still recording.
 	b.refreshRequest(ctx, r.ID)
@@ -491,8 +492,12 @@ func (b *Bot) recoverClaimed(ctx context.Context, r store.Request) {
 		log.Error().Err(err).Msg("encode recovered answers")
 		return
 	}
+	// The report claim comes with the transition: another replica's
+	// housekeeping, which retries the answers of submitted requests, leaves
+	// them to this one.
 	r, err = b.st.Transition(r.ID, []store.State{store.Submitting}, store.Submitted, "", func(x *store.Request) {
 		x.Results, x.InFlight, x.ResultsPending = raw, nil, true
+		x.SummaryBy, x.SummaryUntil = b.id, b.cfg.Now().Add(reportClaim)
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("record the recovered submission; trying again later")
@@ -510,5 +515,6 @@ func (b *Bot) recoverClaimed(ctx context.Context, r store.Request) {
 		b.tell(ctx, r.Channel, r.Requester, note)
 	}
 	b.postResults(ctx, r, p, results, note)
+	b.releaseReport(r.ID)
 	b.refreshRequest(ctx, r.ID)
 }
