@@ -325,8 +325,8 @@ func (l *Lifecycle) SendWave(id string, k int, user string) (store.Request, *Sen
 // Pause stops a submitted request from sending more because its canary
 // went wrong (a canary job Failed, was given up, or never started): no
 // wave goes until Continue, and Stop ends it. It checks the jobs itself,
-// and is refused (*RefusedError) when the canary did not go wrong or
-// someone already chose to continue.
+// and is refused (*RefusedError) when the canary did not go wrong, nothing
+// is left to send, or someone already chose to continue.
 func (l *Lifecycle) Pause(id string) (store.Request, error) {
 	jobs, err := l.st.Jobs(id)
 	if err != nil {
@@ -334,8 +334,11 @@ func (l *Lifecycle) Pause(id string) (store.Request, error) {
 	}
 	return l.move("pause", id, []store.State{store.Submitted}, store.Paused, "", func(x *store.Request, ro *Rollout, now time.Time) error {
 		v := judgeCanary(*ro, jobs)
-		if v.state != canaryBad {
+		switch {
+		case v.state != canaryBad:
 			return &RefusedError{ID: id, Verb: "pause", Reason: "its canary did not go wrong"}
+		case !ro.waiting():
+			return &RefusedError{ID: id, Verb: "pause", Reason: "nothing is left to send"}
 		}
 		ro.Paused = &Mark{At: now, Why: v.why, Instances: v.bad}
 		return nil

@@ -86,6 +86,9 @@ func nextSubmitted(r store.Request, ro Rollout, jobs []store.Job, now time.Time)
 	if r.ResultsPending {
 		return Step{Action: ActionWait, Why: "the batch answers are not all posted yet"}
 	}
+	if !ro.waiting() {
+		return ending(r, jobs)
+	}
 	v := judgeCanary(ro, jobs)
 	if v.state == canaryBad {
 		return Step{Action: ActionPause, Why: v.why, Instances: v.bad}
@@ -104,9 +107,6 @@ func nextSubmitted(r store.Request, ro Rollout, jobs []store.Job, now time.Time)
 		if !at.IsZero() && (until.IsZero() || at.Before(until)) {
 			until = at
 		}
-	}
-	if len(why) == 0 {
-		return ending(r, jobs)
 	}
 	return Step{Action: ActionWait, Until: until, Why: strings.Join(why, "; ")}
 }

@@ -120,6 +120,11 @@ func (ro Rollout) Unsent() []string {
 	return ids
 }
 
+// waiting reports whether some wave was never started.
+func (ro Rollout) waiting() bool {
+	return slices.ContainsFunc(ro.Waves, func(w Wave) bool { return w.Started.IsZero() })
+}
+
 // hasCanary reports whether some wave is a canary wave.
 func (ro Rollout) hasCanary() bool {
 	return slices.ContainsFunc(ro.Waves, func(w Wave) bool { return w.Kind == KindCanary })
