@@ -15,6 +15,16 @@
 // Time comes from the clock the Lifecycle is given, which should be the
 // store's. The package knows no Slack: the bot asks it ("confirm", "send
 // wave 2", "what is due now?") and says what happened in Slack.
+//
+// A click is one verb: Confirm or RequestApproval, Approve, Reject, Cancel,
+// Continue, Stop. A verb that starts a wave (Confirm, Approve, SendWave,
+// Recover) returns a Send to its one winner, who sends the wave batch by
+// batch (BeginBatch, the batch call, PutJob, EndBatch) and ends it
+// (EndSend). On every tick, the bot reads each open request and its jobs,
+// asks Next what is due, and calls the verb it names: Expire, SendWave,
+// Recover, Pause or, once the final summary is posted under the report
+// claim, Finish. Every verb re-checks in its own swap, so acting on a stale
+// Next costs a refused call, never a second send.
 package patch
 
 import (

@@ -601,3 +601,53 @@ func TestBeginBatchChecksTheWave(t *testing.T) {
 		}
 	})
 }
+
+// TestNotPatched: what Retry offers is every instance without a job that
+// Completed, sent or not.
+func TestNotPatched(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		l, st, _ := newLife(t)
+		create(t, l, "r-1", Options{Canary: 3},
+			inst("ok", "cassandra", ""), inst("bad", "cassandra", ""), inst("refused", "cassandra", ""), inst("unsent", "cassandra", ""))
+		_, s, _ := l.Confirm("r-1", "U1")
+		send(t, l, st, s, func(id string) upgrade.UpgradeResult {
+			if id == "refused" {
+				return upgrade.UpgradeResult{InstanceID: id, ErrorCode: "DBS.200019", ErrorMessage: "busy"}
+			}
+			return upgrade.UpgradeResult{InstanceID: id, JobID: "job-" + id}
+		})
+		if _, err := l.Stop("r-1", "U1"); err != nil {
+			t.Fatal(err)
+		}
+		endJob(t, st, "job-ok", upgrade.JobCompleted)
+		endJob(t, st, "job-bad", upgrade.JobFailed)
+		r, _ := st.Get("r-1")
+		jobs, _ := st.Jobs("r-1")
+		got, err := NotPatched(r, jobs)
+		if err != nil || !slices.Equal(got, []string{"bad", "refused", "unsent"}) {
+			t.Errorf("NotPatched: got %v, %v; want bad, refused, unsent", got, err)
+		}
+	})
+}
+
+// TestEndBatchReplacesAnswers: an instance has one answer, the last.
+func TestEndBatchReplacesAnswers(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		l, _, _ := newLife(t)
+		create(t, l, "r-1", Options{}, inst("a", "cassandra", ""), inst("b", "cassandra", ""))
+		_, s, _ := l.Confirm("r-1", "U1")
+		l.EndBatch(s, []upgrade.UpgradeResult{{InstanceID: "a", ErrorCode: "UNKNOWN"}, {InstanceID: "b", ErrorCode: "NOT_SENT"}})
+		l.EndBatch(s, []upgrade.UpgradeResult{{InstanceID: "a", JobID: "job-a"}})
+		r, err := l.EndSend(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, all, _ := answered(r)
+		want := []upgrade.UpgradeResult{{InstanceID: "b", ErrorCode: "NOT_SENT"}, {InstanceID: "a", JobID: "job-a"}}
+		if !reflect.DeepEqual(all, want) {
+			t.Errorf("got answers %+v, want %+v", all, want)
+		}
+	})
+}

@@ -60,11 +60,11 @@ func Next(r store.Request, jobs []store.Job, now time.Time) (Step, error) {
 		}
 		return Step{Action: ActionWait, Until: r.ExpiresAt, Why: "waiting for a decision"}, nil
 	case store.Submitting:
-		if end := leaseEnd(r); !now.Before(end) {
+		end := leaseEnd(r)
+		if !now.Before(end) {
 			return Step{Action: ActionRecover, Why: "its sender stopped renewing its claim"}, nil
-		} else {
-			return Step{Action: ActionWait, Until: end, Why: "a wave is being sent"}, nil
 		}
+		return Step{Action: ActionWait, Until: end, Why: "a wave is being sent"}, nil
 	case store.Submitted:
 		return nextSubmitted(r, ro, jobs, now), nil
 	case store.Paused:

@@ -132,9 +132,10 @@ func (l *Lifecycle) BeginBatch(s *Send, ids []string) error {
 }
 
 // EndBatch records, under s's claim, the answers of the batch in flight
-// (or of instances not sent), adding them to the request's Results and
-// clearing InFlight; it renews the claim. Record every job (PutJob) before:
-// a job is then never lost, whoever reports it.
+// (or of instances not sent), adding them to the request's Results (an
+// instance's new answer replaces an older one) and clearing InFlight; it
+// renews the claim. Record every job (PutJob) before: a job is then never
+// lost, whoever reports it.
 func (l *Lifecycle) EndBatch(s *Send, answers []upgrade.UpgradeResult) error {
 	var until time.Time
 	_, err := l.update("record a batch of", s.RequestID, func(x *store.Request, _ *Rollout, now time.Time) error {
@@ -145,6 +146,9 @@ func (l *Lifecycle) EndBatch(s *Send, answers []upgrade.UpgradeResult) error {
 		if err != nil {
 			return err
 		}
+		results = slices.DeleteFunc(results, func(old upgrade.UpgradeResult) bool {
+			return slices.ContainsFunc(answers, func(a upgrade.UpgradeResult) bool { return a.InstanceID == old.InstanceID })
+		})
 		raw, err := json.Marshal(append(results, answers...))
 		if err != nil {
 			return fmt.Errorf("encode batch answers: %w", err)

@@ -125,6 +125,32 @@ func (ro Rollout) waiting() bool {
 	return slices.ContainsFunc(ro.Waves, func(w Wave) bool { return w.Started.IsZero() })
 }
 
+// NotPatched lists, in wave order, the instances of r that have no job
+// that Completed: failed, given up, refused by the cloud, of unknown
+// outcome, not sent, or never sent after a Stop. They are what Retry
+// offers a fresh plan for (whose preflight leaves out any that did start).
+func NotPatched(r store.Request, jobs []store.Job) ([]string, error) {
+	ro, err := RolloutOf(r)
+	if err != nil {
+		return nil, err
+	}
+	completed := map[string]bool{}
+	for _, j := range jobs {
+		if j.Status == upgrade.JobCompleted {
+			completed[j.InstanceID] = true
+		}
+	}
+	var ids []string
+	for _, w := range ro.Waves {
+		for _, id := range w.InstanceIDs() {
+			if !completed[id] {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids, nil
+}
+
 // hasCanary reports whether some wave is a canary wave.
 func (ro Rollout) hasCanary() bool {
 	return slices.ContainsFunc(ro.Waves, func(w Wave) bool { return w.Kind == KindCanary })
