@@ -114,11 +114,21 @@ func (b *Bolt) Get(id string) (Request, error) {
 // by user, sets UpdatedAt and saves, all in one write transaction, and
 // returns the request as stored. mutate may run more than once (see Bolt).
 func (b *Bolt) Transition(id string, from []State, to State, user string, mutate func(*Request)) (Request, error) {
+	return b.TransitionIf(id, from, to, user, orNoError(mutate))
+}
+
+// TransitionIf is Transition with a mutate that may refuse: when mutate
+// returns an error, nothing is written and the error is returned wrapped
+// (test for it with errors.Is or errors.As). It lets a caller check, in
+// the same transaction as the swap, more than the state: that a wave is
+// not yet sent, that a window is open. mutate may run more than once (see
+// Bolt).
+func (b *Bolt) TransitionIf(id string, from []State, to State, user string, mutate func(*Request) error) (Request, error) {
 	if err := checkTransition(id, from, to); err != nil {
 		return Request{}, err
 	}
 	var out Request
-	var refused error // ErrNotFound or a *ConflictError; nothing was written
+	var refused error // ErrNotFound, a *ConflictError or mutate's refusal; nothing was written
 	err := b.update(func(tx *bolt.Tx) error {
 		out, refused = Request{}, nil
 		var r Request

@@ -77,7 +77,7 @@ func mustCreate(t *testing.T, b backend, r Request) {
 func TestStateFinal(t *testing.T) {
 	t.Parallel()
 	final := map[State]bool{Done: true, Cancelled: true, Rejected: true, Expired: true, Stopped: true}
-	for _, s := range []State{Planned, AwaitingApproval, Approved, Submitting, Submitted, Done, Cancelled, Rejected, Expired, Stopped} {
+	for _, s := range []State{Planned, AwaitingApproval, Approved, Submitting, Submitted, Paused, Done, Cancelled, Rejected, Expired, Stopped} {
 		if got := s.Final(); got != final[s] {
 			t.Errorf("%s.Final(): got %v, want %v", s, got, final[s])
 		}

@@ -18,6 +18,7 @@ type backend interface {
 	Create(r Request) error
 	Get(id string) (Request, error)
 	Transition(id string, from []State, to State, user string, mutate func(*Request)) (Request, error)
+	TransitionIf(id string, from []State, to State, user string, mutate func(*Request) error) (Request, error)
 	Update(id string, mutate func(*Request) error) (Request, error)
 	List(states ...State) ([]Request, error)
 	PutJob(j Job) error
@@ -50,6 +51,8 @@ func conformance(t *testing.T, open func(t *testing.T, now func() time.Time) bac
 		{"CreateGet", noClock(testCreateGet)},
 		{"Transition", noClock(testTransition)},
 		{"TransitionConcurrentOneWinner", noClock(testTransitionConcurrentOneWinner)},
+		{"TransitionIf", noClock(testTransitionIf)},
+		{"RolloutAndPollClaimRoundTrip", noClock(testRolloutAndPollClaimRoundTrip)},
 		{"TransitionRespectsExpiry", testTransitionRespectsExpiry},
 		{"Update", noClock(testUpdate)},
 		{"List", noClock(testList)},
@@ -175,6 +178,64 @@ func testTransition(t *testing.T, b backend) {
 	}
 	if _, err := b.Transition("r-1", nil, Cancelled, "U1", nil); err == nil || errors.Is(err, ErrConflict) {
 		t.Errorf("Transition without from states: got error %v, want a non-conflict error", err)
+	}
+}
+
+func testTransitionIf(t *testing.T, b backend) {
+	mustCreate(t, b, Request{ID: "r-1", State: Submitted, Requester: "U1"})
+	before, _ := b.Get("r-1")
+
+	// A refusing mutate writes nothing, whatever it changed first, and its
+	// error comes back wrapped.
+	errNo := errors.New("wave already sent")
+	_, err := b.TransitionIf("r-1", []State{Submitted}, Submitting, "U1", func(r *Request) error {
+		r.ParentTS = "changed"
+		return errNo
+	})
+	if !errors.Is(err, errNo) || errors.Is(err, ErrConflict) {
+		t.Fatalf("refusing TransitionIf: got error %v, want one wrapping the mutate's error only", err)
+	}
+	if after, _ := b.Get("r-1"); !reflect.DeepEqual(after, before) {
+		t.Errorf("after a refusal: got %+v, want unchanged %+v", after, before)
+	}
+
+	// The state is checked before mutate runs.
+	ran := false
+	_, err = b.TransitionIf("r-1", []State{Planned}, Submitting, "U1", func(*Request) error { ran = true; return nil })
+	if _, ok := errors.AsType[*ConflictError](err); !ok || ran {
+		t.Errorf("TransitionIf from the wrong state: got error %v and mutate run %v, want a *ConflictError and no run", err, ran)
+	}
+
+	got, err := b.TransitionIf("r-1", []State{Submitted}, Paused, "U2", func(r *Request) error {
+		r.Rollout = json.RawMessage(`{"paused":"canary failed"}`)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("accepting TransitionIf: got error %v, want nil", err)
+	}
+	if got.State != Paused || string(got.Rollout) != `{"paused":"canary failed"}` || len(got.History) != 1 || got.History[0].User != "U2" {
+		t.Errorf("got %+v, want state paused, the rollout set and one event by U2", got)
+	}
+	if ids := listIDs(b, Paused); ids != "r-1" {
+		t.Errorf("List(paused): got %q, want r-1", ids)
+	}
+}
+
+func testRolloutAndPollClaimRoundTrip(t *testing.T, b backend) {
+	rollout := json.RawMessage(`{"waves":[{"kind":"canary"}]}`)
+	mustCreate(t, b, Request{ID: "r-1", State: Planned, Rollout: rollout})
+	if r, err := b.Get("r-1"); err != nil || string(r.Rollout) != string(rollout) {
+		t.Errorf("Get: got rollout %s (error %v), want %s", r.Rollout, err, rollout)
+	}
+	if err := b.Create(Request{ID: "bad", Rollout: json.RawMessage("{")}); err == nil {
+		t.Errorf("Create with invalid Rollout JSON: got nil error, want one")
+	}
+	until := time.Date(2026, 11, 28, 9, 0, 30, 0, time.UTC)
+	if err := b.PutJob(Job{ID: "j1", RequestID: "r-1", PollBy: "claim-1", PollUntil: until}); err != nil {
+		t.Fatalf("PutJob: got error %v, want nil", err)
+	}
+	if j, err := b.Job("j1"); err != nil || j.PollBy != "claim-1" || !j.PollUntil.Equal(until) {
+		t.Errorf("Job: got PollBy %q, PollUntil %v (error %v), want claim-1, %v", j.PollBy, j.PollUntil, err, until)
 	}
 }
 

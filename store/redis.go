@@ -460,6 +460,15 @@ func (s *Redis) Get(id string) (Request, error) {
 // sets UpdatedAt and saves, all in one transaction, and returns the request
 // as stored.
 func (s *Redis) Transition(id string, from []State, to State, user string, mutate func(*Request)) (Request, error) {
+	return s.TransitionIf(id, from, to, user, orNoError(mutate))
+}
+
+// TransitionIf is Transition with a mutate that may refuse: when mutate
+// returns an error, nothing is written and the error is returned wrapped
+// (test for it with errors.Is or errors.As). It lets a caller check, in
+// the same transaction as the swap, more than the state. mutate may run
+// more than once (when another writer changed the request meanwhile).
+func (s *Redis) TransitionIf(id string, from []State, to State, user string, mutate func(*Request) error) (Request, error) {
 	if err := checkTransition(id, from, to); err != nil {
 		return Request{}, err
 	}

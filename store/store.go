@@ -41,9 +41,10 @@ import (
 //	planned → (awaiting_approval → approved)? → submitting → submitted → done
 //
 // and from planned or awaiting_approval: cancelled, rejected, expired; a
-// submitted request that is told to stop: stopped. The store does not
-// enforce which transitions are allowed; callers say which states they
-// expect to move from. It indexes requests by state, so a List of a few
+// submitted request whose canary went wrong: paused; a submitted or paused
+// request that is told to stop: stopped. The store does not enforce which
+// transitions are allowed (package patch owns that table); callers say
+// which states they expect to move from. It indexes requests by state, so a List of a few
 // states reads only the requests in them, and it deletes requests in a
 // final state through Prune.
 type State string
@@ -55,6 +56,7 @@ const (
 	Approved         State = "approved"
 	Submitting       State = "submitting"
 	Submitted        State = "submitted"
+	Paused           State = "paused" // a canary went wrong; waiting for Continue or Stop
 	Done             State = "done"
 	Cancelled        State = "cancelled"
 	Rejected         State = "rejected"
@@ -143,6 +145,11 @@ type Request struct {
 	Plan        json.RawMessage `json:"plan,omitempty"`         // opaque to the store; must be valid JSON
 	Results     json.RawMessage `json:"results,omitempty"`      // opaque batch results; must be valid JSON
 	Force       bool            `json:"force,omitempty"`
+	// Rollout is how the request's instances go out (waves, canary,
+	// maintenance windows) and how far that got: opaque to the store,
+	// owned by package patch; must be valid JSON. Requests written before
+	// it existed have none.
+	Rollout json.RawMessage `json:"rollout,omitempty"`
 	// Owner and LeaseUntil mark which process is submitting the request
 	// and until when it promises to renew that claim; another process
 	// recovers a request left submitting only after the lease ran out.
@@ -193,6 +200,10 @@ type Job struct {
 	PollErrors    int       `json:"poll_errors,omitempty"`
 	Reported      bool      `json:"reported,omitempty"` // the thread reply for its end was posted
 	GaveUp        bool      `json:"gave_up,omitempty"`  // stopped following it (too old)
+	// PollBy and PollUntil claim the next read of the job, so that of
+	// several replicas one reads it per poll interval.
+	PollBy    string    `json:"poll_by,omitempty"`
+	PollUntil time.Time `json:"poll_until,omitzero"`
 }
 
 // Active reports whether the job is still followed: not yet reported and
@@ -240,9 +251,10 @@ func checkTransition(id string, from []State, to State) error {
 
 // applyTransition moves r, the stored request id, from one of the states in
 // from to state to: it returns a *ConflictError if r is in none of them;
-// otherwise it applies mutate (which may be nil), restores the ID, sets
-// State and UpdatedAt and appends an Event by user.
-func applyTransition(r *Request, id string, from []State, to State, user string, now func() time.Time, mutate func(*Request)) error {
+// otherwise it applies mutate (which may be nil), returning its error as
+// is (r must then not be saved), restores the ID, sets State and UpdatedAt
+// and appends an Event by user.
+func applyTransition(r *Request, id string, from []State, to State, user string, now func() time.Time, mutate func(*Request) error) error {
 	if !slices.Contains(from, r.State) {
 		return &ConflictError{ID: id, Want: slices.Clone(from), Got: r.State}
 	}
@@ -253,13 +265,24 @@ func applyTransition(r *Request, id string, from []State, to State, user string,
 	}
 	old := r.State
 	if mutate != nil {
-		mutate(r)
+		if err := mutate(r); err != nil {
+			return err
+		}
 	}
 	r.ID = id
 	r.State = to
 	r.UpdatedAt = t
 	r.History = append(r.History, Event{At: t, From: old, To: to, User: user})
 	return nil
+}
+
+// orNoError adapts the mutate of a Transition, which cannot refuse, to
+// that of TransitionIf.
+func orNoError(mutate func(*Request)) func(*Request) error {
+	if mutate == nil {
+		return nil
+	}
+	return func(r *Request) error { mutate(r); return nil }
 }
 
 // applyUpdate applies mutate to r, the stored request id, and sets
