@@ -47,6 +47,12 @@ type Request struct {
 	Instances []string // KindPatch: IDs or exact names, deduplicated, first-seen order
 	DryRun    bool     // KindPatch: --dry-run, only show the plan
 	Force     bool     // KindPatch: --force
+	// Canary is KindPatch's --canary N: how many instances go first (0: none,
+	// the bot's default applies).
+	Canary int
+	// WaitForWindow is KindPatch's --wait-for-window: instances outside
+	// their maintenance window are scheduled for it instead of left out.
+	WaitForWindow bool
 	ID        string   // KindStatus: job ID or request ID
 	Engine    string   // KindList: "", EngineCassandra or EngineInfluxDB
 }
@@ -63,6 +69,12 @@ func (r Request) String() string {
 		}
 		if r.Force {
 			parts = append(parts, flagForce)
+		}
+		if r.Canary > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", flagCanary, r.Canary))
+		}
+		if r.WaitForWindow {
+			parts = append(parts, flagWaitForWindow)
 		}
 		return strings.Join(parts, " ")
 	case KindStatus:
@@ -103,13 +115,17 @@ type Subcommand struct {
 var Subcommands = []Subcommand{
 	{
 		Name:  string(KindPatch),
-		Usage: "<instance>… [--dry-run] [--force]",
+		Usage: "<instance>… [--dry-run] [--force] [--canary N] [--wait-for-window]",
 		Summary: "Plan a patch of the given GeminiDB instances (IDs or exact names, separated by spaces, commas or new lines; " +
 			fmt.Sprintf("at most %d) and ask for confirmation. ", MaxInstances) +
 			"`--dry-run` only shows the plan. `--force` also patches instances that are outside their maintenance window " +
-			"(they are left out otherwise); the channel message records that you forced it.",
+			"(they are left out otherwise); the channel message records that you forced it. " +
+			fmt.Sprintf("`--canary N` (1–%d) sends the first N instances alone and the rest only after every one of them completed; ", MaxCanary) +
+			"a canary that fails pauses the rollout until someone presses Continue or Stop. " +
+			"`--wait-for-window` schedules instances outside their maintenance window for its next opening instead of leaving them out.",
 		Examples: []string{
 			"orders-prod users-prod --dry-run",
+			"orders-prod-1 orders-prod-2 orders-prod-3 --canary 1 --wait-for-window",
 			"3f1c9d0b6e2a4c7d8e9f0a1b2c3d4e5fin13, metrics-influx-01",
 		},
 	},

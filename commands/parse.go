@@ -9,9 +9,14 @@ import (
 
 // The flags of the patch form, in canonical spelling.
 const (
-	flagDryRun = "--dry-run"
-	flagForce  = "--force"
+	flagDryRun        = "--dry-run"
+	flagForce         = "--force"
+	flagCanary        = "--canary"
+	flagWaitForWindow = "--wait-for-window"
 )
+
+// MaxCanary is the largest --canary.
+const MaxCanary = 10
 
 // maxRefLen is the longest instance reference or ID accepted: GeminiDB names
 // are at most 64 characters, instance IDs are 36 hex digits plus "in13" and
@@ -24,7 +29,7 @@ const maxShown = 40
 // Parse turns the text of a /geminidb-patch slash command (without the
 // command itself) into a Request. The grammar is
 //
-//	<instance>… [--dry-run] [--force]
+//	<instance>… [--dry-run] [--force] [--canary N] [--wait-for-window]
 //	status <job-id|request-id>
 //	list [cassandra|influxdb]
 //	help
@@ -50,20 +55,40 @@ func Parse(text string) (Request, error) {
 	}
 
 	var args, flags []string
-	var dryRun, force bool
-	for _, tok := range tokens {
+	var opts patchOptions
+	for i := 0; i < len(tokens); i++ {
+		tok := tokens[i]
 		if !isFlag(tok) {
 			args = append(args, tok)
 			continue
 		}
-		switch asciiLower(normalizeDashes(tok)) {
+		name, value, hasValue := strings.Cut(asciiLower(normalizeDashes(tok)), "=")
+		switch name {
 		case flagDryRun:
-			dryRun = true
+			opts.dryRun = true
 		case flagForce:
-			force = true
+			opts.force = true
+		case flagWaitForWindow:
+			opts.waitForWindow = true
+		case flagCanary:
+			if !hasValue {
+				if i+1 >= len(tokens) {
+					return Request{}, usage(guessKind(text), fmt.Sprintf("`%s` needs a number: how many instances go first (1 to %d).", flagCanary, MaxCanary))
+				}
+				i++
+				value = tokens[i]
+			}
+			n, ok := smallNumber(value)
+			if !ok || n < 1 || n > MaxCanary {
+				return Request{}, usage(guessKind(text), fmt.Sprintf("`%s` takes a number from 1 to %d, not %s.", flagCanary, MaxCanary, show(value)))
+			}
+			opts.canary = n
 		default:
 			return Request{}, usage(guessKind(text), fmt.Sprintf(
-				"%s is not an option I know; the options are `%s` and `%s`.", show(tok), flagDryRun, flagForce))
+				"%s is not an option I know; the options are `%s`, `%s`, `%s N` and `%s`.", show(tok), flagDryRun, flagForce, flagCanary, flagWaitForWindow))
+		}
+		if hasValue && name != flagCanary {
+			return Request{}, usage(guessKind(text), fmt.Sprintf("`%s` takes no value.", name))
 		}
 		flags = append(flags, tok)
 	}
@@ -91,10 +116,31 @@ func Parse(text string) (Request, error) {
 		}
 		return Request{Kind: KindHelp}, nil
 	}
-	return parsePatch(args, dryRun, force)
+	return parsePatch(args, opts)
 }
 
-func parsePatch(args []string, dryRun, force bool) (Request, error) {
+// patchOptions are the flags of the patch form.
+type patchOptions struct {
+	dryRun, force, waitForWindow bool
+	canary                       int
+}
+
+// smallNumber parses a decimal number of at most two digits.
+func smallNumber(s string) (int, bool) {
+	if len(s) == 0 || len(s) > 2 {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n, true
+}
+
+func parsePatch(args []string, o patchOptions) (Request, error) {
 	if len(args) == 0 {
 		return Request{}, usage(KindPatch, "Tell me which instances to patch: give their IDs or exact names.")
 	}
@@ -118,7 +164,7 @@ func parsePatch(args []string, dryRun, force bool) (Request, error) {
 			"You listed %d instances, but one request can patch at most %d; split them into several requests.",
 			len(instances), MaxInstances))
 	}
-	return Request{Kind: KindPatch, Instances: instances, DryRun: dryRun, Force: force}, nil
+	return Request{Kind: KindPatch, Instances: instances, DryRun: o.dryRun, Force: o.force, Canary: o.canary, WaitForWindow: o.waitForWindow}, nil
 }
 
 func parseStatus(args []string) (Request, error) {
