@@ -53,8 +53,8 @@ type Request struct {
 	// WaitForWindow is KindPatch's --wait-for-window: instances outside
 	// their maintenance window are scheduled for it instead of left out.
 	WaitForWindow bool
-	ID        string   // KindStatus: job ID or request ID
-	Engine    string   // KindList: "", EngineCassandra or EngineInfluxDB
+	ID            string // KindStatus: job ID or request ID
+	Engine        string // KindList: "", EngineCassandra or EngineInfluxDB
 }
 
 // String returns the canonical command text of r, without the slash command
