@@ -45,6 +45,7 @@ type Config struct {
 	HTTPAddr        string        `env:"BOT_HTTP_ADDR" default:":8080"`
 	ShutdownTimeout time.Duration `env:"BOT_SHUTDOWN_TIMEOUT" default:"30s"`
 	Retention       time.Duration `env:"BOT_RETENTION" default:"2160h"`
+	Canary          int           `env:"BOT_CANARY" default:"0"`
 	Workers         int           `env:"BOT_WORKERS" default:"32"`
 	QueueSize       int           `env:"BOT_QUEUE_SIZE" default:"1000"`
 	PollConcurrency int           `env:"BOT_POLL_CONCURRENCY" default:"32"`
@@ -222,6 +223,9 @@ func (c *Config) Validate() error {
 	if c.ConfirmTTL > 30*time.Minute {
 		return bad("BOT_CONFIRM_TTL", "must be at most 30m: Slack's response URLs, which update the plan message, last 30 minutes")
 	}
+	if c.Canary < 0 || c.Canary > 10 {
+		return bad("BOT_CANARY", "must be a number from 0 (no canary) to 10")
+	}
 	if c.Retention <= 0 {
 		return bad("BOT_RETENTION", "must be a positive duration such as 2160h (90 days)")
 	}
@@ -311,7 +315,7 @@ func (c *Config) LogValue(mode AuthMode) map[string]any {
 		"confirm_ttl": c.ConfirmTTL.String(), "poll_interval": c.PollInterval.String(),
 		"follow_for": c.FollowFor.String(), "store": redactURL(c.Store), "http_addr": c.HTTPAddr,
 		"commands_per_minute": c.CommandsPerMin, "max_open_plans": c.MaxOpenPlans,
-		"retention": c.Retention.String(), "workers": c.Workers, "queue_size": c.QueueSize, "poll_concurrency": c.PollConcurrency,
+		"retention": c.Retention.String(), "canary": c.Canary, "workers": c.Workers, "queue_size": c.QueueSize, "poll_concurrency": c.PollConcurrency,
 	}
 }
 

@@ -277,6 +277,19 @@ func (h *harness) rewindToSubmitting(id string, keep int, inFlight bool, ids ...
 		if inFlight {
 			r.InFlight = ids
 		}
+		if err != nil {
+			return err
+		}
+		// The wave is being sent again: started, not ended.
+		var ro map[string]any
+		if err := json.Unmarshal(r.Rollout, &ro); err != nil {
+			return err
+		}
+		for _, w := range ro["waves"].([]any) {
+			delete(w.(map[string]any), "ended")
+		}
+		delete(ro, "finished")
+		r.Rollout, err = json.Marshal(ro)
 		return err
 	})
 	if err == nil {

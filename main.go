@@ -255,6 +255,7 @@ func NewMain(cfg Config, logOut io.Writer) (*Main, error) {
 		QueueSize:       cfg.QueueSize,
 		PollConcurrency: cfg.PollConcurrency,
 		Retention:       cfg.Retention,
+		Canary:          cfg.Canary,
 	}, api, sm, db, st, log, metrics)
 
 	m := &Main{Config: cfg, Log: log, Store: st, Bot: b, Registry: reg, Slack: api, GeminiDB: db}

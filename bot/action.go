@@ -43,6 +43,12 @@ func (b *Bot) onBlockAction(ctx context.Context, cb slack.InteractionCallback, r
 			b.onApprove(ctx, c)
 		case ActionReject:
 			b.onReject(ctx, c)
+		case ActionContinue:
+			b.onContinue(ctx, c)
+		case ActionStop:
+			b.onStop(ctx, c)
+		case ActionRetry:
+			b.onRetry(ctx, c)
 		default:
 			b.log.Debug().Str("action_id", act.ActionID).Msg("unknown action ignored")
 		}
@@ -91,9 +97,13 @@ func (b *Bot) clickAllowed(ctx context.Context, c click, r store.Request, p upgr
 	case !b.access.channelAllowed(r.Channel):
 		return refuse("channel not allowed", fmt.Sprintf("%s no longer works in this channel (BOT_ALLOWED_CHANNELS changed); nothing was done.", b.cfg.Command))
 	}
-	switch c.action {
-	case ActionCancel, ActionApprove, ActionReject:
-		return true
+	switch {
+	case c.action == ActionCancel || c.action == ActionStop:
+		return true // they only stop things; who may press them is checked by each
+	case c.action == ActionApprove || c.action == ActionReject:
+		return true // checked against BOT_APPROVERS
+	case c.action == ActionContinue && len(b.cfg.Approvers) > 0:
+		return true // checked against BOT_APPROVERS
 	}
 	ok, err := b.access.userAllowed(ctx, c.user)
 	if err != nil {
@@ -170,7 +180,11 @@ func (b *Bot) explain(ctx context.Context, c click) {
 func stateNote(r store.Request) string {
 	switch r.State {
 	case store.Submitting, store.Submitted, store.Done:
-		return fmt.Sprintf("Request `%s` was already confirmed; it is not submitted again.", r.ID)
+		return fmt.Sprintf("Request `%s` was already confirmed (or continued); nothing is sent twice.", r.ID)
+	case store.Paused:
+		return fmt.Sprintf("Request `%s` is paused; its thread offers Continue and Stop.", r.ID)
+	case store.Stopped:
+		return fmt.Sprintf("Request `%s` was stopped; nothing more is sent.", r.ID)
 	case store.Cancelled:
 		return fmt.Sprintf("Request `%s` was cancelled; nothing was done.", r.ID)
 	case store.Rejected:
@@ -195,7 +209,7 @@ func (b *Bot) expireIfDue(ctx context.Context, c click, r store.Request, p upgra
 
 // expire moves r, found past its TTL by a click, to expired and says so.
 func (b *Bot) expire(ctx context.Context, c click, r store.Request, p upgrade.Plan) {
-	r2, err := b.st.Transition(r.ID, []store.State{store.Planned, store.AwaitingApproval}, store.Expired, c.user, nil)
+	r2, err := b.life.Expire(r.ID, c.user)
 	if err != nil {
 		if !errors.Is(err, store.ErrConflict) {
 			b.log.Error().Err(err).Str("request_id", r.ID).Msg("expire plan")
@@ -222,7 +236,7 @@ func (b *Bot) expire(ctx context.Context, c click, r store.Request, p upgrade.Pl
 // is read again, and when the swap did happen after all (token names the
 // claim it carried, for submitting) the click goes on with the request
 // returned and ok; otherwise the clicker hears that nothing was sent.
-func (b *Bot) swapFailed(ctx context.Context, c click, r store.Request, p upgrade.Plan, want store.State, token string, err error) (_ store.Request, ok bool) {
+func (b *Bot) swapFailed(ctx context.Context, c click, r store.Request, p upgrade.Plan, want store.State, err error) (_ store.Request, ok bool) {
 	var ee *store.ExpiredError
 	switch {
 	case errors.As(err, &ee):
@@ -237,9 +251,16 @@ func (b *Bot) swapFailed(ctx context.Context, c click, r store.Request, p upgrad
 	}
 	b.log.Error().Err(err).Str("request_id", r.ID).Str("action_id", c.action).Msg("record the click's decision")
 	cur, gerr := b.st.Get(r.ID)
-	if gerr == nil && cur.State == want && (token == "" || cur.Owner == token) && (want != store.AwaitingApproval || cur.ApprovalTS == "") {
+	if gerr == nil && cur.State == want && want == store.AwaitingApproval && cur.ApprovalTS == "" && lastBy(cur, c.user) {
 		b.log.Warn().Str("request_id", r.ID).Msg("the decision was recorded after all; going on")
 		return cur, true
+	}
+	if gerr == nil && cur.State == store.Submitting && lastBy(cur, c.user) {
+		// The swap happened, but its send went to nobody: the claim runs
+		// out and the follower takes the wave over, reporting what it
+		// finds (nothing in flight: not sent).
+		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Your click on request `%s` was recorded, but the bot's store failed while starting it; nothing was sent. The thread will say so shortly; run the command again for a fresh plan.", r.ID))
+		return r, false
 	}
 	if gerr == nil && cur.State != r.State {
 		b.explain(ctx, c)
@@ -262,16 +283,19 @@ func (b *Bot) onConfirm(ctx context.Context, c click) {
 		b.requestApproval(ctx, c, r, p)
 		return
 	}
-	token, claim := b.claimFor()
-	won, err := b.st.Transition(r.ID, []store.State{store.Planned}, store.Submitting, c.user, claim)
+	won, send, err := b.life.Confirm(r.ID, c.user)
 	if err != nil {
-		if won, ok = b.swapFailed(ctx, c, r, p, store.Submitting, token, err); !ok {
-			return
-		}
+		b.swapFailed(ctx, c, r, p, store.Submitting, err)
+		return
 	}
 	r = won
 	b.audit("confirmed", a)
-	b.goSubmit(ctx, r, p, c.responseURL)
+	b.goSend(ctx, r, send, c.responseURL)
+}
+
+// lastBy tells whether user made r's last state change.
+func lastBy(r store.Request, user string) bool {
+	return len(r.History) > 0 && r.History[len(r.History)-1].User == user
 }
 
 // stillOpen tells whether a click on r may go ahead: r is still in state
@@ -311,7 +335,7 @@ func (b *Bot) checkDrift(ctx context.Context, c click, r store.Request, p upgrad
 	if len(drift) == 0 {
 		return true
 	}
-	if _, err := b.st.Transition(r.ID, []store.State{store.Planned, store.AwaitingApproval}, store.Cancelled, c.user, nil); err != nil {
+	if _, err := b.life.Cancel(r.ID, c.user); err != nil {
 		// Decided meanwhile (or the store failed): nothing was sent either way.
 		b.log.Info().Err(err).Str("request_id", r.ID).Msg("retire a drifted plan")
 		b.explain(ctx, c)
@@ -335,16 +359,16 @@ func (b *Bot) checkDrift(ctx context.Context, c click, r store.Request, p upgrad
 	if c.user == r.Requester && c.responseURL != "" {
 		cmd.ResponseURL = c.responseURL
 	}
-	b.runPlan(ctx, newID("r-"), cmd, req, note)
+	b.runPlan(ctx, newID("r-"), cmd, req, note, true)
 	return false
 }
 
 // requestApproval turns the requester's confirm into an approval request.
 func (b *Bot) requestApproval(ctx context.Context, c click, r store.Request, p upgrade.Plan) {
-	won, err := b.st.Transition(r.ID, []store.State{store.Planned}, store.AwaitingApproval, c.user, nil)
+	won, err := b.life.RequestApproval(r.ID, c.user)
 	if err != nil {
 		var ok bool
-		if won, ok = b.swapFailed(ctx, c, r, p, store.AwaitingApproval, "", err); !ok {
+		if won, ok = b.swapFailed(ctx, c, r, p, store.AwaitingApproval, err); !ok {
 			return
 		}
 	}
@@ -355,7 +379,7 @@ func (b *Bot) requestApproval(ctx context.Context, c click, r store.Request, p u
 		slack.MsgOptionBlocks(approvalBlocks(r, p, b.cfg.Approvers)...))
 	if err != nil {
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("post approval request")
-		if _, err := b.st.Transition(r.ID, []store.State{store.AwaitingApproval}, store.Planned, c.user, nil); err != nil {
+		if _, err := b.life.Reopen(r.ID, c.user); err != nil {
 			// Safe: nobody was asked, so nobody can approve it, and it
 			// expires with its TTL.
 			b.log.Error().Err(err).Str("request_id", r.ID).Msg("return the plan to planned")
@@ -391,22 +415,16 @@ func (b *Bot) onApprove(ctx context.Context, c click) {
 	// approvers (or two clicks) one wins, and no request can be left
 	// approved but never submitted. The approval is the recorded Approver
 	// and the transition's event.
-	token, claim := b.claimFor()
-	won, err := b.st.Transition(r.ID, []store.State{store.AwaitingApproval}, store.Submitting, c.user, func(x *store.Request) {
-		x.Approver = c.user
-		claim(x)
-	})
+	won, send, err := b.life.Approve(r.ID, c.user)
 	if err != nil {
-		var ok bool
-		if won, ok = b.swapFailed(ctx, c, r, p, store.Submitting, token, err); !ok {
-			return
-		}
+		b.swapFailed(ctx, c, r, p, store.Submitting, err)
+		return
 	}
 	r = won
 	b.audit("approved", a, "requester", r.Requester)
 	msg := fmt.Sprintf(":white_check_mark: <@%s> approved <@%s>'s request `%s` to patch %s.", c.user, r.Requester, r.ID, plural(len(p.Targets), "instance"))
 	b.updateMessage(ctx, r.Channel, r.ApprovalTS, msg, noticeBlocks(msg))
-	b.goSubmit(ctx, r, p, r.ResponseURL)
+	b.goSend(ctx, r, send, r.ResponseURL)
 }
 
 // onReject is an approver's Reject: nothing is patched, the requester is told.
@@ -419,7 +437,7 @@ func (b *Bot) onReject(ctx context.Context, c click) {
 	if !b.mayApprove(ctx, c, r, a) {
 		return
 	}
-	r, err := b.st.Transition(r.ID, []store.State{store.AwaitingApproval}, store.Rejected, c.user, func(x *store.Request) { x.Approver = c.user })
+	r, err := b.life.Reject(r.ID, c.user)
 	if err != nil {
 		b.explain(ctx, c)
 		return
@@ -462,7 +480,7 @@ func (b *Bot) onCancel(ctx context.Context, c click) {
 	if !ok {
 		return
 	}
-	r, err := b.st.Transition(r.ID, []store.State{store.Planned, store.AwaitingApproval}, store.Cancelled, c.user, nil)
+	r, err := b.life.Cancel(r.ID, c.user)
 	if err != nil {
 		b.explain(ctx, c)
 		return

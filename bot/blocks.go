@@ -165,6 +165,7 @@ type PlanView struct {
 	Approval  bool      // confirming requests approval instead of patching
 	ExpiresAt time.Time // when the buttons stop working
 	Note      string    // shown above the plan, e.g. why a fresh plan replaced an old one
+	Scheduled int       // instances left out of the plan for now, scheduled for their window (--wait-for-window)
 }
 
 // planBlocks renders the ephemeral plan: what will be patched, what is
@@ -202,7 +203,9 @@ func planBlocks(p upgrade.Plan, v PlanView) []slack.Block {
 	if w := warningCount(p); w > 0 {
 		blocks = append(blocks, contextBlock(fmt.Sprintf(":warning: %s will be patched outside their maintenance window (--force).", plural(w, "instance"))))
 	}
-	if n := outsideWindowCount(p); n > 0 {
+	if v.Scheduled > 0 {
+		blocks = append(blocks, contextBlock(fmt.Sprintf(":calendar: %s outside the maintenance window will be sent when the window opens (--wait-for-window).", plural(v.Scheduled, "instance"))))
+	} else if n := outsideWindowCount(p); n > 0 {
 		which := fmt.Sprintf("%d instances are", n)
 		if n == 1 {
 			which = "1 instance is"
@@ -212,16 +215,17 @@ func planBlocks(p upgrade.Plan, v PlanView) []slack.Block {
 	switch {
 	case v.DryRun:
 		blocks = append(blocks, contextBlock("Run the command again without --dry-run to patch."))
-	case !p.Patchable():
+	case !p.Patchable() && v.Scheduled == 0:
 		blocks = append(blocks, contextBlock("Nothing can be patched, so there is nothing to confirm."))
 	default:
+		n := len(p.Targets) + v.Scheduled
 		confirmText := "Patch now"
-		label := fmt.Sprintf("Patch %s", plural(len(p.Targets), "instance"))
-		dialog := fmt.Sprintf("The patch starts immediately on %s and cannot be stopped from Slack.", plural(len(p.Targets), "instance"))
+		label := fmt.Sprintf("Patch %s", plural(n, "instance"))
+		dialog := fmt.Sprintf("The patch starts on %s as the plan shows; a batch call in flight cannot be undone.", plural(n, "instance"))
 		if v.Approval {
 			confirmText = "Request approval"
 			label = "Request approval"
-			dialog = fmt.Sprintf("An approver will be asked to approve patching %s.", plural(len(p.Targets), "instance"))
+			dialog = fmt.Sprintf("An approver will be asked to approve patching %s.", plural(n, "instance"))
 		}
 		confirm := slack.NewButtonBlockElement(ActionConfirm, v.RequestID, plain(label)).
 			WithStyle(slack.StyleDanger).
@@ -364,6 +368,10 @@ type ParentView struct {
 	Plan     upgrade.Plan
 	Counts   *Counts // nil before the batch calls answered
 	Finished bool
+	Rollout  []string // the waves and how far they got, when there are several
+	Status   string   // paused or stopped, and why; "" while it goes on
+	CanStop  bool     // show Stop: waves are still to be sent
+	Paused   bool     // show Continue
 }
 
 // parentBlocks renders the channel message: who patches how many instances
@@ -394,6 +402,7 @@ func parentBlocks(v ParentView) []slack.Block {
 	if v.Counts != nil {
 		status = v.Counts.String()
 	}
+	blocks = append(blocks, rolloutBlocks(v)...)
 	blocks = append(blocks, contextBlock(status+" · details in the thread"))
 	return blocks
 }

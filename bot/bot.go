@@ -18,6 +18,7 @@ import (
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/patch"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
@@ -39,6 +40,7 @@ type Store interface {
 	Create(r store.Request) error
 	Get(id string) (store.Request, error)
 	Transition(id string, from []store.State, to store.State, user string, mutate func(*store.Request)) (store.Request, error)
+	TransitionIf(id string, from []store.State, to store.State, user string, mutate func(*store.Request) error) (store.Request, error)
 	Update(id string, mutate func(*store.Request) error) (store.Request, error)
 	List(states ...store.State) ([]store.Request, error)
 	PutJob(j store.Job) error
@@ -75,6 +77,7 @@ type Config struct {
 	BatchTimeout    time.Duration // one batch call; keep it below the shutdown timeout; default 25s
 	PollConcurrency int           // job reads in flight at once; default 32
 	Retention       time.Duration // final requests older than this are deleted; 0 keeps them
+	Canary          int           // the default --canary; 0 = none
 	Now             func() time.Time
 }
 
@@ -97,6 +100,7 @@ type Bot struct {
 	sm      *socketmode.Client
 	db      GeminiDB
 	st      Store
+	life    *patch.Lifecycle // the request's life: every state change goes through it
 	log     zerolog.Logger
 	metrics *Metrics
 	access  *access
@@ -153,13 +157,15 @@ func New(cfg Config, api *slack.Client, sm *socketmode.Client, db GeminiDB, st S
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	return &Bot{
+	b := &Bot{
 		id:  newID("bot-"),
 		cfg: cfg, api: api, sm: sm, db: db, st: st, log: log, metrics: m,
 		access:  newAccess(cfg.AllowedUsers, cfg.AllowedChannels, cfg.Approvers, api, cfg.GroupCacheTTL, cfg.Now),
 		work:    make(chan func(context.Context), cfg.QueueSize),
 		notices: make(chan struct{}, maxNotices),
 	}
+	b.life = patch.New(st, cfg.Now, b.leaseFor())
+	return b
 }
 
 // Activity is how much work the bot has: tasks queued or running (slash
@@ -189,8 +195,6 @@ var ErrFatalAuth = errors.New("slack refused the credentials")
 // the credentials. On cancellation it stops taking events, lets the work in
 // flight finish (batch calls are never abandoned half-recorded) and returns nil.
 func (b *Bot) Run(ctx context.Context) error {
-	b.recoverSubmitting(ctx)
-
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	var workers sync.WaitGroup

@@ -2,7 +2,6 @@ package bot
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -12,6 +11,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/commands"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/patch"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
@@ -134,7 +134,7 @@ func (b *Bot) runCommand(ctx context.Context, rid string, cmd slack.SlashCommand
 	}
 	switch req.Kind {
 	case commands.KindPatch:
-		b.runPlan(ctx, rid, cmd, req, "")
+		b.runPlan(ctx, rid, cmd, req, "", true)
 	case commands.KindStatus:
 		b.runStatus(ctx, rid, cmd, req.ID, reply)
 	case commands.KindList:
@@ -142,12 +142,14 @@ func (b *Bot) runCommand(ctx context.Context, rid string, cmd slack.SlashCommand
 	}
 }
 
-// runPlan looks the instances up, stores the plan and shows it.
-func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, req commands.Request, note string) {
+// runPlan looks the instances up, stores the plan and shows it. replace
+// says whether the plan replaces the message of cmd's response_url (the
+// slash command's "Checking…"); a Retry shows it as a new message.
+func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, req commands.Request, note string, replace bool) {
 	log := b.log.With().Str("request_id", rid).Str("user", cmd.UserID).Str("channel", cmd.ChannelID).Logger()
 	a := auditInfo{RequestID: rid, User: cmd.UserID, Channel: cmd.ChannelID, Instances: req.Instances}
 	reply := func(text string, blocks []slack.Block) {
-		if err := b.respond(ctx, cmd.ResponseURL, true, text, blocks); err != nil {
+		if err := b.respond(ctx, cmd.ResponseURL, replace, text, blocks); err != nil {
 			log.Error().Err(err).Msg("reply to slash command failed")
 		}
 	}
@@ -175,24 +177,26 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 		return
 	}
 	log.Info().Int("patchable", len(plan.Targets)).Int("skipped", len(plan.Skipped)).Strs("instance_ids", targetIDs(plan)).Msg("plan ready")
-	view := PlanView{RequestID: rid, DryRun: req.DryRun, Approval: len(b.cfg.Approvers) > 0, Note: note}
-	if req.DryRun || !plan.Patchable() {
+	opts := patch.Options{Canary: req.Canary, WaitForWindow: req.WaitForWindow}
+	if opts.Canary == 0 {
+		opts.Canary = b.cfg.Canary
+	}
+	waves := patch.Waves(plan, opts, now.UTC())
+	if text := rolloutText(patch.Rollout{Options: opts, Waves: waves}, now.UTC()); text != "" {
+		note = strings.TrimSpace(note + "\n" + text)
+	}
+	view := PlanView{RequestID: rid, DryRun: req.DryRun, Approval: len(b.cfg.Approvers) > 0, Note: note, Scheduled: scheduledCount(waves, plan)}
+	if req.DryRun || len(waves) == 0 {
 		b.metrics.Commands.WithLabelValues("planned").Inc()
 		reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), planBlocks(plan, view))
 		return
 	}
-	raw, err := json.Marshal(plan)
-	if err != nil {
-		log.Error().Err(err).Msg("encode plan")
-		reply(fmt.Sprintf("Something went wrong (request %s); nothing was done.", rid), nil)
-		return
-	}
 	view.ExpiresAt = now.Add(b.cfg.ConfirmTTL)
 	r := store.Request{
-		ID: rid, State: store.Planned, Requester: cmd.UserID, Channel: cmd.ChannelID, Text: req.String(),
-		ResponseURL: cmd.ResponseURL, Plan: raw, Force: req.Force, CreatedAt: now, ExpiresAt: view.ExpiresAt, Team: cmd.TeamID,
+		ID: rid, Requester: cmd.UserID, Channel: cmd.ChannelID, Text: req.String(),
+		ResponseURL: cmd.ResponseURL, CreatedAt: now, ExpiresAt: view.ExpiresAt, Team: cmd.TeamID,
 	}
-	if err := b.st.Create(r); err != nil {
+	if _, err := b.life.Create(r, plan, opts); err != nil {
 		log.Error().Err(err).Msg("store plan")
 		reply(fmt.Sprintf("Something went wrong (request %s); nothing was done.", rid), nil)
 		return
@@ -407,4 +411,22 @@ func retentionText(d time.Duration) string {
 		return plural(int(d/(24*time.Hour)), "day")
 	}
 	return d.String()
+}
+
+// scheduledCount is how many instances of waves the plan itself left out
+// (outside their window): with --wait-for-window they are scheduled.
+func scheduledCount(waves []patch.Wave, p upgrade.Plan) int {
+	in := map[string]bool{}
+	for _, t := range p.Targets {
+		in[t.Instance.ID] = true
+	}
+	n := 0
+	for _, w := range waves {
+		for _, id := range w.InstanceIDs() {
+			if !in[id] {
+				n++
+			}
+		}
+	}
+	return n
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/patch"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
@@ -17,122 +18,159 @@ var errAlreadyDone = errors.New("already reported")
 // slackWriteTimeout bounds a Slack write that must finish even during shutdown.
 const slackWriteTimeout = 30 * time.Second
 
-// expireStale moves plans and approval requests past BOT_CONFIRM_TTL to
-// expired and replaces their messages, so stale buttons do not linger.
-func (b *Bot) expireStale(ctx context.Context) {
-	// Approved is listed too: this version goes from awaiting approval
-	// straight to submitting, but a request left approved by an older one
-	// must not stay open for ever.
-	open := []store.State{store.Planned, store.AwaitingApproval, store.Approved}
-	rs, err := b.st.List(open...)
+// openStates are the states whose requests the follower looks at: those
+// that may still expire, send, be taken over, pause or owe a summary.
+// Stopped is final, but a stopped request owes its summary.
+var openStates = []store.State{store.Planned, store.AwaitingApproval, store.Approved, store.Submitting, store.Submitted, store.Stopped}
+
+// advanceAll does what is due for every open request (patch.Next): expire
+// a plan past its TTL, take over a stalled wave, send a wave whose time has
+// come, pause on a failed canary, post what a request owes its thread.
+func (b *Bot) advanceAll(ctx context.Context) {
+	rs, err := b.st.List(openStates...)
 	if err != nil {
-		b.log.Error().Err(err).Msg("list open plans")
+		b.log.Error().Err(err).Msg("list open requests")
 		return
 	}
-	now := b.cfg.Now()
 	for _, r := range rs {
-		if now.Before(r.ExpiresAt) {
+		if ctx.Err() != nil {
+			return
+		}
+		if r.State == store.Stopped && finished(r) {
 			continue
 		}
-		r2, err := b.st.Transition(r.ID, open, store.Expired, "", nil)
+		b.advance(ctx, r)
+	}
+}
+
+// finished tells whether a request's final summary is out.
+func finished(r store.Request) bool {
+	ro, err := patch.RolloutOf(r)
+	return err == nil && ro.Finished != nil
+}
+
+// advance does what is due for request r now.
+func (b *Bot) advance(ctx context.Context, r store.Request) {
+	log := b.log.With().Str("request_id", r.ID).Logger()
+	if r.ResultsPending && (r.State == store.Submitted || r.State == store.Stopped) {
+		b.repostResults(ctx, r)
+		return
+	}
+	jobs, err := b.st.Jobs(r.ID)
+	if err != nil {
+		log.Error().Err(err).Msg("read jobs")
+		return
+	}
+	step, err := patch.Next(r, jobs, b.cfg.Now())
+	if err != nil {
+		log.Error().Err(err).Msg("decide what is due")
+		return
+	}
+	switch step.Action {
+	case patch.ActionExpire:
+		b.expireRequest(ctx, r)
+	case patch.ActionRecover:
+		b.recoverWave(ctx, r.ID)
+	case patch.ActionSend:
+		won, s, err := b.life.SendWave(r.ID, step.Wave, "")
 		if err != nil {
-			continue // decided meanwhile
-		}
-		p, _, err := decode(r)
-		if err != nil {
-			b.log.Error().Err(err).Msg("expire plan")
-		}
-		b.audit("expired", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: targetIDs(p)})
-		msg := expiredNote(r)
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
-		if r2.ResponseURL != "" {
-			if err := b.respond(wctx, r2.ResponseURL, true, msg, noticeBlocks(msg)); err != nil {
-				b.log.Info().Err(err).Str("request_id", r.ID).Msg("could not mark the expired plan (response_url may have expired)")
+			if !errors.Is(err, store.ErrConflict) {
+				log.Error().Err(err).Int("wave", step.Wave).Msg("claim a wave")
 			}
+			return
 		}
-		b.updateMessage(wctx, r2.Channel, r2.ApprovalTS, msg, noticeBlocks(msg))
-		cancel()
+		log.Info().Int("wave", step.Wave).Str("why", step.Why).Msg("sending the next wave")
+		b.goSend(ctx, won, s, "")
+	case patch.ActionPause:
+		b.pause(ctx, r, step)
+	case patch.ActionFinish:
+		b.finish(ctx, r.ID)
 	}
 }
 
-// finishQuietRequests completes what a submitted request still owes its
-// thread: batch answers that Slack refused to take (tried again until
-// posted), and the final summary of a request whose jobs have all ended
-// (the bot stopped in between, or Slack refused the post).
-func (b *Bot) finishQuietRequests(ctx context.Context) {
-	rs, err := b.st.List(store.Submitted)
+// expireRequest moves a plan or approval request past BOT_CONFIRM_TTL to
+// expired and replaces its messages, so stale buttons do not linger.
+func (b *Bot) expireRequest(ctx context.Context, r store.Request) {
+	r2, err := b.life.Expire(r.ID, "")
 	if err != nil {
-		b.log.Error().Err(err).Msg("list submitted requests")
-		return
+		if !errors.Is(err, store.ErrConflict) {
+			b.log.Error().Err(err).Str("request_id", r.ID).Msg("expire plan")
+		}
+		return // decided meanwhile
 	}
-	for _, r := range rs {
-		if r.ResultsPending {
-			b.repostResults(ctx, r)
-			continue
-		}
-		jobs, err := b.st.Jobs(r.ID)
-		if err != nil {
-			b.log.Error().Err(err).Str("request_id", r.ID).Msg("read jobs")
-			continue
-		}
-		if allEnded(jobs) {
-			b.refreshRequest(ctx, r.ID)
+	p, _, err := decode(r)
+	if err != nil {
+		b.log.Error().Err(err).Msg("expire plan")
+	}
+	b.audit("expired", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: targetIDs(p)})
+	msg := expiredNote(r)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
+	defer cancel()
+	if r2.ResponseURL != "" {
+		if err := b.respond(wctx, r2.ResponseURL, true, msg, noticeBlocks(msg)); err != nil {
+			b.log.Info().Err(err).Str("request_id", r.ID).Msg("could not mark the expired plan (response_url may have expired)")
 		}
 	}
+	b.updateMessage(wctx, r2.Channel, r2.ApprovalTS, msg, noticeBlocks(msg))
 }
 
-// repostResults posts the rest of a submitted request's batch answers,
+// repostResults posts the rest of the answers of a request's last wave,
 // under the report claim so that one process posts them.
 func (b *Bot) repostResults(ctx context.Context, r store.Request) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
 	defer cancel()
-	r, ok := b.claimReport(r.ID)
+	c, r, ok := b.claimReport(r.ID)
 	if !ok || !r.ResultsPending {
+		if ok {
+			b.releaseReport(c)
+		}
 		return
 	}
-	defer b.releaseReport(r.ID)
+	defer b.releaseReport(c)
 	p, results, err := decode(r)
 	if err != nil {
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("post batch answers")
 		return
 	}
-	if b.postResults(ctx, r, p, results, "") {
+	ro, err := patch.RolloutOf(r)
+	if err != nil {
+		b.log.Error().Err(err).Str("request_id", r.ID).Msg("post batch answers")
+		return
+	}
+	k := len(ro.Waves) - 1
+	for k > 0 && ro.Waves[k].Started.IsZero() {
+		k--
+	}
+	if b.postResults(ctx, r, p, k, waveResults(results, ro.Waves[k].Batches), "") {
 		b.refreshRequest(ctx, r.ID)
 	}
 }
 
-// claimReport claims the posting of a submitted request's thread reports
-// for reportClaim: exactly one process posts them; a claim whose holder
-// died runs out. It returns the request as claimed.
-func (b *Bot) claimReport(id string) (store.Request, bool) {
-	now := b.cfg.Now()
-	r, err := b.st.Update(id, func(x *store.Request) error {
-		if x.State != store.Submitted || (x.SummaryBy != "" && now.Before(x.SummaryUntil)) {
-			return errAlreadyDone
-		}
-		x.SummaryBy, x.SummaryUntil = b.id, now.Add(reportClaim)
-		return nil
-	})
+// claimReport claims the posting of a request's thread reports for
+// reportClaim: exactly one process posts them; a claim whose holder died
+// runs out. It returns the claim and the request as read after it.
+func (b *Bot) claimReport(id string) (patch.Claim, store.Request, bool) {
+	c, err := b.life.Claim(patch.SlotReport, id, reportClaim)
 	if err != nil {
-		if !errors.Is(err, errAlreadyDone) {
+		if !errors.Is(err, patch.ErrHeld) {
 			b.log.Error().Err(err).Str("request_id", id).Msg("claim the thread report")
 		}
-		return r, false
+		return c, store.Request{}, false
 	}
-	return r, true
+	r, err := b.st.Get(id)
+	if err != nil {
+		b.log.Error().Err(err).Str("request_id", id).Msg("read the request of a thread report")
+		b.releaseReport(c)
+		return c, r, false
+	}
+	return c, r, true
 }
 
 // releaseReport gives the report claim up so a later tick may try again.
-func (b *Bot) releaseReport(id string) {
-	if _, err := b.st.Update(id, func(x *store.Request) error {
-		if x.SummaryBy != b.id || x.State != store.Submitted {
-			return errAlreadyDone // nothing to release: no write
-		}
-		x.SummaryBy, x.SummaryUntil = "", time.Time{}
-		return nil
-	}); err != nil && !errors.Is(err, errAlreadyDone) {
+func (b *Bot) releaseReport(c patch.Claim) {
+	if err := b.life.Release(c); err != nil && !errors.Is(err, patch.ErrLost) {
 		// Safe: the claim runs out after reportClaim and a later tick retries.
-		b.log.Warn().Err(err).Str("request_id", id).Msg("release the thread report claim")
+		b.log.Warn().Err(err).Str("request_id", c.ID).Msg("release the thread report claim")
 	}
 }
 
@@ -159,9 +197,8 @@ func jobInstances(jobs []store.Job) []string {
 // report (batch answers, final summary) before another may try.
 const reportClaim = 2 * time.Minute
 
-// refreshRequest updates the parent message's counts and, once every job
-// has ended, posts the final summary (exactly once: the submitted → done
-// transition decides who posts it).
+// refreshRequest updates the channel message's counts and rollout, then
+// does what is due for the request (the next wave, a pause, the summary).
 func (b *Bot) refreshRequest(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
 	defer cancel()
@@ -169,43 +206,65 @@ func (b *Bot) refreshRequest(ctx context.Context, id string) {
 	if err != nil {
 		return
 	}
+	b.updateParent(ctx, r)
+	b.advance(ctx, r)
+}
+
+// updateParent rewrites the channel message of r from the store.
+func (b *Bot) updateParent(ctx context.Context, r store.Request) {
 	p, results, err := decode(r)
 	if err != nil {
-		b.log.Error().Err(err).Str("request_id", id).Msg("refresh request")
+		b.log.Error().Err(err).Str("request_id", r.ID).Msg("refresh request")
 		return
 	}
-	jobs, err := b.st.Jobs(id)
+	jobs, err := b.st.Jobs(r.ID)
 	if err != nil {
-		b.log.Error().Err(err).Str("request_id", id).Msg("read jobs")
+		b.log.Error().Err(err).Str("request_id", r.ID).Msg("read jobs")
 		return
 	}
 	counts := countJobs(results, jobs)
-	if !allEnded(jobs) || r.State != store.Submitted || r.ResultsPending {
-		b.updateMessage(ctx, r.Channel, r.ParentTS, parentText(ParentView{Request: r, Plan: p}),
-			parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: r.State == store.Done}))
-		return
-	}
-	// Claim the summary: exactly one process posts it; if Slack refuses
-	// a part, the claim is released and a later tick posts the rest. The
-	// request is done only once the whole summary is out.
-	r, ok := b.claimReport(id)
+	v := b.parentView(r, p, &counts)
+	b.updateMessage(ctx, r.Channel, r.ParentTS, parentText(v), parentBlocks(v))
+}
+
+// finish posts the final summary of a request whose waves are all sent
+// (or that was stopped) and whose jobs all ended, under the report claim,
+// part by part, then marks it finished (submitted → done). If Slack
+// refuses a part, a later tick posts the rest.
+func (b *Bot) finish(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
+	defer cancel()
+	c, r, ok := b.claimReport(id)
 	if !ok {
 		return
 	}
-	if !b.postSummary(ctx, r, p, results, jobs, counts) {
-		b.releaseReport(id)
+	defer b.releaseReport(c)
+	if finished(r) || (r.State != store.Submitted && r.State != store.Stopped) {
 		return
 	}
-	if r, err = b.st.Transition(id, []store.State{store.Submitted}, store.Done, "", nil); err != nil {
+	p, results, err := decode(r)
+	if err != nil {
+		b.log.Error().Err(err).Str("request_id", id).Msg("final summary")
+		return
+	}
+	jobs, err := b.st.Jobs(id)
+	if err != nil || !allEnded(jobs) {
+		return
+	}
+	counts := countJobs(results, jobs)
+	if !b.postSummary(ctx, r, p, results, jobs, counts) {
+		return
+	}
+	r, err = b.life.Finish(id)
+	if err != nil {
 		// The summary is out (recorded part by part), so a retry posts
-		// nothing twice; it only marks the request done.
-		b.log.Error().Err(err).Str("request_id", id).Msg("mark request done")
-		b.releaseReport(id)
+		// nothing twice; it only marks the request finished.
+		b.log.Error().Err(err).Str("request_id", id).Msg("mark request finished")
 		return
 	}
 	b.audit("done", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: jobInstances(jobs)},
-		"completed", counts.Completed, "failed", counts.Failed, "not_submitted", counts.NotSubmitted, "unknown", counts.Unknown)
-	b.updateMessage(ctx, r.Channel, r.ParentTS, parentText(ParentView{Request: r, Plan: p}), parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: true}))
+		"completed", counts.Completed, "failed", counts.Failed, "not_submitted", counts.NotSubmitted, "unknown", counts.Unknown, "state", string(r.State))
+	b.updateParent(ctx, r)
 }
 
 // postSummary posts the final thread reply: versions before → after,
@@ -240,8 +299,25 @@ func (b *Bot) postSummary(ctx context.Context, r store.Request, p upgrade.Plan, 
 	}
 	lines := summaryLines(r, jobs, after)
 	lines = append(lines, unstartedLines(p, results, after)...)
+	if ro, err := patch.RolloutOf(r); err == nil && ro.Stopped != nil {
+		unsent := ro.Unsent()
+		title += fmt.Sprintf("\n:octagonal_sign: Stopped by %s; %s not sent.", who(ro.Stopped.By), plural(len(unsent), "instance"))
+		for _, id := range unsent {
+			lines = append(lines, fmt.Sprintf(":no_entry_sign: `%s`: not sent (the rollout was stopped)", esc(id)))
+		}
+	}
 	if len(jobs) > 0 {
 		title += "\n*Versions before → after*"
 	}
-	return b.postParts(ctx, r, "summary", fmt.Sprintf("Request %s finished", r.ID), messages(title, lines))
+	parts := messages(title, lines)
+	// Retry offers a fresh plan of what was not patched.
+	if ids, err := patch.NotPatched(r, jobs); err == nil && len(ids) > 0 {
+		last := len(parts) - 1
+		if len(parts[last]) >= 10 {
+			parts = append(parts, nil)
+			last++
+		}
+		parts[last] = append(parts[last], retryBlock(r.ID, len(ids)))
+	}
+	return b.postParts(ctx, r, "summary", fmt.Sprintf("Request %s finished", r.ID), parts)
 }

@@ -26,9 +26,7 @@ func (b *Bot) follow(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		b.every(ctx, func() {
-			b.recoverSubmitting(ctx)
-			b.expireStale(ctx)
-			b.finishQuietRequests(ctx)
+			b.advanceAll(ctx)
 			b.prune()
 		}, &b.houseTicks)
 	})

@@ -5,47 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"testing"
 
-	"github.com/rs/zerolog"
-
-	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
-
-// A submission lease belongs to a claim, not to the process: when this
-// process takes its own stalled submission over, the stalled goroutine's
-// renewals fail, so it stops sending and reporting.
-func TestLeaseBelongsToTheClaim(t *testing.T) {
-	st, err := store.Open(filepath.Join(t.TempDir(), "bot.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	b := New(Config{}, nil, nil, nil, st, zerolog.Nop(), nil)
-	if err := st.Create(store.Request{ID: "r-1", State: store.Planned}); err != nil {
-		t.Fatal(err)
-	}
-	old, claim := b.claimFor()
-	if _, err := st.Transition("r-1", []store.State{store.Planned}, store.Submitting, "U1", claim); err != nil {
-		t.Fatal(err)
-	}
-	if lost, err := b.renewLease("r-1", old, nil); lost || err != nil {
-		t.Fatalf("renewal by the holder: got lost=%v, %v; want false, nil", lost, err)
-	}
-	// The same process takes the request over with a new claim.
-	fresh, claim := b.claimFor()
-	if _, err := st.Update("r-1", func(x *store.Request) error { claim(x); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if lost, err := b.renewLease("r-1", old, nil); !lost || err != nil {
-		t.Errorf("renewal by the stalled claim: got lost=%v, %v; want true, nil", lost, err)
-	}
-	if lost, err := b.renewLease("r-1", fresh, nil); lost || err != nil {
-		t.Errorf("renewal by the new claim: got lost=%v, %v; want false, nil", lost, err)
-	}
-}
 
 // A batch call that failed as a whole is recorded as the cloud's answer,
 // as not sent only when it certainly never left the bot, and as unknown

@@ -50,9 +50,7 @@ func BenchmarkFollowerTick(b *testing.B) {
 			ctx := context.Background()
 			b.ResetTimer()
 			for range b.N {
-				bot.recoverSubmitting(ctx)
-				bot.expireStale(ctx)
-				bot.finishQuietRequests(ctx)
+				bot.advanceAll(ctx)
 				bot.prune()
 				bot.pollOnce(ctx)
 			}
