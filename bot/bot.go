@@ -106,7 +106,8 @@ type Bot struct {
 	access  *access
 
 	work       chan func(context.Context)
-	notices    chan struct{} // the busy and refusal answers in flight
+	notices    chan struct{}                   // the busy and refusal answers in flight
+	runCtx     atomic.Pointer[context.Context] // Run's context: its end means shutting down
 	connected  atomic.Bool
 	busy       atomic.Int64              // tasks queued or running, and submissions in flight
 	houseTicks atomic.Int64              // housekeeping ticks finished
@@ -195,6 +196,7 @@ var ErrFatalAuth = errors.New("slack refused the credentials")
 // the credentials. On cancellation it stops taking events, lets the work in
 // flight finish (batch calls are never abandoned half-recorded) and returns nil.
 func (b *Bot) Run(ctx context.Context) error {
+	b.runCtx.Store(&ctx)
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	var workers sync.WaitGroup

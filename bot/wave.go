@@ -19,6 +19,11 @@ import (
 // goSend runs sendWave in its own goroutine, so a long submission never
 // holds a worker that clicks and commands are waiting for. Run waits for it.
 func (b *Bot) goSend(ctx context.Context, r store.Request, s *patch.Send, responseURL string) {
+	// The send outlives whatever handler started it (a click, a tick's
+	// short write context): only the bot shutting down stops its batches.
+	if run := b.runCtx.Load(); run != nil {
+		ctx = *run
+	}
 	b.inflight.Add(1)
 	b.busy.Add(1)
 	go func() {
