@@ -102,11 +102,6 @@ var unknownCodes = map[string]bool{CodeUnknown: true, "TIMEOUT": true, "NETWORK"
 // started.
 func unknownOutcome(r upgrade.UpgradeResult) bool { return !r.Submitted() && unknownCodes[r.ErrorCode] }
 
-// notSent is the answer for a batch the bot did not send.
-func notSent(batch upgrade.Batch, msg string) []upgrade.UpgradeResult {
-	return answerAll(batch.InstanceIDs, CodeNotSent, msg)
-}
-
 // answerAll gives every instance the same answer.
 func answerAll(ids []string, code, msg string) []upgrade.UpgradeResult {
 	out := make([]upgrade.UpgradeResult, len(ids))
