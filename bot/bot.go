@@ -72,6 +72,8 @@ type Config struct {
 	QueueSize       int           // slow work waiting; default 64
 	GroupCacheTTL   time.Duration // user-group membership cache; default 1m
 	BatchTimeout    time.Duration // one batch call; keep it below the shutdown timeout; default 25s
+	ConsoleURL      string        // console page of an instance: a template with {region}, {project_id}, {instance_id}; "" = no links
+	Region          string        // replaces {region} in ConsoleURL
 	Now             func() time.Time
 }
 
@@ -86,6 +88,7 @@ type Bot struct {
 	log     zerolog.Logger
 	metrics *Metrics
 	access  *access
+	kit     kit // builds the messages
 
 	work      chan func(context.Context)
 	notices   chan struct{} // the busy and refusal answers in flight
@@ -138,6 +141,7 @@ func New(cfg Config, api *slack.Client, sm *socketmode.Client, db GeminiDB, st S
 		id:  newID("bot-"),
 		cfg: cfg, api: api, sm: sm, db: db, st: st, log: log, metrics: m,
 		access:  newAccess(cfg.AllowedUsers, cfg.AllowedChannels, cfg.Approvers, api, cfg.GroupCacheTTL, cfg.Now),
+		kit:     kit{console: cfg.ConsoleURL, region: cfg.Region, project: cfg.ProjectID},
 		work:    make(chan func(context.Context), cfg.QueueSize),
 		notices: make(chan struct{}, maxNotices),
 	}

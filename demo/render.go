@@ -62,6 +62,13 @@ func plainText(s string, name names) string {
 				return "#" + label
 			}
 			return "#" + name(target[1:])
+		case strings.HasPrefix(target, "!date^"):
+			// Slack shows the date in the reader's time zone; the
+			// transcript, like clients that cannot, shows the fallback.
+			if hasLabel {
+				return label
+			}
+			return target
 		case strings.HasPrefix(target, "!subteam^"):
 			if hasLabel {
 				return label
