@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -354,4 +355,70 @@ func TestCommandBlocksGolden(t *testing.T) {
 		insts = append(insts, tg.Instance)
 	}
 	golden(t, "list", kit{}.listBlocks([]string{"cassandra", "influxdb"}, insts, planTime))
+}
+
+// historyEntries are requests in every state history and the App Home show.
+func historyEntries() []requestEntry {
+	p := threePlan()
+	created := time.Date(2026, 11, 27, 14, 5, 0, 0, time.UTC)
+	req := func(id string, state store.State, user string, ago time.Duration) store.Request {
+		return store.Request{ID: id, State: state, Requester: user, Channel: "COPS", CreatedAt: created.Add(-ago), UpdatedAt: created.Add(-ago + time.Hour),
+			ExpiresAt: created.Add(-ago + 15*time.Minute), ParentTS: "1700000000.000100"}
+	}
+	one := upgrade.Plan{Targets: p.Targets[:1]}
+	link := "https://fake.slack.com/archives/COPS/p1700000000000100"
+	running := Counts{Running: 2, Completed: 1}
+	done := Counts{Completed: 3}
+	failed := Counts{Completed: 1, Failed: 1, NotSubmitted: 1}
+	planned := req("r-000000000009", store.Planned, "UALICE", 0)
+	planned.ParentTS = ""
+	waiting := req("r-000000000008", store.AwaitingApproval, "UBEN", time.Hour)
+	waiting.ParentTS, waiting.ApprovalTS = "", "1700000000.000200"
+	return []requestEntry{
+		{Request: planned, Plan: p},
+		{Request: waiting, Plan: one, Link: "https://fake.slack.com/archives/COPS/p1700000000000200"},
+		{Request: req("r-000000000007", store.Submitted, "UALICE", 2*time.Hour), Plan: p, Counts: &running, Link: link},
+		{Request: req("r-000000000006", store.Done, "UBEN", 26*time.Hour), Plan: p, Counts: &done, Link: link},
+		{Request: req("r-000000000005", store.Done, "UALICE", 50*time.Hour), Plan: p, Counts: &failed, Link: link},
+		{Request: req("r-000000000004", store.Rejected, "UALICE", 74*time.Hour), Plan: one},
+		{Request: req("r-000000000003", store.Expired, "UALICE", 98*time.Hour), Plan: one},
+	}
+}
+
+func TestHistoryAndHomeGolden(t *testing.T) {
+	all := historyEntries()
+	golden(t, "history", kit{}.historyBlocks(all, "", ""))
+	golden(t, "history_none", kit{}.historyBlocks(nil, "UCAROL", ""))
+	now := time.Date(2026, 11, 27, 14, 7, 0, 0, time.UTC)
+	home := kit{}.homeView(homeData{User: "UALICE", Allowed: true, Open: all[:1], Running: all[2:3], Finished: all[3:6]}, now)
+	golden(t, "home", home.Blocks.BlockSet)
+	golden(t, "home_empty", kit{}.homeView(homeData{User: "UALICE", Allowed: true}, now).Blocks.BlockSet)
+	golden(t, "home_refused", kit{}.homeView(homeData{User: "USAM"}, now).Blocks.BlockSet)
+}
+
+// Every < in the golden messages opens one of Slack's controls the bot
+// means (a mention, a channel, a date, a link); anything else would be
+// text Slack swallows or a control it obeys.
+func TestGoldenMarkupIsWellFormed(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "*.json"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no golden files: %v", err)
+	}
+	control := regexp.MustCompile(`<([^<>]*)>`)
+	allowed := regexp.MustCompile(`^(@[UW][A-Z0-9]+|#C[A-Z0-9]+|!subteam\^S[A-Z0-9]+|!date\^\d+\^[^|]+\|[^|]+|https://[^|\s]+\|[^|]+)$`)
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := slacktest.BlocksText(raw)
+		for _, m := range control.FindAllStringSubmatch(text, -1) {
+			if !allowed.MatchString(m[1]) {
+				t.Errorf("%s: unexpected control <%s>", f, m[1])
+			}
+		}
+		if strings.Count(text, "<") != strings.Count(text, ">") {
+			t.Errorf("%s: unbalanced < and >:\n%s", f, text)
+		}
+	}
 }

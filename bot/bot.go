@@ -90,6 +90,8 @@ type Bot struct {
 	access  *access
 	kit     kit // builds the messages
 
+	permalinks permalinkCache
+
 	work      chan func(context.Context)
 	notices   chan struct{} // the busy and refusal answers in flight
 	connected atomic.Bool
@@ -350,6 +352,11 @@ func (b *Bot) HandleEvent(ctx context.Context, evt socketmode.Event) {
 			}
 			b.enqueue(func(ctx context.Context) { b.onBlockAction(ctx, cb, evt.Request.RetryAttempt) }, busy)
 		}
+	case socketmode.EventTypeEventsAPI:
+		if evt.Request != nil {
+			b.ack(evt.Request, nil, time.Now())
+		}
+		b.onEvent(evt.Data)
 	default:
 		if evt.Request != nil && evt.Request.EnvelopeID != "" {
 			b.ack(evt.Request, nil, time.Now())

@@ -139,6 +139,8 @@ func (b *Bot) runCommand(ctx context.Context, rid string, cmd slack.SlashCommand
 		b.runStatus(ctx, rid, cmd, req.ID, reply)
 	case commands.KindList:
 		b.runList(ctx, rid, cmd, req.Engine, reply)
+	case commands.KindHistory:
+		b.runHistory(ctx, rid, cmd, req, reply)
 	}
 }
 

@@ -26,6 +26,8 @@ var Emoji = map[string]string{
 	"white_circle":           "⚪",
 	"information_source":     "ℹ️",
 	"checkered_flag":         "🏁",
+	"pencil":                 "📝",
+	"octagonal_sign":         "🛑",
 	"eyes":                   "👀",
 	"tada":                   "🎉",
 	"bulb":                   "💡",
