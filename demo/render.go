@@ -149,3 +149,11 @@ func blocksText(text string, raw json.RawMessage, name names) []string {
 	}
 	return lines
 }
+
+// Render renders a message (its text, or its blocks when it has any) as
+// plain text lines, as the transcript shows messages: mentions resolved by
+// name, emoji as characters, links and dates as their labels, buttons as
+// [Label]. The README's messages are rendered with it.
+func Render(text string, blocks json.RawMessage, name func(id string) string) []string {
+	return blocksText(text, blocks, names(name))
+}
