@@ -102,6 +102,17 @@ func TestEmojiCoversTheBot(t *testing.T) {
 	}
 }
 
+// The page's "@ben" reaches the bot as Slack sends a mention with the
+// slash command's escaping on.
+func TestEscapeMentions(t *testing.T) {
+	if got, want := escapeMentions("history @ben"), "history <@U02BEN|ben>"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := escapeMentions("history @nobody x@ben"); got != "history @nobody x@ben" {
+		t.Errorf("unknown names and words that only contain @ stay: got %q", got)
+	}
+}
+
 func TestNormalise(t *testing.T) {
 	in := "r-0123456789ab and r-ba9876543210, again r-0123456789ab; " +
 		"030a24db9df4ce8ef7ccb6a37bd8d5dain06; window 13:37-17:37 UTC (now 14:37 UTC); until 2027-03-09 23:50"
