@@ -32,6 +32,12 @@ type Config struct {
 	GeminiDBIAMUsername  string        `env:"GEMINIDB_IAM_USERNAME"`
 	GeminiDBIAMPassword  secret.Secret `env:"GEMINIDB_IAM_PASSWORD"`
 	GeminiDBIAMDomain    string        `env:"GEMINIDB_IAM_DOMAIN"`
+	GeminiDBRegion       string        `env:"GEMINIDB_REGION"`
+
+	// ConsoleURL is the console page of an instance, a template with
+	// {region}, {project_id} and {instance_id}: messages link instance
+	// names to it. Empty: no links.
+	ConsoleURL string `env:"BOT_CONSOLE_URL"`
 
 	AllowedUsers    []string      `env:"BOT_ALLOWED_USERS"`
 	AllowedChannels []string      `env:"BOT_ALLOWED_CHANNELS"`
@@ -187,6 +193,14 @@ func (c *Config) Validate() error {
 		engines[i] = strings.ToLower(e)
 	}
 	c.GeminiDBBatchEngines = engines
+	if strings.ContainsAny(c.GeminiDBRegion, "/?#&%{} ") {
+		return bad("GEMINIDB_REGION", "must be a region name such as eu-de")
+	}
+	if c.ConsoleURL != "" {
+		if err := checkConsoleURL(c.ConsoleURL); err != nil {
+			return bad("BOT_CONSOLE_URL", err.Error())
+		}
+	}
 	if _, err := c.AuthMode(); err != nil {
 		return err
 	}
@@ -316,6 +330,7 @@ func (c *Config) LogValue(mode AuthMode) map[string]any {
 		"follow_for": c.FollowFor.String(), "store": redactURL(c.Store), "http_addr": c.HTTPAddr,
 		"commands_per_minute": c.CommandsPerMin, "max_open_plans": c.MaxOpenPlans,
 		"retention": c.Retention.String(), "canary": c.Canary, "workers": c.Workers, "queue_size": c.QueueSize, "poll_concurrency": c.PollConcurrency,
+		"geminidb_region": c.GeminiDBRegion, "console_url": c.ConsoleURL,
 	}
 }
 
@@ -326,6 +341,33 @@ func redactURL(s string) string {
 		return s
 	}
 	return store.RedactURL(s)
+}
+
+// consolePlaceholders are what BOT_CONSOLE_URL may contain in braces.
+var consolePlaceholders = []string{"{region}", "{project_id}", "{instance_id}"}
+
+// checkConsoleURL checks a console URL template: an http(s) URL once its
+// placeholders are filled in, naming {instance_id} (else every link would
+// be the same page) and no placeholder it does not know. Characters that
+// would break a link in a Slack message are refused.
+func checkConsoleURL(tmpl string) error {
+	if !strings.Contains(tmpl, "{instance_id}") {
+		return errors.New("must contain {instance_id}, e.g. https://console.example.com/nosql/?region={region}#/instances/{instance_id}")
+	}
+	filled := tmpl
+	for _, p := range consolePlaceholders {
+		filled = strings.ReplaceAll(filled, p, "x")
+	}
+	if strings.ContainsAny(filled, "{}") {
+		return errors.New("may contain only the placeholders {region}, {project_id} and {instance_id}")
+	}
+	if strings.ContainsAny(filled, "|<> \t\n") {
+		return errors.New("must not contain spaces, |, < or >")
+	}
+	if err := checkURL(filled); err != nil {
+		return errors.New("must be an http(s) URL template such as https://console.example.com/nosql/?region={region}#/instances/{instance_id}")
+	}
+	return nil
 }
 
 func checkURL(raw string) error {

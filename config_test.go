@@ -121,6 +121,11 @@ func TestConfigErrors(t *testing.T) {
 		{name: "confirm TTL beyond Slack's response URLs", change: map[string]string{"BOT_CONFIRM_TTL": "45m"}, wantVar: "BOT_CONFIRM_TTL"},
 		{name: "store URL not redis", change: map[string]string{"BOT_STORE": "http://localhost:6379"}, wantVar: "BOT_STORE"},
 		{name: "redis store without host", change: map[string]string{"BOT_STORE": "redis://"}, wantVar: "BOT_STORE"},
+		{name: "console url not http", change: map[string]string{"BOT_CONSOLE_URL": "console.example.com/{instance_id}"}, wantVar: "BOT_CONSOLE_URL"},
+		{name: "console url without instance", change: map[string]string{"BOT_CONSOLE_URL": "https://console.example.com/{region}"}, wantVar: "BOT_CONSOLE_URL"},
+		{name: "console url unknown placeholder", change: map[string]string{"BOT_CONSOLE_URL": "https://console.example.com/{instance}/{instance_id}"}, wantVar: "BOT_CONSOLE_URL"},
+		{name: "console url with a bar", change: map[string]string{"BOT_CONSOLE_URL": "https://console.example.com/{instance_id}|x"}, wantVar: "BOT_CONSOLE_URL"},
+		{name: "region with a slash", change: map[string]string{"GEMINIDB_REGION": "eu/de"}, wantVar: "GEMINIDB_REGION"},
 		{name: "log level", change: map[string]string{"LOG_LEVEL": "loud"}, wantVar: "LOG_LEVEL"},
 		{name: "log format", change: map[string]string{"LOG_FORMAT": "xml"}, wantVar: "LOG_FORMAT"},
 	}
@@ -154,6 +159,22 @@ func TestConfigErrors(t *testing.T) {
 				t.Errorf("LoadConfig: got %v, want a *ConfigError naming %s", err, tt.wantVar)
 			}
 		})
+	}
+}
+
+// A console URL template with every placeholder, and a region, are accepted.
+func TestConfigConsoleURL(t *testing.T) {
+	const tmpl = "https://console.otc.t-systems.com/nosql/?region={region}&project={project_id}#/instances/{instance_id}"
+	cfg, err := LoadConfig(MapLookup(validEnvWith(map[string]string{"BOT_CONSOLE_URL": tmpl, "GEMINIDB_REGION": "eu-de"})))
+	if err != nil {
+		t.Fatalf("LoadConfig: %v", err)
+	}
+	if cfg.ConsoleURL != tmpl || cfg.GeminiDBRegion != "eu-de" {
+		t.Errorf("got %q, %q", cfg.ConsoleURL, cfg.GeminiDBRegion)
+	}
+	cfg, err = LoadConfig(MapLookup(validEnv()))
+	if err != nil || cfg.ConsoleURL != "" || cfg.GeminiDBRegion != "" {
+		t.Errorf("defaults: got %q, %q, %v; want both empty", cfg.ConsoleURL, cfg.GeminiDBRegion, err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +78,12 @@ func TestDemoPageInBrowser(t *testing.T) {
 	fail("read the plan", err)
 	if want := "Only visible to you"; !strings.Contains(planNote, want) {
 		t.Errorf("got plan note %q, want %q", planNote, want)
+	}
+	// The plan's deadline is a Slack date: the page shows its UTC fallback.
+	plan, err := chromedp.Run(ctx, chromedp.Text(css(`.msg.ephemeral`)))
+	fail("read the plan's text", err)
+	if !regexp.MustCompile(`confirmed until 20\d\d-\d\d-\d\d \d\d:\d\d UTC`).MatchString(plan) || strings.Contains(plan, "date^") {
+		t.Errorf("got plan %q, want its deadline shown as the date's UTC fallback", plan)
 	}
 	fail("click Confirm", chromedp.Do(ctx, chromedp.Click(css(confirm)), chromedp.WaitVisible(css(`#dialog-confirm`))))
 	dialogTitle, err := chromedp.Run(ctx, chromedp.Text(css(`#dialog-title`)))

@@ -43,8 +43,8 @@ func TestDemoTranscript(t *testing.T) {
 		"ana      /geminidb-patch cass-orders-prod-1 cass-orders-prod-2",
 		"GeminiDB patch plan r-000000000001",
 		"clicks [Patch 2 instances], then [Patch now] in the dialog “Patch GeminiDB instances?”",
-		"🔧 @ana is patching 2 GeminiDB instances (cassandra 2)",
-		"— job ", " Completed, took 14s.", " Failed, took 21s: ",
+		"🔧 @ana is patching 2 GeminiDB instances (2 Cassandra)",
+		"— job ", " Completed, took 14s", " Failed, took 21s: ",
 		"✅ cass-orders-prod-1 ", ": 3.11.3.2 → 3.11.3.5 (Completed)",
 		"has finished.",
 	} {

@@ -174,12 +174,17 @@ func TestStatusCommand(t *testing.T) {
 	h.reply(ack.ResponseURL, "No request or job")
 }
 
-// A job followed longer than BOT_FOLLOW_FOR is given up, and the thread says so.
+// A job followed longer than BOT_FOLLOW_FOR is given up, and the thread
+// says so: not as a failure (it may still be running), in its reply and in
+// the summary.
 func TestStopFollowingAfterBound(t *testing.T) {
 	h := newHarness(t, func(env map[string]string) { env["BOT_FOLLOW_FOR"] = "300ms" })
 	insts := h.addInstances("db", "cassandra", 1)
 	_, ts, _ := h.submitted(insts)
-	h.threadText(ts, "stopped being followed", "finished")
+	thread := h.threadText(ts, "is no longer followed", "finished", "no longer followed 1")
+	if strings.Contains(thread, ":x:") || strings.Count(thread, "may still be running") < 2 {
+		t.Errorf("an unfollowed job reads like a failure, or the reply and summary do not say it may still be running:\n%s", thread)
+	}
 }
 
 // A corrupted store stops the bot at start with a clear error, and the file

@@ -247,6 +247,7 @@ func NewMain(cfg Config, logOut io.Writer) (*Main, error) {
 		AllowedUsers: cfg.AllowedUsers, AllowedChannels: cfg.AllowedChannels, Approvers: cfg.Approvers,
 		ConfirmTTL: cfg.ConfirmTTL, PollInterval: cfg.PollInterval, FollowFor: cfg.FollowFor,
 		CommandsPerMin: cfg.CommandsPerMin, MaxOpenPlans: cfg.MaxOpenPlans,
+		ConsoleURL: cfg.ConsoleURL, Region: cfg.GeminiDBRegion,
 		// A batch call must be answered (or time out and be recorded as
 		// unknown) before a shutdown gives up waiting for it.
 		BatchTimeout:    cfg.ShutdownTimeout * 3 / 4,

@@ -376,7 +376,7 @@ func (b *Bot) requestApproval(ctx context.Context, c click, r store.Request, p u
 	a := c.audit(r, p)
 	_, ts, err := b.api.PostMessageContext(ctx, r.Channel,
 		slack.MsgOptionText(fmt.Sprintf("<@%s> asks for approval to patch %s (request %s)", r.Requester, plural(len(p.Targets), "GeminiDB instance"), r.ID), false),
-		slack.MsgOptionBlocks(approvalBlocks(r, p, b.cfg.Approvers)...))
+		slack.MsgOptionBlocks(b.kit.approvalBlocks(r, p, b.cfg.Approvers)...))
 	if err != nil {
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("post approval request")
 		if _, err := b.life.Reopen(r.ID, c.user); err != nil {

@@ -2,6 +2,7 @@ package bot
 
 import (
 	"fmt"
+	"net/url"
 	"sort"
 	"strings"
 	"time"
@@ -49,6 +50,52 @@ func section(text string) *slack.SectionBlock {
 
 func contextBlock(text string) *slack.ContextBlock {
 	return slack.NewContextBlock("", mrkdwn(text))
+}
+
+// kit builds the bot's Block Kit messages. Besides each message's data it
+// needs to know only where an instance's page in the cloud console is; the
+// zero kit links nothing.
+type kit struct {
+	console string // BOT_CONSOLE_URL: a template with {region}, {project_id} and {instance_id}; "" = no links
+	region  string // replaces {region}; when "" the placeholder stays
+	project string // replaces {project_id}
+}
+
+// consoleURL is the console page of instance id, or "" when no console is
+// configured.
+func (k kit) consoleURL(id string) string {
+	if k.console == "" || id == "" {
+		return ""
+	}
+	region := "{region}"
+	if k.region != "" {
+		region = url.PathEscape(k.region)
+	}
+	return strings.NewReplacer("{instance_id}", url.PathEscape(id), "{project_id}", url.PathEscape(k.project), "{region}", region).Replace(k.console)
+}
+
+// name renders an instance's name in bold, linked to its console page when
+// one is configured; an instance without a name shows its ID instead.
+func (k kit) name(name, id string) string {
+	label := esc(name)
+	if label == "" {
+		label = esc(id)
+	}
+	if u := k.consoleURL(id); u != "" {
+		return "*<" + esc(u) + "|" + label + ">*"
+	}
+	return "*" + label + "*"
+}
+
+// who renders an instance as its name (see name) and its ID: "*name* `id`".
+func (k kit) who(name, id string) string {
+	if name == "" {
+		if k.consoleURL(id) != "" {
+			return k.name("", id)
+		}
+		return "`" + esc(id) + "`"
+	}
+	return k.name(name, id) + " `" + esc(id) + "`"
 }
 
 // truncate shortens s to at most max bytes without splitting a character.
@@ -110,7 +157,19 @@ func listSections(title string, lines []string, maxSections int, more string) []
 	return blocks
 }
 
-// engineCounts renders "cassandra 13, influxdb 10" in the order engines first appear.
+// engineNames are the engines' product names, as the console shows them.
+var engineNames = map[string]string{"cassandra": "Cassandra", "influxdb": "Influx", "redis": "Redis", "mongodb": "MongoDB"}
+
+// engineName returns an engine's product name ("Cassandra" for cassandra);
+// an engine it does not know keeps the API's spelling.
+func engineName(engine string) string {
+	if n, ok := engineNames[strings.ToLower(engine)]; ok {
+		return n
+	}
+	return engine
+}
+
+// engineCounts renders "2 Cassandra, 1 Influx" in the order engines first appear.
 func engineCounts(targets []upgrade.Target) string {
 	var order []string
 	n := map[string]int{}
@@ -122,7 +181,7 @@ func engineCounts(targets []upgrade.Target) string {
 	}
 	parts := make([]string, len(order))
 	for i, e := range order {
-		parts[i] = fmt.Sprintf("%s %d", e, n[e])
+		parts[i] = fmt.Sprintf("%d %s", n[e], esc(engineName(e)))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -134,26 +193,120 @@ func plural(n int, word string) string {
 	return fmt.Sprintf("%d %ss", n, word)
 }
 
-func targetLine(t upgrade.Target) string {
-	inst := t.Instance
-	window := inst.MaintenanceWindow
-	if window == "" {
-		window = "none"
-	} else {
-		window += " UTC"
+// outsideWindows renders "1 instance is outside its maintenance window" or
+// "2 instances are outside their maintenance windows"; verb is "is" or
+// "will be patched".
+func outsideWindows(n int, verb string) string {
+	if n == 1 {
+		return fmt.Sprintf("1 instance %s outside its maintenance window", verb)
 	}
-	line := fmt.Sprintf("• *%s* `%s` — %s %s, %s, patch available, window %s",
-		esc(inst.Name), esc(inst.ID), esc(inst.Engine), esc(inst.Version), esc(inst.Status), esc(window))
-	if t.Warning != "" {
+	if verb == "is" {
+		verb = "are"
+	}
+	return fmt.Sprintf("%d instances %s outside their maintenance windows", n, verb)
+}
+
+// slackDate renders t with Slack's date formatting, so each reader sees it
+// in their own time zone ("today 10:15", "Nov 28 10:15"); clients that
+// cannot, and notifications, show the UTC fallback.
+func slackDate(t time.Time) string {
+	return fmt.Sprintf("<!date^%d^{date_short_pretty} {time}|%s>", t.Unix(), t.UTC().Format("2006-01-02 15:04 UTC"))
+}
+
+// slackDateSecs is slackDate with seconds, for the start and end of a job.
+func slackDateSecs(t time.Time) string {
+	return fmt.Sprintf("<!date^%d^{date_short_pretty} {time_secs}|%s>", t.Unix(), t.UTC().Format("2006-01-02 15:04:05 UTC"))
+}
+
+// opensIn returns how long after at the maintenance window opens, rounded
+// up to the minute, and whether the window is closed at at; false for an
+// empty or malformed window, or an open one.
+func opensIn(window string, at time.Time) (time.Duration, bool) {
+	inWin, err := upgrade.InWindow(window, at)
+	if err != nil || inWin {
+		return 0, false
+	}
+	from, _, _ := strings.Cut(strings.TrimSpace(window), "-")
+	start, err := time.Parse("15:04", strings.TrimSpace(from))
+	if err != nil {
+		return 0, false
+	}
+	u := at.UTC()
+	day := time.Date(u.Year(), u.Month(), u.Day(), 0, 0, 0, 0, time.UTC)
+	d := day.Add(time.Duration(start.Hour())*time.Hour + time.Duration(start.Minute())*time.Minute).Sub(u)
+	if d <= 0 {
+		d += 24 * time.Hour
+	}
+	// Rounded up: "opens in 0m" would be wrong while it is still closed.
+	if r := d % time.Minute; r != 0 {
+		d += time.Minute - r
+	}
+	return d, true
+}
+
+// shortDuration renders a whole number of minutes as "5h12m", "5h" or "12m".
+func shortDuration(d time.Duration) string {
+	h, m := int(d/time.Hour), int(d%time.Hour/time.Minute)
+	switch {
+	case h > 0 && m > 0:
+		return fmt.Sprintf("%dh%02dm", h, m)
+	case h > 0:
+		return fmt.Sprintf("%dh", h)
+	}
+	return fmt.Sprintf("%dm", m)
+}
+
+// windowText renders an instance's maintenance window once, with whether
+// it is open at at (the plan's time) or when it opens: "window 02:00-06:00
+// UTC, open now", "window 08:00-12:00 UTC, opens in 5h12m". closed tells
+// that the window is known and closed at at. A zero at leaves the state out.
+func windowText(window string, at time.Time) (text string, closed bool) {
+	w := strings.TrimSpace(window)
+	if w == "" {
+		return "no maintenance window", false
+	}
+	text = "window " + esc(w) + " UTC"
+	if at.IsZero() {
+		return text, false
+	}
+	if d, shut := opensIn(w, at); shut {
+		return text + ", opens in " + shortDuration(d), true
+	}
+	if inWin, err := upgrade.InWindow(w, at); err == nil && inWin {
+		return text + ", open now", false
+	}
+	return text, false
+}
+
+// targetLine renders one instance the plan patches: name, ID, engine,
+// whole version, status and its window, once; a forced instance outside
+// its window is marked.
+func (k kit) targetLine(t upgrade.Target, at time.Time) string {
+	inst := t.Instance
+	window, closed := windowText(inst.MaintenanceWindow, at)
+	line := fmt.Sprintf("• %s — %s %s, %s, %s",
+		k.who(inst.Name, inst.ID), esc(engineName(inst.Engine)), esc(versionOf(inst)), esc(inst.Status), window)
+	switch {
+	case t.Warning != "" && closed:
+		// The warning is the closed window the row already shows.
+		line += " :warning: forced (--force)"
+	case t.Warning != "":
 		line += " :warning: " + esc(t.Warning)
 	}
 	return line
 }
 
-func skipLine(s upgrade.Skip) string {
+func (k kit) skipLine(s upgrade.Skip, at time.Time) string {
 	name := "`" + esc(s.Ref) + "`"
-	if s.Instance != nil && s.Instance.Name != "" && s.Instance.Name != s.Ref {
-		name = fmt.Sprintf("*%s* `%s`", esc(s.Instance.Name), esc(s.Instance.ID))
+	if s.Instance != nil {
+		name = k.who(s.Instance.Name, s.Instance.ID)
+	}
+	if s.OutsideWindow && s.Instance != nil {
+		// Said from the window itself, so the row shows it once and says
+		// when it opens.
+		if window, closed := windowText(s.Instance.MaintenanceWindow, at); closed {
+			return fmt.Sprintf("• %s — outside its maintenance %s; add --force to patch it anyway", name, window)
+		}
 	}
 	return fmt.Sprintf("• %s — %s", name, esc(s.Reason))
 }
@@ -170,7 +323,7 @@ type PlanView struct {
 
 // planBlocks renders the ephemeral plan: what will be patched, what is
 // skipped and why, and Confirm/Cancel when something is patchable.
-func planBlocks(p upgrade.Plan, v PlanView) []slack.Block {
+func (k kit) planBlocks(p upgrade.Plan, v PlanView) []slack.Block {
 	var blocks []slack.Block
 	if v.Note != "" {
 		// The note can list many instances (drift): keep it within limits.
@@ -189,28 +342,28 @@ func planBlocks(p upgrade.Plan, v PlanView) []slack.Block {
 	if len(p.Targets) > 0 {
 		lines := make([]string, len(p.Targets))
 		for i, t := range p.Targets {
-			lines[i] = targetLine(t)
+			lines[i] = k.targetLine(t, p.CheckedAt)
 		}
 		blocks = append(blocks, listSections("*Will be patched*", lines, maxListSections, " (the thread lists every instance after confirmation)")...)
 	}
 	if len(p.Skipped) > 0 {
 		lines := make([]string, len(p.Skipped))
 		for i, s := range p.Skipped {
-			lines[i] = skipLine(s)
+			lines[i] = k.skipLine(s, p.CheckedAt)
 		}
 		blocks = append(blocks, listSections("*Skipped*", lines, 6, "")...)
 	}
 	if w := warningCount(p); w > 0 {
-		blocks = append(blocks, contextBlock(fmt.Sprintf(":warning: %s will be patched outside their maintenance window (--force).", plural(w, "instance"))))
+		blocks = append(blocks, contextBlock(fmt.Sprintf(":warning: %s (--force).", outsideWindows(w, "will be patched"))))
 	}
 	if v.Scheduled > 0 {
 		blocks = append(blocks, contextBlock(fmt.Sprintf(":calendar: %s outside the maintenance window will be sent when the window opens (--wait-for-window).", plural(v.Scheduled, "instance"))))
 	} else if n := outsideWindowCount(p); n > 0 {
-		which := fmt.Sprintf("%d instances are", n)
+		them := "them"
 		if n == 1 {
-			which = "1 instance is"
+			them = "it"
 		}
-		blocks = append(blocks, contextBlock(fmt.Sprintf(":warning: %s outside the maintenance window and left out; run the command again with --force to include them.", which)))
+		blocks = append(blocks, contextBlock(fmt.Sprintf(":warning: %s and left out; run the command again with --force to include %s.", outsideWindows(n, "is"), them)))
 	}
 	switch {
 	case v.DryRun:
@@ -222,18 +375,22 @@ func planBlocks(p upgrade.Plan, v PlanView) []slack.Block {
 		confirmText := "Patch now"
 		label := fmt.Sprintf("Patch %s", plural(n, "instance"))
 		dialog := fmt.Sprintf("The patch starts on %s as the plan shows; a batch call in flight cannot be undone.", plural(n, "instance"))
+		// Danger marks the one button that starts patching; asking for
+		// approval starts nothing.
+		style := slack.StyleDanger
 		if v.Approval {
 			confirmText = "Request approval"
 			label = "Request approval"
 			dialog = fmt.Sprintf("An approver will be asked to approve patching %s.", plural(n, "instance"))
+			style = slack.StylePrimary
 		}
 		confirm := slack.NewButtonBlockElement(ActionConfirm, v.RequestID, plain(label)).
-			WithStyle(slack.StyleDanger).
+			WithStyle(style).
 			WithConfirm(slack.NewConfirmationBlockObject(plain("Patch GeminiDB instances?"), plain(dialog), plain(confirmText), plain("Back")))
 		cancel := slack.NewButtonBlockElement(ActionCancel, v.RequestID, plain("Cancel"))
 		blocks = append(blocks, slack.NewActionBlock("plan_actions", confirm, cancel))
 		if !v.ExpiresAt.IsZero() {
-			blocks = append(blocks, contextBlock(fmt.Sprintf("This plan can be confirmed until %s UTC.", v.ExpiresAt.UTC().Format("15:04"))))
+			blocks = append(blocks, contextBlock(fmt.Sprintf("This plan can be confirmed until %s.", slackDate(v.ExpiresAt))))
 		}
 	}
 	return blocks
@@ -261,7 +418,7 @@ func warningCount(p upgrade.Plan) int {
 
 // expiredNote is what replaces a plan or approval request past its TTL.
 func expiredNote(r store.Request) string {
-	return fmt.Sprintf(":hourglass: Plan `%s` expired at %s UTC; nothing was patched. Run the command again for a fresh plan.", r.ID, r.ExpiresAt.UTC().Format("15:04"))
+	return fmt.Sprintf(":hourglass: Plan `%s` expired at %s; nothing was patched. Run the command again for a fresh plan.", r.ID, slackDate(r.ExpiresAt))
 }
 
 // noticeBlocks is a one-section message, used to replace a plan once it is
@@ -270,25 +427,31 @@ func noticeBlocks(text string) []slack.Block {
 	return []slack.Block{section(text)}
 }
 
-// approvalBlocks renders the channel message that asks an approver to approve.
+// approvalBlocks is kit.approvalBlocks without console links.
 func approvalBlocks(r store.Request, p upgrade.Plan, approvers []string) []slack.Block {
+	return kit{}.approvalBlocks(r, p, approvers)
+}
+
+// approvalBlocks renders the channel message that asks an approver to approve.
+func (k kit) approvalBlocks(r store.Request, p upgrade.Plan, approvers []string) []slack.Block {
 	head := fmt.Sprintf(":raised_hand: <@%s> asks to patch %s (%s) — request `%s`.\nApprovers: %s. The requester cannot approve their own request.",
 		r.Requester, plural(len(p.Targets), "GeminiDB instance"), engineCounts(p.Targets), r.ID, mentionList(approvers))
 	blocks := []slack.Block{section(head)}
 	lines := make([]string, len(p.Targets))
 	for i, t := range p.Targets {
-		lines[i] = targetLine(t)
+		lines[i] = k.targetLine(t, p.CheckedAt)
 	}
 	blocks = append(blocks, listSections("", lines, maxListSections, "")...)
 	if w := warningCount(p); w > 0 {
-		blocks = append(blocks, contextBlock(fmt.Sprintf(":warning: %s outside their maintenance window (--force).", plural(w, "instance is"))))
+		blocks = append(blocks, contextBlock(fmt.Sprintf(":warning: %s (--force).", outsideWindows(w, "is"))))
 	}
-	approve := slack.NewButtonBlockElement(ActionApprove, r.ID, plain("Approve")).WithStyle(slack.StylePrimary).
+	// Approve starts the patch: it is the danger button; Reject starts nothing.
+	approve := slack.NewButtonBlockElement(ActionApprove, r.ID, plain("Approve")).WithStyle(slack.StyleDanger).
 		WithConfirm(slack.NewConfirmationBlockObject(plain("Approve the patch?"), plain(fmt.Sprintf("The patch starts immediately on %s.", plural(len(p.Targets), "instance"))), plain("Approve and patch"), plain("Back")))
-	reject := slack.NewButtonBlockElement(ActionReject, r.ID, plain("Reject")).WithStyle(slack.StyleDanger)
+	reject := slack.NewButtonBlockElement(ActionReject, r.ID, plain("Reject"))
 	blocks = append(blocks, slack.NewActionBlock("approval_actions", approve, reject))
 	if !r.ExpiresAt.IsZero() {
-		blocks = append(blocks, contextBlock(fmt.Sprintf("Can be approved until %s UTC.", r.ExpiresAt.UTC().Format("15:04"))))
+		blocks = append(blocks, contextBlock(fmt.Sprintf("Can be approved until %s.", slackDate(r.ExpiresAt))))
 	}
 	return blocks
 }
@@ -374,9 +537,12 @@ type ParentView struct {
 	Paused   bool     // show Continue
 }
 
+// parentBlocks is kit.parentBlocks without console links.
+func parentBlocks(v ParentView) []slack.Block { return kit{}.parentBlocks(v) }
+
 // parentBlocks renders the channel message: who patches how many instances
 // of which engine, the --force acknowledgement, and the counts.
-func parentBlocks(v ParentView) []slack.Block {
+func (k kit) parentBlocks(v ParentView) []slack.Block {
 	r, p := v.Request, v.Plan
 	head := fmt.Sprintf(":wrench: <@%s> is patching %s (%s) — request `%s`.",
 		r.Requester, plural(len(p.Targets), "GeminiDB instance"), engineCounts(p.Targets), r.ID)
@@ -392,10 +558,10 @@ func parentBlocks(v ParentView) []slack.Block {
 		var names []string
 		for _, t := range p.Targets {
 			if t.Warning != "" {
-				names = append(names, "`"+esc(t.Instance.Name)+"`")
+				names = append(names, k.name(t.Instance.Name, t.Instance.ID))
 			}
 		}
-		list := truncate(strings.Join(names, ", "), 1500)
+		list := joinWithin(names, ", ", 1500)
 		blocks = append(blocks, section(fmt.Sprintf(":warning: *Forced outside the maintenance window* (--force acknowledged by <@%s>): %s", r.Requester, list)))
 	}
 	status := "Submitting…"
@@ -407,28 +573,67 @@ func parentBlocks(v ParentView) []slack.Block {
 	return blocks
 }
 
+// joinWithin joins items with sep as long as the result stays within max
+// bytes, and says how many it left out; an item is never cut (a cut link
+// would break the message's markup).
+func joinWithin(items []string, sep string, max int) string {
+	var b strings.Builder
+	for i, it := range items {
+		need := len(it)
+		if i > 0 {
+			need += len(sep)
+		}
+		if i < len(items)-1 {
+			need += len(sep) + len("…and 9999 more") // room to say what is left out
+		}
+		if b.Len()+need > max {
+			if i > 0 {
+				b.WriteString(sep)
+			}
+			fmt.Fprintf(&b, "…and %d more", len(items)-i)
+			return b.String()
+		}
+		if i > 0 {
+			b.WriteString(sep)
+		}
+		b.WriteString(it)
+	}
+	return b.String()
+}
+
 // parentText is the notification text of the parent message.
 func parentText(v ParentView) string {
 	return fmt.Sprintf("<@%s> is patching %s (request %s)", v.Request.Requester, plural(len(v.Plan.Targets), "GeminiDB instance"), v.Request.ID)
 }
 
-// resultLines renders one line per instance of the batch answers: its job
-// ID, or its error code and message verbatim.
-func resultLines(p upgrade.Plan, results []upgrade.UpgradeResult) []string {
+// instanceNames maps the plan's instance IDs to their names.
+func instanceNames(p upgrade.Plan) map[string]string {
 	names := map[string]string{}
 	for _, t := range p.Targets {
 		names[t.Instance.ID] = t.Instance.Name
 	}
+	return names
+}
+
+// resultLines is kit.resultLines without console links.
+func resultLines(p upgrade.Plan, results []upgrade.UpgradeResult) []string {
+	return kit{}.resultLines(p, results)
+}
+
+// resultLines renders one line per instance of the batch answers: its job
+// ID, or its error code and message verbatim and what to do about it.
+func (k kit) resultLines(p upgrade.Plan, results []upgrade.UpgradeResult) []string {
+	names := instanceNames(p)
 	lines := make([]string, len(results))
 	for i, r := range results {
-		who := fmt.Sprintf("*%s* `%s`", esc(names[r.InstanceID]), esc(r.InstanceID))
+		who := k.who(names[r.InstanceID], r.InstanceID)
 		switch {
 		case r.Submitted():
 			lines[i] = fmt.Sprintf(":large_blue_circle: %s — job `%s`", who, esc(r.JobID))
 		case unknownOutcome(r):
 			lines[i] = fmt.Sprintf(":grey_question: %s — outcome unknown (`%s`) %s", who, esc(r.ErrorCode), esc(r.ErrorMessage))
 		default:
-			lines[i] = fmt.Sprintf(":x: %s — `%s` %s", who, esc(r.ErrorCode), esc(r.ErrorMessage))
+			lines[i] = withHint(fmt.Sprintf(":x: %s — `%s` %s", who, esc(r.ErrorCode), esc(r.ErrorMessage)), r.ErrorCode)
 		}
 	}
 	return lines
@@ -466,30 +671,67 @@ func messageParts(title string, lines []string) []part {
 	return out
 }
 
+// jobLine is kit.jobLine without console links.
+func jobLine(j store.Job, now time.Time) string { return kit{}.jobLine(j, now) }
+
 // jobLine renders one finished (or abandoned) job for its thread reply.
-func jobLine(j store.Job, now time.Time) string {
-	who := fmt.Sprintf("*%s* `%s`", esc(j.InstanceName), esc(j.InstanceID))
-	took := ""
-	if !j.Started.IsZero() && !j.Ended.IsZero() {
-		took = ", took " + j.Ended.Sub(j.Started).Round(time.Second).String()
-	}
+func (k kit) jobLine(j store.Job, now time.Time) string {
+	who := k.who(j.InstanceName, j.InstanceID)
 	switch {
 	case j.Status == upgrade.JobCompleted:
-		return fmt.Sprintf(":white_check_mark: %s — job `%s` Completed%s.", who, esc(j.ID), took)
+		return fmt.Sprintf(":white_check_mark: %s — job `%s` Completed%s.", who, esc(j.ID), took(j))
 	case j.Status == upgrade.JobFailed:
-		reason := j.FailReason
-		if reason == "" {
-			reason = "no reason given"
-		}
-		return fmt.Sprintf(":x: %s — job `%s` Failed%s: %s", who, esc(j.ID), took, esc(reason))
+		return fmt.Sprintf(":x: %s — job `%s` Failed%s: %s", who, esc(j.ID), took(j), esc(failReason(j)))
 	default:
-		return fmt.Sprintf(":hourglass: %s — job `%s` stopped being followed after %s (last status %q %s); check the console.",
-			who, esc(j.ID), now.Sub(j.SubmittedAt).Round(time.Minute), esc(j.Status), esc(j.Progress))
+		return fmt.Sprintf(":hourglass_flowing_sand: %s — job `%s` is no longer followed, %s after it was submitted (%s): *it may still be running*; check the console.",
+			who, esc(j.ID), ago(now.Sub(j.SubmittedAt)), lastSeen(j))
 	}
 }
 
-// summaryLines renders the final report: each instance's version before → after.
+// ago renders how long ago something was: "6h", "5h12m", or "40s" under a minute.
+func ago(d time.Duration) string {
+	if d < time.Minute {
+		return d.Round(time.Second).String()
+	}
+	return shortDuration(d.Round(time.Minute))
+}
+
+// took renders how long a finished job ran, ", took 14s", or "".
+func took(j store.Job) string {
+	if j.Started.IsZero() || j.Ended.IsZero() {
+		return ""
+	}
+	return ", took " + j.Ended.Sub(j.Started).Round(time.Second).String()
+}
+
+func failReason(j store.Job) string {
+	if j.FailReason == "" {
+		return "no reason given"
+	}
+	return j.FailReason
+}
+
+// lastSeen renders what the bot last read of a job it stopped following.
+func lastSeen(j store.Job) string {
+	if j.Status == "" {
+		return "never read"
+	}
+	s := "last seen `" + esc(j.Status) + "`"
+	if j.Progress != "" {
+		s += " " + esc(j.Progress)
+	}
+	return s
+}
+
+// summaryLines is kit.summaryLines without console links.
 func summaryLines(r store.Request, jobs []store.Job, after map[string]upgrade.Instance) []string {
+	return kit{}.summaryLines(r, jobs, after)
+}
+
+// summaryLines renders the final report: each instance's version before →
+// after. A job the bot stopped following is not a failure: it may still be
+// running, and its line says so.
+func (k kit) summaryLines(_ store.Request, jobs []store.Job, after map[string]upgrade.Instance) []string {
 	sorted := append([]store.Job(nil), jobs...)
 	sort.SliceStable(sorted, func(i, k int) bool { return sorted[i].InstanceName < sorted[k].InstanceName })
 	lines := make([]string, 0, len(sorted))
@@ -498,11 +740,16 @@ func summaryLines(r store.Request, jobs []store.Job, after map[string]upgrade.In
 		if inst, ok := after[j.InstanceID]; ok {
 			now = versionOf(inst)
 		}
-		mark := ":white_check_mark:"
-		if j.Status != upgrade.JobCompleted {
-			mark = ":x:"
+		who := k.who(j.InstanceName, j.InstanceID)
+		versions := fmt.Sprintf("%s → %s", esc(orDash(j.VersionBefore)), esc(now))
+		switch j.Status {
+		case upgrade.JobCompleted:
+			lines = append(lines, fmt.Sprintf(":white_check_mark: %s: %s (Completed)", who, versions))
+		case upgrade.JobFailed:
+			lines = append(lines, fmt.Sprintf(":x: %s: %s (Failed)", who, versions))
+		default:
+			lines = append(lines, fmt.Sprintf(":hourglass_flowing_sand: %s: %s so far (no longer followed, %s): *may still be running*, check the console", who, versions, lastSeen(j)))
 		}
-		lines = append(lines, fmt.Sprintf("%s *%s* `%s`: %s → %s (%s)", mark, esc(j.InstanceName), esc(j.InstanceID), esc(orDash(j.VersionBefore)), esc(now), esc(orDash(j.Status))))
 	}
 	return lines
 }
@@ -514,18 +761,20 @@ func orDash(s string) string {
 	return s
 }
 
+// unstartedLines is kit.unstartedLines without console links.
+func unstartedLines(p upgrade.Plan, results []upgrade.UpgradeResult, now map[string]upgrade.Instance) []string {
+	return kit{}.unstartedLines(p, results, now)
+}
+
 // unstartedLines names every instance whose batch answer has no job: those
 // whose outcome is unknown first (they may have started; where GeminiDB now
 // shows an operation in progress on one, that is said), then those that
-// certainly did not start, with the reason.
-func unstartedLines(p upgrade.Plan, results []upgrade.UpgradeResult, now map[string]upgrade.Instance) []string {
-	names := map[string]string{}
-	for _, t := range p.Targets {
-		names[t.Instance.ID] = t.Instance.Name
-	}
+// certainly did not start, with the reason and what to do.
+func (k kit) unstartedLines(p upgrade.Plan, results []upgrade.UpgradeResult, now map[string]upgrade.Instance) []string {
+	names := instanceNames(p)
 	var unknown, failed []string
 	for _, r := range results {
-		who := fmt.Sprintf("*%s* `%s`", esc(names[r.InstanceID]), esc(r.InstanceID))
+		who := k.who(names[r.InstanceID], r.InstanceID)
 		switch {
 		case r.Submitted():
 		case unknownOutcome(r):
@@ -537,8 +786,72 @@ func unstartedLines(p upgrade.Plan, results []upgrade.UpgradeResult, now map[str
 			}
 			unknown = append(unknown, line)
 		default:
-			failed = append(failed, fmt.Sprintf(":no_entry_sign: %s: not submitted — `%s` %s", who, esc(r.ErrorCode), esc(r.ErrorMessage)))
+			failed = append(failed, withHint(fmt.Sprintf(":no_entry_sign: %s: not submitted — `%s` %s", who, esc(r.ErrorCode), esc(r.ErrorMessage)), r.ErrorCode))
 		}
 	}
 	return append(unknown, failed...)
+}
+
+// jobEndsBlocks is kit.jobEndsBlocks without console links.
+func jobEndsBlocks(jobs []store.Job, now time.Time) [][]slack.Block {
+	return kit{}.jobEndsBlocks(jobs, now)
+}
+
+// jobEndsBlocks renders the jobs that ended in one poll as one thread reply
+// (more when they do not fit in one): failures first, each with its reason,
+// then the jobs the bot stopped following (they may still be running),
+// then the completed ones as one compact list of names and durations.
+// Each group is sorted by instance name. No jobs, no reply.
+func (k kit) jobEndsBlocks(jobs []store.Job, now time.Time) [][]slack.Block {
+	if len(jobs) == 0 {
+		return nil
+	}
+	var failed, unfollowed, completed []store.Job
+	for _, j := range jobs {
+		switch j.Status {
+		case upgrade.JobFailed:
+			failed = append(failed, j)
+		case upgrade.JobCompleted:
+			completed = append(completed, j)
+		default:
+			unfollowed = append(unfollowed, j)
+		}
+	}
+	var counts []string
+	var lines []string
+	if len(failed) > 0 {
+		counts = append(counts, fmt.Sprintf("%d failed", len(failed)))
+		for _, j := range byName(failed) {
+			lines = append(lines, k.jobLine(j, now))
+		}
+	}
+	if len(unfollowed) > 0 {
+		counts = append(counts, fmt.Sprintf("%d no longer followed", len(unfollowed)))
+		for _, j := range byName(unfollowed) {
+			lines = append(lines, k.jobLine(j, now))
+		}
+	}
+	if len(completed) > 0 {
+		counts = append(counts, fmt.Sprintf("%d completed", len(completed)))
+		// One short line each, so every job ID stays in the thread (it is
+		// what the console searches by).
+		lines = append(lines, fmt.Sprintf(":white_check_mark: *Completed* (%d):", len(completed)))
+		for _, j := range byName(completed) {
+			lines = append(lines, fmt.Sprintf("• %s — job `%s` Completed%s", k.name(j.InstanceName, j.InstanceID), esc(j.ID), took(j)))
+		}
+	}
+	title := fmt.Sprintf("*%s ended:* %s.", plural(len(jobs), "job"), strings.Join(counts, ", "))
+	return messages(title, lines)
+}
+
+// byName returns jobs sorted by instance name (then job ID).
+func byName(jobs []store.Job) []store.Job {
+	out := append([]store.Job(nil), jobs...)
+	sort.SliceStable(out, func(i, k int) bool {
+		if out[i].InstanceName != out[k].InstanceName {
+			return out[i].InstanceName < out[k].InstanceName
+		}
+		return out[i].ID < out[k].ID
+	})
+	return out
 }

@@ -78,6 +78,8 @@ type Config struct {
 	PollConcurrency int           // job reads in flight at once; default 32
 	Retention       time.Duration // final requests older than this are deleted; 0 keeps them
 	Canary          int           // the default --canary; 0 = none
+	ConsoleURL      string        // console page of an instance: a template with {region}, {project_id}, {instance_id}; "" = no links
+	Region          string        // replaces {region} in ConsoleURL
 	Now             func() time.Time
 }
 
@@ -104,6 +106,9 @@ type Bot struct {
 	log     zerolog.Logger
 	metrics *Metrics
 	access  *access
+	kit     kit // builds the messages
+
+	permalinks permalinkCache
 
 	work       chan func(context.Context)
 	notices    chan struct{}                   // the busy and refusal answers in flight
@@ -162,6 +167,7 @@ func New(cfg Config, api *slack.Client, sm *socketmode.Client, db GeminiDB, st S
 		id:  newID("bot-"),
 		cfg: cfg, api: api, sm: sm, db: db, st: st, log: log, metrics: m,
 		access:  newAccess(cfg.AllowedUsers, cfg.AllowedChannels, cfg.Approvers, api, cfg.GroupCacheTTL, cfg.Now),
+		kit:     kit{console: cfg.ConsoleURL, region: cfg.Region, project: cfg.ProjectID},
 		work:    make(chan func(context.Context), cfg.QueueSize),
 		notices: make(chan struct{}, maxNotices),
 	}
@@ -373,6 +379,11 @@ func (b *Bot) HandleEvent(ctx context.Context, evt socketmode.Event) {
 			}
 			b.enqueue(func(ctx context.Context) { b.onBlockAction(ctx, cb, evt.Request.RetryAttempt) }, busy)
 		}
+	case socketmode.EventTypeEventsAPI:
+		if evt.Request != nil {
+			b.ack(evt.Request, nil, time.Now())
+		}
+		b.onEvent(evt.Data)
 	default:
 		if evt.Request != nil && evt.Request.EnvelopeID != "" {
 			b.ack(evt.Request, nil, time.Now())

@@ -139,6 +139,8 @@ func (b *Bot) runCommand(ctx context.Context, rid string, cmd slack.SlashCommand
 		b.runStatus(ctx, rid, cmd, req.ID, reply)
 	case commands.KindList:
 		b.runList(ctx, rid, cmd, req.Engine, reply)
+	case commands.KindHistory:
+		b.runHistory(ctx, rid, cmd, req, reply)
 	}
 }
 
@@ -188,7 +190,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 	view := PlanView{RequestID: rid, DryRun: req.DryRun, Approval: len(b.cfg.Approvers) > 0, Note: note, Scheduled: scheduledCount(waves, plan)}
 	if req.DryRun || len(waves) == 0 {
 		b.metrics.Commands.WithLabelValues("planned").Inc()
-		reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), planBlocks(plan, view))
+		reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), b.kit.planBlocks(plan, view))
 		return
 	}
 	view.ExpiresAt = now.Add(b.cfg.ConfirmTTL)
@@ -202,7 +204,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 		return
 	}
 	b.metrics.Commands.WithLabelValues("planned").Inc()
-	reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), planBlocks(plan, view))
+	reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), b.kit.planBlocks(plan, view))
 }
 
 // openPlans counts the user's plans still waiting for a decision.
@@ -237,22 +239,11 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 			reply(fmt.Sprintf("Something went wrong (request %s).", rid), nil)
 			return
 		}
-		_, results, err := decode(r)
+		p, results, err := decode(r)
 		if err != nil {
 			b.log.Error().Err(err).Str("request_id", rid).Msg("status")
 		}
-		head := fmt.Sprintf("*Request* `%s` by <@%s>: %s", r.ID, r.Requester, r.State)
-		if len(results) > 0 {
-			head += "\n" + countJobs(results, jobs).String()
-		}
-		lines := make([]string, 0, len(jobs)+len(results))
-		for _, j := range jobs {
-			lines = append(lines, statusLine(j))
-		}
-		p, _, _ := decode(r)
-		lines = append(lines, unstartedLines(p, results, nil)...)
-		blocks := []slack.Block{section(head)}
-		blocks = append(blocks, listSections("", lines, maxListSections, "")...)
+		blocks := b.kit.requestStatusBlocks(r, p, results, jobs)
 		b.metrics.Commands.WithLabelValues("status").Inc()
 		reply("Status of "+r.ID, blocks)
 		return
@@ -276,39 +267,8 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 		reply("I could not read the job.\n"+b.userError(err, rid), nil)
 		return
 	}
-	line := fmt.Sprintf("Job `%s` (%s) on *%s* `%s`: *%s*", esc(job.ID), esc(job.Name), esc(job.InstanceName), esc(job.InstanceID), esc(job.Status))
-	if job.Progress != "" {
-		line += " " + esc(job.Progress)
-	}
-	if job.FailReason != "" {
-		line += " — " + esc(job.FailReason)
-	}
-	if !job.Started.IsZero() {
-		line += fmt.Sprintf("\nStarted %s UTC", job.Started.UTC().Format("2006-01-02 15:04:05"))
-	}
-	if !job.Ended.IsZero() {
-		line += fmt.Sprintf(", ended %s UTC", job.Ended.UTC().Format("2006-01-02 15:04:05"))
-	}
 	b.metrics.Commands.WithLabelValues("status").Inc()
-	reply("Status of job "+job.ID, []slack.Block{section(line)})
-}
-
-func statusLine(j store.Job) string {
-	st := j.Status
-	if st == "" {
-		st = "submitted"
-	}
-	line := fmt.Sprintf("• *%s* `%s` job `%s`: %s", esc(j.InstanceName), esc(j.InstanceID), esc(j.ID), esc(st))
-	if j.Progress != "" && j.Status == upgrade.JobRunning {
-		line += " " + esc(j.Progress)
-	}
-	if j.FailReason != "" {
-		line += " — " + esc(j.FailReason)
-	}
-	if j.GaveUp {
-		line += " (no longer followed)"
-	}
-	return line
+	reply("Status of job "+job.ID, b.kit.jobStatusBlocks(job))
 }
 
 // runList answers "list [engine]": instances with a patch available.
@@ -317,7 +277,7 @@ func (b *Bot) runList(ctx context.Context, rid string, _ slack.SlashCommand, eng
 	if engine != "" {
 		engines = []string{engine}
 	}
-	var lines []string
+	var found []upgrade.Instance
 	for _, e := range engines {
 		insts, err := b.db.AllInstances(ctx, e)
 		if err != nil {
@@ -327,19 +287,16 @@ func (b *Bot) runList(ctx context.Context, rid string, _ slack.SlashCommand, eng
 		}
 		for _, in := range insts {
 			if in.PatchAvailable {
-				lines = append(lines, fmt.Sprintf("• *%s* `%s` — %s %s, %s, window %s", esc(in.Name), esc(in.ID), esc(in.Engine), esc(in.Version), esc(in.Status), esc(orDash(in.MaintenanceWindow))))
+				found = append(found, in)
 			}
 		}
 	}
 	b.metrics.Commands.WithLabelValues("list").Inc()
-	head := fmt.Sprintf("*%s with a patch available* (%s)", plural(len(lines), "instance"), strings.Join(engines, ", "))
-	if len(lines) == 0 {
-		reply("No instance has a patch available.", []slack.Block{section(head)})
-		return
+	text := fmt.Sprintf("%s with a patch available", plural(len(found), "instance"))
+	if len(found) == 0 {
+		text = "No instance has a patch available."
 	}
-	blocks := []slack.Block{section(head)}
-	blocks = append(blocks, listSections("", lines, maxListSections, "")...)
-	reply(head, blocks)
+	reply(text, b.kit.listBlocks(engines, found, b.cfg.Now()))
 }
 
 // respond posts to a response_url, replacing the message it belongs to when
@@ -395,7 +352,7 @@ func (b *Bot) userError(err error, rid string) string {
 		if code == "" {
 			code = fmt.Sprintf("HTTP %d", ae.Status)
 		}
-		return fmt.Sprintf("GeminiDB answered `%s` %s (%s %s, HTTP %d).", esc(code), esc(ae.Message), ae.Method, esc(ae.Path), ae.Status)
+		return withHint(fmt.Sprintf("GeminiDB answered `%s` %s (%s %s, HTTP %d).", esc(code), esc(ae.Message), ae.Method, esc(ae.Path), ae.Status), ae.Code)
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Sprintf("GeminiDB did not answer in time (request %s). Try again later.", rid)
 	case errors.Is(err, context.Canceled):

@@ -277,25 +277,24 @@ func (b *Bot) reportEnds(ctx context.Context, requestID string, jobs []store.Job
 		b.audit("job_finished", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: []string{j.InstanceID}},
 			"job_id", j.ID, "status", j.Status, "fail_reason", j.FailReason, "gave_up", j.GaveUp)
 	}
+	// One reply per group of jobs (failures first, completions as a compact
+	// list): a group Slack refuses is released with the groups after it,
+	// and the next poll reports those again; none is reported twice.
 	now := b.cfg.Now()
-	lines := make([]string, len(jobs))
-	for i, j := range jobs {
-		lines[i] = jobLine(j, now)
-	}
-	title := ""
-	if len(jobs) > 1 {
-		title = fmt.Sprintf("*%s ended*", plural(len(jobs), "job"))
-	}
-	// Each part names its jobs: a refused part releases just those.
-	posted := 0
-	for _, p := range messageParts(title, lines) {
-		if !b.postThread(ctx, r.Channel, r.ParentTS, lines[posted], p.blocks) {
-			b.unclaimReports(log, jobs[posted:])
-			return
+	for i := 0; i < len(jobs); i += jobsPerReply {
+		group := jobs[i:min(i+jobsPerReply, len(jobs))]
+		for _, part := range b.kit.jobEndsBlocks(group, now) {
+			if !b.postThread(ctx, r.Channel, r.ParentTS, fmt.Sprintf("%s ended", plural(len(group), "job")), part) {
+				b.unclaimReports(log, jobs[i:])
+				return
+			}
 		}
-		posted += p.lines
 	}
 }
+
+// jobsPerReply is how many job ends one thread reply reports at most: 100
+// instances that end in one poll read in 5 replies.
+const jobsPerReply = 20
 
 // endRank orders job ends for a grouped reply: failures, then jobs no
 // longer followed, then completions.

@@ -29,10 +29,11 @@ type Kind string
 
 // The kinds of request.
 const (
-	KindPatch  Kind = "patch"  // plan (and then patch) instances
-	KindStatus Kind = "status" // show a job or a patch request
-	KindList   Kind = "list"   // list instances that have a patch available
-	KindHelp   Kind = "help"   // show the help text
+	KindPatch   Kind = "patch"   // plan (and then patch) instances
+	KindStatus  Kind = "status"  // show a job or a patch request
+	KindList    Kind = "list"    // list instances that have a patch available
+	KindHistory Kind = "history" // the last patch requests of the channel
+	KindHelp    Kind = "help"    // show the help text
 )
 
 // Engines accepted by "list", in canonical spelling.
@@ -55,6 +56,8 @@ type Request struct {
 	WaitForWindow bool
 	ID            string // KindStatus: job ID or request ID
 	Engine        string // KindList: "", EngineCassandra or EngineInfluxDB
+	User          string // KindHistory: only requests by this Slack user ID ("" = anyone)
+	Instance      string // KindHistory: only requests naming this instance ID or exact name ("" = any)
 }
 
 // String returns the canonical command text of r, without the slash command
@@ -84,6 +87,14 @@ func (r Request) String() string {
 			return string(KindList)
 		}
 		return string(KindList) + " " + r.Engine
+	case KindHistory:
+		switch {
+		case r.User != "":
+			return string(KindHistory) + " <@" + r.User + ">"
+		case r.Instance != "":
+			return string(KindHistory) + " " + r.Instance
+		}
+		return string(KindHistory)
 	case KindHelp:
 		return string(KindHelp)
 	}
@@ -140,6 +151,13 @@ var Subcommands = []Subcommand{
 		Usage:    "list [cassandra|influxdb]",
 		Summary:  "List the instances that have a patch available, optionally of one engine only.",
 		Examples: []string{"list", "list influxdb"},
+	},
+	{
+		Name:  string(KindHistory),
+		Usage: "history [<@user>|<instance>]",
+		Summary: "Show the last 20 patch requests of this channel (when, who, which instances, how they ended, a link to the thread), " +
+			"optionally only those of one person (pick them with @ so Slack makes it a mention) or naming one instance.",
+		Examples: []string{"history", "history cass-orders-prod-1"},
 	},
 	{
 		Name:     string(KindHelp),

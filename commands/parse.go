@@ -32,6 +32,7 @@ const maxShown = 40
 //	<instance>… [--dry-run] [--force] [--canary N] [--wait-for-window]
 //	status <job-id|request-id>
 //	list [cassandra|influxdb]
+//	history [<@user>|<instance>]
 //	help
 //
 // Instances are separated by spaces, commas, tabs or new lines; flags may
@@ -40,11 +41,16 @@ const maxShown = 40
 // are treated as separators, so IDs pasted as `code` or in a code block
 // work. Any other Slack formatting (mentions, links, *bold*, _italic_) and
 // any "*" (which the cloud API would treat as a fuzzy match) are refused, so
-// that only exactly named instances are ever patched. A keyword (status,
-// list, help) cannot name an instance: give such an instance by its ID.
+// that only exactly named instances are ever patched; the one exception is
+// the mention of a person after history (<@U123> or <@U123|name>, as Slack
+// sends a mention picked with @). A keyword (status, list, history, help)
+// cannot name an instance: give such an instance by its ID.
 //
 // Every error is a *UsageError.
 func Parse(text string) (Request, error) {
+	if guessKind(text) == KindHistory {
+		return parseHistory(text)
+	}
 	if msg := checkText(text); msg != "" {
 		return Request{}, usage(guessKind(text), msg)
 	}
@@ -198,10 +204,99 @@ func parseList(args []string) (Request, error) {
 		"I can list `%s` or `%s` instances, not %s.", EngineCassandra, EngineInfluxDB, show(args[0])))
 }
 
+// parseHistory parses "history [<@user>|<instance>]". A mention may carry
+// a label with spaces, so it is taken out of the text before the text is
+// split.
+func parseHistory(text string) (Request, error) {
+	if msg := checkPlain(text); msg != "" {
+		return Request{}, usage(KindHistory, msg)
+	}
+	var user string
+	rest := text
+	if i := strings.IndexByte(text, '<'); i >= 0 {
+		j := strings.IndexByte(text[i:], '>')
+		id, ok := "", false
+		if j > 0 {
+			id, ok = mentionID(text[i+1 : i+j])
+		}
+		switch {
+		case !ok && strings.HasPrefix(text[i:], "<@"):
+			return Request{}, usage(KindHistory, "That is not a Slack user mention I can read; pick the person from Slack's list after typing @.")
+		case !ok:
+			return Request{}, usage(KindHistory, checkMarkup(text))
+		}
+		rest = text[:i] + " " + text[i+j+1:]
+		if strings.ContainsAny(rest, "<>") {
+			return Request{}, usage(KindHistory, "`history` takes one person or one instance, not several.")
+		}
+		user = id
+	}
+	var args []string
+	for _, tok := range fields(rest) {
+		if isFlag(tok) {
+			return Request{}, usage(KindHistory, fmt.Sprintf(
+				"%s only applies when patching instances; `history` takes no options.", show(tok)))
+		}
+		args = append(args, tok)
+	}
+	args = args[1:] // the keyword: guessKind found it first
+	switch {
+	case user != "" && len(args) > 0:
+		return Request{}, usage(KindHistory, "`history` takes one person or one instance, not both.")
+	case len(args) > 1:
+		return Request{}, usage(KindHistory, fmt.Sprintf("`history` takes one person or one instance, but you gave %d words.", len(args)))
+	case user != "":
+		return Request{Kind: KindHistory, User: user}, nil
+	case len(args) == 0:
+		return Request{Kind: KindHistory}, nil
+	}
+	arg := args[0]
+	if strings.HasPrefix(arg, "@") {
+		return Request{}, usage(KindHistory, fmt.Sprintf(
+			"%s reached me as plain text, not as a mention: pick the person from Slack's list after typing @ (the app must escape users, as manifest.yml sets).", show(arg)))
+	}
+	if k, ok := keyword(arg); ok {
+		return Request{}, usage(KindHistory, fmt.Sprintf(
+			"`%s` is a subcommand, so it cannot name an instance here; give that instance by its ID.", k))
+	}
+	if msg := checkRef(arg, "instance names and IDs"); msg != "" {
+		return Request{}, usage(KindHistory, msg)
+	}
+	return Request{Kind: KindHistory, Instance: arg}, nil
+}
+
+// mentionID returns the user ID of a Slack user mention's inside
+// ("@U123" or "@U123|name"), and whether it is one.
+func mentionID(inner string) (string, bool) {
+	id, _, _ := strings.Cut(inner, "|")
+	id, ok := strings.CutPrefix(id, "@")
+	if !ok || len(id) < 3 || len(id) > 24 || (id[0] != 'U' && id[0] != 'W') {
+		return "", false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !('A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return "", false
+		}
+	}
+	return id, true
+}
+
 // checkText looks at the whole text before it is split: size, encoding,
 // control characters and Slack's <…> markup (mentions and links, which may
 // contain spaces). It returns "" when the text is fine.
 func checkText(text string) string {
+	if msg := checkPlain(text); msg != "" {
+		return msg
+	}
+	if strings.IndexByte(text, '<') < 0 {
+		return ""
+	}
+	return checkMarkup(text)
+}
+
+// checkPlain checks the size, encoding and control characters of text; it
+// returns "" when they are fine.
+func checkPlain(text string) string {
 	if len(text) > MaxTextLen {
 		return fmt.Sprintf("That command is %d characters long; I accept at most %d. Split it into several requests.",
 			len(text), MaxTextLen)
@@ -214,11 +309,17 @@ func checkText(text string) string {
 			return fmt.Sprintf("The command contains the control character %U; type it again as plain text.", r)
 		}
 	}
+	return ""
+}
+
+// checkMarkup says what the first of Slack's <…> markup in text is, for
+// a text that has one.
+func checkMarkup(text string) string {
+	const plain = " Give instance IDs or names as plain text."
 	i := strings.IndexByte(text, '<')
 	if i < 0 {
-		return ""
+		return "Slack markup is not accepted here." + plain
 	}
-	const plain = " Give instance IDs or names as plain text."
 	rest := text[i+1:]
 	switch {
 	case strings.HasPrefix(rest, "@"):
@@ -296,7 +397,7 @@ func normalizeDashes(tok string) string {
 // keyword returns the subcommand that tok names, if any.
 func keyword(tok string) (Kind, bool) {
 	switch k := Kind(asciiLower(tok)); k {
-	case KindStatus, KindList, KindHelp:
+	case KindStatus, KindList, KindHistory, KindHelp:
 		return k, true
 	}
 	return "", false

@@ -108,6 +108,28 @@ var parseCases = []parseCase{
 	{name: "list flag", text: "list --dry-run", wantErr: []string{"`--dry-run` only applies"}},
 	{name: "list unicode fold", text: "list caſsandra", wantErr: []string{"not `caſsandra`"}},
 
+	// history
+	{name: "history", text: "history", want: Request{Kind: KindHistory}},
+	{name: "history upper", text: " HISTORY ", want: Request{Kind: KindHistory}},
+	{name: "history mention", text: "history <@U0123ABCD>", want: Request{Kind: KindHistory, User: "U0123ABCD"}},
+	{name: "history mention with name", text: "history <@W0123ABCD|ana smith> ", want: Request{Kind: KindHistory, User: "W0123ABCD"}},
+	{name: "history instance", text: "history `cass-prod-1`", want: Request{Kind: KindHistory, Instance: "cass-prod-1"}},
+	{name: "history instance id", text: "history " + id1, want: Request{Kind: KindHistory, Instance: id1}},
+	{name: "history both", text: "history <@U0123ABCD> cass-prod-1", wantErr: []string{"not both", "Usage: `/geminidb-patch history [&lt;@user&gt;|&lt;instance&gt;]`"}},
+	{name: "history two instances", text: "history a b", wantErr: []string{"gave 2 words"}},
+	{name: "history two mentions", text: "history <@U0123ABCD> <@U0456EFGH>", wantErr: []string{"not several"}},
+	{name: "history flag", text: "history --dry-run", wantErr: []string{"`--dry-run` only applies", "`history` takes no options"}},
+	{name: "history flag first", text: "--force history", wantErr: []string{"`--force` only applies"}},
+	{name: "history plain at", text: "history @ana", wantErr: []string{"`@ana` reached me as plain text"}},
+	{name: "history bad mention", text: "history <@ana>", wantErr: []string{"not a Slack user mention"}},
+	{name: "history unclosed mention", text: "history <@U0123ABCD", wantErr: []string{"not a Slack user mention"}},
+	{name: "history channel", text: "history <#C123|ops>", wantErr: []string{"channel"}},
+	{name: "history here", text: "history <!here>", wantErr: []string{"special mention"}},
+	{name: "history keyword", text: "history list", wantErr: []string{"`list` is a subcommand"}},
+	{name: "history star", text: "history *prod", wantErr: []string{"fuzzy"}},
+	{name: "history control", text: "history a\x00", wantErr: []string{"control character U+0000"}},
+	{name: "history as instance", text: "a history", wantErr: []string{"`history` is a subcommand"}},
+
 	// help
 	{name: "help", text: "help", want: Request{Kind: KindHelp}},
 	{name: "help upper", text: "HELP", want: Request{Kind: KindHelp}},
@@ -217,6 +239,9 @@ func TestRequestString(t *testing.T) {
 		{name: "list", req: Request{Kind: KindList}, want: "list"},
 		{name: "list engine", req: Request{Kind: KindList, Engine: EngineInfluxDB}, want: "list influxdb"},
 		{name: "help", req: Request{Kind: KindHelp}, want: "help"},
+		{name: "history", req: Request{Kind: KindHistory}, want: "history"},
+		{name: "history user", req: Request{Kind: KindHistory, User: "U1"}, want: "history <@U1>"},
+		{name: "history instance", req: Request{Kind: KindHistory, Instance: "db-1"}, want: "history db-1"},
 		{name: "zero", req: Request{}, want: ""},
 	}
 	for _, tc := range tests {

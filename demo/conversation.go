@@ -236,7 +236,7 @@ func (c *Conversation) Command(ctx context.Context, user, line string) error {
 	p := person(user)
 	ack, err := c.slack.SlashCommand(ctx, slacktest.SlashCommand{
 		UserID: user, UserName: p.Name, ChannelID: Channel.ID, ChannelName: Channel.Name,
-		Command: Command, Text: text, ResponseURL: url,
+		Command: Command, Text: escapeMentions(text), ResponseURL: url,
 	})
 	if err != nil {
 		c.answer(i, "slackbot", slackFailure(err))
@@ -388,6 +388,21 @@ func buttons(blocks json.RawMessage) []placedButton {
 		}
 	}
 	return out
+}
+
+// escapeMentions turns "@ben" into "<@U02BEN|ben>" for each of the demo's
+// people, as Slack does in a slash command whose escaping is on (the
+// manifest's should_escape).
+func escapeMentions(text string) string {
+	words := strings.Split(text, " ")
+	for i, w := range words {
+		for _, p := range People {
+			if w == "@"+p.Name {
+				words[i] = "<@" + p.ID + "|" + p.Name + ">"
+			}
+		}
+	}
+	return strings.Join(words, " ")
 }
 
 // person finds one of the demo's people by ID.

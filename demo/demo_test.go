@@ -40,6 +40,7 @@ func TestPlainText(t *testing.T) {
 		{"italic and strike", "_slow_ ~gone~", "slow gone"},
 		{"underscores inside names stay", "cass-orders-prod-2_node_2", "cass-orders-prod-2_node_2"},
 		{"unknown emoji stays", ":not_an_emoji:", ":not_an_emoji:"},
+		{"date shows its fallback", "until <!date^1795860900^{date_short_pretty} {time}|2026-11-28 10:15 UTC>.", "until 2026-11-28 10:15 UTC."},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,12 +102,23 @@ func TestEmojiCoversTheBot(t *testing.T) {
 	}
 }
 
+// The page's "@ben" reaches the bot as Slack sends a mention with the
+// slash command's escaping on.
+func TestEscapeMentions(t *testing.T) {
+	if got, want := escapeMentions("history @ben"), "history <@U02BEN|ben>"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := escapeMentions("history @nobody x@ben"); got != "history @nobody x@ben" {
+		t.Errorf("unknown names and words that only contain @ stay: got %q", got)
+	}
+}
+
 func TestNormalise(t *testing.T) {
 	in := "r-0123456789ab and r-ba9876543210, again r-0123456789ab; " +
-		"030a24db9df4ce8ef7ccb6a37bd8d5dain06; window 13:37-17:37 UTC (now 14:37 UTC); until 23:50"
+		"030a24db9df4ce8ef7ccb6a37bd8d5dain06; window 13:37-17:37 UTC (now 14:37 UTC); until 2027-03-09 23:50"
 	got := normalise(in, -(11*time.Hour + 37*time.Minute))
 	want := "r-000000000001 and r-000000000002, again r-000000000001; " +
-		"030a…in06; window 02:00-06:00 UTC (now 03:00 UTC); until 12:13"
+		"030a…in06; window 02:00-06:00 UTC (now 03:00 UTC); until 2026-01-15 12:13"
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}

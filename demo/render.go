@@ -30,6 +30,7 @@ var Emoji = map[string]string{
 	"white_circle":           "⚪",
 	"information_source":     "ℹ️",
 	"checkered_flag":         "🏁",
+	"pencil":                 "📝",
 	"eyes":                   "👀",
 	"tada":                   "🎉",
 	"bulb":                   "💡",
@@ -66,6 +67,13 @@ func plainText(s string, name names) string {
 				return "#" + label
 			}
 			return "#" + name(target[1:])
+		case strings.HasPrefix(target, "!date^"):
+			// Slack shows the date in the reader's time zone; the
+			// transcript, like clients that cannot, shows the fallback.
+			if hasLabel {
+				return label
+			}
+			return target
 		case strings.HasPrefix(target, "!subteam^"):
 			if hasLabel {
 				return label
@@ -143,4 +151,12 @@ func blocksText(text string, raw json.RawMessage, name names) []string {
 		}
 	}
 	return lines
+}
+
+// Render renders a message (its text, or its blocks when it has any) as
+// plain text lines, as the transcript shows messages: mentions resolved by
+// name, emoji as characters, links and dates as their labels, buttons as
+// [Label]. The README's messages are rendered with it.
+func Render(text string, blocks json.RawMessage, name func(id string) string) []string {
+	return blocksText(text, blocks, names(name))
 }

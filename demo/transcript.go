@@ -24,6 +24,8 @@ const (
 	tourCommand = Command + " cass-orders-prod-1 cass-orders-prod-2 cass-payments-prod influx-legacy-1"
 	// tourClock is the time of day the transcript shows the tour starting at.
 	tourClock = 3 * time.Hour
+	// tourDate is the date the transcript shows the tour on.
+	tourDate = "2026-01-15"
 )
 
 // Transcript plays the scripted tour (a plan, its confirmation, the
@@ -199,13 +201,15 @@ var (
 	requestID  = regexp.MustCompile(`\br-[0-9a-f]{12}\b`)
 	instanceID = regexp.MustCompile(`\b([0-9a-f]{4})[0-9a-f]{28}(in[0-9]{2})\b`)
 	clockTime  = regexp.MustCompile(`\b([01][0-9]|2[0-3]):([0-5][0-9])\b`)
+	calendar   = regexp.MustCompile(`\b20[0-9]{2}-[01][0-9]-[0-3][0-9]\b`)
 )
 
 // normalise makes a transcript stable: the bot's random request IDs become
 // r-000000000001, r-000000000002… in order of appearance; instance IDs are
-// shortened to their first four digits and their engine suffix; clock
-// times move by shift.
+// shortened to their first four digits and their engine suffix; dates
+// become tourDate and clock times move by shift.
 func normalise(s string, shift time.Duration) string {
+	s = calendar.ReplaceAllString(s, tourDate)
 	seen := map[string]string{}
 	s = requestID.ReplaceAllStringFunc(s, func(id string) string {
 		if n, ok := seen[id]; ok {

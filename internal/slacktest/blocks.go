@@ -12,6 +12,8 @@ import (
 const (
 	maxTextLen         = 40000 // text of a message
 	maxBlocks          = 50    // blocks in a message
+	maxViewBlocks      = 100   // blocks in a view (Home tab, modal)
+	maxPrivateMetadata = 3000  // a view's private_metadata
 	maxSectionText     = 3000  // section text, context text elements
 	maxFields          = 10    // fields in a section
 	maxFieldText       = 2000  // each section field
@@ -61,12 +63,51 @@ func ValidateBlocks(blocks json.RawMessage) error {
 		return &BlocksError{Code: "invalid_blocks_format", Details: []string{"[ERROR] blocks must be a JSON array: " + err.Error()}}
 	}
 	v := &validator{}
-	if len(list) > maxBlocks {
-		v.errorf("/blocks", "no more than %d items allowed", maxBlocks)
+	v.blocks("/blocks", list, maxBlocks)
+	if len(v.details) > 0 {
+		return &BlocksError{Code: "invalid_blocks", Details: v.details}
+	}
+	return nil
+}
+
+// ValidateView checks a view that views.publish would publish (a JSON
+// object) as Slack does: type "home", at most 100 blocks, each within the
+// Block Kit limits ValidateBlocks checks, private_metadata up to 3000
+// characters, callback_id and external_id up to 255. It returns nil or a
+// *BlocksError whose Code is Slack's invalid_arguments.
+func ValidateView(view json.RawMessage) error {
+	var obj map[string]any
+	dec := json.NewDecoder(bytes.NewReader(view))
+	dec.UseNumber()
+	if err := dec.Decode(&obj); err != nil || obj == nil {
+		return &BlocksError{Code: "invalid_arguments", Details: []string{"[ERROR] view must be a JSON object [json-pointer:/view]"}}
+	}
+	v := &validator{}
+	if t, _ := obj["type"].(string); t != "home" {
+		v.errorf("/view/type", "must be home for views.publish")
+	}
+	list, isList := obj["blocks"].([]any)
+	if !isList {
+		v.errorf("/view/blocks", "must be an array")
+	}
+	v.blocks("/view/blocks", list, maxViewBlocks)
+	v.maxLen("/view/private_metadata", obj["private_metadata"], maxPrivateMetadata)
+	v.maxLen("/view/callback_id", obj["callback_id"], maxID)
+	v.maxLen("/view/external_id", obj["external_id"], maxID)
+	if len(v.details) > 0 {
+		return &BlocksError{Code: "invalid_arguments", Details: v.details}
+	}
+	return nil
+}
+
+// blocks checks a list of blocks at path, of which max are allowed.
+func (v *validator) blocks(at string, list []any, max int) {
+	if len(list) > max {
+		v.errorf(at, "no more than %d items allowed", max)
 	}
 	blockIDs := map[string]bool{}
 	for i, b := range list {
-		path := fmt.Sprintf("/blocks/%d", i)
+		path := fmt.Sprintf("%s/%d", at, i)
 		obj, isObj := b.(map[string]any)
 		if !isObj {
 			v.errorf(path, "must be an object")
@@ -83,10 +124,6 @@ func ValidateBlocks(blocks json.RawMessage) error {
 		}
 		v.block(path, obj)
 	}
-	if len(v.details) > 0 {
-		return &BlocksError{Code: "invalid_blocks", Details: v.details}
-	}
-	return nil
 }
 
 // validator collects problems in Slack's wording.

@@ -1,6 +1,7 @@
 // Package slacktest is an in-process fake Slack for end-to-end tests: the Web API
-// methods the bot calls, response URLs, and the Socket Mode WebSocket that delivers
-// slash commands and button clicks.
+// methods the bot calls (chat.*, views.publish, …), response URLs, and the Socket
+// Mode WebSocket that delivers slash commands, button clicks and Events API events
+// (app_home_opened).
 //
 // A test starts one Server per test with New, points the real slack-go client at it
 // with slack.OptionAPIURL(s.APIURL()), and drives the bot by sending envelopes
@@ -80,6 +81,8 @@ type Server struct {
 	violations  []string
 	fails       map[string]*failure
 	limits      map[string]*rateLimit
+	homes       map[string]*HomeView // published Home tabs, by user
+	nextView    int
 	revoked     bool
 	pingsPaused bool
 	pings       int  // pings sent
@@ -158,6 +161,7 @@ func NewServer(opts ...Option) (*Server, error) {
 		acked:      map[string]bool{},
 		fails:      map[string]*failure{},
 		limits:     map[string]*rateLimit{},
+		homes:      map[string]*HomeView{},
 	}
 	for _, opt := range opts {
 		opt(s)

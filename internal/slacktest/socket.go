@@ -586,3 +586,50 @@ func orLower(s, fallback string) string {
 	}
 	return strings.ToLower(fallback)
 }
+
+// Event sends an events_api envelope carrying event (the inner event, e.g.
+// {"type":"app_home_opened",…}) in Slack's event_callback wrapper, and waits
+// for its ack.
+func (s *Server) Event(ctx context.Context, event map[string]any) (Ack, error) {
+	now := time.Now()
+	id := strings.ToUpper(strings.ReplaceAll(newID(), "-", ""))[:10]
+	payload := map[string]any{
+		"token":      verificationToken,
+		"team_id":    TeamID,
+		"api_app_id": AppID,
+		"event":      event,
+		"type":       "event_callback",
+		"event_id":   "Ev" + id,
+		"event_time": now.Unix(),
+		"authorizations": []any{map[string]any{
+			"enterprise_id": nil, "team_id": TeamID, "user_id": BotUserID, "is_bot": true, "is_enterprise_install": false,
+		}},
+		"is_ext_shared_channel": false,
+		"event_context":         "4-fake-" + id,
+	}
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		return Ack{}, err
+	}
+	return s.send(ctx, "events_api", raw, 0, "")
+}
+
+// AppHomeOpened sends the app_home_opened event Slack sends when user opens
+// the app's tab ("home" or "messages"), and waits for its ack. Like Slack's,
+// the event carries the Home tab last published for the user, if any.
+func (s *Server) AppHomeOpened(ctx context.Context, user, tab string) (Ack, error) {
+	now := time.Now()
+	event := map[string]any{
+		"type":     "app_home_opened",
+		"user":     user,
+		"channel":  "D" + strings.TrimLeft(user, "UW") + "APP",
+		"tab":      tab,
+		"event_ts": fmt.Sprintf("%d.%06d", now.Unix(), now.Nanosecond()/1000),
+	}
+	s.mu.Lock()
+	if v := s.homes[user]; v != nil && tab == "home" {
+		event["view"] = viewJSON(v)
+	}
+	s.mu.Unlock()
+	return s.Event(ctx, event)
+}
