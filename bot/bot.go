@@ -48,6 +48,7 @@ type Store interface {
 	Remember(key string, ttl time.Duration) (bool, error)
 	UpdateJob(id string, mutate func(*store.Job) error) (store.Job, error)
 	Prune(before time.Time, max int) (int, error)
+	Recent(n int, keep func(store.Request) bool, states ...store.State) ([]store.Request, error)
 	Jobs(requestID string) ([]store.Job, error)
 	ActiveJobs() ([]store.Job, error)
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/slack-go/slack"
@@ -31,36 +30,6 @@ type requestEntry struct {
 	Counts  *Counts // nil before any batch answer
 	Link    string  // permalink of its channel message (or approval request), "" if it has none
 }
-
-// newest returns up to n of rs for which keep holds, newest first by at
-// (ties by ID, newest ID first).
-func newest(rs []store.Request, n int, at func(store.Request) time.Time, keep func(store.Request) bool) []store.Request {
-	var out []store.Request
-	for _, r := range rs {
-		if keep == nil || keep(r) {
-			out = append(out, r)
-		}
-	}
-	slices.SortStableFunc(out, func(a, b store.Request) int {
-		if c := at(b).Compare(at(a)); c != 0 {
-			return c
-		}
-		switch {
-		case a.ID > b.ID:
-			return -1
-		case a.ID < b.ID:
-			return 1
-		}
-		return 0
-	})
-	if len(out) > n {
-		out = out[:n]
-	}
-	return out
-}
-
-func createdAt(r store.Request) time.Time { return r.CreatedAt }
-func updatedAt(r store.Request) time.Time { return r.UpdatedAt }
 
 // names tells whether request r's plan names instance ref: by the
 // reference typed, or a planned or skipped instance's ID or name.
@@ -118,20 +87,19 @@ func (b *Bot) entries(ctx context.Context, rs []store.Request) []requestEntry {
 // runHistory answers "history [<@user>|<instance>]": the last requests of
 // the channel it is asked in, newest first.
 func (b *Bot) runHistory(ctx context.Context, rid string, cmd slack.SlashCommand, req commands.Request, reply func(string, []slack.Block)) {
-	// This reads every stored request to find the newest of the channel:
-	// the store has no "newest first, stop after n" read yet.
-	rs, err := b.st.List(allStates...)
-	if err != nil {
-		b.log.Error().Err(err).Str("request_id", rid).Msg("list requests for history")
-		reply(fmt.Sprintf("Something went wrong (request %s).", rid), nil)
-		return
-	}
 	keep := func(r store.Request) bool {
 		return r.Channel == cmd.ChannelID &&
 			(req.User == "" || r.Requester == req.User) &&
 			(req.Instance == "" || names(r, req.Instance))
 	}
-	entries := b.entries(ctx, newest(rs, historySize, createdAt, keep))
+	// Newest first from the state indexes, stopping at historySize.
+	rs, err := b.st.Recent(historySize, keep, allStates...)
+	if err != nil {
+		b.log.Error().Err(err).Str("request_id", rid).Msg("list requests for history")
+		reply(fmt.Sprintf("Something went wrong (request %s).", rid), nil)
+		return
+	}
+	entries := b.entries(ctx, rs)
 	b.metrics.Commands.WithLabelValues("history").Inc()
 	reply(fmt.Sprintf("History: %s", plural(len(entries), "request")), b.kit.historyBlocks(entries, req.User, req.Instance))
 }

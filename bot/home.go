@@ -56,22 +56,22 @@ func (b *Bot) publishHome(ctx context.Context, user string) {
 // changed nothing and are left out).
 func (b *Bot) homeEntries(ctx context.Context, h *homeData) error {
 	now := b.cfg.Now()
-	open, err := b.st.List(store.Planned, store.AwaitingApproval)
-	if err != nil {
-		return err
-	}
 	mine := func(r store.Request) bool { return r.Requester == h.User && now.Before(r.ExpiresAt) }
-	h.Open = b.entries(ctx, newest(open, homeOpen, createdAt, mine))
-	running, err := b.st.List(store.Approved, store.Submitting, store.Submitted)
+	open, err := b.st.Recent(homeOpen, mine, store.Planned, store.AwaitingApproval)
 	if err != nil {
 		return err
 	}
-	h.Running = b.entries(ctx, newest(running, homeRunning, createdAt, nil))
-	finished, err := b.st.List(store.Done, store.Stopped, store.Rejected)
+	h.Open = b.entries(ctx, open)
+	running, err := b.st.Recent(homeRunning, nil, store.Approved, store.Submitting, store.Submitted, store.Paused)
 	if err != nil {
 		return err
 	}
-	h.Finished = b.entries(ctx, newest(finished, homeFinished, updatedAt, nil))
+	h.Running = b.entries(ctx, running)
+	finished, err := b.st.Recent(homeFinished, nil, store.Done, store.Stopped, store.Rejected)
+	if err != nil {
+		return err
+	}
+	h.Finished = b.entries(ctx, finished)
 	return nil
 }
 

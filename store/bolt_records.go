@@ -557,3 +557,46 @@ func (b *Bolt) Remember(key string, ttl time.Duration) (bool, error) {
 	})
 	return isNew, nil
 }
+
+// Recent returns at most n requests in states for which keep (nil: any)
+// holds, newest first by UpdatedAt. It reads each state's index from its
+// newest end and stops once n are kept, so its cost follows n and what
+// keep skips, not the whole history.
+func (b *Bolt) Recent(n int, keep func(Request) bool, states ...State) ([]Request, error) {
+	var out []Request
+	err := b.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketRequestsByState).Cursor()
+		reqs := tx.Bucket(bucketRequests)
+		for i, s := range states {
+			if slices.Contains(states[:i], s) {
+				continue
+			}
+			p := statePrefix(s)
+			// The last key of the state: seek past the prefix and step back.
+			end := append(slices.Clone(p[:len(p)-1]), 1)
+			k, _ := c.Seek(end)
+			if k == nil {
+				k, _ = c.Last()
+			} else {
+				k, _ = c.Prev()
+			}
+			kept := 0
+			for ; k != nil && bytes.HasPrefix(k, p) && kept < n; k, _ = c.Prev() {
+				id := string(k[len(p)+timeKeyLen:])
+				var r Request
+				if err := b.get(reqs, id, &r); err != nil {
+					return err
+				}
+				if keep == nil || keep(r) {
+					out = append(out, r)
+					kept++
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("recent requests: %w", err)
+	}
+	return newestFirst(out, n), nil
+}

@@ -28,6 +28,7 @@ type backend interface {
 	ActiveJobs() ([]Job, error)
 	Allow(key string, limit int, window time.Duration) (bool, error)
 	Remember(key string, ttl time.Duration) (bool, error)
+	Recent(n int, keep func(Request) bool, states ...State) ([]Request, error)
 	Prune(before time.Time, max int) (int, error)
 	Decoded() int64
 	Ping() error
@@ -54,6 +55,7 @@ func conformance(t *testing.T, open func(t *testing.T, now func() time.Time) bac
 		{"TransitionIf", noClock(testTransitionIf)},
 		{"RolloutAndPollClaimRoundTrip", noClock(testRolloutAndPollClaimRoundTrip)},
 		{"TransitionRespectsExpiry", testTransitionRespectsExpiry},
+		{"Recent", testRecent},
 		{"Update", noClock(testUpdate)},
 		{"List", noClock(testList)},
 		{"Jobs", noClock(testJobs)},
@@ -1120,5 +1122,39 @@ func testPruneConcurrent(t *testing.T, b backend, c *clock) {
 	}
 	if _, err := b.Job("j-r-007"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Job(j-r-007) after pruning: got error %v, want ErrNotFound", err)
+	}
+}
+
+// Recent reads the newest requests of some states first, skips those keep
+// refuses, and stops once it has n: its reads follow n, not history.
+func testRecent(t *testing.T, b backend, c *clock) {
+	for i := range 300 {
+		st := Done
+		switch i % 3 {
+		case 1:
+			st = Stopped
+		case 2:
+			st = Planned
+		}
+		mustCreate(t, b, Request{ID: fmt.Sprintf("r-%03d", i), State: st, Channel: fmt.Sprintf("C%d", i%2)})
+	}
+	before := b.Decoded()
+	got, err := b.Recent(4, func(r Request) bool { return r.Channel == "C1" }, Done, Stopped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range got {
+		ids = append(ids, r.ID)
+	}
+	want := []string{"r-297", "r-295", "r-291", "r-289"}
+	if !reflect.DeepEqual(ids, want) {
+		t.Errorf("Recent: got %v, want %v", ids, want)
+	}
+	if n := b.Decoded() - before; n > 2*recentPage+20 {
+		t.Errorf("Recent decoded %d records of 300, want a few", n)
+	}
+	if got, _ := b.Recent(0, nil, Done); len(got) != 0 {
+		t.Errorf("Recent(0): got %d, want none", len(got))
 	}
 }

@@ -1011,3 +1011,51 @@ func (s *Redis) setExpiring(ctx context.Context, tx *redis.Tx, key string, rec a
 	})
 	return err
 }
+
+// recentPage is how many IDs Recent reads from a state's index at a time.
+const recentPage = 50
+
+// Recent returns at most n requests in states for which keep (nil: any)
+// holds, newest first by UpdatedAt, reading each state's sorted set from
+// its newest end a page at a time and stopping once n are kept.
+func (s *Redis) Recent(n int, keep func(Request) bool, states ...State) ([]Request, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	var out []Request
+	for i, st := range states {
+		if slices.Contains(states[:i], st) {
+			continue
+		}
+		kept := 0
+		for start := int64(0); kept < n; start += recentPage {
+			ids, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.stateKey(st), Start: start, Stop: start + recentPage - 1, Rev: true}).Result()
+			if err != nil {
+				return nil, fmt.Errorf("recent requests: read %s: %w", s.stateKey(st), err)
+			}
+			if len(ids) == 0 {
+				break
+			}
+			err = s.mget(ctx, keyRedisRequest, ids, func(_ string, data []byte) error {
+				if kept >= n {
+					return nil
+				}
+				var r Request
+				if err := s.decodes.decode(data, &r); err != nil {
+					return err
+				}
+				if keep == nil || keep(r) {
+					out = append(out, r)
+					kept++
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, fmt.Errorf("recent requests: %w", err)
+			}
+			if len(ids) < recentPage {
+				break
+			}
+		}
+	}
+	return newestFirst(out, n), nil
+}

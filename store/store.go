@@ -398,3 +398,14 @@ func applySeen(rec *seenRecord, found bool, ttl time.Duration, now time.Time) bo
 	*rec = seenRecord{Until: now.Add(ttl)}
 	return true
 }
+
+// newestFirst orders rs by UpdatedAt, newest first (then ID), and keeps n.
+func newestFirst(rs []Request, n int) []Request {
+	slices.SortStableFunc(rs, func(a, b Request) int {
+		if c := b.UpdatedAt.Compare(a.UpdatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return rs[:min(n, len(rs))]
+}
