@@ -244,3 +244,25 @@ func TestRolloutOnTwoReplicas(t *testing.T) {
 		t.Errorf("the second wave's answers were posted %d times, want once", n)
 	}
 }
+
+// With approvals on, the approval covers the whole rollout, and Continue
+// after a failed canary needs an approver who is not the requester.
+func TestContinueNeedsAnApprover(t *testing.T) {
+	h := newHarness(t, func(env map[string]string) { env["BOT_APPROVERS"] = bob })
+	insts := h.addInstances("db", "cassandra", 2)
+	id, _, ack := h.plan(alice, names(insts)+" --canary 1")
+	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
+	h.approvalMessage(id)
+	h.approvalClick(bob, "patch_approve", id, 0)
+	ts := h.parent(id).TS
+	h.waitBatchCalls(1)
+	h.threadText(ts, "Batch results")
+	h.gdb.FailJob(h.onlyJob(insts[0]), "Node 2 did not rejoin.")
+	h.threadText(ts, "is paused", "<@"+bob+">")
+	h.threadClick(alice, "patch_continue", id, 0)
+	h.ephemeralTo(alice, "cannot continue your own request")
+	h.assertBatchCalls(1, "the requester cannot continue when approvals are on")
+	h.threadClick(bob, "patch_continue", id, 0)
+	h.waitBatchCalls(2)
+	h.threadText(ts, "<@"+bob+"> continued")
+}

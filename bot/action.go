@@ -457,7 +457,11 @@ func (b *Bot) mayApprove(ctx context.Context, c click, r store.Request, a auditI
 	}
 	if c.user == r.Requester {
 		b.audit("refused", a, "reason", "requester cannot approve own request", "action", c.action)
-		b.tell(ctx, c.channel, c.user, "You cannot approve or reject your own request: another approver must decide.")
+		msg := "You cannot approve or reject your own request: another approver must decide."
+		if c.action == ActionContinue {
+			msg = "You cannot continue your own request while approvals are on: an approver must decide."
+		}
+		b.tell(ctx, c.channel, c.user, msg)
 		return false
 	}
 	ok, err := b.access.isApprover(ctx, c.user)
