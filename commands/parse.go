@@ -11,6 +11,7 @@ import (
 const (
 	flagDryRun = "--dry-run"
 	flagForce  = "--force"
+	flagTarget = "--target"
 )
 
 // maxRefLen is the longest instance reference or ID accepted: GeminiDB names
@@ -24,9 +25,9 @@ const maxShown = 40
 // Parse turns the text of a /geminidb-patch slash command (without the
 // command itself) into a Request. The grammar is
 //
-//	<instance>… [--dry-run] [--force]
-//	status <job-id|request-id>
-//	list [cassandra|influxdb]
+//	<instance>… [--dry-run] [--force] [--target NAME]
+//	status <job-id|request-id> [--target NAME]
+//	list [cassandra|influxdb] [--target NAME]
 //	help
 //
 // Instances are separated by spaces, commas, tabs or new lines; flags may
@@ -37,6 +38,8 @@ const maxShown = 40
 // any "*" (which the cloud API would treat as a fuzzy match) are refused, so
 // that only exactly named instances are ever patched. A keyword (status,
 // list, help) cannot name an instance: give such an instance by its ID.
+// --target takes the next word (or what follows "--target=") as the name
+// of a target; it may be given more than once only with the same name.
 //
 // Every error is a *UsageError.
 func Parse(text string) (Request, error) {
@@ -51,19 +54,48 @@ func Parse(text string) (Request, error) {
 
 	var args, flags []string
 	var dryRun, force bool
-	for _, tok := range tokens {
+	target := ""
+	for i := 0; i < len(tokens); i++ {
+		tok := tokens[i]
 		if !isFlag(tok) {
 			args = append(args, tok)
 			continue
 		}
-		switch asciiLower(normalizeDashes(tok)) {
+		name, value, hasValue := strings.Cut(asciiLower(normalizeDashes(tok)), "=")
+		if hasValue && name != flagTarget {
+			name = tok // only --target takes a value
+		}
+		switch name {
 		case flagDryRun:
 			dryRun = true
 		case flagForce:
 			force = true
+		case flagTarget:
+			if !hasValue {
+				if i+1 == len(tokens) || isFlag(tokens[i+1]) {
+					return Request{}, usage(guessKind(text), fmt.Sprintf("`%s` needs the name of a target after it.", flagTarget))
+				}
+				i++
+				value = tokens[i]
+			} else {
+				// The name keeps its case: cut it from the token itself.
+				value = tok[strings.IndexByte(tok, '=')+1:]
+			}
+			if value == "" {
+				return Request{}, usage(guessKind(text), fmt.Sprintf("`%s` needs the name of a target after it.", flagTarget))
+			}
+			if msg := checkRef(value, "target names"); msg != "" {
+				return Request{}, usage(guessKind(text), msg)
+			}
+			if target != "" && target != value {
+				return Request{}, usage(guessKind(text), fmt.Sprintf(
+					"You named two targets, `%s` and %s; give `%s` once.", escape(target), show(value), flagTarget))
+			}
+			target = value
+			continue // allowed with every subcommand but help
 		default:
 			return Request{}, usage(guessKind(text), fmt.Sprintf(
-				"%s is not an option I know; the options are `%s` and `%s`.", show(tok), flagDryRun, flagForce))
+				"%s is not an option I know; the options are `%s`, `%s` and `%s NAME`.", show(tok), flagDryRun, flagForce, flagTarget))
 		}
 		flags = append(flags, tok)
 	}
@@ -76,22 +108,37 @@ func Parse(text string) (Request, error) {
 		}
 	}
 	if kind != KindPatch && len(flags) > 0 {
+		takes := "no options"
+		if kind != KindHelp {
+			takes = "no option but `" + flagTarget + "`"
+		}
 		return Request{}, usage(kind, fmt.Sprintf(
-			"%s only applies when patching instances; `%s` takes no options.", show(flags[0]), kind))
+			"%s only applies when patching instances; `%s` takes %s.", show(flags[0]), kind, takes))
+	}
+	if kind == KindHelp && target != "" {
+		return Request{}, usage(KindHelp, fmt.Sprintf("`%s` takes no options.", KindHelp))
 	}
 
+	var r Request
+	var err error
 	switch kind {
 	case KindStatus:
-		return parseStatus(args)
+		r, err = parseStatus(args)
 	case KindList:
-		return parseList(args)
+		r, err = parseList(args)
 	case KindHelp:
 		if len(args) > 0 {
 			return Request{}, usage(KindHelp, "`help` takes no arguments.")
 		}
 		return Request{Kind: KindHelp}, nil
+	default:
+		r, err = parsePatch(args, dryRun, force)
 	}
-	return parsePatch(args, dryRun, force)
+	if err != nil {
+		return Request{}, err
+	}
+	r.Target = target
+	return r, nil
 }
 
 func parsePatch(args []string, dryRun, force bool) (Request, error) {
