@@ -61,10 +61,11 @@ func Parse(text string) (Request, error) {
 			args = append(args, tok)
 			continue
 		}
-		name, value, hasValue := strings.Cut(asciiLower(normalizeDashes(tok)), "=")
+		name, _, hasValue := strings.Cut(asciiLower(normalizeDashes(tok)), "=")
 		if hasValue && name != flagTarget {
 			name = tok // only --target takes a value
 		}
+		value := ""
 		switch name {
 		case flagDryRun:
 			dryRun = true
