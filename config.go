@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -22,8 +23,8 @@ type Config struct {
 	SlackBotToken secret.Secret `env:"SLACK_BOT_TOKEN" required:"true"`
 	SlackAPIURL   string        `env:"SLACK_API_URL" default:"https://slack.com/api/"`
 
-	GeminiDBEndpoint     string        `env:"GEMINIDB_ENDPOINT" required:"true"`
-	GeminiDBProjectID    string        `env:"GEMINIDB_PROJECT_ID" required:"true"`
+	GeminiDBEndpoint     string        `env:"GEMINIDB_ENDPOINT"`   // required unless BOT_TARGETS_FILE
+	GeminiDBProjectID    string        `env:"GEMINIDB_PROJECT_ID"` // required unless BOT_TARGETS_FILE
 	GeminiDBBatchEngines []string      `env:"GEMINIDB_BATCH_ENGINES" default:"cassandra,influxdb"`
 	GeminiDBAuthToken    secret.Secret `env:"GEMINIDB_AUTH_TOKEN"`
 	GeminiDBAccessKey    secret.Secret `env:"GEMINIDB_ACCESS_KEY"`
@@ -32,6 +33,7 @@ type Config struct {
 	GeminiDBIAMUsername  string        `env:"GEMINIDB_IAM_USERNAME"`
 	GeminiDBIAMPassword  secret.Secret `env:"GEMINIDB_IAM_PASSWORD"`
 	GeminiDBIAMDomain    string        `env:"GEMINIDB_IAM_DOMAIN"`
+	TargetsFile          string        `env:"BOT_TARGETS_FILE"` // YAML file of targets; replaces the GEMINIDB_* target
 
 	AllowedUsers    []string      `env:"BOT_ALLOWED_USERS"`
 	AllowedChannels []string      `env:"BOT_ALLOWED_CHANNELS"`
@@ -51,6 +53,11 @@ type Config struct {
 
 	LogLevel  string `env:"LOG_LEVEL" default:"info"`
 	LogFormat string `env:"LOG_FORMAT" default:"json"`
+
+	// Targets are the GeminiDB targets the bot patches: those of
+	// BOT_TARGETS_FILE, or the one the GEMINIDB_* variables define.
+	// LoadConfig fills it.
+	Targets []Target
 
 	// Now is the bot's clock (plan expiry, leases, the store's times); nil
 	// means time.Now. Not read from the environment: tests set it.
@@ -89,6 +96,11 @@ func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
+	targets, err := loadTargets(&c, lookup, os.ReadFile)
+	if err != nil {
+		return Config{}, err
+	}
+	c.Targets = targets
 	return c, nil
 }
 
@@ -171,22 +183,7 @@ func (c *Config) Validate() error {
 	if !strings.HasSuffix(c.SlackAPIURL, "/") {
 		c.SlackAPIURL += "/"
 	}
-	if err := checkURL(c.GeminiDBEndpoint); err != nil {
-		return bad("GEMINIDB_ENDPOINT", err.Error())
-	}
-	c.GeminiDBEndpoint = strings.TrimRight(c.GeminiDBEndpoint, "/")
-	if strings.TrimSpace(c.GeminiDBProjectID) == "" || strings.ContainsAny(c.GeminiDBProjectID, "/?# ") {
-		return bad("GEMINIDB_PROJECT_ID", "must be a project ID (no spaces or slashes)")
-	}
-	engines := cleanList(c.GeminiDBBatchEngines)
-	if len(engines) == 0 {
-		return bad("GEMINIDB_BATCH_ENGINES", "must name at least one engine, e.g. cassandra,influxdb")
-	}
-	for i, e := range engines {
-		engines[i] = strings.ToLower(e)
-	}
-	c.GeminiDBBatchEngines = engines
-	if _, err := c.AuthMode(); err != nil {
+	if err := c.validateGeminiDB(); err != nil {
 		return err
 	}
 	c.AllowedUsers = cleanList(c.AllowedUsers)
@@ -312,6 +309,7 @@ func (c *Config) LogValue(mode AuthMode) map[string]any {
 		"follow_for": c.FollowFor.String(), "store": redactURL(c.Store), "http_addr": c.HTTPAddr,
 		"commands_per_minute": c.CommandsPerMin, "max_open_plans": c.MaxOpenPlans,
 		"retention": c.Retention.String(), "workers": c.Workers, "queue_size": c.QueueSize, "poll_concurrency": c.PollConcurrency,
+		"targets_file": c.TargetsFile, "targets": targetsLogValue(c.Targets),
 	}
 }
 

@@ -165,6 +165,7 @@ type PlanView struct {
 	Approval  bool      // confirming requests approval instead of patching
 	ExpiresAt time.Time // when the buttons stop working
 	Note      string    // shown above the plan, e.g. why a fresh plan replaced an old one
+	Target    string    // the GeminiDB target's label; "" when the bot has one target
 }
 
 // planBlocks renders the ephemeral plan: what will be patched, what is
@@ -185,6 +186,7 @@ func planBlocks(p upgrade.Plan, v PlanView) []slack.Block {
 		head += "\n*Dry run:* nothing will be patched."
 	}
 	blocks = append(blocks, section(head))
+	blocks = appendTarget(blocks, v.Target)
 	if len(p.Targets) > 0 {
 		lines := make([]string, len(p.Targets))
 		for i, t := range p.Targets {
@@ -364,6 +366,7 @@ type ParentView struct {
 	Plan     upgrade.Plan
 	Counts   *Counts // nil before the batch calls answered
 	Finished bool
+	Target   string // the GeminiDB target's label; "" when the bot has one target
 }
 
 // parentBlocks renders the channel message: who patches how many instances
@@ -380,6 +383,7 @@ func parentBlocks(v ParentView) []slack.Block {
 		head += fmt.Sprintf(" Approved by <@%s>.", r.Approver)
 	}
 	blocks := []slack.Block{section(head)}
+	blocks = appendTarget(blocks, v.Target)
 	if w := warningCount(p); w > 0 {
 		var names []string
 		for _, t := range p.Targets {

@@ -25,7 +25,8 @@ import (
 // Command is the slash command the bot answers; manifest.yml declares the same.
 const Command = "/geminidb-patch"
 
-// GeminiDB is what the bot needs from the GeminiDB API (upgrade.Client).
+// GeminiDB is what the bot needs from the GeminiDB API (upgrade.Client) of
+// one target.
 type GeminiDB interface {
 	Plan(ctx context.Context, refs []string, opts upgrade.PlanOptions) (upgrade.Plan, error)
 	Resolve(ctx context.Context, refs []string) (upgrade.Resolution, error)
@@ -76,6 +77,12 @@ type Config struct {
 	PollConcurrency int           // job reads in flight at once; default 32
 	Retention       time.Duration // final requests older than this are deleted; 0 keeps them
 	Now             func() time.Time
+
+	// Targets are the GeminiDB projects and regions the bot patches, each
+	// with its own client (New's db is then unused). Without any, the bot
+	// has one target, DefaultTarget: ProjectID, BatchEngines and
+	// Approvers above, with New's db.
+	Targets []Target
 }
 
 // The work pool's default size. Slow work (a plan's lookups, status, list,
@@ -95,7 +102,7 @@ type Bot struct {
 	cfg     Config
 	api     *slack.Client
 	sm      *socketmode.Client
-	db      GeminiDB
+	targets *targetSet
 	st      Store
 	log     zerolog.Logger
 	metrics *Metrics
@@ -104,15 +111,14 @@ type Bot struct {
 	work       chan func(context.Context)
 	notices    chan struct{} // the busy and refusal answers in flight
 	connected  atomic.Bool
-	busy       atomic.Int64              // tasks queued or running, and submissions in flight
-	houseTicks atomic.Int64              // housekeeping ticks finished
-	pollTicks  atomic.Int64              // poll ticks finished
-	pollPause  atomic.Pointer[time.Time] // no job is read before this time (GeminiDB said 429)
+	busy       atomic.Int64 // tasks queued or running, and submissions in flight
+	houseTicks atomic.Int64 // housekeeping ticks finished
 	inflight   sync.WaitGroup
 }
 
 // New builds a bot. api must carry the bot token (and the app token for
-// Socket Mode); sm is the Socket Mode client built on api.
+// Socket Mode); sm is the Socket Mode client built on api; db is the
+// GeminiDB client of the one target when cfg.Targets is empty.
 func New(cfg Config, api *slack.Client, sm *socketmode.Client, db GeminiDB, st Store, log zerolog.Logger, m *Metrics) *Bot {
 	if cfg.Command == "" {
 		cfg.Command = Command
@@ -153,10 +159,11 @@ func New(cfg Config, api *slack.Client, sm *socketmode.Client, db GeminiDB, st S
 	if m == nil {
 		m = NewMetrics(nil)
 	}
+	targets := newTargetSet(cfg, db)
 	return &Bot{
 		id:  newID("bot-"),
-		cfg: cfg, api: api, sm: sm, db: db, st: st, log: log, metrics: m,
-		access:  newAccess(cfg.AllowedUsers, cfg.AllowedChannels, cfg.Approvers, api, cfg.GroupCacheTTL, cfg.Now),
+		cfg: cfg, api: api, sm: sm, targets: targets, st: st, log: log, metrics: m,
+		access:  newAccess(cfg.AllowedUsers, cfg.AllowedChannels, targets.approvers(), api, cfg.GroupCacheTTL, cfg.Now),
 		work:    make(chan func(context.Context), cfg.QueueSize),
 		notices: make(chan struct{}, maxNotices),
 	}
@@ -173,7 +180,7 @@ type Activity struct {
 
 // Activity reports the bot's current Activity.
 func (b *Bot) Activity() Activity {
-	return Activity{Busy: b.busy.Load(), Ticks: min(b.houseTicks.Load(), b.pollTicks.Load())}
+	return Activity{Busy: b.busy.Load(), Ticks: min(b.houseTicks.Load(), b.targets.pollTicks())}
 }
 
 // Connected reports whether the Socket Mode connection is up (for /readyz).
@@ -355,7 +362,7 @@ func (b *Bot) HandleEvent(ctx context.Context, evt socketmode.Event) {
 				}
 				msg := fmt.Sprintf("You are not allowed to use %s here; your click did nothing.", b.cfg.Command)
 				if isApproval(cb) {
-					msg = fmt.Sprintf("Only an approver (%s) can approve or reject this request; your click did nothing.", mentionList(b.cfg.Approvers))
+					msg = fmt.Sprintf("Only an approver (%s) can approve or reject this request; your click did nothing.", mentionList(b.targets.approvers()))
 				}
 				b.notify(func(ctx context.Context) { b.tell(ctx, channel, cb.User.ID, msg) })
 				return

@@ -136,9 +136,9 @@ func (b *Bot) runCommand(ctx context.Context, rid string, cmd slack.SlashCommand
 	case commands.KindPatch:
 		b.runPlan(ctx, rid, cmd, req, "")
 	case commands.KindStatus:
-		b.runStatus(ctx, rid, cmd, req.ID, reply)
+		b.runStatus(ctx, rid, cmd, req.ID, req.Target, reply)
 	case commands.KindList:
-		b.runList(ctx, rid, cmd, req.Engine, reply)
+		b.runList(ctx, rid, cmd, req.Engine, req.Target, reply)
 	}
 }
 
@@ -151,6 +151,11 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 			log.Error().Err(err).Msg("reply to slash command failed")
 		}
 	}
+	tg, ok := b.pickTarget(req.Target, cmd.ChannelID, reply)
+	if !ok {
+		return
+	}
+	a.Target, log = tg.Name, log.With().Str("target", tg.Name).Logger()
 	if !req.DryRun {
 		open, err := b.openPlans(cmd.UserID)
 		if err != nil {
@@ -167,7 +172,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 	}
 	b.audit("requested", a, "dry_run", req.DryRun, "force", req.Force)
 	now := b.cfg.Now()
-	plan, err := b.db.Plan(ctx, req.Instances, upgrade.PlanOptions{BatchEngines: b.cfg.BatchEngines, Force: req.Force, Now: now.UTC()})
+	plan, err := tg.DB.Plan(ctx, req.Instances, upgrade.PlanOptions{BatchEngines: tg.BatchEngines, Force: req.Force, Now: now.UTC()})
 	if err != nil {
 		b.metrics.Commands.WithLabelValues("error").Inc()
 		log.Error().Err(err).Msg("build plan")
@@ -175,7 +180,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 		return
 	}
 	log.Info().Int("patchable", len(plan.Targets)).Int("skipped", len(plan.Skipped)).Strs("instance_ids", targetIDs(plan)).Msg("plan ready")
-	view := PlanView{RequestID: rid, DryRun: req.DryRun, Approval: len(b.cfg.Approvers) > 0, Note: note}
+	view := PlanView{RequestID: rid, DryRun: req.DryRun, Approval: len(tg.Approvers) > 0, Note: note, Target: b.targets.label(tg)}
 	if req.DryRun || !plan.Patchable() {
 		b.metrics.Commands.WithLabelValues("planned").Inc()
 		reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), planBlocks(plan, view))
@@ -191,6 +196,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 	r := store.Request{
 		ID: rid, State: store.Planned, Requester: cmd.UserID, Channel: cmd.ChannelID, Text: req.String(),
 		ResponseURL: cmd.ResponseURL, Plan: raw, Force: req.Force, CreatedAt: now, ExpiresAt: view.ExpiresAt, Team: cmd.TeamID,
+		Target: tg.Name,
 	}
 	if err := b.st.Create(r); err != nil {
 		log.Error().Err(err).Msg("store plan")
@@ -217,8 +223,9 @@ func (b *Bot) openPlans(user string) (int, error) {
 	return n, nil
 }
 
-// runStatus answers "status <job-id|request-id>".
-func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand, id string, reply func(string, []slack.Block)) {
+// runStatus answers "status <job-id|request-id>": a request wherever it
+// belongs, a job in the target named (targetName), the channel's or the only one.
+func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand, id, targetName string, reply func(string, []slack.Block)) {
 	if r, err := b.st.Get(id); err == nil {
 		if r.Channel != cmd.ChannelID {
 			// A request is shown only where its thread is: the people of
@@ -238,6 +245,7 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 			b.log.Error().Err(err).Str("request_id", rid).Msg("status")
 		}
 		head := fmt.Sprintf("*Request* `%s` by <@%s>: %s", r.ID, r.Requester, r.State)
+		head = titled(head, b.targets.labelOf(r))
 		if len(results) > 0 {
 			head += "\n" + countJobs(results, jobs).String()
 		}
@@ -263,10 +271,14 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 		reply(fmt.Sprintf("Request `%s` is not known here. Finished requests are deleted %s after they end (BOT_RETENTION); the audit log keeps every decision.", esc(id), retentionText(b.cfg.Retention)), nil)
 		return
 	}
-	job, err := b.db.Job(ctx, id)
+	tg, ok := b.pickTarget(targetName, cmd.ChannelID, reply)
+	if !ok {
+		return
+	}
+	job, err := tg.DB.Job(ctx, id)
 	if err != nil {
 		if errors.Is(err, upgrade.ErrJobNotFound) {
-			reply(fmt.Sprintf("No request or job `%s` is known here or in GeminiDB project %s.", esc(id), esc(b.cfg.ProjectID)), nil)
+			reply(fmt.Sprintf("No request or job `%s` is known here or in GeminiDB project %s.", esc(id), esc(tg.ProjectID)), nil)
 			return
 		}
 		reply("I could not read the job.\n"+b.userError(err, rid), nil)
@@ -286,7 +298,7 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 		line += fmt.Sprintf(", ended %s UTC", job.Ended.UTC().Format("2006-01-02 15:04:05"))
 	}
 	b.metrics.Commands.WithLabelValues("status").Inc()
-	reply("Status of job "+job.ID, []slack.Block{section(line)})
+	reply("Status of job "+job.ID, []slack.Block{section(titled(line, b.targets.label(tg)))})
 }
 
 func statusLine(j store.Job) string {
@@ -307,15 +319,20 @@ func statusLine(j store.Job) string {
 	return line
 }
 
-// runList answers "list [engine]": instances with a patch available.
-func (b *Bot) runList(ctx context.Context, rid string, _ slack.SlashCommand, engine string, reply func(string, []slack.Block)) {
-	engines := b.cfg.BatchEngines
+// runList answers "list [engine]": instances with a patch available in the
+// target named (targetName), the channel's or the only one.
+func (b *Bot) runList(ctx context.Context, rid string, cmd slack.SlashCommand, engine, targetName string, reply func(string, []slack.Block)) {
+	tg, ok := b.pickTarget(targetName, cmd.ChannelID, reply)
+	if !ok {
+		return
+	}
+	engines := tg.BatchEngines
 	if engine != "" {
 		engines = []string{engine}
 	}
 	var lines []string
 	for _, e := range engines {
-		insts, err := b.db.AllInstances(ctx, e)
+		insts, err := tg.DB.AllInstances(ctx, e)
 		if err != nil {
 			b.log.Error().Err(err).Str("request_id", rid).Msg("list instances")
 			reply("I could not list the instances.\n"+b.userError(err, rid), nil)
@@ -329,6 +346,7 @@ func (b *Bot) runList(ctx context.Context, rid string, _ slack.SlashCommand, eng
 	}
 	b.metrics.Commands.WithLabelValues("list").Inc()
 	head := fmt.Sprintf("*%s with a patch available* (%s)", plural(len(lines), "instance"), strings.Join(engines, ", "))
+	head = titled(head, b.targets.label(tg))
 	if len(lines) == 0 {
 		reply("No instance has a patch available.", []slack.Block{section(head)})
 		return

@@ -42,7 +42,7 @@ func (b *Bot) expireStale(ctx context.Context) {
 		if err != nil {
 			b.log.Error().Err(err).Msg("expire plan")
 		}
-		b.audit("expired", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: targetIDs(p)})
+		b.audit("expired", requestAudit(r, r.Requester, targetIDs(p)))
 		msg := expiredNote(r)
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
 		if r2.ResponseURL != "" {
@@ -182,7 +182,7 @@ func (b *Bot) refreshRequest(ctx context.Context, id string) {
 	counts := countJobs(results, jobs)
 	if !allEnded(jobs) || r.State != store.Submitted || r.ResultsPending {
 		b.updateMessage(ctx, r.Channel, r.ParentTS, parentText(ParentView{Request: r, Plan: p}),
-			parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: r.State == store.Done}))
+			parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: r.State == store.Done, Target: b.targets.labelOf(r)}))
 		return
 	}
 	// Claim the summary: exactly one process posts it; if Slack refuses
@@ -203,9 +203,9 @@ func (b *Bot) refreshRequest(ctx context.Context, id string) {
 		b.releaseReport(id)
 		return
 	}
-	b.audit("done", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: jobInstances(jobs)},
+	b.audit("done", requestAudit(r, r.Requester, jobInstances(jobs)),
 		"completed", counts.Completed, "failed", counts.Failed, "not_submitted", counts.NotSubmitted, "unknown", counts.Unknown)
-	b.updateMessage(ctx, r.Channel, r.ParentTS, parentText(ParentView{Request: r, Plan: p}), parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: true}))
+	b.updateMessage(ctx, r.Channel, r.ParentTS, parentText(ParentView{Request: r, Plan: p}), parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: true, Target: b.targets.labelOf(r)}))
 }
 
 // postSummary posts the final thread reply: versions before → after,
@@ -220,8 +220,8 @@ func (b *Bot) postSummary(ctx context.Context, r store.Request, p upgrade.Plan, 
 		}
 	}
 	after := map[string]upgrade.Instance{}
-	if len(ids) > 0 {
-		if res, err := b.db.Resolve(ctx, ids); err == nil {
+	if tg := b.targets.of(r); len(ids) > 0 && tg != nil {
+		if res, err := tg.DB.Resolve(ctx, ids); err == nil {
 			for _, instID := range ids {
 				if inst, ok := res.Found[instID]; ok {
 					after[instID] = inst
@@ -232,6 +232,7 @@ func (b *Bot) postSummary(ctx context.Context, r store.Request, p upgrade.Plan, 
 		}
 	}
 	title := fmt.Sprintf("<@%s> request `%s` finished: %s.", r.Requester, r.ID, counts.String())
+	title = titled(title, b.targets.labelOf(r))
 	switch {
 	case len(jobs) == 0 && counts.Unknown == 0:
 		title += "\nNo patch job was started; nothing to follow."

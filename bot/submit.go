@@ -105,9 +105,10 @@ func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, respo
 	ctx = context.WithoutCancel(ctx)
 	token := r.Owner
 	log := b.log.With().Str("request_id", r.ID).Str("user", r.Requester).Str("channel", r.Channel).Logger()
-	a := auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: targetIDs(p)}
+	a := requestAudit(r, r.Requester, targetIDs(p))
+	tg := b.targets.of(r)
 
-	view := ParentView{Request: r, Plan: p}
+	view := ParentView{Request: r, Plan: p, Target: b.targets.labelOf(r)}
 	_, ts, err := b.api.PostMessageContext(ctx, r.Channel, slack.MsgOptionText(parentText(view), false), slack.MsgOptionBlocks(parentBlocks(view)...))
 	if err != nil {
 		// Nothing was patched yet: say so and finish the request cleanly.
@@ -170,7 +171,7 @@ func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, respo
 			log.Error().Err(err).Msg("renew submission lease; not sending this batch")
 			answers = notSent(batch, "The bot could not record its progress (its store did not answer), so to stay safe this batch was not sent; nothing was started for this instance. Run the command again for it.")
 		default:
-			answers = b.callBatch(ctx, log, batch)
+			answers = b.callBatch(ctx, tg, log, batch)
 		}
 		results = append(results, answers...)
 		// Record each batch's answers at once: should the process die before
@@ -239,6 +240,7 @@ func (b *Bot) submit(ctx context.Context, r store.Request, p upgrade.Plan, respo
 func (b *Bot) postResults(ctx context.Context, r store.Request, p upgrade.Plan, results []upgrade.UpgradeResult, note string) bool {
 	c := countJobs(results, nil)
 	title := fmt.Sprintf("*Batch results* (%d submitted%s)", len(results)-c.NotSubmitted-c.Unknown, c.batchTail())
+	title = titled(title, b.targets.labelOf(r))
 	if note != "" {
 		title = note + "\n" + title
 	}
@@ -320,21 +322,25 @@ func answerAll(ids []string, code, msg string) []upgrade.UpgradeResult {
 	return out
 }
 
-// callBatch makes one batch call. A whole-call failure becomes one answer
-// per instance: the cloud's code and message for an HTTP error (nothing
-// started), NOT_SENT when the call certainly never left the bot, and
+// callBatch makes one batch call with target tg's client. A whole-call
+// failure becomes one answer per instance: the cloud's code and message for
+// an HTTP error (nothing started), NOT_SENT when the call certainly never
+// left the bot (or tg is nil: the target is no longer configured), and
 // UNKNOWN otherwise (it may have reached GeminiDB).
-func (b *Bot) callBatch(ctx context.Context, log zerolog.Logger, batch upgrade.Batch) []upgrade.UpgradeResult {
+func (b *Bot) callBatch(ctx context.Context, tg *target, log zerolog.Logger, batch upgrade.Batch) []upgrade.UpgradeResult {
+	if tg == nil {
+		return notSent(batch, "Not sent: the request's GeminiDB target is no longer configured; nothing was started.")
+	}
 	cctx, cancel := context.WithTimeout(ctx, b.cfg.BatchTimeout)
 	defer cancel()
-	res, err := b.db.BatchUpgrade(cctx, batch.InstanceIDs)
+	res, err := tg.DB.BatchUpgrade(cctx, batch.InstanceIDs)
 	if err != nil {
-		b.metrics.Batches.WithLabelValues("error").Inc()
+		b.metrics.Batches.WithLabelValues(tg.Name, "error").Inc()
 		code, msg := batchFailure(err)
 		log.Error().Err(err).Strs("instance_ids", batch.InstanceIDs).Str("error_code", code).Msg("batch upgrade call failed")
 		return answerAll(batch.InstanceIDs, code, msg)
 	}
-	b.metrics.Batches.WithLabelValues("ok").Inc()
+	b.metrics.Batches.WithLabelValues(tg.Name, "ok").Inc()
 	// One result per requested instance, in the order we asked; an instance
 	// the API left out is reported, not assumed patched.
 	byID := map[string]upgrade.UpgradeResult{}
@@ -500,7 +506,7 @@ func (b *Bot) recoverClaimed(ctx context.Context, r store.Request) {
 	}
 	log.Warn().Int("unknown", len(unknown)).Int("not_sent", len(unsent)).Int("jobs", len(jobs)).
 		Msg("request left submitting by a stopped process; recorded jobs are followed, the rest is not retried")
-	b.audit("not_submitted", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: targetIDs(p)},
+	b.audit("not_submitted", requestAudit(r, r.Requester, targetIDs(p)),
 		"reason", "bot stopped while submitting", "unknown", len(unknown), "not_sent", len(unsent))
 	note := fmt.Sprintf(":warning: The bot stopped while submitting request `%s`; these are the answers it had recorded.", r.ID)
 	if len(unknown) > 0 {

@@ -54,7 +54,7 @@ func BenchmarkFollowerTick(b *testing.B) {
 				bot.expireStale(ctx)
 				bot.finishQuietRequests(ctx)
 				bot.prune()
-				bot.pollOnce(ctx)
+				bot.pollOnce(ctx, bot.targets.list[0])
 			}
 		})
 	}
