@@ -90,10 +90,19 @@ func TestTickCostFollowsOpenWork(t *testing.T) {
 			t.Run(fmt.Sprint(past), func(t *testing.T) {
 				h := newHarness(t, func(env map[string]string) { seedStore(t, env["BOT_STORE"], past, 2) })
 				h.quiesce()
-				before := h.decoded()
-				h.quiesce()
+				// The fewest of three windows: whether a running job's
+				// read (due after a backoff) falls into a window is timing,
+				// not history.
+				least := int64(-1)
+				for range 3 {
+					before := h.decoded()
+					h.quiesce()
+					if n := h.decoded() - before; least < 0 || n < least {
+						least = n
+					}
+				}
 				mu.Lock()
-				cost[past] = h.decoded() - before
+				cost[past] = least
 				mu.Unlock()
 			})
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -22,8 +23,8 @@ type Config struct {
 	SlackBotToken secret.Secret `env:"SLACK_BOT_TOKEN" required:"true"`
 	SlackAPIURL   string        `env:"SLACK_API_URL" default:"https://slack.com/api/"`
 
-	GeminiDBEndpoint     string        `env:"GEMINIDB_ENDPOINT" required:"true"`
-	GeminiDBProjectID    string        `env:"GEMINIDB_PROJECT_ID" required:"true"`
+	GeminiDBEndpoint     string        `env:"GEMINIDB_ENDPOINT"`   // required unless BOT_TARGETS_FILE
+	GeminiDBProjectID    string        `env:"GEMINIDB_PROJECT_ID"` // required unless BOT_TARGETS_FILE
 	GeminiDBBatchEngines []string      `env:"GEMINIDB_BATCH_ENGINES" default:"cassandra,influxdb"`
 	GeminiDBAuthToken    secret.Secret `env:"GEMINIDB_AUTH_TOKEN"`
 	GeminiDBAccessKey    secret.Secret `env:"GEMINIDB_ACCESS_KEY"`
@@ -37,7 +38,8 @@ type Config struct {
 	// ConsoleURL is the console page of an instance, a template with
 	// {region}, {project_id} and {instance_id}: messages link instance
 	// names to it. Empty: no links.
-	ConsoleURL string `env:"BOT_CONSOLE_URL"`
+	ConsoleURL  string `env:"BOT_CONSOLE_URL"`
+	TargetsFile string `env:"BOT_TARGETS_FILE"` // YAML file of targets; replaces the GEMINIDB_* target
 
 	AllowedUsers    []string      `env:"BOT_ALLOWED_USERS"`
 	AllowedChannels []string      `env:"BOT_ALLOWED_CHANNELS"`
@@ -58,6 +60,11 @@ type Config struct {
 
 	LogLevel  string `env:"LOG_LEVEL" default:"info"`
 	LogFormat string `env:"LOG_FORMAT" default:"json"`
+
+	// Targets are the GeminiDB targets the bot patches: those of
+	// BOT_TARGETS_FILE, or the one the GEMINIDB_* variables define.
+	// LoadConfig fills it.
+	Targets []Target
 
 	// Now is the bot's clock (plan expiry, leases, the store's times); nil
 	// means time.Now. Not read from the environment: tests set it.
@@ -96,6 +103,11 @@ func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
+	targets, err := loadTargets(&c, lookup, os.ReadFile)
+	if err != nil {
+		return Config{}, err
+	}
+	c.Targets = targets
 	return c, nil
 }
 
@@ -178,21 +190,9 @@ func (c *Config) Validate() error {
 	if !strings.HasSuffix(c.SlackAPIURL, "/") {
 		c.SlackAPIURL += "/"
 	}
-	if err := checkURL(c.GeminiDBEndpoint); err != nil {
-		return bad("GEMINIDB_ENDPOINT", err.Error())
+	if err := c.validateGeminiDB(); err != nil {
+		return err
 	}
-	c.GeminiDBEndpoint = strings.TrimRight(c.GeminiDBEndpoint, "/")
-	if strings.TrimSpace(c.GeminiDBProjectID) == "" || strings.ContainsAny(c.GeminiDBProjectID, "/?# ") {
-		return bad("GEMINIDB_PROJECT_ID", "must be a project ID (no spaces or slashes)")
-	}
-	engines := cleanList(c.GeminiDBBatchEngines)
-	if len(engines) == 0 {
-		return bad("GEMINIDB_BATCH_ENGINES", "must name at least one engine, e.g. cassandra,influxdb")
-	}
-	for i, e := range engines {
-		engines[i] = strings.ToLower(e)
-	}
-	c.GeminiDBBatchEngines = engines
 	if strings.ContainsAny(c.GeminiDBRegion, "/?#&%{} ") {
 		return bad("GEMINIDB_REGION", "must be a region name such as eu-de")
 	}
@@ -200,9 +200,6 @@ func (c *Config) Validate() error {
 		if err := checkConsoleURL(c.ConsoleURL); err != nil {
 			return bad("BOT_CONSOLE_URL", err.Error())
 		}
-	}
-	if _, err := c.AuthMode(); err != nil {
-		return err
 	}
 	c.AllowedUsers = cleanList(c.AllowedUsers)
 	if len(c.AllowedUsers) == 0 {
@@ -331,6 +328,7 @@ func (c *Config) LogValue(mode AuthMode) map[string]any {
 		"commands_per_minute": c.CommandsPerMin, "max_open_plans": c.MaxOpenPlans,
 		"retention": c.Retention.String(), "canary": c.Canary, "workers": c.Workers, "queue_size": c.QueueSize, "poll_concurrency": c.PollConcurrency,
 		"geminidb_region": c.GeminiDBRegion, "console_url": c.ConsoleURL,
+		"targets_file": c.TargetsFile, "targets": targetsLogValue(c.Targets),
 	}
 }
 

@@ -42,8 +42,7 @@ func doctor(ctx context.Context, lookup func(string) (string, bool), out io.Writ
 		fmt.Fprintln(out, "Fix the configuration first; the other checks need it.")
 		return exitFailed
 	}
-	mode, _ := cfg.AuthMode()
-	report("configuration", nil, fmt.Sprintf("GeminiDB auth: %s; store: %s", mode, redactURL(cfg.Store)))
+	report("configuration", nil, fmt.Sprintf("%s; store: %s", targetsSummary(cfg), redactURL(cfg.Store)))
 
 	check := func(name string, f func(context.Context) (string, error)) {
 		cctx, cancel := context.WithTimeout(ctx, doctorTimeout)
@@ -69,17 +68,24 @@ func doctor(ctx context.Context, lookup func(string) (string, bool), out io.Writ
 		}
 		return "apps.connections.open works and the WebSocket said hello", nil
 	})
-	check("geminidb", func(ctx context.Context) (string, error) {
-		db, err := NewGeminiDB(cfg, nil)
-		if err != nil {
-			return "", err
-		}
-		page, err := db.ListInstances(ctx, upgrade.ListOptions{Limit: 1})
-		if err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("authenticated (%s); %d instances in project %s", mode, page.TotalCount, cfg.GeminiDBProjectID), nil
-	})
+	// Every target on its own: its own credentials, endpoint and project.
+	for _, t := range cfg.Targets {
+		check("geminidb "+t.Name, func(ctx context.Context) (string, error) {
+			db, err := NewGeminiDB(t, nil)
+			if err != nil {
+				return "", err
+			}
+			page, err := db.ListInstances(ctx, upgrade.ListOptions{Limit: 1})
+			if err != nil {
+				return "", err
+			}
+			where := "project " + t.ProjectID
+			if t.Region != "" {
+				where += " in " + t.Region
+			}
+			return fmt.Sprintf("authenticated (%s); %d instances in %s", t.Auth.Mode, page.TotalCount, where), nil
+		})
+	}
 	check("store", func(ctx context.Context) (string, error) { return checkStore(ctx, cfg.Store) })
 	if isRedisURL(cfg.Store) {
 		cctx, cancel := context.WithTimeout(ctx, doctorTimeout)

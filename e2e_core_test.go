@@ -392,7 +392,7 @@ func TestHundredInstances(t *testing.T) {
 // command envelope to receiving the bot's ack, while GeminiDB takes a second
 // to answer: the ack must not wait for it (Slack allows 3 s).
 func BenchmarkSlashCommandAck(b *testing.B) {
-	h := newHarness(b, func(env map[string]string) { env["BOT_COMMANDS_PER_MINUTE"] = "1000000"; env["LOG_LEVEL"] = "warn" })
+	h := newHarness(b, func(env map[string]string) { env["BOT_COMMANDS_PER_MINUTE"] = "1000000"; env["LOG_LEVEL"] = "info" })
 	in := h.addInstances("db", "cassandra", 1)[0]
 	h.gdb.SetDelay("/instances", time.Second)
 	var total time.Duration

@@ -120,7 +120,9 @@ type Main struct {
 	Registry *prometheus.Registry
 	HTTP     *ops.Server
 	Slack    *slack.Client
-	GeminiDB *upgrade.Client
+	// GeminiDB has one client per target (Config.Targets, in that order):
+	// each has its own credentials, credential breaker and IAM token.
+	GeminiDB []*upgrade.Client
 
 	// stopping is set when shutdown begins, so /readyz turns 503 at once
 	// and a load balancer stops sending traffic before the socket closes.
@@ -172,31 +174,29 @@ func NewLogger(cfg Config, w io.Writer) zerolog.Logger {
 	return zerolog.New(w).Level(level).With().Timestamp().Str("service", "geminidb-patch-bot").Logger()
 }
 
-// NewGeminiDB builds the GeminiDB client for the configured auth mode.
-func NewGeminiDB(cfg Config, observe func(call string, d time.Duration, err error)) (*upgrade.Client, error) {
-	mode, err := cfg.AuthMode()
-	if err != nil {
-		return nil, err
-	}
+// NewGeminiDB builds the GeminiDB client of one target, for its auth mode.
+func NewGeminiDB(t Target, observe func(call string, d time.Duration, err error)) (*upgrade.Client, error) {
 	var auth upgrade.Authenticator
-	switch mode {
+	switch t.Auth.Mode {
 	case AuthToken:
-		auth = upgrade.TokenAuth(cfg.GeminiDBAuthToken.Reveal())
+		auth = upgrade.TokenAuth(t.Auth.Token.Reveal())
 	case AuthAKSK:
-		auth = upgrade.AKSKAuth(cfg.GeminiDBAccessKey.Reveal(), cfg.GeminiDBSecretKey.Reveal())
+		auth = upgrade.AKSKAuth(t.Auth.AccessKey.Reveal(), t.Auth.SecretKey.Reveal())
 	case AuthIAM:
 		auth = upgrade.NewIAMAuth(upgrade.IAMConfig{
-			Endpoint: cfg.GeminiDBIAMEndpoint, Username: cfg.GeminiDBIAMUsername,
-			Password: cfg.GeminiDBIAMPassword.Reveal(), Domain: cfg.GeminiDBIAMDomain, ProjectID: cfg.GeminiDBProjectID,
+			Endpoint: t.Auth.IAMEndpoint, Username: t.Auth.IAMUsername,
+			Password: t.Auth.IAMPassword.Reveal(), Domain: t.Auth.IAMDomain, ProjectID: t.ProjectID,
 		})
+	default:
+		return nil, fmt.Errorf("geminidb client of target %s: no authentication mode", t.Name)
 	}
 	opts := []upgrade.Option{}
 	if observe != nil {
 		opts = append(opts, upgrade.WithObserver(observe))
 	}
-	c, err := upgrade.NewClient(cfg.GeminiDBEndpoint, cfg.GeminiDBProjectID, auth, opts...)
+	c, err := upgrade.NewClient(t.Endpoint, t.ProjectID, auth, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("geminidb client: %w", err)
+		return nil, fmt.Errorf("geminidb client of target %s: %w", t.Name, err)
 	}
 	return c, nil
 }
@@ -215,6 +215,9 @@ func NewSlack(cfg Config) *slack.Client {
 // NewMain wires everything. It opens the store (a damaged store stops the
 // bot here) and binds the HTTP address; it does not connect to Slack yet.
 func NewMain(cfg Config, logOut io.Writer) (*Main, error) {
+	if len(cfg.Targets) == 0 {
+		cfg.Targets = []Target{envTarget(&cfg)} // a Config not made by LoadConfig
+	}
 	log := NewLogger(cfg, logOut)
 	mode, _ := cfg.AuthMode()
 	log.Info().Str("version", version).Interface("config", cfg.LogValue(mode)).Msg("starting")
@@ -229,13 +232,7 @@ func NewMain(cfg Config, logOut io.Writer) (*Main, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := bot.NewMetrics(reg)
-	db, err := NewGeminiDB(cfg, func(call string, d time.Duration, err error) {
-		result := "ok"
-		if err != nil {
-			result = "error"
-		}
-		metrics.APILatency.WithLabelValues(call, result).Observe(d.Seconds())
-	})
+	targets, dbs, err := newTargets(cfg, metrics)
 	if err != nil {
 		_ = st.Close()
 		return nil, err
@@ -243,11 +240,11 @@ func NewMain(cfg Config, logOut io.Writer) (*Main, error) {
 	api := NewSlack(cfg)
 	sm := socketmode.New(api)
 	b := bot.New(bot.Config{
-		Command: bot.Command, ProjectID: cfg.GeminiDBProjectID, BatchEngines: cfg.GeminiDBBatchEngines,
-		AllowedUsers: cfg.AllowedUsers, AllowedChannels: cfg.AllowedChannels, Approvers: cfg.Approvers,
+		Command: bot.Command, Targets: targets,
+		AllowedUsers: cfg.AllowedUsers, AllowedChannels: cfg.AllowedChannels,
 		ConfirmTTL: cfg.ConfirmTTL, PollInterval: cfg.PollInterval, FollowFor: cfg.FollowFor,
 		CommandsPerMin: cfg.CommandsPerMin, MaxOpenPlans: cfg.MaxOpenPlans,
-		ConsoleURL: cfg.ConsoleURL, Region: cfg.GeminiDBRegion,
+		ConsoleURL: cfg.ConsoleURL, Region: cfg.GeminiDBRegion, ProjectID: cfg.GeminiDBProjectID,
 		// A batch call must be answered (or time out and be recorded as
 		// unknown) before a shutdown gives up waiting for it.
 		BatchTimeout:    cfg.ShutdownTimeout * 3 / 4,
@@ -257,9 +254,9 @@ func NewMain(cfg Config, logOut io.Writer) (*Main, error) {
 		PollConcurrency: cfg.PollConcurrency,
 		Retention:       cfg.Retention,
 		Canary:          cfg.Canary,
-	}, api, sm, db, st, log, metrics)
+	}, api, sm, nil, st, log, metrics)
 
-	m := &Main{Config: cfg, Log: log, Store: st, Bot: b, Registry: reg, Slack: api, GeminiDB: db}
+	m := &Main{Config: cfg, Log: log, Store: st, Bot: b, Registry: reg, Slack: api, GeminiDB: dbs}
 	h := ops.Handler(map[string]ops.Check{
 		"slack": func() error {
 			if !b.Connected() {
@@ -294,17 +291,20 @@ func (m *Main) Run(ctx context.Context) error {
 
 	botCtx, stopBot := context.WithCancel(ctx)
 	defer stopBot()
-	// Learn the fleet's size once (one small list call), so that the first
-	// lookup of several instances can already choose between paging and
-	// asking per instance (at most min(N, pages) calls).
-	go func() {
-		page, err := m.GeminiDB.ListInstances(botCtx, upgrade.ListOptions{Limit: 1})
-		if err != nil {
-			m.Log.Warn().Err(err).Msg("GeminiDB not reachable at start; instance lookups will tell users why")
-			return
-		}
-		m.Log.Info().Int("instances", page.TotalCount).Msg("fleet size learned")
-	}()
+	// Learn each fleet's size once (one small list call), so that the
+	// first lookup of several instances can already choose between paging
+	// and asking per instance (at most min(N, pages) calls).
+	for i, db := range m.GeminiDB {
+		name := m.Config.Targets[i].Name
+		go func() {
+			page, err := db.ListInstances(botCtx, upgrade.ListOptions{Limit: 1})
+			if err != nil {
+				m.Log.Warn().Err(err).Str("target", name).Msg("GeminiDB not reachable at start; instance lookups will tell users why")
+				return
+			}
+			m.Log.Info().Str("target", name).Int("instances", page.TotalCount).Msg("fleet size learned")
+		}()
+	}
 	botDone := make(chan error, 1)
 	go func() { botDone <- m.Bot.Run(botCtx) }()
 

@@ -20,7 +20,7 @@ type access struct {
 	users          map[string]bool
 	groups         []string
 	channels       map[string]bool
-	approverUsers  map[string]bool
+	approverUsers  map[string]bool // of every target, for mayClick
 	approverGroups []string
 	api            *slack.Client
 	ttl            time.Duration
@@ -129,12 +129,19 @@ func (a *access) userAllowed(ctx context.Context, user string) (bool, error) {
 	return a.inGroups(ctx, user, a.groups)
 }
 
-// isApprover tells whether user is one of BOT_APPROVERS (directly or by group).
-func (a *access) isApprover(ctx context.Context, user string) (bool, error) {
-	if a.approverUsers[user] {
-		return true, nil
+// isApprover tells whether user is one of approvers, a target's approvers
+// (directly or by group).
+func (a *access) isApprover(ctx context.Context, user string, approvers []string) (bool, error) {
+	var groups []string
+	for _, id := range approvers {
+		switch {
+		case id == user:
+			return true, nil
+		case strings.HasPrefix(id, "S"):
+			groups = append(groups, id)
+		}
 	}
-	return a.inGroups(ctx, user, a.approverGroups)
+	return a.inGroups(ctx, user, groups)
 }
 
 func (a *access) inGroups(ctx context.Context, user string, groups []string) (bool, error) {

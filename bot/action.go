@@ -96,13 +96,15 @@ func (b *Bot) clickAllowed(ctx context.Context, c click, r store.Request, p upgr
 		return refuse("click from another channel", fmt.Sprintf("Request `%s` belongs to <#%s>; its buttons work only there. Nothing was done.", r.ID, r.Channel))
 	case !b.access.channelAllowed(r.Channel):
 		return refuse("channel not allowed", fmt.Sprintf("%s no longer works in this channel (BOT_ALLOWED_CHANNELS changed); nothing was done.", b.cfg.Command))
+	case c.action != ActionCancel && c.action != ActionStop && b.targets.of(r) == nil:
+		return refuse("target not configured", fmt.Sprintf("Request `%s` belongs to the GeminiDB target `%s`, which is no longer configured; nothing was done.", r.ID, esc(r.Target)))
 	}
 	switch {
 	case c.action == ActionCancel || c.action == ActionStop:
 		return true // they only stop things; who may press them is checked by each
 	case c.action == ActionApprove || c.action == ActionReject:
 		return true // checked against BOT_APPROVERS
-	case c.action == ActionContinue && len(b.cfg.Approvers) > 0:
+	case c.action == ActionContinue && len(b.approversOf(r)) > 0:
 		return true // checked against BOT_APPROVERS
 	}
 	ok, err := b.access.userAllowed(ctx, c.user)
@@ -151,7 +153,7 @@ func (b *Bot) loadForRequester(ctx context.Context, c click, verb string) (store
 }
 
 func (c click) audit(r store.Request, p upgrade.Plan) auditInfo {
-	return auditInfo{RequestID: r.ID, User: c.user, Channel: r.Channel, Instances: targetIDs(p)}
+	return requestAudit(r, c.user, targetIDs(p))
 }
 
 func targetIDs(p upgrade.Plan) []string {
@@ -279,7 +281,7 @@ func (b *Bot) onConfirm(ctx context.Context, c click) {
 	if !b.stillOpen(ctx, c, r, p, store.Planned) {
 		return
 	}
-	if len(b.cfg.Approvers) > 0 {
+	if len(b.approversOf(r)) > 0 {
 		b.requestApproval(ctx, c, r, p)
 		return
 	}
@@ -319,7 +321,7 @@ func (b *Bot) stillOpen(ctx context.Context, c click, r store.Request, p upgrade
 // nobody approved patching what the instances are now.
 func (b *Bot) checkDrift(ctx context.Context, c click, r store.Request, p upgrade.Plan) bool {
 	ids := targetIDs(p)
-	res, err := b.db.Resolve(ctx, ids)
+	res, err := b.targets.of(r).DB.Resolve(ctx, ids)
 	if err != nil {
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("re-check instances before patching")
 		b.tell(ctx, c.channel, c.user, "I could not re-check the instances before patching, so nothing was done; click again to retry.\n"+b.userError(err, r.ID))
@@ -355,6 +357,7 @@ func (b *Bot) checkDrift(ctx context.Context, c click, r store.Request, p upgrad
 	if err != nil {
 		req = commands.Request{Kind: commands.KindPatch, Instances: p.Refs, Force: r.Force}
 	}
+	req.Target = b.targets.nameOf(r) // the fresh plan stays on the request's target
 	cmd := slack.SlashCommand{UserID: r.Requester, ChannelID: r.Channel, TeamID: r.Team, ResponseURL: r.ResponseURL, Command: b.cfg.Command}
 	if c.user == r.Requester && c.responseURL != "" {
 		cmd.ResponseURL = c.responseURL
@@ -374,9 +377,10 @@ func (b *Bot) requestApproval(ctx context.Context, c click, r store.Request, p u
 	}
 	r = won
 	a := c.audit(r, p)
+	approvers := b.approversOf(r)
 	_, ts, err := b.api.PostMessageContext(ctx, r.Channel,
 		slack.MsgOptionText(fmt.Sprintf("<@%s> asks for approval to patch %s (request %s)", r.Requester, plural(len(p.Targets), "GeminiDB instance"), r.ID), false),
-		slack.MsgOptionBlocks(b.kit.approvalBlocks(r, p, b.cfg.Approvers)...))
+		slack.MsgOptionBlocks(withTarget(b.kit.approvalBlocks(r, p, approvers), b.targets.labelOf(r))...))
 	if err != nil {
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("post approval request")
 		if _, err := b.life.Reopen(r.ID, c.user); err != nil {
@@ -393,8 +397,8 @@ func (b *Bot) requestApproval(ctx context.Context, c click, r store.Request, p u
 	if _, err := b.st.Update(r.ID, func(x *store.Request) error { x.ApprovalTS = ts; return nil }); err != nil {
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("store approval message ts")
 	}
-	b.audit("approval_requested", a, "approvers", b.cfg.Approvers)
-	msg := fmt.Sprintf(":raised_hand: Plan `%s` is waiting for approval by %s. Nothing is patched until an approver approves.", r.ID, mentionList(b.cfg.Approvers))
+	b.audit("approval_requested", a, "approvers", approvers)
+	msg := fmt.Sprintf(":raised_hand: Plan `%s` is waiting for approval by %s. Nothing is patched until an approver approves.", r.ID, mentionList(approvers))
 	b.respondOrLog(ctx, c.responseURL, msg)
 }
 
@@ -451,8 +455,9 @@ func (b *Bot) onReject(ctx context.Context, c click) {
 
 // mayApprove tells whether the clicker may decide on r, and refuses them if not.
 func (b *Bot) mayApprove(ctx context.Context, c click, r store.Request, a auditInfo) bool {
-	if len(b.cfg.Approvers) == 0 {
-		b.tell(ctx, c.channel, c.user, "Approval is not configured (BOT_APPROVERS is empty).")
+	approvers := b.approversOf(r)
+	if len(approvers) == 0 {
+		b.tell(ctx, c.channel, c.user, "Approval is not configured for this request's target (BOT_APPROVERS is empty).")
 		return false
 	}
 	if c.user == r.Requester {
@@ -464,7 +469,7 @@ func (b *Bot) mayApprove(ctx context.Context, c click, r store.Request, a auditI
 		b.tell(ctx, c.channel, c.user, msg)
 		return false
 	}
-	ok, err := b.access.isApprover(ctx, c.user)
+	ok, err := b.access.isApprover(ctx, c.user, approvers)
 	if err != nil {
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("check approver")
 		b.tell(ctx, c.channel, c.user, "I could not check whether you are an approver (Slack user groups could not be read); nothing was done. Try again.")
@@ -472,7 +477,7 @@ func (b *Bot) mayApprove(ctx context.Context, c click, r store.Request, a auditI
 	}
 	if !ok {
 		b.audit("refused", a, "reason", "not an approver", "action", c.action)
-		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Only an approver (%s) can approve or reject this request.", mentionList(b.cfg.Approvers)))
+		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Only an approver (%s) can approve or reject this request.", mentionList(approvers)))
 		return false
 	}
 	return true
@@ -514,4 +519,13 @@ func slackErrorCode(err error) string {
 		return se.Err
 	}
 	return err.Error()
+}
+
+// approversOf are the approvers of r's target (none when the target is no
+// longer configured).
+func (b *Bot) approversOf(r store.Request) []string {
+	if tg := b.targets.of(r); tg != nil {
+		return tg.Approvers
+	}
+	return nil
 }

@@ -319,6 +319,7 @@ type PlanView struct {
 	ExpiresAt time.Time // when the buttons stop working
 	Note      string    // shown above the plan, e.g. why a fresh plan replaced an old one
 	Scheduled int       // instances left out of the plan for now, scheduled for their window (--wait-for-window)
+	Target    string    // the GeminiDB target's label; "" when the bot has one target
 }
 
 // planBlocks renders the ephemeral plan: what will be patched, what is
@@ -339,6 +340,7 @@ func (k kit) planBlocks(p upgrade.Plan, v PlanView) []slack.Block {
 		head += "\n*Dry run:* nothing will be patched."
 	}
 	blocks = append(blocks, section(head))
+	blocks = appendTarget(blocks, v.Target)
 	if len(p.Targets) > 0 {
 		lines := make([]string, len(p.Targets))
 		for i, t := range p.Targets {
@@ -535,6 +537,7 @@ type ParentView struct {
 	Status   string   // paused or stopped, and why; "" while it goes on
 	CanStop  bool     // show Stop: waves are still to be sent
 	Paused   bool     // show Continue
+	Target   string   // the GeminiDB target's label; "" when the bot has one target
 }
 
 // parentBlocks is kit.parentBlocks without console links.
@@ -554,6 +557,7 @@ func (k kit) parentBlocks(v ParentView) []slack.Block {
 		head += fmt.Sprintf(" Approved by <@%s>.", r.Approver)
 	}
 	blocks := []slack.Block{section(head)}
+	blocks = appendTarget(blocks, v.Target)
 	if w := warningCount(p); w > 0 {
 		var names []string
 		for _, t := range p.Targets {

@@ -26,7 +26,8 @@ import (
 // Command is the slash command the bot answers; manifest.yml declares the same.
 const Command = "/geminidb-patch"
 
-// GeminiDB is what the bot needs from the GeminiDB API (upgrade.Client).
+// GeminiDB is what the bot needs from the GeminiDB API (upgrade.Client) of
+// one target.
 type GeminiDB interface {
 	Plan(ctx context.Context, refs []string, opts upgrade.PlanOptions) (upgrade.Plan, error)
 	Resolve(ctx context.Context, refs []string) (upgrade.Resolution, error)
@@ -82,6 +83,12 @@ type Config struct {
 	ConsoleURL      string        // console page of an instance: a template with {region}, {project_id}, {instance_id}; "" = no links
 	Region          string        // replaces {region} in ConsoleURL
 	Now             func() time.Time
+
+	// Targets are the GeminiDB projects and regions the bot patches, each
+	// with its own client (New's db is then unused). Without any, the bot
+	// has one target, DefaultTarget: ProjectID, BatchEngines and
+	// Approvers above, with New's db.
+	Targets []Target
 }
 
 // The work pool's default size. Slow work (a plan's lookups, status, list,
@@ -101,7 +108,7 @@ type Bot struct {
 	cfg     Config
 	api     *slack.Client
 	sm      *socketmode.Client
-	db      GeminiDB
+	targets *targetSet
 	st      Store
 	life    *patch.Lifecycle // the request's life: every state change goes through it
 	log     zerolog.Logger
@@ -115,15 +122,14 @@ type Bot struct {
 	notices    chan struct{}                   // the busy and refusal answers in flight
 	runCtx     atomic.Pointer[context.Context] // Run's context: its end means shutting down
 	connected  atomic.Bool
-	busy       atomic.Int64              // tasks queued or running, and submissions in flight
-	houseTicks atomic.Int64              // housekeeping ticks finished
-	pollTicks  atomic.Int64              // poll ticks finished
-	pollPause  atomic.Pointer[time.Time] // no job is read before this time (GeminiDB said 429)
+	busy       atomic.Int64 // tasks queued or running, and submissions in flight
+	houseTicks atomic.Int64 // housekeeping ticks finished
 	inflight   sync.WaitGroup
 }
 
 // New builds a bot. api must carry the bot token (and the app token for
-// Socket Mode); sm is the Socket Mode client built on api.
+// Socket Mode); sm is the Socket Mode client built on api; db is the
+// GeminiDB client of the one target when cfg.Targets is empty.
 func New(cfg Config, api *slack.Client, sm *socketmode.Client, db GeminiDB, st Store, log zerolog.Logger, m *Metrics) *Bot {
 	if cfg.Command == "" {
 		cfg.Command = Command
@@ -164,10 +170,11 @@ func New(cfg Config, api *slack.Client, sm *socketmode.Client, db GeminiDB, st S
 	if m == nil {
 		m = NewMetrics(nil)
 	}
+	targets := newTargetSet(cfg, db)
 	b := &Bot{
 		id:  newID("bot-"),
-		cfg: cfg, api: api, sm: sm, db: db, st: st, log: log, metrics: m,
-		access:  newAccess(cfg.AllowedUsers, cfg.AllowedChannels, cfg.Approvers, api, cfg.GroupCacheTTL, cfg.Now),
+		cfg: cfg, api: api, sm: sm, targets: targets, st: st, log: log, metrics: m,
+		access:  newAccess(cfg.AllowedUsers, cfg.AllowedChannels, targets.approvers(), api, cfg.GroupCacheTTL, cfg.Now),
 		kit:     kit{console: cfg.ConsoleURL, region: cfg.Region, project: cfg.ProjectID},
 		work:    make(chan func(context.Context), cfg.QueueSize),
 		notices: make(chan struct{}, maxNotices),
@@ -187,7 +194,7 @@ type Activity struct {
 
 // Activity reports the bot's current Activity.
 func (b *Bot) Activity() Activity {
-	return Activity{Busy: b.busy.Load(), Ticks: min(b.houseTicks.Load(), b.pollTicks.Load())}
+	return Activity{Busy: b.busy.Load(), Ticks: min(b.houseTicks.Load(), b.targets.pollTicks())}
 }
 
 // Connected reports whether the Socket Mode connection is up (for /readyz).
@@ -368,7 +375,7 @@ func (b *Bot) HandleEvent(ctx context.Context, evt socketmode.Event) {
 				}
 				msg := fmt.Sprintf("You are not allowed to use %s here; your click did nothing.", b.cfg.Command)
 				if isApproval(cb) {
-					msg = fmt.Sprintf("Only an approver (%s) can approve or reject this request; your click did nothing.", mentionList(b.cfg.Approvers))
+					msg = fmt.Sprintf("Only an approver (%s) can approve or reject this request; your click did nothing.", mentionList(b.targets.approvers()))
 				}
 				b.notify(func(ctx context.Context) { b.tell(ctx, channel, cb.User.ID, msg) })
 				return

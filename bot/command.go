@@ -136,9 +136,9 @@ func (b *Bot) runCommand(ctx context.Context, rid string, cmd slack.SlashCommand
 	case commands.KindPatch:
 		b.runPlan(ctx, rid, cmd, req, "", true)
 	case commands.KindStatus:
-		b.runStatus(ctx, rid, cmd, req.ID, reply)
+		b.runStatus(ctx, rid, cmd, req.ID, req.Target, reply)
 	case commands.KindList:
-		b.runList(ctx, rid, cmd, req.Engine, reply)
+		b.runList(ctx, rid, cmd, req.Engine, req.Target, reply)
 	case commands.KindHistory:
 		b.runHistory(ctx, rid, cmd, req, reply)
 	}
@@ -155,6 +155,11 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 			log.Error().Err(err).Msg("reply to slash command failed")
 		}
 	}
+	tg, ok := b.pickTarget(req.Target, cmd.ChannelID, reply)
+	if !ok {
+		return
+	}
+	a.Target, log = tg.Name, log.With().Str("target", tg.Name).Logger()
 	if !req.DryRun {
 		open, err := b.openPlans(cmd.UserID)
 		if err != nil {
@@ -171,7 +176,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 	}
 	b.audit("requested", a, "dry_run", req.DryRun, "force", req.Force)
 	now := b.cfg.Now()
-	plan, err := b.db.Plan(ctx, req.Instances, upgrade.PlanOptions{BatchEngines: b.cfg.BatchEngines, Force: req.Force, Now: now.UTC()})
+	plan, err := tg.DB.Plan(ctx, req.Instances, upgrade.PlanOptions{BatchEngines: tg.BatchEngines, Force: req.Force, Now: now.UTC()})
 	if err != nil {
 		b.metrics.Commands.WithLabelValues("error").Inc()
 		log.Error().Err(err).Msg("build plan")
@@ -187,7 +192,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 	if text := rolloutText(patch.Rollout{Options: opts, Waves: waves}, now.UTC()); text != "" {
 		note = strings.TrimSpace(note + "\n" + text)
 	}
-	view := PlanView{RequestID: rid, DryRun: req.DryRun, Approval: len(b.cfg.Approvers) > 0, Note: note, Scheduled: scheduledCount(waves, plan)}
+	view := PlanView{RequestID: rid, DryRun: req.DryRun, Approval: len(tg.Approvers) > 0, Note: note, Scheduled: scheduledCount(waves, plan), Target: b.targets.label(tg)}
 	if req.DryRun || len(waves) == 0 {
 		b.metrics.Commands.WithLabelValues("planned").Inc()
 		reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), b.kit.planBlocks(plan, view))
@@ -197,6 +202,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 	r := store.Request{
 		ID: rid, Requester: cmd.UserID, Channel: cmd.ChannelID, Text: req.String(),
 		ResponseURL: cmd.ResponseURL, CreatedAt: now, ExpiresAt: view.ExpiresAt, Team: cmd.TeamID,
+		Target: tg.Name,
 	}
 	if _, err := b.life.Create(r, plan, opts); err != nil {
 		log.Error().Err(err).Msg("store plan")
@@ -224,7 +230,7 @@ func (b *Bot) openPlans(user string) (int, error) {
 }
 
 // runStatus answers "status <job-id|request-id>".
-func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand, id string, reply func(string, []slack.Block)) {
+func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand, id, targetName string, reply func(string, []slack.Block)) {
 	if r, err := b.st.Get(id); err == nil {
 		if r.Channel != cmd.ChannelID {
 			// A request is shown only where its thread is: the people of
@@ -243,7 +249,7 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 		if err != nil {
 			b.log.Error().Err(err).Str("request_id", rid).Msg("status")
 		}
-		blocks := b.kit.requestStatusBlocks(r, p, results, jobs)
+		blocks := withTarget(b.kit.requestStatusBlocks(r, p, results, jobs), b.targets.labelOf(r))
 		b.metrics.Commands.WithLabelValues("status").Inc()
 		reply("Status of "+r.ID, blocks)
 		return
@@ -258,28 +264,36 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 		reply(fmt.Sprintf("Request `%s` is not known here. Finished requests are deleted %s after they end (BOT_RETENTION); the audit log keeps every decision.", esc(id), retentionText(b.cfg.Retention)), nil)
 		return
 	}
-	job, err := b.db.Job(ctx, id)
+	tg, ok := b.pickTarget(targetName, cmd.ChannelID, reply)
+	if !ok {
+		return
+	}
+	job, err := tg.DB.Job(ctx, id)
 	if err != nil {
 		if errors.Is(err, upgrade.ErrJobNotFound) {
-			reply(fmt.Sprintf("No request or job `%s` is known here or in GeminiDB project %s.", esc(id), esc(b.cfg.ProjectID)), nil)
+			reply(fmt.Sprintf("No request or job `%s` is known here or in GeminiDB project %s.", esc(id), esc(tg.ProjectID)), nil)
 			return
 		}
 		reply("I could not read the job.\n"+b.userError(err, rid), nil)
 		return
 	}
 	b.metrics.Commands.WithLabelValues("status").Inc()
-	reply("Status of job "+job.ID, b.kit.jobStatusBlocks(job))
+	reply("Status of job "+job.ID, withTarget(b.kit.jobStatusBlocks(job), b.targets.label(tg)))
 }
 
 // runList answers "list [engine]": instances with a patch available.
-func (b *Bot) runList(ctx context.Context, rid string, _ slack.SlashCommand, engine string, reply func(string, []slack.Block)) {
-	engines := b.cfg.BatchEngines
+func (b *Bot) runList(ctx context.Context, rid string, cmd slack.SlashCommand, engine, targetName string, reply func(string, []slack.Block)) {
+	tg, ok := b.pickTarget(targetName, cmd.ChannelID, reply)
+	if !ok {
+		return
+	}
+	engines := tg.BatchEngines
 	if engine != "" {
 		engines = []string{engine}
 	}
 	var found []upgrade.Instance
 	for _, e := range engines {
-		insts, err := b.db.AllInstances(ctx, e)
+		insts, err := tg.DB.AllInstances(ctx, e)
 		if err != nil {
 			b.log.Error().Err(err).Str("request_id", rid).Msg("list instances")
 			reply("I could not list the instances.\n"+b.userError(err, rid), nil)
@@ -296,7 +310,7 @@ func (b *Bot) runList(ctx context.Context, rid string, _ slack.SlashCommand, eng
 	if len(found) == 0 {
 		text = "No instance has a patch available."
 	}
-	reply(text, b.kit.listBlocks(engines, found, b.cfg.Now()))
+	reply(text, withTarget(b.kit.listBlocks(engines, found, b.cfg.Now()), b.targets.label(tg)))
 }
 
 // respond posts to a response_url, replacing the message it belongs to when

@@ -102,7 +102,7 @@ func (b *Bot) expireRequest(ctx context.Context, r store.Request) {
 	if err != nil {
 		b.log.Error().Err(err).Msg("expire plan")
 	}
-	b.audit("expired", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: targetIDs(p)})
+	b.audit("expired", requestAudit(r, r.Requester, targetIDs(p)))
 	msg := expiredNote(r)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
 	defer cancel()
@@ -262,7 +262,7 @@ func (b *Bot) finish(ctx context.Context, id string) {
 		b.log.Error().Err(err).Str("request_id", id).Msg("mark request finished")
 		return
 	}
-	b.audit("done", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: jobInstances(jobs)},
+	b.audit("done", requestAudit(r, r.Requester, jobInstances(jobs)),
 		"completed", counts.Completed, "failed", counts.Failed, "not_submitted", counts.NotSubmitted, "unknown", counts.Unknown, "state", string(r.State))
 	b.updateParent(ctx, r)
 }
@@ -279,8 +279,8 @@ func (b *Bot) postSummary(ctx context.Context, r store.Request, p upgrade.Plan, 
 		}
 	}
 	after := map[string]upgrade.Instance{}
-	if len(ids) > 0 {
-		if res, err := b.db.Resolve(ctx, ids); err == nil {
+	if tg := b.targets.of(r); len(ids) > 0 && tg != nil {
+		if res, err := tg.DB.Resolve(ctx, ids); err == nil {
 			for _, instID := range ids {
 				if inst, ok := res.Found[instID]; ok {
 					after[instID] = inst
@@ -291,6 +291,7 @@ func (b *Bot) postSummary(ctx context.Context, r store.Request, p upgrade.Plan, 
 		}
 	}
 	title := fmt.Sprintf("<@%s> request `%s` finished: %s.", r.Requester, r.ID, counts.String())
+	title = titled(title, b.targets.labelOf(r))
 	switch {
 	case len(jobs) == 0 && counts.Unknown == 0:
 		title += "\nNo patch job was started; nothing to follow."

@@ -18,10 +18,11 @@ import (
 
 // follow runs the follower: housekeeping (taking over stalled submissions,
 // expiring stale plans, posting what a request still owes its thread,
-// deleting what is older than the retention) and job polling, each on its
-// own ticker, so housekeeping never waits behind a slow poll. Jobs live in
-// the store, so a restarted bot picks them up where the previous one
-// stopped.
+// deleting what is older than the retention) and the job polling of each
+// target, each on its own ticker, so housekeeping never waits behind a slow
+// poll and one target's slow or failing API never delays another's jobs.
+// Jobs live in the store, so a restarted bot picks them up where the
+// previous one stopped.
 func (b *Bot) follow(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -30,7 +31,9 @@ func (b *Bot) follow(ctx context.Context) {
 			b.prune()
 		}, &b.houseTicks)
 	})
-	wg.Go(func() { b.every(ctx, func() { b.pollOnce(ctx) }, &b.pollTicks) })
+	for _, tg := range b.targets.list {
+		wg.Go(func() { b.every(ctx, func() { b.pollOnce(ctx, tg) }, &tg.pollTicks) })
+	}
 	wg.Wait()
 }
 
@@ -81,9 +84,11 @@ func (b *Bot) prune() {
 	}
 }
 
-// pollOnce reads every job that is due, at most PollConcurrency at once,
-// and reports the ends of those that ended, grouped per request.
-func (b *Bot) pollOnce(ctx context.Context) {
+// pollOnce reads every job of target tg that is due, at most
+// PollConcurrency at once, and reports the ends of those that ended, grouped
+// per request. The first target's poll also gives up following the jobs of
+// a target no longer configured once they are older than FollowFor.
+func (b *Bot) pollOnce(ctx context.Context, tg *target) {
 	jobs, err := b.st.ActiveJobs()
 	if err != nil {
 		b.log.Error().Err(err).Msg("list tracked jobs")
@@ -96,9 +101,10 @@ func (b *Bot) pollOnce(ctx context.Context) {
 		wg    sync.WaitGroup
 		sem   = make(chan struct{}, b.cfg.PollConcurrency)
 	)
-	waiting := map[string]bool{} // request ID → its job IDs are not in the thread yet
+	waiting := map[string]bool{} // request ID → its job IDs are not in the thread yet, or not tg's
+	owner := map[string]*target{}
 	for _, j := range jobs {
-		if ctx.Err() != nil || b.throttled(now) {
+		if ctx.Err() != nil || tg.throttled(now) {
 			break
 		}
 		if !b.due(j, now) {
@@ -109,16 +115,19 @@ func (b *Bot) pollOnce(ctx context.Context) {
 		wait, seen := waiting[j.RequestID]
 		if !seen {
 			r, err := b.st.Get(j.RequestID)
-			wait = err != nil || r.State == store.Submitting || r.ResultsPending
+			owner[j.RequestID] = b.targets.of(r)
+			mine := owner[j.RequestID] == tg || (owner[j.RequestID] == nil && tg == b.targets.list[0])
+			wait = err != nil || r.State == store.Submitting || r.ResultsPending || !mine
 			waiting[j.RequestID] = wait
 		}
 		if wait {
 			continue
 		}
+		jt := owner[j.RequestID] // nil: its target is no longer configured
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if done, ok := b.pollJob(ctx, j, now); ok {
+			if done, ok := b.pollJob(ctx, jt, j, now); ok {
 				mu.Lock()
 				ended[done.RequestID] = append(ended[done.RequestID], done)
 				mu.Unlock()
@@ -130,13 +139,6 @@ func (b *Bot) pollOnce(ctx context.Context) {
 		b.reportEnds(ctx, id, js)
 		b.refreshRequest(ctx, id)
 	}
-}
-
-// throttled tells whether GeminiDB asked the bot to slow down (HTTP 429)
-// and polling waits until the time it gave.
-func (b *Bot) throttled(now time.Time) bool {
-	until := b.pollPause.Load()
-	return until != nil && now.Before(*until)
 }
 
 // due tells whether a job should be read now: every PollInterval, backing
@@ -160,7 +162,10 @@ var errNotDue = errors.New("not due")
 // is read at most once per interval, and records what changed. It returns
 // the job and true when the job ended (or was given up) and this poll
 // claimed the report of its end.
-func (b *Bot) pollJob(ctx context.Context, j store.Job, now time.Time) (store.Job, bool) {
+//
+// The job is read with its target tg's client; with tg nil (a target no
+// longer configured) it is only given up once it is too old.
+func (b *Bot) pollJob(ctx context.Context, tg *target, j store.Job, now time.Time) (store.Job, bool) {
 	log := b.log.With().Str("request_id", j.RequestID).Str("job_id", j.ID).Str("instance_id", j.InstanceID).Logger()
 	if now.Sub(j.SubmittedAt) > b.cfg.FollowFor {
 		j2, err := b.st.UpdateJob(j.ID, func(x *store.Job) error {
@@ -174,8 +179,11 @@ func (b *Bot) pollJob(ctx context.Context, j store.Job, now time.Time) (store.Jo
 			b.logJobWrite(log, err, "give up following a job")
 			return j, false
 		}
-		b.metrics.Jobs.WithLabelValues("unfollowed").Inc()
+		b.metrics.Jobs.WithLabelValues(tg.metricName(), "unfollowed").Inc()
 		return j2, true
+	}
+	if tg == nil {
+		return j, false
 	}
 	// The poll claim: the read's time, written before the read.
 	claimed, err := b.st.UpdateJob(j.ID, func(x *store.Job) error {
@@ -189,12 +197,12 @@ func (b *Bot) pollJob(ctx context.Context, j store.Job, now time.Time) (store.Jo
 		b.logJobWrite(log, err, "claim a job's poll")
 		return j, false
 	}
-	job, err := b.db.Job(ctx, j.ID)
+	job, err := tg.DB.Job(ctx, j.ID)
 	if err != nil {
 		if ctx.Err() != nil {
 			return j, false
 		}
-		b.noteThrottle(err, now)
+		b.noteThrottle(tg, err, now)
 		log.Warn().Err(err).Int("poll_errors", claimed.PollErrors+1).Msg("read job failed; backing off")
 		if _, err := b.st.UpdateJob(j.ID, func(x *store.Job) error { x.PollErrors++; return nil }); err != nil {
 			// Safe: the job is read again next interval, without the backoff.
@@ -224,7 +232,7 @@ func (b *Bot) pollJob(ctx context.Context, j store.Job, now time.Time) (store.Jo
 		b.logJobWrite(log, err, "record a job's status")
 		return j, false
 	}
-	b.metrics.Jobs.WithLabelValues(job.Status).Inc()
+	b.metrics.Jobs.WithLabelValues(tg.Name, job.Status).Inc()
 	return j2, true
 }
 
@@ -244,16 +252,17 @@ func (b *Bot) logJobWrite(log zerolog.Logger, err error, what string) {
 	log.Error().Err(err).Msg(what)
 }
 
-// noteThrottle pauses every poll when GeminiDB answered 429: the bot backs
-// off together instead of each read retrying on its own.
-func (b *Bot) noteThrottle(err error, now time.Time) {
+// noteThrottle pauses every poll of target tg when its GeminiDB answered
+// 429: the bot backs off together instead of each read retrying on its
+// own. Other targets' polls go on.
+func (b *Bot) noteThrottle(tg *target, err error, now time.Time) {
 	var ae *upgrade.APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusTooManyRequests {
 		return
 	}
 	until := now.Add(b.cfg.PollInterval)
-	b.pollPause.Store(&until)
-	b.log.Warn().Time("until", until).Msg("GeminiDB asks the bot to slow down (429); job polling pauses")
+	tg.pollPause.Store(&until)
+	b.log.Warn().Str("target", tg.Name).Time("until", until).Msg("GeminiDB asks the bot to slow down (429); job polling of this target pauses")
 }
 
 // reportEnds posts the ends of jobs (whose reports this poll claimed) in
@@ -274,7 +283,7 @@ func (b *Bot) reportEnds(ctx context.Context, requestID string, jobs []store.Job
 	}
 	slices.SortStableFunc(jobs, func(x, y store.Job) int { return endRank(x) - endRank(y) })
 	for _, j := range jobs {
-		b.audit("job_finished", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: []string{j.InstanceID}},
+		b.audit("job_finished", requestAudit(r, r.Requester, []string{j.InstanceID}),
 			"job_id", j.ID, "status", j.Status, "fail_reason", j.FailReason, "gave_up", j.GaveUp)
 	}
 	// One reply per group of jobs (failures first, completions as a compact
@@ -284,6 +293,7 @@ func (b *Bot) reportEnds(ctx context.Context, requestID string, jobs []store.Job
 	for i := 0; i < len(jobs); i += jobsPerReply {
 		group := jobs[i:min(i+jobsPerReply, len(jobs))]
 		for _, part := range b.kit.jobEndsBlocks(group, now) {
+			part = withTarget(part, b.targets.labelOf(r))
 			if !b.postThread(ctx, r.Channel, r.ParentTS, fmt.Sprintf("%s ended", plural(len(group), "job")), part) {
 				b.unclaimReports(log, jobs[i:])
 				return

@@ -26,7 +26,7 @@ const (
 // parentView is the channel message of r: the plan, the counts, and the
 // rollout's waves with the buttons that still apply.
 func (b *Bot) parentView(r store.Request, p upgrade.Plan, counts *Counts) ParentView {
-	v := ParentView{Request: r, Plan: p, Counts: counts, Finished: r.State == store.Done}
+	v := ParentView{Request: r, Plan: p, Counts: counts, Finished: r.State == store.Done, Target: b.targets.labelOf(r)}
 	ro, err := patch.RolloutOf(r)
 	if err != nil {
 		return v
@@ -102,12 +102,12 @@ func (b *Bot) pause(ctx context.Context, r store.Request, step patch.Step) {
 		return
 	}
 	p, _, _ := decode(r)
-	b.audit("paused", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: step.Instances}, "why", step.Why)
+	b.audit("paused", requestAudit(r, r.Requester, step.Instances), "why", step.Why)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
 	defer cancel()
 	who := "<@" + r.Requester + ">"
-	if len(b.cfg.Approvers) > 0 {
-		who = mentionList(b.cfg.Approvers)
+	if len(b.approversOf(r)) > 0 {
+		who = mentionList(b.approversOf(r))
 	}
 	text := fmt.Sprintf(":double_vertical_bar: Request `%s` is paused: %s. Nothing more is sent until %s presses *Continue*; *Stop* ends it.", r.ID, esc(step.Why), who)
 	blocks := []slack.Block{section(truncate(text, maxSectionChars)), rolloutButtons(r.ID, true, true)}
@@ -128,7 +128,7 @@ func (b *Bot) onContinue(ctx context.Context, c click) {
 		return
 	}
 	a := c.audit(r, p)
-	if len(b.cfg.Approvers) > 0 {
+	if len(b.approversOf(r)) > 0 {
 		if !b.mayApprove(ctx, c, r, a) {
 			return
 		}
@@ -158,7 +158,7 @@ func (b *Bot) onStop(ctx context.Context, c click) {
 	}
 	a := c.audit(r, p)
 	if c.user != r.Requester {
-		if ok, err := b.access.isApprover(ctx, c.user); err != nil || !ok {
+		if ok, err := b.access.isApprover(ctx, c.user, b.approversOf(r)); err != nil || !ok {
 			b.audit("refused", a, "reason", "neither the requester nor an approver", "action", c.action)
 			b.tell(ctx, c.channel, c.user, fmt.Sprintf("Only <@%s>, who asked for this patch, or an approver can stop it.", r.Requester))
 			return
@@ -221,7 +221,7 @@ func (b *Bot) onRetry(ctx context.Context, c click) {
 	}
 	b.audit("retry", c.audit(r, p), "instances", ids)
 	orig, perr := commands.Parse(r.Text)
-	req := commands.Request{Kind: commands.KindPatch, Instances: ids, Force: r.Force}
+	req := commands.Request{Kind: commands.KindPatch, Instances: ids, Force: r.Force, Target: b.targets.nameOf(r)}
 	if perr == nil {
 		req.WaitForWindow = orig.WaitForWindow
 	}

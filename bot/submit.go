@@ -27,6 +27,7 @@ func (b *Bot) postResults(ctx context.Context, r store.Request, p upgrade.Plan, 
 	if wave > 0 {
 		title = fmt.Sprintf("*Batch results of wave %d* (%d submitted%s)", wave+1, len(results)-c.NotSubmitted-c.Unknown, c.batchTail())
 	}
+	title = titled(title, b.targets.labelOf(r))
 	if note != "" {
 		title = note + "\n" + title
 	}
@@ -115,17 +116,20 @@ func answerAll(ids []string, code, msg string) []upgrade.UpgradeResult {
 // per instance: the cloud's code and message for an HTTP error (nothing
 // started), NOT_SENT when the call certainly never left the bot, and
 // UNKNOWN otherwise (it may have reached GeminiDB).
-func (b *Bot) callBatch(ctx context.Context, log zerolog.Logger, batch upgrade.Batch) []upgrade.UpgradeResult {
+func (b *Bot) callBatch(ctx context.Context, tg *target, log zerolog.Logger, batch upgrade.Batch) []upgrade.UpgradeResult {
+	if tg == nil {
+		return answerAll(batch.InstanceIDs, CodeNotSent, "Not sent: the request's GeminiDB target is no longer configured; nothing was started.")
+	}
 	cctx, cancel := context.WithTimeout(ctx, b.cfg.BatchTimeout)
 	defer cancel()
-	res, err := b.db.BatchUpgrade(cctx, batch.InstanceIDs)
+	res, err := tg.DB.BatchUpgrade(cctx, batch.InstanceIDs)
 	if err != nil {
-		b.metrics.Batches.WithLabelValues("error").Inc()
+		b.metrics.Batches.WithLabelValues(tg.Name, "error").Inc()
 		code, msg := batchFailure(err)
 		log.Error().Err(err).Strs("instance_ids", batch.InstanceIDs).Str("error_code", code).Msg("batch upgrade call failed")
 		return answerAll(batch.InstanceIDs, code, msg)
 	}
-	b.metrics.Batches.WithLabelValues("ok").Inc()
+	b.metrics.Batches.WithLabelValues(tg.Name, "ok").Inc()
 	// One result per requested instance, in the order we asked; an instance
 	// the API left out is reported, not assumed patched.
 	byID := map[string]upgrade.UpgradeResult{}

@@ -52,7 +52,7 @@ func BenchmarkFollowerTick(b *testing.B) {
 			for range b.N {
 				bot.advanceAll(ctx)
 				bot.prune()
-				bot.pollOnce(ctx)
+				bot.pollOnce(ctx, bot.targets.list[0])
 			}
 		})
 	}

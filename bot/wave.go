@@ -51,7 +51,7 @@ func (b *Bot) sendWave(ctx context.Context, r store.Request, s *patch.Send, resp
 		b.endSend(log, s) // the lease would run out; a takeover reports it all as not sent
 		return
 	}
-	a := auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: targetIDs(p)}
+	a := requestAudit(r, r.Requester, targetIDs(p))
 
 	if r.ParentTS == "" {
 		ts, ok := b.postParent(ctx, log, r, p, s, responseURL, a)
@@ -122,7 +122,7 @@ func (b *Bot) sendWave(ctx context.Context, r store.Request, s *patch.Send, resp
 			log.Error().Err(err).Msg("record the batch in flight; not sending it")
 			got = answerAll(unsentOf(batches[i:]), CodeNotSent, "The bot could not record its progress (its store did not answer), so to stay safe this batch was not sent; nothing was started for this instance. Run the command again for it.")
 		default:
-			got = b.callBatch(ctx, log, batch)
+			got = b.callBatch(ctx, b.targets.of(r), log, batch)
 		}
 		// Record each batch's answers at once: should the process die before
 		// the next batch, what was started is still followed after a restart.
@@ -262,7 +262,11 @@ func (b *Bot) recheckWave(ctx context.Context, log zerolog.Logger, r store.Reque
 	}
 	wave := ro.Waves[s.Wave]
 	ids := wave.InstanceIDs()
-	res, err := b.db.Resolve(ctx, ids)
+	tg := b.targets.of(r)
+	if tg == nil {
+		return nil, answerAll(ids, CodeNotSent, "Not sent: the request's GeminiDB target is no longer configured; nothing was started.")
+	}
+	res, err := tg.DB.Resolve(ctx, ids)
 	if err != nil {
 		log.Error().Err(err).Msg("re-check a wave's instances; not sending it")
 		return nil, answerAll(ids, CodeNotSent, "Not sent: the bot could not re-check this instance right before sending ("+b.userError(err, r.ID)+"). Nothing was started; use Retry on the summary.")
@@ -340,7 +344,7 @@ func (b *Bot) recoverWave(ctx context.Context, id string) {
 	}
 	log.Warn().Int("unknown", len(rec.Unknown)).Int("not_sent", len(rec.Unsent)).Int("wave", s.Wave).
 		Msg("wave left submitting by a stopped process; recorded jobs are followed, the rest is not retried")
-	b.audit("not_submitted", auditInfo{RequestID: r.ID, User: r.Requester, Channel: r.Channel, Instances: targetIDs(p)},
+	b.audit("not_submitted", requestAudit(r, r.Requester, targetIDs(p)),
 		"reason", "bot stopped while submitting", "unknown", len(rec.Unknown), "not_sent", len(rec.Unsent))
 	note := fmt.Sprintf(":warning: The bot stopped while submitting request `%s`; these are the answers it had recorded.", r.ID)
 	if len(rec.Unknown) > 0 {

@@ -58,6 +58,7 @@ type Request struct {
 	Engine        string // KindList: "", EngineCassandra or EngineInfluxDB
 	User          string // KindHistory: only requests by this Slack user ID ("" = anyone)
 	Instance      string // KindHistory: only requests naming this instance ID or exact name ("" = any)
+	Target        string // KindPatch, KindStatus, KindList: --target NAME, "" when not given
 }
 
 // String returns the canonical command text of r, without the slash command
@@ -79,14 +80,14 @@ func (r Request) String() string {
 		if r.WaitForWindow {
 			parts = append(parts, flagWaitForWindow)
 		}
-		return strings.Join(parts, " ")
+		return strings.Join(parts, " ") + r.targetFlag()
 	case KindStatus:
-		return string(KindStatus) + " " + r.ID
+		return string(KindStatus) + " " + r.ID + r.targetFlag()
 	case KindList:
 		if r.Engine == "" {
-			return string(KindList)
+			return string(KindList) + r.targetFlag()
 		}
-		return string(KindList) + " " + r.Engine
+		return string(KindList) + " " + r.Engine + r.targetFlag()
 	case KindHistory:
 		switch {
 		case r.User != "":
@@ -99,6 +100,14 @@ func (r Request) String() string {
 		return string(KindHelp)
 	}
 	return ""
+}
+
+// targetFlag renders " --target NAME", or "" when no target was given.
+func (r Request) targetFlag() string {
+	if r.Target == "" {
+		return ""
+	}
+	return " " + flagTarget + " " + r.Target
 }
 
 // UsageError is returned by Parse for text it cannot accept. Msg is meant for
@@ -126,31 +135,34 @@ type Subcommand struct {
 var Subcommands = []Subcommand{
 	{
 		Name:  string(KindPatch),
-		Usage: "<instance>… [--dry-run] [--force] [--canary N] [--wait-for-window]",
+		Usage: "<instance>… [--dry-run] [--force] [--canary N] [--wait-for-window] [--target NAME]",
 		Summary: "Plan a patch of the given GeminiDB instances (IDs or exact names, separated by spaces, commas or new lines; " +
 			fmt.Sprintf("at most %d) and ask for confirmation. ", MaxInstances) +
 			"`--dry-run` only shows the plan. `--force` also patches instances that are outside their maintenance window " +
 			"(they are left out otherwise); the channel message records that you forced it. " +
 			fmt.Sprintf("`--canary N` (1–%d) sends the first N instances alone and the rest only after every one of them completed; ", MaxCanary) +
 			"a canary that fails pauses the rollout until someone presses Continue or Stop. " +
-			"`--wait-for-window` schedules instances outside their maintenance window for its next opening instead of leaving them out.",
+			"`--wait-for-window` schedules instances outside their maintenance window for its next opening instead of leaving them out. " +
+			"`--target` names the GeminiDB project and region to use when the bot serves several; " +
+			"without it the channel's target is used, or the only one.",
 		Examples: []string{
 			"orders-prod users-prod --dry-run",
 			"orders-prod-1 orders-prod-2 orders-prod-3 --canary 1 --wait-for-window",
 			"3f1c9d0b6e2a4c7d8e9f0a1b2c3d4e5fin13, metrics-influx-01",
+			"orders-prod --target prod-eu-de",
 		},
 	},
 	{
 		Name:     string(KindStatus),
-		Usage:    "status <job-id|request-id>",
-		Summary:  "Show the state of a patch request, or of one instance's patch job.",
+		Usage:    "status <job-id|request-id> [--target NAME]",
+		Summary:  "Show the state of a patch request, or of one instance's patch job (looked up in the target of `--target`, of the channel, or the only one).",
 		Examples: []string{"status 0b7f3c2e-5a1d-4e6f-9a8b-7c6d5e4f3a2b"},
 	},
 	{
 		Name:     string(KindList),
-		Usage:    "list [cassandra|influxdb]",
+		Usage:    "list [cassandra|influxdb] [--target NAME]",
 		Summary:  "List the instances that have a patch available, optionally of one engine only.",
-		Examples: []string{"list", "list influxdb"},
+		Examples: []string{"list", "list influxdb", "list --target prod-eu-de"},
 	},
 	{
 		Name:  string(KindHistory),

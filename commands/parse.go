@@ -13,6 +13,7 @@ const (
 	flagForce         = "--force"
 	flagCanary        = "--canary"
 	flagWaitForWindow = "--wait-for-window"
+	flagTarget        = "--target"
 )
 
 // MaxCanary is the largest --canary.
@@ -29,9 +30,9 @@ const maxShown = 40
 // Parse turns the text of a /geminidb-patch slash command (without the
 // command itself) into a Request. The grammar is
 //
-//	<instance>… [--dry-run] [--force] [--canary N] [--wait-for-window]
-//	status <job-id|request-id>
-//	list [cassandra|influxdb]
+//	<instance>… [--dry-run] [--force] [--canary N] [--wait-for-window] [--target NAME]
+//	status <job-id|request-id> [--target NAME]
+//	list [cassandra|influxdb] [--target NAME]
 //	history [<@user>|<instance>]
 //	help
 //
@@ -44,7 +45,9 @@ const maxShown = 40
 // that only exactly named instances are ever patched; the one exception is
 // the mention of a person after history (<@U123> or <@U123|name>, as Slack
 // sends a mention picked with @). A keyword (status, list, history, help)
-// cannot name an instance: give such an instance by its ID.
+// cannot name an instance: give such an instance by its ID. --target takes
+// the next word (or what follows "--target=") as the name of a target; it
+// may be given more than once only with the same name.
 //
 // Every error is a *UsageError.
 func Parse(text string) (Request, error) {
@@ -62,6 +65,7 @@ func Parse(text string) (Request, error) {
 
 	var args, flags []string
 	var opts patchOptions
+	target := ""
 	for i := 0; i < len(tokens); i++ {
 		tok := tokens[i]
 		if !isFlag(tok) {
@@ -69,6 +73,30 @@ func Parse(text string) (Request, error) {
 			continue
 		}
 		name, value, hasValue := strings.Cut(asciiLower(normalizeDashes(tok)), "=")
+		if name == flagTarget {
+			if !hasValue {
+				if i+1 == len(tokens) || isFlag(tokens[i+1]) {
+					return Request{}, usage(guessKind(text), fmt.Sprintf("`%s` needs the name of a target after it.", flagTarget))
+				}
+				i++
+				value = tokens[i]
+			} else {
+				// The name keeps its case: cut it from the token itself.
+				value = tok[strings.IndexByte(tok, '=')+1:]
+			}
+			if value == "" {
+				return Request{}, usage(guessKind(text), fmt.Sprintf("`%s` needs the name of a target after it.", flagTarget))
+			}
+			if msg := checkRef(value, "target names"); msg != "" {
+				return Request{}, usage(guessKind(text), msg)
+			}
+			if target != "" && target != value {
+				return Request{}, usage(guessKind(text), fmt.Sprintf(
+					"You named two targets, `%s` and %s; give `%s` once.", escape(target), show(value), flagTarget))
+			}
+			target = value
+			continue // allowed with every subcommand but help
+		}
 		switch name {
 		case flagDryRun:
 			opts.dryRun = true
@@ -91,7 +119,7 @@ func Parse(text string) (Request, error) {
 			opts.canary = n
 		default:
 			return Request{}, usage(guessKind(text), fmt.Sprintf(
-				"%s is not an option I know; the options are `%s`, `%s`, `%s N` and `%s`.", show(tok), flagDryRun, flagForce, flagCanary, flagWaitForWindow))
+				"%s is not an option I know; the options are `%s`, `%s`, `%s N`, `%s` and `%s NAME`.", show(tok), flagDryRun, flagForce, flagCanary, flagWaitForWindow, flagTarget))
 		}
 		if hasValue && name != flagCanary {
 			return Request{}, usage(guessKind(text), fmt.Sprintf("`%s` takes no value.", name))
@@ -107,22 +135,37 @@ func Parse(text string) (Request, error) {
 		}
 	}
 	if kind != KindPatch && len(flags) > 0 {
+		takes := "no options"
+		if kind != KindHelp {
+			takes = "no option but `" + flagTarget + "`"
+		}
 		return Request{}, usage(kind, fmt.Sprintf(
-			"%s only applies when patching instances; `%s` takes no options.", show(flags[0]), kind))
+			"%s only applies when patching instances; `%s` takes %s.", show(flags[0]), kind, takes))
+	}
+	if kind == KindHelp && target != "" {
+		return Request{}, usage(KindHelp, fmt.Sprintf("`%s` takes no options.", KindHelp))
 	}
 
+	var r Request
+	var err error
 	switch kind {
 	case KindStatus:
-		return parseStatus(args)
+		r, err = parseStatus(args)
 	case KindList:
-		return parseList(args)
+		r, err = parseList(args)
 	case KindHelp:
 		if len(args) > 0 {
 			return Request{}, usage(KindHelp, "`help` takes no arguments.")
 		}
 		return Request{Kind: KindHelp}, nil
+	default:
+		r, err = parsePatch(args, opts)
 	}
-	return parsePatch(args, opts)
+	if err != nil {
+		return Request{}, err
+	}
+	r.Target = target
+	return r, nil
 }
 
 // patchOptions are the flags of the patch form.

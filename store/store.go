@@ -181,6 +181,11 @@ type Request struct {
 	UpdatedAt      time.Time `json:"updated_at"`
 	ExpiresAt      time.Time `json:"expires_at,omitzero"`
 	History        []Event   `json:"history,omitempty"`
+
+	// Target names the GeminiDB target (project and region) the request
+	// belongs to for its whole life; "" (a request stored before targets
+	// existed) means the bot's default target.
+	Target string `json:"target,omitempty"`
 }
 
 // Job is one instance's patch job in the cloud, as far as the bot follows it.
