@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/slack-go/slack"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -22,7 +21,7 @@ type access struct {
 	channels       map[string]bool
 	approverUsers  map[string]bool // of every target, for mayClick
 	approverGroups []string
-	api            *slack.Client
+	api            SlackAPI
 	ttl            time.Duration
 	now            func() time.Time
 	mu             sync.Mutex
@@ -37,7 +36,7 @@ type groupMembers struct {
 	fetched time.Time
 }
 
-func newAccess(allowed, channels, approvers []string, api *slack.Client, ttl time.Duration, now func() time.Time) *access {
+func newAccess(allowed, channels, approvers []string, api SlackAPI, ttl time.Duration, now func() time.Time) *access {
 	a := &access{users: map[string]bool{}, channels: map[string]bool{}, approverUsers: map[string]bool{},
 		api: api, ttl: ttl, now: now, cache: map[string]groupMembers{}}
 	for _, u := range allowed {

@@ -36,6 +36,19 @@ type GeminiDB interface {
 	AllInstances(ctx context.Context, datastoreType string) ([]upgrade.Instance, error)
 }
 
+// SlackAPI is every Slack Web API call the bot makes (slack.Client has
+// them). The bot's logic is tested end to end against the fake Slack
+// server; this small interface lets a unit test of click or send logic
+// stand in for Slack where that is clearer.
+type SlackAPI interface {
+	PostMessageContext(ctx context.Context, channelID string, options ...slack.MsgOption) (string, string, error)
+	PostEphemeralContext(ctx context.Context, channelID, userID string, options ...slack.MsgOption) (string, error)
+	UpdateMessageContext(ctx context.Context, channelID, timestamp string, options ...slack.MsgOption) (string, string, string, error)
+	GetUserGroupMembersContext(ctx context.Context, userGroup string, options ...slack.GetUserGroupMembersOption) ([]string, error)
+	GetPermalinkContext(ctx context.Context, params *slack.PermalinkParameters) (string, error)
+	PublishViewContext(ctx context.Context, req slack.PublishViewContextRequest) (*slack.ViewResponse, error)
+}
+
 // Store is the durable state the bot keeps (store.Bolt).
 type Store interface {
 	Create(r store.Request) error
@@ -56,6 +69,7 @@ type Store interface {
 
 var (
 	_ GeminiDB = (*upgrade.Client)(nil)
+	_ SlackAPI = (*slack.Client)(nil)
 	_ Store    = (*store.Bolt)(nil)
 	_ Store    = (*store.Redis)(nil)
 )
@@ -106,7 +120,7 @@ const (
 type Bot struct {
 	id      string // this process, as owner of the submissions it makes
 	cfg     Config
-	api     *slack.Client
+	api     SlackAPI
 	sm      *socketmode.Client
 	targets *targetSet
 	st      Store
@@ -130,7 +144,7 @@ type Bot struct {
 // New builds a bot. api must carry the bot token (and the app token for
 // Socket Mode); sm is the Socket Mode client built on api; db is the
 // GeminiDB client of the one target when cfg.Targets is empty.
-func New(cfg Config, api *slack.Client, sm *socketmode.Client, db GeminiDB, st Store, log zerolog.Logger, m *Metrics) *Bot {
+func New(cfg Config, api SlackAPI, sm *socketmode.Client, db GeminiDB, st Store, log zerolog.Logger, m *Metrics) *Bot {
 	if cfg.Command == "" {
 		cfg.Command = Command
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/rs/zerolog"
@@ -92,13 +93,22 @@ func (b *Bot) runHistory(ctx context.Context, rid string, cmd slack.SlashCommand
 			(req.User == "" || r.Requester == req.User) &&
 			(req.Instance == "" || names(r, req.Instance))
 	}
-	// Newest first from the state indexes, stopping at historySize.
-	rs, err := b.st.Recent(historySize, keep, allStates...)
+	// The most recently changed from the state indexes (twice as many as
+	// shown, so a request changed a moment ago does not push a newer one
+	// out), then the newest by creation.
+	rs, err := b.st.Recent(2*historySize, keep, allStates...)
 	if err != nil {
 		b.log.Error().Err(err).Str("request_id", rid).Msg("list requests for history")
 		reply(fmt.Sprintf("Something went wrong (request %s).", rid), nil)
 		return
 	}
+	slices.SortStableFunc(rs, func(x, y store.Request) int {
+		if c := y.CreatedAt.Compare(x.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(y.ID, x.ID)
+	})
+	rs = rs[:min(len(rs), historySize)]
 	entries := b.entries(ctx, rs)
 	b.metrics.Commands.WithLabelValues("history").Inc()
 	reply(fmt.Sprintf("History: %s", plural(len(entries), "request")), b.kit.historyBlocks(entries, req.User, req.Instance))
@@ -117,7 +127,7 @@ const maxPermalinks = 5000
 // get returns the permalink of message ts in channel, or "" when there is
 // none or Slack did not say (logged with debug: a missing link is no error
 // worth more).
-func (c *permalinkCache) get(ctx context.Context, api *slack.Client, log zerolog.Logger, channel, ts string) string {
+func (c *permalinkCache) get(ctx context.Context, api SlackAPI, log zerolog.Logger, channel, ts string) string {
 	if channel == "" || ts == "" || api == nil {
 		return ""
 	}
