@@ -381,6 +381,29 @@ func TestHundredInstances(t *testing.T) {
 	if calls := h.gdb.BatchCalls(); len(calls) != 10 {
 		t.Errorf("%d batch calls, want 10 of 10", len(calls))
 	}
+	// Every job ends at once: the thread stays readable, each end is
+	// reported once, and nothing is lost.
+	var jobs []string
+	for _, in := range insts {
+		jobs = append(jobs, h.gdb.JobsFor(in.ID)...)
+	}
+	for i, j := range jobs {
+		if i%10 == 3 {
+			h.gdb.FailJob(j, "Node restart timed out.")
+		} else {
+			h.gdb.CompleteJob(j, "3.11.3.5")
+		}
+	}
+	thread = h.threadText(ts, "finished:")
+	for _, j := range jobs {
+		if n := strings.Count(thread, "`"+j+"` Completed") + strings.Count(thread, "`"+j+"` Failed"); n != 1 {
+			t.Errorf("job %s reported %d times, want once", j, n)
+		}
+	}
+	if n := len(h.slack.Thread(opsChannel, ts)); n > 16 {
+		t.Errorf("a 100-instance patch took %d thread replies, want about 15 at most", n)
+	}
+	t.Logf("100 instances, %d jobs: %d thread replies", len(jobs), len(h.slack.Thread(opsChannel, ts)))
 	for _, c := range h.slack.Calls() {
 		if c.Error != "" {
 			t.Errorf("Slack rejected %s: %s", c.Method, c.Error)
