@@ -158,30 +158,6 @@ func (h *harness) parentIn(channel, id string) slacktest.Message {
 	return h.messageIn(channel, "channel message for "+id, func(m slacktest.Message) bool { return isParent(m, id) })
 }
 
-// threadIn waits until the thread under ts in channel contains every
-// string in want, and returns its text.
-func (h *harness) threadIn(channel, ts string, want ...string) string {
-	h.t.Helper()
-	var text string
-	err := h.slack.WaitFor(h.ctx(), fmt.Sprintf("thread containing %q", want), func(s *slacktest.Server) bool {
-		var parts []string
-		for _, m := range s.Thread(channel, ts) {
-			parts = append(parts, m.AllText())
-		}
-		text = strings.Join(parts, "\n")
-		for _, w := range want {
-			if !strings.Contains(text, w) {
-				return false
-			}
-		}
-		return true
-	})
-	if err != nil {
-		h.t.Fatalf("%v\nthread so far:\n%s\nlogs:\n%s", err, text, h.logs.String())
-	}
-	return text
-}
-
 // submitIn plans and confirms text as alice in channel (no approvers) and
 // waits for the batch results; it returns the request ID and the parent ts.
 func (h *harness) submitIn(channel, text string) (string, string) {

@@ -340,14 +340,14 @@ func isParent(m slacktest.Message, id string) bool {
 	return strings.Contains(text, id) && (strings.Contains(text, "is patching") || strings.Contains(text, "has finished"))
 }
 
-// threadText waits until the thread under ts contains every string in want
-// and returns its text.
-func (h *harness) threadText(ts string, want ...string) string {
+// threadIn waits until the thread under ts in channel contains every
+// string in want, and returns its text.
+func (h *harness) threadIn(channel, ts string, want ...string) string {
 	h.t.Helper()
 	var text string
 	err := h.slack.WaitFor(h.ctx(), fmt.Sprintf("thread containing %q", want), func(s *slacktest.Server) bool {
 		var parts []string
-		for _, m := range s.Thread(opsChannel, ts) {
+		for _, m := range s.Thread(channel, ts) {
 			parts = append(parts, m.AllText())
 		}
 		text = strings.Join(parts, "\n")
@@ -362,6 +362,13 @@ func (h *harness) threadText(ts string, want ...string) string {
 		h.t.Fatalf("%v\nthread so far:\n%s\nlogs:\n%s", err, text, h.logs.String())
 	}
 	return text
+}
+
+// threadText waits until the thread under ts in the ops channel contains
+// every string in want and returns its text.
+func (h *harness) threadText(ts string, want ...string) string {
+	h.t.Helper()
+	return h.threadIn(opsChannel, ts, want...)
 }
 
 // ephemeralTo waits for an ephemeral message to user containing text.
