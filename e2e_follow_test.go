@@ -15,7 +15,7 @@ import (
 )
 
 // submitted plans and confirms a patch of insts and waits for the batch
-// results in the thread; it returns the request ID, the parent ts and the
+// results in the thread and the request to count as submitted; it returns the request ID, the parent ts and the
 // job ID of each instance.
 func (h *harness) submitted(insts []upgrade.Instance) (string, string, map[string]string) {
 	h.t.Helper()
@@ -30,6 +30,9 @@ func (h *harness) submitted(insts []upgrade.Instance) (string, string, map[strin
 	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
 	ts := h.parent(id).TS
 	h.threadText(ts, "Batch results")
+	// The answers are in the thread a moment before the request counts as
+	// submitted; the channel message's counts show when it does.
+	h.waitParentText(id, "running ")
 	jobs := map[string]string{}
 	for _, in := range insts {
 		if js := h.gdb.JobsFor(in.ID); len(js) == 1 {

@@ -380,7 +380,7 @@ func (b *Bot) requestApproval(ctx context.Context, c click, r store.Request, p u
 	approvers := b.approversOf(r)
 	_, ts, err := b.api.PostMessageContext(ctx, r.Channel,
 		slack.MsgOptionText(fmt.Sprintf("<@%s> asks for approval to patch %s (request %s)", r.Requester, plural(len(p.Targets), "GeminiDB instance"), r.ID), false),
-		slack.MsgOptionBlocks(withTarget(b.kit.approvalBlocks(r, p, approvers), b.targets.labelOf(r))...))
+		slack.MsgOptionBlocks(withTarget(b.kitOf(b.targets.of(r)).approvalBlocks(r, p, approvers), b.targets.labelOf(r))...))
 	if err != nil {
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("post approval request")
 		if _, err := b.life.Reopen(r.ID, c.user); err != nil {

@@ -195,7 +195,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 	view := PlanView{RequestID: rid, DryRun: req.DryRun, Approval: len(tg.Approvers) > 0, Note: note, Scheduled: scheduledCount(waves, plan), Target: b.targets.label(tg)}
 	if req.DryRun || len(waves) == 0 {
 		b.metrics.Commands.WithLabelValues("planned").Inc()
-		reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), b.kit.planBlocks(plan, view))
+		reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), b.kitOf(tg).planBlocks(plan, view))
 		return
 	}
 	view.ExpiresAt = now.Add(b.cfg.ConfirmTTL)
@@ -210,7 +210,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 		return
 	}
 	b.metrics.Commands.WithLabelValues("planned").Inc()
-	reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), b.kit.planBlocks(plan, view))
+	reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), b.kitOf(tg).planBlocks(plan, view))
 }
 
 // openPlans counts the user's plans still waiting for a decision.
@@ -249,7 +249,7 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 		if err != nil {
 			b.log.Error().Err(err).Str("request_id", rid).Msg("status")
 		}
-		blocks := withTarget(b.kit.requestStatusBlocks(r, p, results, jobs), b.targets.labelOf(r))
+		blocks := withTarget(b.kitOf(b.targets.of(r)).requestStatusBlocks(r, p, results, jobs), b.targets.labelOf(r))
 		b.metrics.Commands.WithLabelValues("status").Inc()
 		reply("Status of "+r.ID, blocks)
 		return
@@ -278,7 +278,7 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 		return
 	}
 	b.metrics.Commands.WithLabelValues("status").Inc()
-	reply("Status of job "+job.ID, withTarget(b.kit.jobStatusBlocks(job), b.targets.label(tg)))
+	reply("Status of job "+job.ID, withTarget(b.kitOf(tg).jobStatusBlocks(job), b.targets.label(tg)))
 }
 
 // runList answers "list [engine]": instances with a patch available.
@@ -310,7 +310,7 @@ func (b *Bot) runList(ctx context.Context, rid string, cmd slack.SlashCommand, e
 	if len(found) == 0 {
 		text = "No instance has a patch available."
 	}
-	reply(text, withTarget(b.kit.listBlocks(engines, found, b.cfg.Now()), b.targets.label(tg)))
+	reply(text, withTarget(b.kitOf(tg).listBlocks(engines, found, b.cfg.Now()), b.targets.label(tg)))
 }
 
 // respond posts to a response_url, replacing the message it belongs to when

@@ -224,7 +224,7 @@ func (b *Bot) updateParent(ctx context.Context, r store.Request) {
 	}
 	counts := countJobs(results, jobs)
 	v := b.parentView(r, p, &counts)
-	b.updateMessage(ctx, r.Channel, r.ParentTS, parentText(v), b.kit.parentBlocks(v))
+	b.updateMessage(ctx, r.Channel, r.ParentTS, parentText(v), b.kitOf(b.targets.of(r)).parentBlocks(v))
 }
 
 // finish posts the final summary of a request whose waves are all sent
@@ -298,8 +298,8 @@ func (b *Bot) postSummary(ctx context.Context, r store.Request, p upgrade.Plan, 
 	case counts.Unknown > 0:
 		title += fmt.Sprintf("\n:warning: %s may have started: check the console before retrying.", plural(counts.Unknown, "instance"))
 	}
-	lines := b.kit.summaryLines(r, jobs, after)
-	lines = append(lines, b.kit.unstartedLines(p, results, after)...)
+	lines := b.kitOf(b.targets.of(r)).summaryLines(r, jobs, after)
+	lines = append(lines, b.kitOf(b.targets.of(r)).unstartedLines(p, results, after)...)
 	if ro, err := patch.RolloutOf(r); err == nil && ro.Stopped != nil {
 		unsent := ro.Unsent()
 		title += fmt.Sprintf("\n:octagonal_sign: Stopped by %s; %s not sent.", who(ro.Stopped.By), plural(len(unsent), "instance"))

@@ -292,7 +292,7 @@ func (b *Bot) reportEnds(ctx context.Context, requestID string, jobs []store.Job
 	now := b.cfg.Now()
 	for i := 0; i < len(jobs); i += jobsPerReply {
 		group := jobs[i:min(i+jobsPerReply, len(jobs))]
-		for _, part := range b.kit.jobEndsBlocks(group, now) {
+		for _, part := range b.kitOf(b.targets.of(r)).jobEndsBlocks(group, now) {
 			part = withTarget(part, b.targets.labelOf(r))
 			if !b.postThread(ctx, r.Channel, r.ParentTS, fmt.Sprintf("%s ended", plural(len(group), "job")), part) {
 				b.unclaimReports(log, jobs[i:])

@@ -31,7 +31,7 @@ func (b *Bot) postResults(ctx context.Context, r store.Request, p upgrade.Plan, 
 	if note != "" {
 		title = note + "\n" + title
 	}
-	if !b.postParts(ctx, r, resultsKey(wave), "Batch results", messages(title, b.kit.resultLines(p, results))) {
+	if !b.postParts(ctx, r, resultsKey(wave), "Batch results", messages(title, b.kitOf(b.targets.of(r)).resultLines(p, results))) {
 		return false
 	}
 	if _, err := b.st.Update(r.ID, func(x *store.Request) error { x.ResultsPending = false; return nil }); err != nil {

@@ -229,3 +229,19 @@ func (b *Bot) pickTarget(name, channel string, reply func(string, []slack.Block)
 	}
 	return t, true
 }
+
+// kitOf is the message kit for a request of target tg: console links use
+// the target's project and region (nil: the bot's defaults).
+func (b *Bot) kitOf(tg *target) kit {
+	k := b.kit
+	if tg == nil {
+		return k
+	}
+	if tg.ProjectID != "" {
+		k.project = tg.ProjectID
+	}
+	if tg.Region != "" {
+		k.region = tg.Region
+	}
+	return k
+}

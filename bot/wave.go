@@ -206,7 +206,7 @@ func unsentOf(batches []upgrade.Batch) []string {
 // stopped with every instance not sent, and the requester is told.
 func (b *Bot) postParent(ctx context.Context, log zerolog.Logger, r store.Request, p upgrade.Plan, s *patch.Send, responseURL string, a auditInfo) (string, bool) {
 	view := b.parentView(r, p, nil)
-	_, ts, err := b.api.PostMessageContext(ctx, r.Channel, slack.MsgOptionText(parentText(view), false), slack.MsgOptionBlocks(b.kit.parentBlocks(view)...))
+	_, ts, err := b.api.PostMessageContext(ctx, r.Channel, slack.MsgOptionText(parentText(view), false), slack.MsgOptionBlocks(b.kitOf(b.targets.of(r)).parentBlocks(view)...))
 	if err == nil {
 		if _, err := b.st.Update(r.ID, func(x *store.Request) error { x.ParentTS = ts; return nil }); err != nil {
 			// The thread replies of this process still go under ts; only a
