@@ -91,12 +91,18 @@ func TestDemoPageInBrowser(t *testing.T) {
 	if dialogTitle != "Patch GeminiDB instances?" {
 		t.Errorf("got confirm dialog %q, want the plan's Patch GeminiDB instances?", dialogTitle)
 	}
-	fail("confirm in the dialog and open the thread", chromedp.Do(ctx,
-		chromedp.Click(css(`#dialog-confirm`)),
-		chromedp.WaitVisible(css(`.replies-link`)),
-		chromedp.Click(css(`.replies-link`)),
-		chromedp.WaitVisible(css(thread)),
-	))
+	fail("confirm in the dialog", chromedp.Do(ctx, chromedp.Click(css(`#dialog-confirm`))))
+	// The page re-renders the channel as messages arrive, so the replies
+	// link found a moment ago may be gone: click whichever is there until
+	// the thread opens.
+	_, err = chromedp.Run(ctx, chromedp.Poll[bool](`(() => {
+		const t = document.querySelector("#thread-body");
+		if (t && t.offsetParent !== null) return true;
+		const a = document.querySelector(".replies-link");
+		if (a) a.click();
+		return false;
+	})()`))
+	fail("open the thread", err)
 	_, err = chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelector("#thread-body").innerText.includes("Completed, took 14s")`))
 	fail("wait for a job to complete in the thread", err)
 	_, err = chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelector("#timeline").innerText.includes("completed 1")`))
