@@ -127,27 +127,11 @@ func (b *Bolt) TransitionIf(id string, from []State, to State, user string, muta
 	if err := checkTransition(id, from, to); err != nil {
 		return Request{}, err
 	}
-	var out Request
-	var refused error // ErrNotFound, a *ConflictError or mutate's refusal; nothing was written
-	err := b.update(func(tx *bolt.Tx) error {
-		out, refused = Request{}, nil
-		var r Request
-		switch err := b.get(tx.Bucket(bucketRequests), id, &r); {
-		case errors.Is(err, ErrNotFound):
-			refused = err
-			return nil
-		case err != nil:
-			return err
-		}
-		oldKey := stateKey(r.State, r.UpdatedAt, id)
-		if err := applyTransition(&r, id, from, to, user, b.now, mutate); err != nil {
-			refused = err
-			return nil
-		}
-		var err error
-		out, err = putRequest(tx, oldKey, r)
-		return err
-	})
+	var oldKey []byte
+	out, refused, err := modify(b, bucketRequests, id, func(r *Request) error {
+		oldKey = stateKey(r.State, r.UpdatedAt, id)
+		return applyTransition(r, id, from, to, user, b.now, mutate)
+	}, func(tx *bolt.Tx, r Request) (Request, error) { return putRequest(tx, oldKey, r) })
 	if _, ok := errors.AsType[*ConflictError](refused); ok && err == nil {
 		return Request{}, refused
 	}
@@ -165,27 +149,11 @@ func (b *Bolt) TransitionIf(id string, from []State, to State, user string, muta
 // Transition). It sets UpdatedAt and returns the request as stored. mutate
 // may run more than once (see Bolt).
 func (b *Bolt) Update(id string, mutate func(*Request) error) (Request, error) {
-	var out Request
-	var refused error // ErrNotFound or mutate's refusal; nothing was written
-	err := b.update(func(tx *bolt.Tx) error {
-		out, refused = Request{}, nil
-		var r Request
-		switch err := b.get(tx.Bucket(bucketRequests), id, &r); {
-		case errors.Is(err, ErrNotFound):
-			refused = err
-			return nil
-		case err != nil:
-			return err
-		}
-		oldKey := stateKey(r.State, r.UpdatedAt, id)
-		if err := applyUpdate(&r, id, b.now, mutate); err != nil {
-			refused = err
-			return nil
-		}
-		var err error
-		out, err = putRequest(tx, oldKey, r)
-		return err
-	})
+	var oldKey []byte
+	out, refused, err := modify(b, bucketRequests, id, func(r *Request) error {
+		oldKey = stateKey(r.State, r.UpdatedAt, id)
+		return applyUpdate(r, id, b.now, mutate)
+	}, func(tx *bolt.Tx, r Request) (Request, error) { return putRequest(tx, oldKey, r) })
 	if err == nil {
 		err = refused
 	}
@@ -319,27 +287,11 @@ func (b *Bolt) Job(id string) (Job, error) {
 // replica got there first. mutate may not change the ID, and may run more
 // than once (see Bolt).
 func (b *Bolt) UpdateJob(id string, mutate func(*Job) error) (Job, error) {
-	var out Job
-	var refused error // ErrNotFound or mutate's refusal; nothing was written
-	err := b.update(func(tx *bolt.Tx) error {
-		out, refused = Job{}, nil
-		var j Job
-		switch err := b.get(tx.Bucket(bucketJobs), id, &j); {
-		case errors.Is(err, ErrNotFound):
-			refused = err
-			return nil
-		case err != nil:
-			return err
-		}
-		old := j
-		if err := applyJobUpdate(&j, id, mutate); err != nil {
-			refused = err
-			return nil
-		}
-		var err error
-		out, err = putJob(tx, &old, j)
-		return err
-	})
+	var old Job
+	out, refused, err := modify(b, bucketJobs, id, func(j *Job) error {
+		old = *j
+		return applyJobUpdate(j, id, mutate)
+	}, func(tx *bolt.Tx, j Job) (Job, error) { return putJob(tx, &old, j) })
 	if err == nil {
 		err = refused
 	}
@@ -599,4 +551,32 @@ func (b *Bolt) Recent(n int, keep func(Request) bool, states ...State) ([]Reques
 		return nil, fmt.Errorf("recent requests: %w", err)
 	}
 	return newestFirst(out, n), nil
+}
+
+// modify is the one read-modify-write of a record (request or job): in a
+// shared commit it reads record id of bucket, lets change alter it or
+// refuse, and stores it with save. A missing record (ErrNotFound) and
+// change's error are refusals: nothing is written, the commit is not run
+// again for them, and they come back as refused; a failure of the store is
+// err. change and save may run more than once (see Bolt).
+func modify[T any](b *Bolt, bucket []byte, id string, change func(*T) error, save func(*bolt.Tx, T) (T, error)) (out T, refused, err error) {
+	err = b.update(func(tx *bolt.Tx) error {
+		var zero, v T
+		out, refused = zero, nil
+		switch err := b.get(tx.Bucket(bucket), id, &v); {
+		case errors.Is(err, ErrNotFound):
+			refused = err
+			return nil
+		case err != nil:
+			return err
+		}
+		if err := change(&v); err != nil {
+			refused = err
+			return nil
+		}
+		var err error
+		out, err = save(tx, v)
+		return err
+	})
+	return out, refused, err
 }
