@@ -241,14 +241,9 @@ func (s *Server) postEphemeralLocked(form url.Values, call *Call) reply {
 }
 
 func (s *Server) updateLocked(form url.Values, call *Call) reply {
-	channel, ts := form.Get("channel"), form.Get("ts")
-	call.TS = ts
-	if channel == "" {
-		return slackErr("channel_not_found")
-	}
-	m := s.findLocked(channel, ts)
+	m, fail := s.messageLocked(form, "ts", call)
 	if m == nil {
-		return slackErr("message_not_found")
+		return fail
 	}
 	_, hasText := form["text"]
 	_, hasBlocks := form["blocks"]
@@ -266,7 +261,7 @@ func (s *Server) updateLocked(form url.Values, call *Call) reply {
 		m.Blocks = json.RawMessage(form.Get("blocks"))
 	}
 	m.Updates++
-	return ok(map[string]any{"channel": channel, "ts": ts, "text": m.Text, "message": messageJSON(m)})
+	return ok(map[string]any{"channel": form.Get("channel"), "ts": call.TS, "text": m.Text, "message": messageJSON(m)})
 }
 
 func (s *Server) deleteLocked(form url.Values, call *Call) reply {
@@ -465,16 +460,28 @@ func (s *Server) respondLocked(full string, p responsePayload, jsonErr error, ca
 
 // permalinkLocked answers chat.getPermalink for a message the Server knows.
 func (s *Server) permalinkLocked(form url.Values, call *Call) reply {
-	channel, ts := form.Get("channel"), form.Get("message_ts")
+	m, fail := s.messageLocked(form, "message_ts", call)
+	if m == nil {
+		return fail
+	}
+	channel := form.Get("channel")
+	return ok(map[string]any{"channel": channel, "permalink": Permalink(channel, m)})
+}
+
+// messageLocked finds the message a call names by its channel and the ts
+// in field tsField, recording the ts on call; when there is none it
+// returns the error Slack would answer.
+func (s *Server) messageLocked(form url.Values, tsField string, call *Call) (*Message, reply) {
+	channel, ts := form.Get("channel"), form.Get(tsField)
 	call.TS = ts
 	if channel == "" {
-		return slackErr("channel_not_found")
+		return nil, slackErr("channel_not_found")
 	}
 	m := s.findLocked(channel, ts)
 	if m == nil {
-		return slackErr("message_not_found")
+		return nil, slackErr("message_not_found")
 	}
-	return ok(map[string]any{"channel": channel, "permalink": Permalink(channel, m)})
+	return m, reply{}
 }
 
 // Permalink is the permalink chat.getPermalink answers for a message: the
