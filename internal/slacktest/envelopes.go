@@ -3,7 +3,9 @@ package slacktest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -137,7 +139,10 @@ func orLower(s, fallback string) string {
 
 // Event sends an events_api envelope carrying event (the inner event, e.g.
 // {"type":"app_home_opened",…}) in Slack's event_callback wrapper, and waits
-// for its ack.
+// for its ack. With Limits.EventRetries, an envelope not acked within the
+// ack timeout is redelivered (retry_attempt 1, 2, …, retry_reason
+// "timeout") until one is acked or the retries run out; the Ack tells which
+// delivery was acked.
 func (s *Server) Event(ctx context.Context, event map[string]any) (Ack, error) {
 	now := time.Now()
 	id := strings.ToUpper(strings.ReplaceAll(newID(), "-", ""))[:10]
@@ -159,7 +164,29 @@ func (s *Server) Event(ctx context.Context, event map[string]any) (Ack, error) {
 	if err != nil {
 		return Ack{}, err
 	}
-	return s.send(ctx, "events_api", raw, 0, "")
+	s.mu.Lock()
+	retries := slices.Clone(s.rules.EventRetries)
+	s.mu.Unlock()
+	if len(retries) == 0 {
+		return s.send(ctx, "events_api", raw, 0, "")
+	}
+	// Like Slack, give each delivery the ack timeout, then redeliver the
+	// same event (same event_id) in a new envelope.
+	for attempt := 0; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, s.ackTimeout)
+		ack, err := s.send(actx, "events_api", raw, attempt, "")
+		cancel()
+		if err == nil || attempt == len(retries) || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return ack, err
+		}
+		select {
+		case <-ctx.Done():
+			return Ack{}, fmt.Errorf("slacktest: redeliver event %s: %w", payload["event_id"], ctx.Err())
+		case <-s.done:
+			return Ack{}, fmt.Errorf("slacktest: redeliver event %s: server closed", payload["event_id"])
+		case <-time.After(retries[attempt]):
+		}
+	}
 }
 
 // AppHomeOpened sends the app_home_opened event Slack sends when user opens

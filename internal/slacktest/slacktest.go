@@ -59,6 +59,10 @@ type Server struct {
 	ackTimeout time.Duration
 	groups     map[string][]string
 	users      map[string]User
+	rules      Limits
+	now        func() time.Time
+	scopes     []string
+	warnLead   time.Duration
 
 	wg        sync.WaitGroup // connection goroutines
 	done      chan struct{}  // closed when the server shuts down
@@ -82,6 +86,10 @@ type Server struct {
 	fails       map[string]*failure
 	limits      map[string]*rateLimit
 	homes       map[string]*HomeView // published Home tabs, by user
+	channels    map[string]*Channel  // channels the test added, by ID
+	buckets     map[string]*bucket   // rate limit state, by method (and channel)
+	linkOff     bool                 // Socket Mode disabled for the app (link_disabled)
+	refusals    int                  // connections answered with a disconnect instead of hello
 	nextView    int
 	revoked     bool
 	pingsPaused bool
@@ -131,6 +139,21 @@ func WithUserGroup(id string, members ...string) Option {
 // minimal user for any ID that starts with U or W.
 func WithUser(u User) Option { return func(s *Server) { s.users[u.ID] = u } }
 
+// DefaultScopes are the bot token's scopes unless WithScopes is given: the
+// manifest's (commands, chat:write, usergroups:read) and the read scopes the
+// membership checks need (channels:read, groups:read, users:read). auth.test
+// and every other Web API answer report them in the x-oauth-scopes header,
+// and users.conversations answers missing_scope without the one it needs.
+var DefaultScopes = []string{"commands", "chat:write", "usergroups:read", "channels:read", "groups:read", "users:read"}
+
+// WithScopes sets the bot token's scopes (default DefaultScopes).
+func WithScopes(scopes ...string) Option { return func(s *Server) { s.scopes = slices.Clone(scopes) } }
+
+// WithWarningLead sets how long after a "warning" disconnect message the
+// Server sends "refresh_requested" and stops sending envelopes on the
+// connection (default 10s, about what Slack leaves).
+func WithWarningLead(d time.Duration) Option { return func(s *Server) { s.warnLead = d } }
+
 // New starts a fake Slack that is shut down when the test ends.
 func New(tb testing.TB, opts ...Option) *Server {
 	tb.Helper()
@@ -162,6 +185,12 @@ func NewServer(opts ...Option) (*Server, error) {
 		fails:      map[string]*failure{},
 		limits:     map[string]*rateLimit{},
 		homes:      map[string]*HomeView{},
+		channels:   map[string]*Channel{},
+		buckets:    map[string]*bucket{},
+		rules:      DefaultLimits(),
+		now:        time.Now,
+		scopes:     slices.Clone(DefaultScopes),
+		warnLead:   10 * time.Second,
 	}
 	for _, opt := range opts {
 		opt(s)
@@ -236,7 +265,7 @@ func (s *Server) NewResponseURL(channel, original string) string {
 func (s *Server) mintResponseURLLocked(channel, original string) string {
 	s.nextRespURL++
 	u := fmt.Sprintf("%s/response/%d", s.http.URL, s.nextRespURL)
-	s.respURLs[u] = &responseURL{channel: channel, original: original}
+	s.respURLs[u] = &responseURL{channel: channel, original: original, minted: s.now()}
 	return u
 }
 
@@ -498,4 +527,5 @@ type responseURL struct {
 	channel  string // where in_channel responses are posted
 	original string // ts of the channel message to replace or delete, if any
 	uses     int
+	minted   time.Time
 }

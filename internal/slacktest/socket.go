@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mathrand "math/rand/v2"
 	"net/http"
 	"slices"
 	"sync"
@@ -33,6 +34,9 @@ type Ack struct {
 	Latency time.Duration
 	// ResponseURL is the response URL the envelope's payload carried, if any.
 	ResponseURL string
+	// RetryAttempt is the acked envelope's retry_attempt: 0 for the first
+	// delivery.
+	RetryAttempt int
 }
 
 // SlashCommand is an invocation of a slash command. Empty TeamID, ResponseURL and
@@ -105,6 +109,7 @@ type envelope struct {
 type pendingAck struct {
 	sent        time.Time
 	responseURL string
+	retry       int
 	result      chan ackResult // buffered: the reader never blocks
 }
 
@@ -147,17 +152,34 @@ func (s *Server) serveLink(w http.ResponseWriter, r *http.Request) {
 	s.conns = append(s.conns, c)
 	s.connCount++
 	live := s.openLocked()
+	refusal := ""
+	switch {
+	case s.linkOff:
+		refusal = DisconnectLinkDisabled
+	case s.rules.MaxConnections > 0 && live > s.rules.MaxConnections:
+		refusal = DisconnectTooManyWebsockets
+	}
+	if refusal != "" {
+		// Slack answers such a connection with a disconnect message instead
+		// of hello; it takes no envelopes.
+		c.draining = true
+		s.refusals++
+	}
 	s.wg.Add(2)
 	s.notifyLocked()
 	s.mu.Unlock()
 
-	hello, _ := json.Marshal(map[string]any{
-		"type":            "hello",
-		"num_connections": live,
-		"debug_info":      map[string]any{"host": "fake", "build_number": 1, "approximate_connection_time": 18060},
-		"connection_info": map[string]any{"app_id": AppID},
-	})
-	_ = c.write(hello)
+	if refusal != "" {
+		_ = c.write(disconnectFrame(refusal))
+	} else {
+		hello, _ := json.Marshal(map[string]any{
+			"type":            "hello",
+			"num_connections": live,
+			"debug_info":      map[string]any{"host": "fake", "build_number": 1, "approximate_connection_time": 18060},
+			"connection_info": map[string]any{"app_id": AppID},
+		})
+		_ = c.write(hello)
+	}
 
 	go func() {
 		defer s.wg.Done()
@@ -167,12 +189,17 @@ func (s *Server) serveLink(w http.ResponseWriter, r *http.Request) {
 	s.read(c)
 }
 
-// ping sends a WebSocket ping every PingInterval until the connection ends.
+// ping sends a WebSocket ping every ping interval, irregularly by
+// Limits.PingJitter, until the connection ends.
 func (s *Server) ping(c *conn) {
 	if s.pingEvery <= 0 {
 		return
 	}
-	tick := time.NewTicker(s.pingEvery)
+	next := func() time.Duration {
+		j := max(0, min(1, s.rules.PingJitter))
+		return time.Duration(float64(s.pingEvery) * (1 - j + 2*j*mathrand.Float64()))
+	}
+	tick := time.NewTimer(next())
 	defer tick.Stop()
 	for {
 		select {
@@ -181,6 +208,7 @@ func (s *Server) ping(c *conn) {
 		case <-c.gone:
 			return
 		case <-tick.C:
+			tick.Reset(next())
 			s.mu.Lock()
 			paused := s.pingsPaused
 			s.mu.Unlock()
@@ -269,11 +297,12 @@ func (s *Server) ackLocked(typ int, data []byte, now time.Time) {
 		frame.Payload = nil
 	}
 	res := ackResult{ack: Ack{
-		EnvelopeID:  id,
-		Payload:     frame.Payload,
-		Size:        len(data),
-		Latency:     now.Sub(p.sent),
-		ResponseURL: p.responseURL,
+		EnvelopeID:   id,
+		Payload:      frame.Payload,
+		Size:         len(data),
+		Latency:      now.Sub(p.sent),
+		ResponseURL:  p.responseURL,
+		RetryAttempt: p.retry,
 	}}
 	if len(data) >= maxAckSize {
 		s.violationLocked("ack for envelope_id %s is %d bytes; Slack drops acks of %d bytes or more", id, len(data), maxAckSize)
@@ -325,27 +354,105 @@ func (s *Server) WaitConnections(ctx context.Context, n int) error {
 	})
 }
 
+// The reasons of Slack's Socket Mode disconnect messages.
+const (
+	// DisconnectRefresh: Slack recycles the connection; reconnect.
+	DisconnectRefresh = "refresh_requested"
+	// DisconnectWarning: a refresh_requested follows in about 10 seconds;
+	// the connection works until then.
+	DisconnectWarning = "warning"
+	// DisconnectTooManyWebsockets: the app holds more connections than
+	// Slack allows (10); the new one is refused.
+	DisconnectTooManyWebsockets = "too_many_websockets"
+	// DisconnectLinkDisabled: Socket Mode was turned off for the app; the
+	// client must not reconnect.
+	DisconnectLinkDisabled = "link_disabled"
+)
+
+func disconnectFrame(reason string) []byte {
+	frame, _ := json.Marshal(map[string]any{"type": "disconnect", "reason": reason, "debug_info": map[string]any{"host": "fake"}})
+	return frame
+}
+
 // Disconnect sends Slack's disconnect message to every open connection, as Slack
-// does before it recycles a connection; reason "" means "refresh_requested". No
+// does before it recycles a connection; reason "" means DisconnectRefresh. No
 // more envelopes go to those connections, and the client must reconnect without
-// acking the message.
+// acking the message. DisconnectWarning is different, as with Slack: the
+// connections keep taking envelopes until the refresh_requested that follows
+// after the warning lead (WithWarningLead). DisconnectLinkDisabled also
+// disables the link: see DisableLink.
 func (s *Server) Disconnect(reason string) {
 	if reason == "" {
-		reason = "refresh_requested"
+		reason = DisconnectRefresh
 	}
-	frame, _ := json.Marshal(map[string]any{"type": "disconnect", "reason": reason, "debug_info": map[string]any{"host": "fake"}})
+	warning := reason == DisconnectWarning
 	s.mu.Lock()
+	if reason == DisconnectLinkDisabled {
+		s.linkOff = true
+	}
 	var targets []*conn
 	for _, c := range s.conns {
 		if !c.draining && !c.dropped {
+			c.draining = !warning
+			targets = append(targets, c)
+		}
+	}
+	if warning && len(targets) > 0 && !s.closed {
+		s.wg.Add(1)
+		go s.refreshAfterWarning(targets)
+	}
+	s.mu.Unlock()
+	frame := disconnectFrame(reason)
+	for _, c := range targets {
+		_ = c.write(frame)
+	}
+}
+
+// refreshAfterWarning sends refresh_requested to the warned connections that
+// are still open once the warning lead has passed.
+func (s *Server) refreshAfterWarning(warned []*conn) {
+	defer s.wg.Done()
+	t := time.NewTimer(s.warnLead)
+	defer t.Stop()
+	select {
+	case <-s.done:
+		return
+	case <-t.C:
+	}
+	s.mu.Lock()
+	var targets []*conn
+	for _, c := range warned {
+		if !c.draining && !c.dropped && slices.Contains(s.conns, c) {
 			c.draining = true
 			targets = append(targets, c)
 		}
 	}
 	s.mu.Unlock()
+	frame := disconnectFrame(DisconnectRefresh)
 	for _, c := range targets {
 		_ = c.write(frame)
 	}
+}
+
+// DisableLink turns Socket Mode off for the app, as an admin switching it off
+// in the app's settings does: every open connection gets a link_disabled
+// disconnect message, and so does every connection opened from now on, in
+// place of hello. EnableLink turns it back on.
+func (s *Server) DisableLink() { s.Disconnect(DisconnectLinkDisabled) }
+
+// EnableLink turns Socket Mode back on after DisableLink.
+func (s *Server) EnableLink() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.linkOff = false
+}
+
+// Refusals counts the connections answered with a disconnect message in
+// place of hello (too_many_websockets, link_disabled).
+func (s *Server) Refusals() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refusals
 }
 
 // DropConnections closes every connection abruptly, without a close frame, as a
@@ -422,7 +529,7 @@ func (s *Server) send(ctx context.Context, envType string, payload json.RawMessa
 		s.mu.Unlock()
 		return Ack{}, fmt.Errorf("send %s envelope: %w", envType, ErrNoConnection)
 	}
-	p := &pendingAck{sent: time.Now(), responseURL: responseURL, result: make(chan ackResult, 1)}
+	p := &pendingAck{sent: time.Now(), responseURL: responseURL, retry: retryAttempt, result: make(chan ackResult, 1)}
 	s.pending[env.EnvelopeID] = p
 	s.mu.Unlock()
 
