@@ -9,6 +9,16 @@
 // current state of channel messages (Messages, Thread), and answers the errors real
 // Slack answers when a message breaks Slack's limits, so a bot that would fail in
 // production fails in tests too.
+//
+// Which of Slack's rules the Server enforces is a Limits value (WithLimits):
+// DefaultLimits holds the rules every existing test meets, Strict all of them —
+// the cumulative block-text limit (msg_blocks_too_long), per-channel and
+// per-method rate limits (HTTP 429 with Retry-After), unknown channels not
+// found, response URL expiry, at most 10 Socket Mode connections, irregular
+// pings and event redelivery. Channels with members (AddChannel) make the bot
+// an outsider where it is not a member (not_in_channel, channel_not_found) and
+// answer users.conversations; DisableLink and Disconnect send Slack's
+// link_disabled, warning, refresh_requested and too_many_websockets messages.
 package slacktest
 
 import (
