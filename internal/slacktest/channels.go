@@ -21,6 +21,14 @@ type Channel struct {
 	Private bool
 	// Members are the user IDs in the channel; include BotUserID for the bot.
 	Members []string
+	// Everyone makes every user a member, as in #general; the bot is a
+	// member only if Members holds BotUserID.
+	Everyone bool
+}
+
+// hasMember tells whether user is in c.
+func (c *Channel) hasMember(user string) bool {
+	return slices.Contains(c.Members, user) || (c.Everyone && user != BotUserID)
 }
 
 // WithChannel adds a channel at start (see AddChannel).
@@ -127,7 +135,7 @@ func (s *Server) postAccessLocked(channel string) string {
 // test did not add).
 func (s *Server) isMemberLocked(channel, user string) bool {
 	c := s.channels[channel]
-	return c == nil || slices.Contains(c.Members, user)
+	return c == nil || c.hasMember(user)
 }
 
 // usersConversationsLocked answers users.conversations: the channels a user
@@ -185,7 +193,7 @@ func (s *Server) usersConversationsLocked(form url.Values) reply {
 	for id, c := range s.channels {
 		// A bot token sees a private channel only if the bot is in it.
 		visible := (public && !c.Private) || (private && c.Private && slices.Contains(c.Members, BotUserID))
-		if visible && slices.Contains(c.Members, user) {
+		if visible && c.hasMember(user) {
 			ids = append(ids, id)
 		}
 	}

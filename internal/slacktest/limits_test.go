@@ -287,6 +287,7 @@ func TestUsersConversations(t *testing.T) {
 		{ID: "C1", Name: "ops", Members: []string{bot, "UA"}},
 		{ID: "C2", Members: []string{"UA"}},
 		{ID: "C3", Members: []string{"UB"}},
+		{ID: "C4", Everyone: true},
 		{ID: "G1", Private: true, Members: []string{bot, "UA"}},
 		{ID: "G2", Private: true, Members: []string{"UA"}}, // the bot cannot see it
 	} {
@@ -314,10 +315,10 @@ func TestUsersConversations(t *testing.T) {
 		p    slack.GetConversationsForUserParameters
 		want string
 	}{
-		{"default types are public", slack.GetConversationsForUserParameters{UserID: "UA"}, "C1,C2"},
-		{"public and private, paged by 1", slack.GetConversationsForUserParameters{UserID: "UA", Types: []string{"public_channel", "private_channel"}, Limit: 1}, "C1,C2,G1"},
+		{"default types are public", slack.GetConversationsForUserParameters{UserID: "UA"}, "C1,C2,C4"},
+		{"public and private, paged by 1", slack.GetConversationsForUserParameters{UserID: "UA", Types: []string{"public_channel", "private_channel"}, Limit: 1}, "C1,C2,C4,G1"},
 		{"private only", slack.GetConversationsForUserParameters{UserID: "UA", Types: []string{"private_channel"}}, "G1"},
-		{"another user", slack.GetConversationsForUserParameters{UserID: "UB", Types: []string{"public_channel", "private_channel"}}, "C3"},
+		{"another user", slack.GetConversationsForUserParameters{UserID: "UB", Types: []string{"public_channel", "private_channel"}}, "C3,C4"},
 		{"the bot itself", slack.GetConversationsForUserParameters{Types: []string{"public_channel", "private_channel"}}, "C1,G1"},
 	}
 	for _, tt := range tests {
@@ -331,8 +332,8 @@ func TestUsersConversations(t *testing.T) {
 			}
 		})
 	}
-	if got := len(s.CallsTo("users.conversations")); got < 5+2 {
-		t.Errorf("paging: got %d calls, want at least 7", got)
+	if got := len(s.CallsTo("users.conversations")); got < 5+3 {
+		t.Errorf("paging: got %d calls, want at least 8", got)
 	}
 	_, _, err := api.GetConversationsForUserContext(ctx, &slack.GetConversationsForUserParameters{UserID: "UA", Cursor: "bogus"})
 	if got := slackError(err); got != "invalid_cursor" {
