@@ -246,8 +246,8 @@ func (s *Redis) Close() error {
 func (s *Redis) Path() string { return s.path }
 
 // Ping reports whether Redis answers, for a readiness probe.
-func (s *Redis) Ping() error {
-	ctx, cancel := s.ctx()
+func (s *Redis) Ping(ctx context.Context) error {
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("ping store %s: %w", s.path, err)
@@ -255,9 +255,10 @@ func (s *Redis) Ping() error {
 	return nil
 }
 
-// ctx returns the context of one operation.
-func (s *Redis) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), redisOpTimeout)
+// opCtx returns the context of one operation: ctx, bounded by
+// redisOpTimeout.
+func (s *Redis) opCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, redisOpTimeout)
 }
 
 // atomically runs fn in an optimistic transaction watching keys: fn reads

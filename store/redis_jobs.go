@@ -10,11 +10,11 @@ import (
 )
 
 // PutJob stores j, replacing any job with the same ID.
-func (s *Redis) PutJob(j Job) error {
+func (s *Redis) PutJob(ctx context.Context, j Job) error {
 	if j.ID == "" {
 		return errors.New("put job: empty ID")
 	}
-	ctx, cancel := s.ctx()
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	key := s.key(keyRedisJob + j.ID)
 	err := s.atomically(ctx, func(tx *redis.Tx) error {
@@ -66,8 +66,8 @@ func (s *Redis) saveJob(ctx context.Context, tx *redis.Tx, old *Job, j Job) (Job
 }
 
 // Job returns the job with the given ID, or an error wrapping ErrNotFound.
-func (s *Redis) Job(id string) (Job, error) {
-	ctx, cancel := s.ctx()
+func (s *Redis) Job(ctx context.Context, id string) (Job, error) {
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	var j Job
 	if err := s.getJSON(ctx, s.rdb, s.key(keyRedisJob+id), &j); err != nil {
@@ -82,8 +82,8 @@ func (s *Redis) Job(id string) (Job, error) {
 // returned wrapped, so a caller can use a sentinel such as "already
 // reported" to learn that another goroutine or replica got there first.
 // mutate may not change the ID.
-func (s *Redis) UpdateJob(id string, mutate func(*Job) error) (Job, error) {
-	ctx, cancel := s.ctx()
+func (s *Redis) UpdateJob(ctx context.Context, id string, mutate func(*Job) error) (Job, error) {
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	key := s.key(keyRedisJob + id)
 	var out Job
@@ -108,8 +108,8 @@ func (s *Redis) UpdateJob(id string, mutate func(*Job) error) (Job, error) {
 
 // Jobs returns the jobs of request requestID, ordered by SubmittedAt, then
 // ID.
-func (s *Redis) Jobs(requestID string) ([]Job, error) {
-	out, err := s.jobsIn(s.key(keyRedisRequestJobs+requestID), func(j Job) bool { return j.RequestID == requestID })
+func (s *Redis) Jobs(ctx context.Context, requestID string) ([]Job, error) {
+	out, err := s.jobsIn(ctx, s.key(keyRedisRequestJobs+requestID), func(j Job) bool { return j.RequestID == requestID })
 	if err != nil {
 		return nil, fmt.Errorf("list jobs of request %s: %w", requestID, err)
 	}
@@ -118,8 +118,8 @@ func (s *Redis) Jobs(requestID string) ([]Job, error) {
 
 // ActiveJobs returns the jobs still followed (see Job.Active), ordered by
 // SubmittedAt, then ID.
-func (s *Redis) ActiveJobs() ([]Job, error) {
-	out, err := s.jobsIn(s.key(keyRedisActiveJobs), Job.Active)
+func (s *Redis) ActiveJobs(ctx context.Context) ([]Job, error) {
+	out, err := s.jobsIn(ctx, s.key(keyRedisActiveJobs), Job.Active)
 	if err != nil {
 		return nil, fmt.Errorf("list active jobs: %w", err)
 	}
@@ -129,8 +129,8 @@ func (s *Redis) ActiveJobs() ([]Job, error) {
 // jobsIn returns the jobs whose IDs are in the set at key and for which
 // keep holds, sorted. keep rechecks what the set says, since a job can
 // change between reading the set and reading the job.
-func (s *Redis) jobsIn(key string, keep func(Job) bool) ([]Job, error) {
-	ctx, cancel := s.ctx()
+func (s *Redis) jobsIn(ctx context.Context, key string, keep func(Job) bool) ([]Job, error) {
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	ids, err := s.rdb.SMembers(ctx, key).Result()
 	if err != nil {

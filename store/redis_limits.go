@@ -26,11 +26,11 @@ import (
 // reclaims the space once the window is over.
 //
 // An empty key, a limit below 1 or a window of 0 or less is an error.
-func (s *Redis) Allow(key string, limit int, window time.Duration) (bool, error) {
+func (s *Redis) Allow(ctx context.Context, key string, limit int, window time.Duration) (bool, error) {
 	if err := checkAllow(key, limit, window); err != nil {
 		return false, fmt.Errorf("allow %q: %w", key, err)
 	}
-	ctx, cancel := s.ctx()
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	rkey := s.key(keyRedisLimit + key)
 	var allowed bool
@@ -66,11 +66,11 @@ func (s *Redis) Allow(key string, limit int, window time.Duration) (bool, error)
 // clock; the key's Redis expiry (ttl) only reclaims the space.
 //
 // An empty key or a ttl of 0 or less is an error.
-func (s *Redis) Remember(key string, ttl time.Duration) (bool, error) {
+func (s *Redis) Remember(ctx context.Context, key string, ttl time.Duration) (bool, error) {
 	if err := checkRemember(key, ttl); err != nil {
 		return false, fmt.Errorf("remember %q: %w", key, err)
 	}
-	ctx, cancel := s.ctx()
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	rkey := s.key(keyRedisSeen + key)
 	var isNew bool

@@ -2,6 +2,7 @@ package store
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -23,17 +24,17 @@ import (
 // time. Call it again until it returns less than max to delete everything
 // due; a max of 0 or less deletes nothing. Requests in other states are
 // never deleted.
-func (s *Redis) Prune(before time.Time, max int) (int, error) {
+func (s *Redis) Prune(ctx context.Context, before time.Time, max int) (int, error) {
 	if max <= 0 {
 		return 0, nil
 	}
-	cands, err := s.pruneCandidates(before, max)
+	cands, err := s.pruneCandidates(ctx, before, max)
 	if err != nil {
 		return 0, fmt.Errorf("prune requests final before %s: %w", before.Format(time.RFC3339Nano), err)
 	}
 	deleted := 0
 	for _, c := range cands {
-		ok, err := s.pruneRequest(c.id, c.state, before)
+		ok, err := s.pruneRequest(ctx, c.id, c.state, before)
 		if err != nil {
 			return deleted, fmt.Errorf("prune requests final before %s: request %s: %w", before.Format(time.RFC3339Nano), c.id, err)
 		}
@@ -56,8 +57,8 @@ type pruneCandidate struct {
 // that may have been updated before before, which pruneRequest checks
 // exactly: their score is below before's, or, when before falls within a
 // microsecond, equal to it.
-func (s *Redis) pruneCandidates(before time.Time, max int) ([]pruneCandidate, error) {
-	ctx, cancel := s.ctx()
+func (s *Redis) pruneCandidates(ctx context.Context, before time.Time, max int) ([]pruneCandidate, error) {
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	limit := strconv.FormatInt(before.UnixMicro(), 10)
 	if before.Nanosecond()%1000 == 0 {
@@ -94,8 +95,8 @@ func (s *Redis) pruneCandidates(before time.Time, max int) ([]pruneCandidate, er
 // is still in st and was last updated before before, with its jobs and
 // index entries, and reports whether it did. An index entry whose request
 // is gone or in another state is removed.
-func (s *Redis) pruneRequest(id string, st State, before time.Time) (bool, error) {
-	ctx, cancel := s.ctx()
+func (s *Redis) pruneRequest(ctx context.Context, id string, st State, before time.Time) (bool, error) {
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	key, jobsKey := s.key(keyRedisRequest+id), s.key(keyRedisRequestJobs+id)
 	deleted := false

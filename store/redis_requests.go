@@ -24,7 +24,7 @@ func (s *Redis) setRequest(ctx context.Context, p redis.Pipeliner, from State, r
 
 // Create stores a new request. It sets CreatedAt and UpdatedAt to now when
 // they are zero, and returns an error wrapping ErrExists if the ID is taken.
-func (s *Redis) Create(r Request) error {
+func (s *Redis) Create(ctx context.Context, r Request) error {
 	if err := prepareCreate(&r, s.now); err != nil {
 		return err
 	}
@@ -32,7 +32,7 @@ func (s *Redis) Create(r Request) error {
 	if err != nil {
 		return fmt.Errorf("create request %s: encode: %w", r.ID, err)
 	}
-	ctx, cancel := s.ctx()
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	key := s.key(keyRedisRequest + r.ID)
 	err = s.atomically(ctx, func(tx *redis.Tx) error {
@@ -57,8 +57,8 @@ func (s *Redis) Create(r Request) error {
 
 // Get returns the request with the given ID, or an error wrapping
 // ErrNotFound.
-func (s *Redis) Get(id string) (Request, error) {
-	ctx, cancel := s.ctx()
+func (s *Redis) Get(ctx context.Context, id string) (Request, error) {
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	var r Request
 	if err := s.getJSON(ctx, s.rdb, s.key(keyRedisRequest+id), &r); err != nil {
@@ -74,8 +74,8 @@ func (s *Redis) Get(id string) (Request, error) {
 // be nil, and cannot change the ID), sets State, appends an Event by user,
 // sets UpdatedAt and saves, all in one transaction, and returns the request
 // as stored.
-func (s *Redis) Transition(id string, from []State, to State, user string, mutate func(*Request)) (Request, error) {
-	return s.TransitionIf(id, from, to, user, orNoError(mutate))
+func (s *Redis) Transition(ctx context.Context, id string, from []State, to State, user string, mutate func(*Request)) (Request, error) {
+	return s.TransitionIf(ctx, id, from, to, user, orNoError(mutate))
 }
 
 // TransitionIf is Transition with a mutate that may refuse: when mutate
@@ -83,11 +83,11 @@ func (s *Redis) Transition(id string, from []State, to State, user string, mutat
 // (test for it with errors.Is or errors.As). It lets a caller check, in
 // the same transaction as the swap, more than the state. mutate may run
 // more than once (when another writer changed the request meanwhile).
-func (s *Redis) TransitionIf(id string, from []State, to State, user string, mutate func(*Request) error) (Request, error) {
+func (s *Redis) TransitionIf(ctx context.Context, id string, from []State, to State, user string, mutate func(*Request) error) (Request, error) {
 	if err := checkTransition(id, from, to); err != nil {
 		return Request{}, err
 	}
-	ctx, cancel := s.ctx()
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	key := s.key(keyRedisRequest + id)
 	var out Request
@@ -136,8 +136,8 @@ func (s *Redis) saveRequest(ctx context.Context, tx *redis.Tx, from State, r Req
 // Update changes request id without changing its state, atomically: mutate's
 // error aborts and is returned wrapped; mutate may not change ID or State
 // (use Transition). It sets UpdatedAt and returns the request as stored.
-func (s *Redis) Update(id string, mutate func(*Request) error) (Request, error) {
-	ctx, cancel := s.ctx()
+func (s *Redis) Update(ctx context.Context, id string, mutate func(*Request) error) (Request, error) {
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	key := s.key(keyRedisRequest + id)
 	var out Request
@@ -162,8 +162,8 @@ func (s *Redis) Update(id string, mutate func(*Request) error) (Request, error) 
 // List returns the requests in any of the given states, or all requests when
 // none is given, ordered by CreatedAt (then ID). Given states, it reads
 // only the requests in them, through the state index.
-func (s *Redis) List(states ...State) ([]Request, error) {
-	ctx, cancel := s.ctx()
+func (s *Redis) List(ctx context.Context, states ...State) ([]Request, error) {
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	ids, err := s.listIDs(ctx, states)
 	if err != nil {
@@ -249,8 +249,8 @@ const recentPage = 50
 // Recent returns at most n requests in states for which keep (nil: any)
 // holds, newest first by UpdatedAt, reading each state's sorted set from
 // its newest end a page at a time and stopping once n are kept.
-func (s *Redis) Recent(n int, keep func(Request) bool, states ...State) ([]Request, error) {
-	ctx, cancel := s.ctx()
+func (s *Redis) Recent(ctx context.Context, n int, keep func(Request) bool, states ...State) ([]Request, error) {
+	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	var out []Request
 	for i, st := range states {
