@@ -333,7 +333,7 @@ func (s *Server) checkMessageLocked(text, blocks string) (string, []string) {
 	if errors.As(ValidateBlocks(json.RawMessage(blocks)), &bad) {
 		return bad.Code, bad.Details
 	}
-	if n := BlocksTextLen(json.RawMessage(blocks)); s.rules.BlockText > 0 && n > s.rules.BlockText {
+	if s.rules.BlockText > 0 && BlocksTextLen(json.RawMessage(blocks)) > s.rules.BlockText {
 		// Slack gives no details for this one.
 		return "msg_blocks_too_long", nil
 	}
