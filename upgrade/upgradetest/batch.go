@@ -78,16 +78,50 @@ func (s *Server) batch(w http.ResponseWriter, body []byte) {
 		} else if !in.PatchAvailable {
 			res.ErrorCode, res.ErrorMessage = "DBS.280001", "No patch is available for the DB instance."
 		} else {
-			j := &fakeJob{id: s.nextJobID(), name: "UpgradeDbVersion", status: upgrade.JobRunning, progress: "0%", start: s.now(), instanceID: in.ID, instanceName: in.Name}
-			if o, ok := s.outcomes[in.ID]; ok {
-				j.outcome = &o
-			}
-			s.jobs[j.id] = j
-			s.jobOrder = append(s.jobOrder, j.id)
-			in.Actions = append(in.Actions, upgradeAction)
-			res.JobID = j.id
+			res.JobID = s.startJobLocked(in.ID)
 		}
 		results = append(results, res)
 	}
+	if fn := s.rewrite; fn != nil {
+		s.rewrite = nil
+		results = fn(results, s.startJobLocked)
+	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"upgrade_results": results})
+}
+
+// startJobLocked starts a running patch job for the instance with this ID
+// (which may not exist) and returns the job's ID.
+func (s *Server) startJobLocked(instanceID string) string {
+	j := &fakeJob{id: s.nextJobID(), name: "UpgradeDbVersion", status: upgrade.JobRunning, progress: "0%", start: s.now(), instanceID: instanceID}
+	if o, ok := s.outcomes[instanceID]; ok {
+		j.outcome = &o
+	}
+	s.jobs[j.id] = j
+	s.jobOrder = append(s.jobOrder, j.id)
+	if in := s.find(instanceID); in != nil {
+		j.instanceName = in.Name
+		if !slices.Contains(in.Actions, upgradeAction) {
+			in.Actions = append(in.Actions, upgradeAction)
+		}
+	}
+	return j.id
+}
+
+// BatchRewrite changes the rows of one batch answer (see RewriteNextBatch).
+// rows are the rows the fake would answer, one per instance sent, in the
+// order sent. startJob starts a running patch job for an instance, without
+// any check, and returns its ID, so that a row can name a job that exists.
+type BatchRewrite func(rows []upgrade.UpgradeResult, startJob func(instanceID string) string) []upgrade.UpgradeResult
+
+// RewriteNextBatch makes the next batch call that reaches the batch handler
+// (credentials accepted, request valid) answer 202 with the rows fn returns
+// instead, as the real API has been seen to: a duplicated row for one
+// instance ([{X, job-1}, {X, DBS.200011 …}]), two jobs for one instance, a
+// row for an instance that was not sent, a missing row. The jobs already
+// started for the original rows keep running. fn runs with the fake's lock
+// held and must not call the Server.
+func (s *Server) RewriteNextBatch(fn BatchRewrite) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rewrite = fn
 }

@@ -73,7 +73,21 @@ type failure struct {
 	code   string
 	msg    string
 	left   int
+	after  bool  // handle the request first, then answer the failure
+	brk    Break // break the answer instead of answering status
 }
+
+// Break is how the fake breaks the answer to a request it has handled (see BreakNext).
+type Break int
+
+// The ways BreakNext breaks an answer.
+const (
+	// BreakReset closes the connection without any answer.
+	BreakReset Break = iota + 1
+	// BreakTruncate sends the status line, the headers with the full
+	// Content-Length and half of the body, then closes the connection.
+	BreakTruncate
+)
 
 // Server is a running fake. URL is the GeminiDB endpoint and IAMURL the IAM
 // endpoint (the same server). Without any of WithToken, WithIAMUser and
@@ -98,6 +112,7 @@ type Server struct {
 	instances  []*upgrade.Instance
 	results    map[string][2]string // instance → error code, message for the next batch
 	failures   []*failure
+	rewrite    BatchRewrite // rows of the next batch answer
 	delays     map[string]time.Duration
 	jobs       map[string]*fakeJob
 	jobOrder   []string
@@ -174,6 +189,25 @@ func (s *Server) FailNext(path string, status int, code, msg string, n int) {
 	s.failures = append(s.failures, &failure{suffix: path, status: status, code: code, msg: msg, left: n})
 }
 
+// FailNextAfter is FailNext, except that each of those requests is handled
+// first (a batch call starts its jobs) and only then answered status with
+// code and msg, as an API gateway does when it gives up waiting for a backend
+// that goes on working (504 APIG.0201 "Backend timeout").
+func (s *Server) FailNextAfter(path string, status int, code, msg string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failures = append(s.failures, &failure{suffix: path, status: status, code: code, msg: msg, left: n, after: true})
+}
+
+// BreakNext makes the next n requests whose path ends with path be handled
+// (a batch call starts its jobs) and then answered broken, as how says: the
+// connection reset without an answer, or the answer cut off mid-body.
+func (s *Server) BreakNext(path string, how Break, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failures = append(s.failures, &failure{suffix: path, left: n, after: true, brk: how})
+}
+
 // SetDelay delays every answer to requests whose path ends with path by d
 // (0 removes the delay). A client that gives up ends the wait.
 func (s *Server) SetDelay(path string, d time.Duration) {
@@ -247,10 +281,40 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if fail != nil {
+	switch {
+	case fail == nil:
+		s.route(w, r, body)
+	case !fail.after:
 		writeError(w, fail.status, fail.code, fail.msg)
+	default:
+		rec := httptest.NewRecorder()
+		s.route(rec, r, body)
+		if fail.brk == 0 {
+			writeError(w, fail.status, fail.code, fail.msg)
+			return
+		}
+		breakAnswer(w, rec, fail.brk)
+	}
+}
+
+// breakAnswer answers the recorded answer rec broken as how says.
+func breakAnswer(w http.ResponseWriter, rec *httptest.ResponseRecorder, how Break) {
+	conn, buf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
 		return
 	}
+	defer conn.Close()
+	if how == BreakTruncate {
+		b := rec.Body.Bytes()
+		fmt.Fprintf(buf, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", rec.Code, http.StatusText(rec.Code), len(b))
+		_, _ = buf.Write(b[:len(b)/2])
+		_ = buf.Flush()
+	}
+}
+
+// route serves a request that no test hook intercepted.
+func (s *Server) route(w http.ResponseWriter, r *http.Request, body []byte) {
+	path := r.URL.Path
 	if path == "/v3/auth/tokens" {
 		if r.Method != http.MethodPost || s.iam == nil {
 			notFoundAPI(w)
