@@ -90,7 +90,8 @@ type Option func(*Client)
 // WithHTTPClient makes the Client send its requests through a copy of hc
 // whose Transport is wrapped by the Authenticator and which follows no
 // redirect, whatever hc.CheckRedirect says (see RedirectError); hc itself is
-// not modified.
+// not modified. When hc has no Transport (and without WithHTTPClient), the
+// Client uses a NewTransport of its own, never http.DefaultTransport.
 func WithHTTPClient(hc *http.Client) Option {
 	return func(c *Client) {
 		if hc != nil {
@@ -193,7 +194,12 @@ func NewClient(baseURL, projectID string, auth Authenticator, opts ...Option) (*
 	hc := noRedirects(c.base)
 	rt := hc.Transport
 	if rt == nil {
-		rt = http.DefaultTransport
+		// A pool of its own, not http.DefaultTransport's 2 idle
+		// connections per host; the call timeout bounds each attempt, so
+		// the header timeout must not be shorter.
+		t := NewTransport()
+		t.ResponseHeaderTimeout = max(t.ResponseHeaderTimeout, c.callTimeout)
+		rt = t
 	}
 	hc.Transport = auth.Wrap(sendProbe{rt})
 	c.hc = hc

@@ -18,6 +18,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,6 +109,8 @@ type Server struct {
 	ak, sk        string // guarded by mu: SetAKSK changes them
 	batchEngines  []string
 
+	conns atomic.Int64 // connections accepted
+
 	mu         sync.Mutex
 	instances  []*upgrade.Instance
 	results    map[string][2]string // instance → error code, message for the next batch
@@ -158,7 +161,7 @@ func Start(opts ...ServerOption) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on a free port of 127.0.0.1: %w", err)
 	}
-	s.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(s.serveHTTP)}}
+	s.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(s.serveHTTP), ConnState: s.connState}}
 	s.srv.Start()
 	s.URL = s.srv.URL
 	s.IAMURL = s.srv.URL
@@ -176,6 +179,17 @@ func (s *Server) errorf(format string, args ...any) {
 		s.t.Errorf(format, args...)
 	}
 }
+
+// connState counts the connections the fake accepts.
+func (s *Server) connState(_ net.Conn, st http.ConnState) {
+	if st == http.StateNew {
+		s.conns.Add(1)
+	}
+}
+
+// Connections counts the TCP connections the fake has accepted, e.g. to
+// check that a client reuses keep-alive connections.
+func (s *Server) Connections() int { return int(s.conns.Load()) }
 
 // Client returns an HTTP client that reaches the fake.
 func (s *Server) Client() *http.Client { return s.srv.Client() }
