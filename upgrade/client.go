@@ -32,6 +32,7 @@ const (
 	CallBatchUpgrade  = "batch_upgrade"
 	CallJob           = "job"
 	CallIAMLogin      = "iam_login"
+	CallListByTags    = "list_instances_by_tags"
 )
 
 // RetryPolicy bounds how reads (instance lists, jobs, IAM logins) are retried
@@ -116,7 +117,7 @@ func WithRetry(p RetryPolicy) Option {
 
 // WithObserver registers fn, called once per API call (after its retries)
 // with the call's name (CallListInstances, CallBatchUpgrade, CallJob,
-// CallIAMLogin), its duration and its final error. Meant for metrics.
+// CallIAMLogin, CallListByTags), its duration and its final error. Meant for metrics.
 // Calls refused without a request during an authentication backoff are
 // reported too, with an error wrapping *AuthBackoffError.
 func WithObserver(fn func(call string, d time.Duration, err error)) Option {

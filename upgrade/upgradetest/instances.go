@@ -40,6 +40,7 @@ func (s *Server) RemoveInstance(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.instances = slices.DeleteFunc(s.instances, func(in *upgrade.Instance) bool { return in.ID == id })
+	delete(s.tags, id)
 }
 
 // Instance returns the current state of the instance with this ID.

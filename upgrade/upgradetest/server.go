@@ -4,9 +4,15 @@
 //
 // It serves GET /v3/{project_id}/instances (id, name, datastore_type,
 // offset, limit), POST /v3/{project_id}/instances/db-upgrade,
-// GET /v3/{project_id}/jobs, GET /v3/{project_id}/instances/{id}/ops-window
+// GET /v3/{project_id}/jobs, GET /v3/{project_id}/instances/{id}/ops-window,
+// the tag query POST /v3/{project_id}/instances/resource-instances/action
 // and POST /v3/auth/tokens, and answers anything else like the API gateway:
-// 404 APIG.0101. Tests drive job states and inject failures and delays.
+// 404 APIG.0101. Tests drive job states, tag instances, and inject failures
+// (before or after the request is handled: FailNext, FailNextAfter,
+// BreakNext), delays and odd batch answers (RewriteNextBatch).
+//
+// The files: server.go the server, routing and failure injection;
+// instances.go, jobs.go, batch.go, tags.go and iam.go one API each.
 package upgradetest
 
 import (
@@ -122,8 +128,9 @@ type Server struct {
 	batchCalls [][]string
 	calls      []string // request paths in arrival order
 	logins     int
-	tokens     map[string]time.Time  // issued IAM token → expiry
-	outcomes   map[string]JobOutcome // instance ID → how its jobs end by themselves
+	tokens     map[string]time.Time         // issued IAM token → expiry
+	outcomes   map[string]JobOutcome        // instance ID → how its jobs end by themselves
+	tags       map[string]map[string]string // instance ID → its tags
 }
 
 // NewServer starts a fake; it is closed when the test ends.
@@ -153,6 +160,7 @@ func Start(opts ...ServerOption) (*Server, error) {
 		jobs:          map[string]*fakeJob{},
 		tokens:        map[string]time.Time{},
 		outcomes:      map[string]JobOutcome{},
+		tags:          map[string]map[string]string{},
 	}
 	for _, o := range opts {
 		o(s)
@@ -347,6 +355,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, body []byte) {
 		route = "list"
 	case r.Method == http.MethodPost && sub == "instances/db-upgrade":
 		route = "batch"
+	case r.Method == http.MethodPost && sub == "instances/resource-instances/action":
+		route = "tags"
 	case r.Method == http.MethodGet && sub == "jobs":
 		route = "jobs"
 	case r.Method == http.MethodGet && strings.HasPrefix(sub, "instances/") && strings.HasSuffix(sub, "/ops-window") && strings.Count(sub, "/") == 2:
@@ -371,6 +381,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, body []byte) {
 		s.batch(w, body)
 	case "jobs":
 		s.listJobs(w, r)
+	case "tags":
+		s.tagQuery(w, body)
 	case "window":
 		s.opsWindow(w, strings.Split(sub, "/")[1])
 	}
