@@ -9,15 +9,16 @@ type BatchAnswer struct {
 	// any row for an instance has a job_id, the first such row is its
 	// result, whatever other rows say (a job was started: follow it). Else
 	// its first row with an error code, else its first row.
-	// An instance the answer has no row for is in Missing, and its result
-	// has neither a JobID nor an ErrorCode: its outcome is unknown.
+	// An instance in Missing has a result with neither a JobID nor an
+	// ErrorCode: its outcome is unknown.
 	Results []UpgradeResult
 	// ExtraJobs holds each further, different job ID answered for an
 	// instance that was sent (its first job is in Results): every one of them
 	// was started and must be followed. One entry per job, in answer order.
 	ExtraJobs []UpgradeResult
-	// Missing lists the instances sent that the answer named no row for
-	// (the patch may have started), in the order sent.
+	// Missing lists the instances sent whose outcome the answer does not
+	// give (no row for them, or only rows with neither a job_id nor an
+	// error_code): the patch may have started. In the order sent.
 	Missing []string
 	// Unexpected holds the rows for instances that were not sent (or that
 	// name no instance), verbatim, in answer order: log them as errors and
@@ -74,7 +75,12 @@ func Reconcile(sent []string, rows []UpgradeResult) BatchAnswer {
 			a.Results = append(a.Results, UpgradeResult{InstanceID: id})
 			continue
 		}
-		a.Results = append(a.Results, pick(rs))
+		r := pick(rs)
+		if r.JobID == "" && r.ErrorCode == "" {
+			a.Missing = append(a.Missing, id)
+			r = UpgradeResult{InstanceID: id}
+		}
+		a.Results = append(a.Results, r)
 		var jobs []string
 		for _, r := range rs {
 			if r.JobID == "" || slices.Contains(jobs, r.JobID) {

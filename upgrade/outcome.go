@@ -58,6 +58,21 @@ type Failure struct {
 	Redirect *RedirectError
 }
 
+// String renders the failure for logs: "unknown: HTTP 504 APIG.0201: Backend timeout.".
+func (f Failure) String() string {
+	s := f.Outcome.String()
+	if f.Status != 0 {
+		s += fmt.Sprintf(": HTTP %d", f.Status)
+	}
+	if f.Code != "" && f.Code != fmt.Sprintf("HTTP %d", f.Status) {
+		s += " " + f.Code
+	}
+	if f.Message != "" {
+		s += ": " + f.Message
+	}
+	return s
+}
+
 // Classify tells what a failed BatchUpgrade (or any Client call) did:
 //   - OutcomeNotSent when NotSent(err): nothing reached GeminiDB. This is
 //     asked first, since a refused IAM login is an *APIError too, but it came

@@ -172,6 +172,9 @@ func TestClassifyErrorValues(t *testing.T) {
 			}
 		})
 	}
+	if got := upgrade.Classify(&upgrade.APIError{Status: 504, Code: "APIG.0201", Message: "Backend timeout."}).String(); got != "unknown: HTTP 504 APIG.0201: Backend timeout." {
+		t.Errorf("String: got %q", got)
+	}
 	if f := upgrade.Classify(&upgrade.NotSentError{Err: backoff}); f.Backoff != backoff {
 		t.Errorf("got Backoff %v, want the *AuthBackoffError", f.Backoff)
 	}
@@ -208,6 +211,8 @@ func TestReconcile(t *testing.T) {
 			upgrade.BatchAnswer{Results: []upgrade.UpgradeResult{{InstanceID: x}, job(y, "j1")}, Missing: []string{x}}},
 		{"not sent", []string{x}, []upgrade.UpgradeResult{job(x, "j1"), job(z, "j9"), {ErrorCode: "DBS.3"}},
 			upgrade.BatchAnswer{Results: []upgrade.UpgradeResult{job(x, "j1")}, Unexpected: []upgrade.UpgradeResult{job(z, "j9"), {ErrorCode: "DBS.3"}}}},
+		{"a row without job or code", []string{x, y}, []upgrade.UpgradeResult{{InstanceID: x, ErrorMessage: "?"}, job(y, "j1")},
+			upgrade.BatchAnswer{Results: []upgrade.UpgradeResult{{InstanceID: x}, job(y, "j1")}, Missing: []string{x}}},
 		{"empty answer", []string{x}, nil,
 			upgrade.BatchAnswer{Results: []upgrade.UpgradeResult{{InstanceID: x}}, Missing: []string{x}}},
 	}

@@ -1,6 +1,8 @@
 package upgrade
 
 import (
+	"context"
+	"fmt"
 	"slices"
 	"strings"
 )
@@ -51,6 +53,35 @@ func Select(instances []Instance, tagged map[string]bool, sel Selector) []Instan
 		}
 	}
 	return out
+}
+
+// SelectInstances returns the project's instances that sel picks, in the
+// list's order: every instance (of one engine when sel names exactly one),
+// paged, plus the tag query when sel has Tags (see TaggedIDs). A zero sel
+// picks nothing and makes no call.
+func (c *Client) SelectInstances(ctx context.Context, sel Selector) ([]Instance, error) {
+	if sel.IsZero() {
+		return nil, nil
+	}
+	engine := ""
+	if len(sel.Engines) == 1 {
+		engine = strings.ToLower(sel.Engines[0])
+	}
+	var tagged map[string]bool
+	if len(sel.Tags) > 0 {
+		var err error
+		if tagged, err = c.TaggedIDs(ctx, sel.Tags); err != nil {
+			return nil, fmt.Errorf("select instances: %w", err)
+		}
+		if len(tagged) == 0 {
+			return nil, nil
+		}
+	}
+	all, err := c.AllInstances(ctx, engine)
+	if err != nil {
+		return nil, fmt.Errorf("select instances: %w", err)
+	}
+	return Select(all, tagged, sel), nil
 }
 
 // MatchGlob reports whether name matches the shell-style pattern as a

@@ -169,3 +169,51 @@ func TestFakeTagQueryStrict(t *testing.T) {
 		t.Errorf("count: got %v, want total_count 3 only", m)
 	}
 }
+
+func TestSelectInstances(t *testing.T) {
+	s, fleet := tagFleet(t, 12)
+	influx := upgradetest.NewInstance("metrics-1", "influxdb")
+	s.AddInstance(influx)
+	s.SetTags(influx.ID, map[string]string{"env": "prod"})
+	c := newTokenClient(t, s)
+	ctx := context.Background()
+	ids := func(ins []upgrade.Instance) []string {
+		var out []string
+		for _, in := range ins {
+			out = append(out, in.ID)
+		}
+		sort.Strings(out)
+		return out
+	}
+	tests := []struct {
+		name string
+		sel  upgrade.Selector
+		want []string
+	}{
+		{"zero", upgrade.Selector{}, nil},
+		{"engine", upgrade.Selector{Engines: []string{"influxdb"}}, []string{influx.ID}},
+		{"tag and engine", upgrade.Selector{Engines: []string{"cassandra"}, Tags: []upgrade.Tag{{Key: "env", Value: "prod"}}},
+			idsWhere(fleet, func(i int) bool { return i%2 == 0 })},
+		{"tag and name", upgrade.Selector{Names: []string{"db-00?", "metrics-*"}, Tags: []upgrade.Tag{{Key: "env", Value: "prod"}}},
+			append(idsWhere(fleet, func(i int) bool { return i%2 == 0 && i < 10 }), influx.ID)},
+		{"tag nobody has", upgrade.Selector{All: true, Tags: []upgrade.Tag{{Key: "env", Value: "dev"}}}, nil},
+		{"all", upgrade.Selector{All: true}, append(idsWhere(fleet, func(int) bool { return true }), influx.ID)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := s.Calls("")
+			got, err := c.SelectInstances(ctx, tt.sel)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := slices.Clone(tt.want)
+			sort.Strings(want)
+			if g := ids(got); !slices.Equal(g, want) {
+				t.Errorf("got %v, want %v", g, want)
+			}
+			if tt.sel.IsZero() && s.Calls("") != before {
+				t.Error("a zero selector made a call")
+			}
+		})
+	}
+}
