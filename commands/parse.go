@@ -251,7 +251,7 @@ func parsePatch(args []string, o patchOptions) (Request, error) {
 		return Request{}, usage(KindPatch, "Tell me which instances to patch: give their IDs or exact names, or a selector such as `"+prefixEngine+EngineCassandra+"`.")
 	}
 	seen := make(map[string]bool, len(args))
-	var instances []string
+	instances := make([]string, 0, len(args))
 	var sel Selectors
 	for _, a := range args {
 		if isSelector(a) {
@@ -276,6 +276,9 @@ func parsePatch(args []string, o patchOptions) (Request, error) {
 		return Request{}, usage(KindPatch, fmt.Sprintf(
 			"You listed %d instances, but one request can patch at most %d; split them into several requests.",
 			len(instances), MaxInstances))
+	}
+	if len(instances) == 0 {
+		instances = nil // selectors only
 	}
 	if n := sel.count(); n > MaxSelectors {
 		return Request{}, usage(KindPatch, fmt.Sprintf(

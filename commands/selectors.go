@@ -75,7 +75,7 @@ func (s Selectors) words() []string {
 // isSelector reports whether tok is meant as a selector: the keyword all,
 // or a word with a colon (which no instance name or ID has).
 func isSelector(tok string) bool {
-	return asciiLower(tok) == selectAll || strings.Contains(tok, ":")
+	return strings.IndexByte(tok, ':') >= 0 || (len(tok) == len(selectAll) && asciiLower(tok) == selectAll)
 }
 
 // addSelector parses tok (see isSelector) into s. It returns "" or what is
