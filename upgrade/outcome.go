@@ -80,7 +80,7 @@ func (f Failure) String() string {
 //   - OutcomeRefused for an *APIError with a 4xx status and a code of
 //     GeminiDB's own (DBS.…), and for the API gateway's refusals that are
 //     made before anything is forwarded (see gatewayRefusal: no such API,
-//     authentication, authorization, throttling).
+//     authentication, throttling).
 //   - OutcomeUnknown for everything else: any 5xx whatever its code
 //     (500 DBS.200998 included), any other gateway code (APIG.0201
 //     "Backend timeout" at 504, and at 4xx too: the gateway gives that code
@@ -160,21 +160,16 @@ func isGatewayCode(code string) bool {
 
 // gatewayRefusal reports whether a gateway code (seen with a 4xx) names a
 // refusal the gateway makes before it forwards anything, per the API
-// gateway's published error codes: 01xx the API or route does not exist
-// (APIG.0101), 03xx authentication, authorization and throttling
-// (APIG.0301 bad token or signature, APIG.0307 token to renew, APIG.0308
-// throttled), 04xx access control (IP and ACL blocks). Every other gateway
-// code is unknown: 02xx covers both request errors and the backend's
-// timeouts and failures (APIG.0201 "Backend timeout", APIG.0202 "Backend
-// unavailable"), and the rest is not documented as harmless.
+// gateway's published error codes: APIG.0101 (the API or route does not
+// exist) and the 03xx family, authentication and throttling (APIG.0301 bad
+// token or signature, APIG.0307 token to renew, APIG.0308 throttled). Every
+// other gateway code is unknown: 02xx covers both request errors and the
+// backend's timeouts and failures (APIG.0201 "Backend timeout", APIG.0202
+// "Backend unavailable"), and no other is documented as harmless.
 func gatewayRefusal(code string) bool {
 	_, num, ok := strings.Cut(strings.ToUpper(code), ".")
 	if !ok || len(num) != 4 {
 		return false
 	}
-	switch num[:2] {
-	case "01", "03", "04":
-		return true
-	}
-	return false
+	return num == "0101" || strings.HasPrefix(num, "03")
 }

@@ -42,7 +42,7 @@ func TestClassifyAnswers(t *testing.T) {
 		{401, "APIGW.0307", "The token must be updated.", upgrade.OutcomeRefused},
 		{429, "APIG.0308", "The throttling threshold has been reached.", upgrade.OutcomeRefused},
 		{404, "APIG.0101", "The API does not exist or has not been published in the environment.", upgrade.OutcomeRefused},
-		{403, "APIG.0401", "Unknown client IP address.", upgrade.OutcomeRefused},
+		{403, "APIG.0401", "Unknown client IP address.", upgrade.OutcomeUnknown}, // not documented as harmless
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%d %s", tt.status, tt.code), func(t *testing.T) {
