@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -220,5 +221,18 @@ func TestDoctorWarnsAboutRedisDurability(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The fake Slack's default scopes are the manifest's, so a test of doctor
+// against it passes only if the manifest and the fake agree.
+func TestFakeSlackScopesAreTheManifests(t *testing.T) {
+	t.Parallel()
+	want, err := manifestScopes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) == 0 || !slices.Equal(slacktest.DefaultScopes, want) {
+		t.Errorf("slacktest.DefaultScopes = %q, manifest.yml's bot scopes = %q", slacktest.DefaultScopes, want)
 	}
 }
