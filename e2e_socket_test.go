@@ -17,12 +17,12 @@ func TestLinkDisabledStopsTheBot(t *testing.T) {
 	t.Parallel()
 	sl := slacktest.New(t)
 	gdb := upgradetest.NewServer(t, upgradetest.WithToken(testGeminiToken))
-	env := botEnv(t, sl, gdb)
+	cfg := botConfig(t, sl, gdb)
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	code := make(chan int, 1)
-	go func() { code <- run(ctx, nil, MapLookup(env), logs, logs) }()
+	go func() { code <- run(ctx, nil, withConfig(cfg), logs, logs) }()
 	if err := sl.WaitFor(ctx, "the bot's connection", func(s *slacktest.Server) bool { return s.OpenConnections() == 1 }); err != nil {
 		t.Fatalf("%v\nlogs:\n%s", err, logs)
 	}

@@ -166,9 +166,9 @@ func (s *Server) usersConversationsLocked(form url.Values) reply {
 		}
 	}
 	for scope, needed := range map[string]bool{"channels:read": public, "groups:read": private} {
-		if needed && !slices.Contains(s.scopes, scope) {
+		if needed && !slices.Contains(s.scopeList(), scope) {
 			return reply{status: 200, body: map[string]any{
-				"ok": false, "error": "missing_scope", "needed": scope, "provided": strings.Join(s.scopes, ","),
+				"ok": false, "error": "missing_scope", "needed": scope, "provided": s.scopeHeader(),
 			}}
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -282,7 +283,7 @@ func TestUsersConversations(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
 	bot := slacktest.BotUserID
-	s := slacktest.New(t)
+	s := slacktest.New(t, slacktest.WithScopes(append(slices.Clone(slacktest.DefaultScopes), "channels:read", "groups:read")...))
 	for _, c := range []slacktest.Channel{
 		{ID: "C1", Name: "ops", Members: []string{bot, "UA"}},
 		{ID: "C2", Members: []string{"UA"}},
@@ -338,6 +339,13 @@ func TestUsersConversations(t *testing.T) {
 	_, _, err := api.GetConversationsForUserContext(ctx, &slack.GetConversationsForUserParameters{UserID: "UA", Cursor: "bogus"})
 	if got := slackError(err); got != "invalid_cursor" {
 		t.Errorf("bad cursor: got %v, want invalid_cursor", err)
+	}
+
+	// The manifest's scopes (DefaultScopes) do not include the read scopes.
+	plain := slacktest.New(t)
+	_, _, err = newAPI(plain, plain.BotToken()).GetConversationsForUserContext(ctx, &slack.GetConversationsForUserParameters{UserID: "UA"})
+	if got := slackError(err); got != "missing_scope" && !slices.Contains(slacktest.DefaultScopes, "channels:read") {
+		t.Errorf("default scopes: got %v, want missing_scope", err)
 	}
 
 	narrow := slacktest.New(t, slacktest.WithScopes("commands", "chat:write", "channels:read"))

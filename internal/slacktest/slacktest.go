@@ -71,7 +71,6 @@ type Server struct {
 	users      map[string]User
 	rules      Limits
 	now        func() time.Time
-	scopes     []string
 	warnLead   time.Duration
 
 	wg        sync.WaitGroup // connection goroutines
@@ -150,16 +149,6 @@ func WithUserGroup(id string, members ...string) Option {
 // minimal user for any ID that starts with U or W.
 func WithUser(u User) Option { return func(s *Server) { s.users[u.ID] = u } }
 
-// DefaultScopes are the bot token's scopes unless WithScopes is given: the
-// manifest's (commands, chat:write, usergroups:read) and the read scopes the
-// membership checks need (channels:read, groups:read, users:read). auth.test
-// and every other Web API answer report them in the x-oauth-scopes header,
-// and users.conversations answers missing_scope without the one it needs.
-var DefaultScopes = []string{"commands", "chat:write", "usergroups:read", "channels:read", "groups:read", "users:read"}
-
-// WithScopes sets the bot token's scopes (default DefaultScopes).
-func WithScopes(scopes ...string) Option { return func(s *Server) { s.scopes = slices.Clone(scopes) } }
-
 // WithWarningLead sets how long after a "warning" disconnect message the
 // Server sends "refresh_requested" and stops sending envelopes on the
 // connection (default 10s, about what Slack leaves).
@@ -200,7 +189,6 @@ func NewServer(opts ...Option) (*Server, error) {
 		buckets:    map[string]*bucket{},
 		rules:      DefaultLimits(),
 		now:        time.Now,
-		scopes:     slices.Clone(DefaultScopes),
 		warnLead:   10 * time.Second,
 	}
 	for _, opt := range opts {

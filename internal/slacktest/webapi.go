@@ -24,7 +24,6 @@ type reply struct {
 	status     int
 	body       map[string]any
 	retryAfter time.Duration
-	scopes     string // the X-OAuth-Scopes header (auth.test); "" for none
 }
 
 func ok(fields map[string]any) reply {
@@ -54,9 +53,6 @@ func (r reply) write(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	if r.status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(r.retryAfter.Seconds())))))
-	}
-	if r.scopes != "" {
-		w.Header().Set("X-OAuth-Scopes", r.scopes)
 	}
 	w.WriteHeader(r.status)
 	_ = json.NewEncoder(w).Encode(r.body)
@@ -96,11 +92,12 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	call.At = time.Now()
 	s.calls = append(s.calls, call)
 	s.notifyLocked()
-	scopes := strings.Join(s.scopes, ",")
+	scopes := s.scopeHeader()
 	s.mu.Unlock()
 
 	if token != "" && token == s.botToken {
-		// Slack reports a token's scopes on every Web API answer.
+		// Slack reports a token's scopes on every Web API answer (auth.test
+		// included), as an empty header when it has none.
 		w.Header().Set("X-OAuth-Scopes", scopes)
 	}
 	rep.write(w)
@@ -185,12 +182,10 @@ func (s *Server) handleLocked(method, token string, form url.Values, call *Call)
 
 	switch method {
 	case "auth.test":
-		r := ok(map[string]any{
+		return ok(map[string]any{
 			"url": "https://" + TeamDomain + ".slack.com/", "team": "Fake Workspace", "user": "bot",
 			"team_id": TeamID, "user_id": BotUserID, "bot_id": BotID, "is_enterprise_install": false,
 		})
-		r.scopes = s.scopeHeader()
-		return r
 	case "apps.connections.open":
 		if s.revoked {
 			return slackErr("invalid_auth")
