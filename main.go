@@ -71,9 +71,10 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		fmt.Fprintln(stdout, "geminidb-patch-bot", version)
 		return exitOK
 	case "demo":
-		// The real bot, as run below, against the demo's fakes.
-		return demo.Main(ctx, args[1:], stdout, stderr, func(ctx context.Context, env map[string]string, logs io.Writer) int {
-			return run(ctx, nil, MapLookup(env), logs, logs)
+		// The real bot, as run below, against the demo's fakes and on the
+		// demo's clock (which --speed runs fast).
+		return demo.Main(ctx, args[1:], stdout, stderr, func(ctx context.Context, env map[string]string, now func() time.Time, logs io.Writer) int {
+			return runBot(ctx, MapLookup(env), now, logs, logs)
 		})
 	case "doctor":
 		return doctor(ctx, lookup, stdout)
@@ -88,10 +89,19 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		fmt.Fprintf(stderr, "unknown argument %q; usage: geminidb-patch-bot [demo|doctor|compact [DST]|version|healthcheck]\n", sub)
 		return exitConfig
 	}
+	return runBot(ctx, lookup, nil, stdout, stderr)
+}
+
+// runBot runs the bot configured by lookup until ctx ends; now, when not
+// nil, is its clock (Config.Now), as the demo sets it.
+func runBot(ctx context.Context, lookup func(string) (string, bool), now func() time.Time, stdout, stderr io.Writer) int {
 	cfg, err := LoadConfig(lookup)
 	if err != nil {
 		fmt.Fprintf(stderr, "geminidb-patch-bot: configuration error: %v\n", err)
 		return exitConfig
+	}
+	if now != nil {
+		cfg.Now = now
 	}
 	m, err := NewMain(cfg, stderr)
 	if err != nil {

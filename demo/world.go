@@ -15,10 +15,11 @@ import (
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade/upgradetest"
 )
 
-// BotRunner runs the real bot, configured by the variables in env, until
-// ctx ends, writing its log to logs; it returns the bot's exit status. The
-// command passes its own run, so the demo runs exactly what users run.
-type BotRunner func(ctx context.Context, env map[string]string, logs io.Writer) int
+// BotRunner runs the real bot, configured by the variables in env and
+// with now as its clock (Config.Now), until ctx ends, writing its log to
+// logs; it returns the bot's exit status. The command passes its own run,
+// so the demo runs exactly what users run.
+type BotRunner func(ctx context.Context, env map[string]string, now func() time.Time, logs io.Writer) int
 
 // Person is one of the demo's Slack users.
 type Person struct {
@@ -52,9 +53,16 @@ const geminiToken = "demo-geminidb-token"
 // worldOptions shape a World.
 type worldOptions struct {
 	anchor time.Time     // maintenance windows are placed relative to it
-	speed  float64       // the fake cloud's clock runs this many times faster
+	speed  float64       // the fake cloud's and the bot's clock run this many times faster
 	poll   time.Duration // BOT_POLL_INTERVAL
 	logs   io.Writer     // where the bot's log goes, besides the World's own tail
+	// now is the demo's clock, the bot's and the fake cloud's; nil means
+	// one that runs speed times faster than the real one from newWorld on.
+	now func() time.Time
+	// permalinkBase is the page's URL, under which chat.getPermalink's
+	// links point (so they open the thread on the page); "" keeps the fake
+	// Slack's.
+	permalinkBase string
 }
 
 // World is the demo's world: the fake Slack and the fake GeminiDB with its
@@ -93,6 +101,9 @@ func newWorld(opts worldOptions, runBot BotRunner) (*World, error) {
 	if opts.speed <= 0 {
 		opts.speed = 1
 	}
+	if opts.now == nil {
+		opts.now = fastClock(opts.speed, time.Now)
+	}
 	dir, err := os.MkdirTemp("", "geminidb-patch-demo-")
 	if err != nil {
 		return nil, fmt.Errorf("make a temporary directory for the store: %w", err)
@@ -103,28 +114,33 @@ func newWorld(opts worldOptions, runBot BotRunner) (*World, error) {
 		users = append(users, slacktest.WithUser(slacktest.User{ID: p.ID, Name: p.Name, RealName: p.RealName}))
 	}
 	// Pings keep a connection alive; on loopback every ten seconds is plenty.
-	w.Slack, err = slacktest.NewServer(append(users, slacktest.WithPingInterval(10*time.Second))...)
+	users = append(users, slacktest.WithPingInterval(10*time.Second))
+	if opts.permalinkBase != "" {
+		users = append(users, slacktest.WithPermalinkBase(opts.permalinkBase))
+	}
+	w.Slack, err = slacktest.NewServer(users...)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start the fake Slack: %w", err)
 	}
-	w.GeminiDB, err = upgradetest.Start(upgradetest.WithToken(geminiToken), upgradetest.WithClock(fastClock(opts.speed)), upgradetest.WithJobIDs(jobIDs()))
+	w.GeminiDB, err = upgradetest.Start(upgradetest.WithToken(geminiToken), upgradetest.WithClock(opts.now), upgradetest.WithJobIDs(jobIDs()))
 	if err != nil {
 		w.Slack.Close()
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start the fake GeminiDB: %w", err)
 	}
-	seedFleet(w.GeminiDB, opts.anchor)
+	seedFleet(w.GeminiDB, opts.anchor, opts.now())
 	w.Conv = newConversation(w.Slack, w.version)
 	return w, nil
 }
 
 // fastClock is a clock that runs speed times faster than the real one,
-// from now on.
-func fastClock(speed float64) func() time.Time {
-	base := time.Now()
+// (real) from now on. The bot and the fake cloud share it, so a maintenance
+// window the fleet places minutes ahead opens for both at once.
+func fastClock(speed float64, real func() time.Time) func() time.Time {
+	base := real()
 	return func() time.Time {
-		return base.Add(time.Duration(float64(time.Since(base)) * speed))
+		return base.Add(time.Duration(float64(real().Sub(base)) * speed))
 	}
 }
 
@@ -170,7 +186,7 @@ func (w *World) startLocked(ctx context.Context) error {
 	}
 	env := w.env(w.approvals)
 	go func() {
-		p.status = w.runBot(botCtx, env, logs)
+		p.status = w.runBot(botCtx, env, w.opts.now, logs)
 		close(p.done)
 		w.mu.Lock()
 		unasked := !p.stopped
