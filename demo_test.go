@@ -19,7 +19,7 @@ import (
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/demo"
 )
 
-var updateDemo = flag.Bool("update-demo", false, "rewrite the README's example conversation and docs/demo.png from the demo")
+var updateDemo = flag.Bool("update-demo", false, "rewrite the README's example conversation from the demo")
 
 // readmeExample is where the README keeps the transcript: the fenced block
 // after this marker.
