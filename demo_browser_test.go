@@ -211,6 +211,7 @@ func TestDemoPageInBrowser(t *testing.T) {
 	}
 	fail("click history's thread link", chromedp.Do(ctx, chromedp.Click(css(`#timeline .msg:last-child a[data-thread-link]`))))
 	poll("see the thread open from history", `document.querySelector("#thread").offsetParent !== null && document.querySelector("#thread-body").innerText.includes("finished:")`)
+	poll("see the channel stay at its newest message beside the thread", `(() => { const p = document.querySelector("#messages"); return p.scrollHeight - p.scrollTop - p.clientHeight < 2; })()`)
 	loc, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href`))
 	fail("read the location", err)
 	if !strings.HasPrefix(loc, url) {
