@@ -136,6 +136,12 @@ func TestDemoPageInBrowser(t *testing.T) {
 	if unnamed > 0 {
 		t.Errorf("%d emoji on the page have no shortcode as title, aria-label and fallback", unnamed)
 	}
+	// The header shows the demo's clock, which --speed runs fast.
+	clock, err := chromedp.Run(ctx, chromedp.Text(css(`#clock`)))
+	fail("read the demo's clock", err)
+	if !regexp.MustCompile(`^Demo clock \d\d:\d\d UTC \(×10\)\.$`).MatchString(clock) {
+		t.Errorf("got clock %q, want the demo's clock and its speed", clock)
+	}
 	planNote, err := chromedp.Run(ctx, chromedp.Text(css(`.msg.ephemeral .eph-note`)))
 	fail("read the plan", err)
 	if want := "Only visible to you"; !strings.Contains(planNote, want) {

@@ -33,6 +33,9 @@ const (
 // DefaultAddr is where the page is served unless --addr says otherwise.
 const DefaultAddr = "127.0.0.1:8080"
 
+// maxConfirmTTL is the longest BOT_CONFIRM_TTL the bot takes.
+const maxConfirmTTL = 30 * time.Minute
+
 // interactivePoll is BOT_POLL_INTERVAL on the page at normal speed: jobs of
 // 10–30 s are seen to end within two seconds.
 const interactivePoll = 2 * time.Second
@@ -62,7 +65,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, runBot B
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", DefaultAddr, "address of the demo page (loopback only, unless you mean it)")
 	transcript := fs.Bool("transcript", false, "play a scripted tour and print the conversation, then exit")
-	speed := fs.Float64("speed", 1, "run the clock of the bot and the fake cloud this many times faster (jobs end and windows open sooner)")
+	speed := fs.Float64("speed", 1, "run the clock of the bot and the fake cloud this many times faster (jobs end, windows open and plans expire sooner)")
 	verbose := fs.Bool("verbose", false, "also write the bot's log (JSON lines) to stderr")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: geminidb-patch-bot demo [--addr %s] [--speed N] [--transcript] [--verbose]\n\n", DefaultAddr)
@@ -125,7 +128,13 @@ func serve(ctx context.Context, addr string, speed float64, now func() time.Time
 	if now == nil {
 		now = fastClock(speed, time.Now)
 	}
-	w, err := newWorld(worldOptions{anchor: now().UTC().Truncate(time.Hour), speed: speed, now: now, poll: poll, logs: logs, permalinkBase: base}, runBot)
+	opts := worldOptions{anchor: now().UTC().Truncate(time.Hour), speed: speed, now: now, poll: poll, logs: logs, permalinkBase: base}
+	if speed > 1 {
+		// Plans expire on the bot's clock: on a fast one, give them the
+		// longest life Slack's response URLs allow.
+		opts.confirmTTL = maxConfirmTTL
+	}
+	w, err := newWorld(opts, runBot)
 	if err != nil {
 		return err
 	}

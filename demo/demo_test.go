@@ -398,3 +398,16 @@ func TestPermalinkOpensThePage(t *testing.T) {
 		}
 	}
 }
+
+// fastClock runs speed times faster than the clock it is built on.
+func TestFastClock(t *testing.T) {
+	real := time.Date(2026, 1, 15, 3, 0, 0, 0, time.UTC)
+	clock := fastClock(10, func() time.Time { return real })
+	if got := clock(); !got.Equal(real) {
+		t.Errorf("at the start got %s, want %s", got, real)
+	}
+	real = real.Add(3 * time.Second)
+	if got, want := clock(), real.Add(27*time.Second); !got.Equal(want) {
+		t.Errorf("3 s later got %s, want %s (30 s on)", got, want)
+	}
+}

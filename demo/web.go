@@ -108,6 +108,7 @@ func (h *handler) meta(w http.ResponseWriter, _ *http.Request) {
 		"bot":     map[string]string{"id": slacktest.BotUserID, "name": BotName},
 		"command": Command,
 		"emoji":   Emoji,
+		"speed":   h.w.opts.speed,
 	})
 }
 
@@ -117,6 +118,9 @@ type stateView struct {
 	User       string        `json:"user"`
 	Approvals  bool          `json:"approvals"`
 	Restarting bool          `json:"restarting"`
+	// Now is the demo's clock (the bot's and the cloud's), which --speed
+	// runs fast: the page shows it, to watch a maintenance window open.
+	Now        time.Time     `json:"now"`
 	Timeline   []ViewMessage `json:"timeline"`
 	// Home is the blocks of the Home tab the bot last published for the
 	// user (views.publish), absent when it published none.
@@ -138,7 +142,7 @@ func (h *handler) state(w http.ResponseWriter, r *http.Request) {
 	version := h.w.Conv.Version()
 	on, restarting := h.w.Approvals()
 	view := stateView{
-		Version: version, User: user, Approvals: on, Restarting: restarting,
+		Version: version, User: user, Approvals: on, Restarting: restarting, Now: h.w.opts.now().UTC(),
 		Timeline: h.w.Conv.View(user).Timeline,
 	}
 	if home, ok := h.w.Slack.HomeView(user); ok {

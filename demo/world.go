@@ -63,6 +63,8 @@ type worldOptions struct {
 	// links point (so they open the thread on the page); "" keeps the fake
 	// Slack's.
 	permalinkBase string
+	// confirmTTL is BOT_CONFIRM_TTL; 0 keeps the bot's default.
+	confirmTTL time.Duration
 }
 
 // World is the demo's world: the fake Slack and the fake GeminiDB with its
@@ -162,6 +164,9 @@ func (w *World) env(approvals bool) map[string]string {
 		"BOT_SHUTDOWN_TIMEOUT": "10s",
 		"LOG_FORMAT":           "json",
 		"LOG_LEVEL":            "info",
+	}
+	if w.opts.confirmTTL > 0 {
+		env["BOT_CONFIRM_TTL"] = w.opts.confirmTTL.String()
 	}
 	if approvals {
 		env["BOT_APPROVERS"] = Approver.ID
