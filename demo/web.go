@@ -114,14 +114,14 @@ func (h *handler) meta(w http.ResponseWriter, _ *http.Request) {
 
 // stateView is what /api/state answers.
 type stateView struct {
-	Version    int           `json:"version"`
-	User       string        `json:"user"`
-	Approvals  bool          `json:"approvals"`
-	Restarting bool          `json:"restarting"`
+	Version    int    `json:"version"`
+	User       string `json:"user"`
+	Approvals  bool   `json:"approvals"`
+	Restarting bool   `json:"restarting"`
 	// Now is the demo's clock (the bot's and the cloud's), which --speed
 	// runs fast: the page shows it, to watch a maintenance window open.
-	Now        time.Time     `json:"now"`
-	Timeline   []ViewMessage `json:"timeline"`
+	Now      time.Time     `json:"now"`
+	Timeline []ViewMessage `json:"timeline"`
 	// Home is the blocks of the Home tab the bot last published for the
 	// user (views.publish), absent when it published none.
 	Home json.RawMessage `json:"home,omitempty"`
