@@ -32,8 +32,8 @@ func seedStore(tb testing.TB, path string, finished, running int) []string {
 // seed writes the requests and jobs of seedStore into st, many at once so
 // that their writes share commits.
 func seed(tb testing.TB, st interface {
-	Create(store.Request) error
-	PutJob(store.Job) error
+	Create(context.Context, store.Request) error
+	PutJob(context.Context, store.Job) error
 }, finished, running int) []string {
 	tb.Helper()
 	plan := []byte(`{"refs":["x"],"targets":[],"batches":[]}`)
@@ -56,11 +56,11 @@ func seed(tb testing.TB, st interface {
 					r.State, j.Status, j.Reported = store.Submitted, upgrade.JobRunning, false
 					jobs[i-finished] = j.ID
 				}
-				if err := st.Create(r); err != nil {
+				if err := st.Create(tb.Context(), r); err != nil {
 					failed.Store(err)
 					return
 				}
-				if err := st.PutJob(j); err != nil {
+				if err := st.PutJob(tb.Context(), j); err != nil {
 					failed.Store(err)
 					return
 				}

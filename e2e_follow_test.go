@@ -274,7 +274,7 @@ func (h *harness) rewindToSubmitting(id string, keep int, inFlight bool, ids ...
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	_, err = st.Update(id, func(r *store.Request) error {
+	_, err = st.Update(h.t.Context(), id, func(r *store.Request) error {
 		var results []upgrade.UpgradeResult
 		if err := json.Unmarshal(r.Results, &results); err != nil {
 			return err
@@ -301,7 +301,7 @@ func (h *harness) rewindToSubmitting(id string, keep int, inFlight bool, ids ...
 		return err
 	})
 	if err == nil {
-		_, err = st.Transition(id, []store.State{store.Submitted, store.Done}, store.Submitting, "", nil)
+		_, err = st.Transition(h.t.Context(), id, []store.State{store.Submitted, store.Done}, store.Submitting, "", nil)
 	}
 	if cerr := st.Close(); err == nil {
 		err = cerr

@@ -13,7 +13,7 @@ func TestPlanDeadlineIsASlackDate(t *testing.T) {
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 1)
 	id, plan, _ := h.plan(alice, insts[0].Name)
-	r, err := h.main.Store.Get(id)
+	r, err := h.main.Store.Get(t.Context(), id)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -108,7 +108,7 @@ func TestReplicaStartingDuringASubmission(t *testing.T) {
 	h.startReplica()
 	// The premise: the new replica ran its start-up recovery while the
 	// request was still being submitted.
-	if r, err := h.main.Store.Get(id); err != nil || r.State != store.Submitting {
+	if r, err := h.main.Store.Get(t.Context(), id); err != nil || r.State != store.Submitting {
 		t.Fatalf("request is %q (%v) after the replica started, want submitting: the test did not overlap", r.State, err)
 	}
 	ts := h.parent(id).TS

@@ -370,7 +370,7 @@ func TestTargetsRestartFollowsEachRequestsTarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Update(deID, func(r *store.Request) error { r.Target = ""; return nil }); err != nil {
+	if _, err := st.Update(t.Context(), deID, func(r *store.Request) error { r.Target = ""; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Close(); err != nil {

@@ -143,7 +143,7 @@ type Main struct {
 // shared by replicas.
 type Store interface {
 	bot.Store
-	Ping() error
+	Ping(ctx context.Context) error
 	Close() error
 }
 
@@ -268,14 +268,14 @@ func NewMain(cfg Config, logOut io.Writer) (*Main, error) {
 
 	m := &Main{Config: cfg, Log: log, Store: st, Bot: b, Registry: reg, Slack: api, GeminiDB: dbs}
 	h := ops.Handler(map[string]ops.Check{
-		"slack": func() error {
+		"slack": func(context.Context) error {
 			if !b.Connected() {
 				return errors.New("socket mode not connected")
 			}
 			return nil
 		},
 		"store": st.Ping,
-		"shutdown": func() error {
+		"shutdown": func(context.Context) error {
 			if m.stopping.Load() {
 				return errors.New("shutting down")
 			}

@@ -170,7 +170,7 @@ func TestReadyzStoreClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := ops.Handler(map[string]ops.Check{"store": st.Ping, "slack": func() error { return nil }}, prometheus.NewRegistry())
+	h := ops.Handler(map[string]ops.Check{"store": st.Ping, "slack": func(context.Context) error { return nil }}, prometheus.NewRegistry())
 	ready := func() (int, string) {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))

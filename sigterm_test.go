@@ -203,7 +203,7 @@ func TestSIGTERMFinishesBatchInFlight(t *testing.T) {
 		t.Fatalf("open the store the bot left: %v", err)
 	}
 	defer st.Close()
-	r, err := st.Get(id)
+	r, err := st.Get(t.Context(), id)
 	if err != nil {
 		t.Fatalf("get request %s: %v", id, err)
 	}
@@ -214,7 +214,7 @@ func TestSIGTERMFinishesBatchInFlight(t *testing.T) {
 	if err := json.Unmarshal(r.Results, &results); err != nil || len(results) != 1 || results[0].JobID != jobIDs[0] {
 		t.Errorf("request results: got %s (%v), want the job %s of %s", r.Results, err, jobIDs[0], in.ID)
 	}
-	jobs, err := st.Jobs(id)
+	jobs, err := st.Jobs(t.Context(), id)
 	if err != nil || len(jobs) != 1 || jobs[0].ID != jobIDs[0] || jobs[0].InstanceID != in.ID {
 		t.Errorf("tracked jobs: got %+v (%v), want job %s for %s", jobs, err, jobIDs[0], in.ID)
 	}

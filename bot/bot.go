@@ -51,20 +51,20 @@ type SlackAPI interface {
 
 // Store is the durable state the bot keeps (store.Bolt).
 type Store interface {
-	Create(r store.Request) error
-	Get(id string) (store.Request, error)
-	Transition(id string, from []store.State, to store.State, user string, mutate func(*store.Request)) (store.Request, error)
-	TransitionIf(id string, from []store.State, to store.State, user string, mutate func(*store.Request) error) (store.Request, error)
-	Update(id string, mutate func(*store.Request) error) (store.Request, error)
-	List(states ...store.State) ([]store.Request, error)
-	PutJob(j store.Job) error
-	Allow(key string, limit int, window time.Duration) (bool, error)
-	Remember(key string, ttl time.Duration) (bool, error)
-	UpdateJob(id string, mutate func(*store.Job) error) (store.Job, error)
-	Prune(before time.Time, max int) (int, error)
-	Recent(n int, keep func(store.Request) bool, states ...store.State) ([]store.Request, error)
-	Jobs(requestID string) ([]store.Job, error)
-	ActiveJobs() ([]store.Job, error)
+	Create(ctx context.Context, r store.Request) error
+	Get(ctx context.Context, id string) (store.Request, error)
+	Transition(ctx context.Context, id string, from []store.State, to store.State, user string, mutate func(*store.Request)) (store.Request, error)
+	TransitionIf(ctx context.Context, id string, from []store.State, to store.State, user string, mutate func(*store.Request) error) (store.Request, error)
+	Update(ctx context.Context, id string, mutate func(*store.Request) error) (store.Request, error)
+	List(ctx context.Context, states ...store.State) ([]store.Request, error)
+	PutJob(ctx context.Context, j store.Job) error
+	Allow(ctx context.Context, key string, limit int, window time.Duration) (bool, error)
+	Remember(ctx context.Context, key string, ttl time.Duration) (bool, error)
+	UpdateJob(ctx context.Context, id string, mutate func(*store.Job) error) (store.Job, error)
+	Prune(ctx context.Context, before time.Time, max int) (int, error)
+	Recent(ctx context.Context, n int, keep func(store.Request) bool, states ...store.State) ([]store.Request, error)
+	Jobs(ctx context.Context, requestID string) ([]store.Job, error)
+	ActiveJobs(ctx context.Context) ([]store.Job, error)
 }
 
 var (
