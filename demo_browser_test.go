@@ -15,7 +15,7 @@ import (
 	"github.com/chromedp/chromedp/kb"
 )
 
-var updateScreenshot = flag.Bool("update-screenshot", false, "rewrite docs/demo.png from the browser test")
+var updateScreenshot = flag.Bool("update-screenshot", false, "rewrite docs/demo.png from the browser test (-update-demo does too)")
 
 // chromium finds a Chromium to drive: Debian's at /usr/bin/chromium, or
 // one on PATH.
@@ -70,7 +70,8 @@ const layoutJS = `(() => {
 // complete; type seven more commands and see the page stay one screen
 // with the message box on it and the newest answer in view; open a thread
 // from history's permalink and from the App Home tab, on the page. With
-// -update-screenshot it also saves the screenshot the README shows.
+// -update-screenshot (or -update-demo) it also saves the screenshot the
+// README shows.
 func TestDemoPageInBrowser(t *testing.T) {
 	path := chromium()
 	if path == "" {
@@ -173,7 +174,7 @@ func TestDemoPageInBrowser(t *testing.T) {
 	poll("wait for a job to complete in the thread", `document.querySelector("#thread-body").innerText.includes("Completed, took 14s")`)
 	poll("wait for the channel message's counts to change", `document.querySelector("#timeline").innerText.includes("completed 1")`)
 	poll("wait for the summary", `document.querySelector("#thread-body").innerText.includes("finished:")`)
-	if *updateScreenshot {
+	if *updateScreenshot || *updateDemo {
 		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 		fail("take the screenshot", err)
 		if err := os.WriteFile("docs/demo.png", png, 0o644); err != nil {
