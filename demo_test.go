@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/demo"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
 )
 
 var updateDemo = flag.Bool("update-demo", false, "rewrite the README's example conversation from the demo")
@@ -26,7 +27,6 @@ var updateDemo = flag.Bool("update-demo", false, "rewrite the README's example c
 const readmeExample = "<!-- the output of: go run . demo --transcript -->"
 
 // The demo needs no environment at all: every test here passes an empty one.
-var noEnv = MapLookup(nil)
 
 // demo --transcript plays the tour against the real bot and prints it; the
 // README's example conversation is exactly that output.
@@ -123,8 +123,8 @@ func startDemo(t *testing.T, args ...string) string {
 func startDemoOn(t *testing.T, now func() time.Time, args ...string) string {
 	t.Helper()
 	return startDemoWith(t, func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-		return demo.Main(ctx, args, stdout, stderr, func(ctx context.Context, env map[string]string, now func() time.Time, logs io.Writer) int {
-			return runBot(ctx, MapLookup(env), now, logs, logs)
+		return demo.Main(ctx, args, stdout, stderr, func(ctx context.Context, cfg config.Config, logs io.Writer) int {
+			return serve(ctx, cfg, logs)
 		}, demo.WithClock(now))
 	}, args...)
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
 
@@ -183,7 +184,7 @@ func TestFleet(t *testing.T) {
 // newTestWorld is a World whose bot never runs.
 func newTestWorld(t *testing.T) *World {
 	t.Helper()
-	w, err := newWorld(worldOptions{anchor: time.Now(), poll: time.Second}, func(context.Context, map[string]string, func() time.Time, io.Writer) int { return 0 })
+	w, err := newWorld(worldOptions{anchor: time.Now(), poll: time.Second}, func(context.Context, config.Config, io.Writer) int { return 0 })
 	if err != nil {
 		t.Fatal(err)
 	}
