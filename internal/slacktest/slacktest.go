@@ -106,6 +106,8 @@ type Server struct {
 	roundRobin  bool // spread envelopes over the open connections
 	nextConn    int
 	scopes      *[]string // the bot token's scopes; nil: DefaultScopes
+	// permalinkBase replaces https://fake.slack.com in permalinks (WithPermalinkBase).
+	permalinkBase string
 }
 
 // User is a workspace member users.info knows about.
@@ -143,6 +145,13 @@ func WithRoundRobin() Option { return func(s *Server) { s.roundRobin = true } }
 // WithUserGroup makes usergroups.users.list answer members for the group ID.
 func WithUserGroup(id string, members ...string) Option {
 	return func(s *Server) { s.groups[id] = slices.Clone(members) }
+}
+
+// WithPermalinkBase makes chat.getPermalink answer links under base (e.g.
+// "http://127.0.0.1:8080", a page that shows the workspace, as the demo's)
+// instead of https://fake.slack.com; path and query keep Slack's shape.
+func WithPermalinkBase(base string) Option {
+	return func(s *Server) { s.permalinkBase = strings.TrimSuffix(base, "/") }
 }
 
 // WithUser makes users.info answer u for u.ID. Without it users.info invents a

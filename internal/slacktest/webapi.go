@@ -493,7 +493,11 @@ func (s *Server) permalinkLocked(form url.Values, call *Call) reply {
 		return fail
 	}
 	channel := form.Get("channel")
-	return ok(map[string]any{"channel": channel, "permalink": Permalink(channel, m)})
+	link := Permalink(channel, m)
+	if s.permalinkBase != "" {
+		link = s.permalinkBase + strings.TrimPrefix(link, "https://"+TeamDomain+".slack.com")
+	}
+	return ok(map[string]any{"channel": channel, "permalink": link})
 }
 
 // messageLocked finds the message a call names by its channel and the ts
