@@ -186,6 +186,13 @@ type Request struct {
 	// belongs to for its whole life; "" (a request stored before targets
 	// existed) means the bot's default target.
 	Target string `json:"target,omitempty"`
+
+	// WakeAt is when the engine next wants to look at the request (a
+	// window opens, a summary is owed: now); zero means only an event (a
+	// job's end, a click) makes it due. Due returns a request once the
+	// earliest of WakeAt and the times the store knows (see DueAt) has
+	// come, and keeps returning it until a write moves that time.
+	WakeAt time.Time `json:"wake_at,omitzero"`
 }
 
 // Job is one instance's patch job in the cloud, as far as the bot follows it.
@@ -209,6 +216,11 @@ type Job struct {
 	// several replicas one reads it per poll interval.
 	PollBy    string    `json:"poll_by,omitempty"`
 	PollUntil time.Time `json:"poll_until,omitzero"`
+	// NextPoll is when the job is next due to be read; zero (a new job, or
+	// one stored before the field existed) means now. DueJobs returns the
+	// active jobs whose NextPoll has come; the poller sets it with each
+	// read it records.
+	NextPoll time.Time `json:"next_poll,omitzero"`
 }
 
 // Active reports whether the job is still followed: not yet reported and
