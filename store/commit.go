@@ -30,7 +30,7 @@ import (
 // must change nothing outside its transaction but variables it reports
 // through.
 type committer struct {
-	db      *bolt.DB
+	db *bolt.DB
 	// syncDelay is how long after a commit without fsync (a group of lazy
 	// writes only) the file is synced at the latest; 0 means
 	// defaultSyncDelay.
@@ -52,7 +52,7 @@ const defaultSyncDelay = 100 * time.Millisecond
 // commitCall is one write waiting for its group.
 type commitCall struct {
 	fn   func(*bolt.Tx) error
-	lazy bool // may commit without fsync (see Bolt.Create)
+	lazy bool       // may commit without fsync (see Bolt.Create)
 	done chan error // gets the result, errLead or errAlone; buffered
 }
 
