@@ -30,7 +30,7 @@ func testOpenPlans(t *testing.T, b backend, c *clock) {
 		{ID: "u1-a", State: Planned, Requester: "U1", ExpiresAt: now.Add(time.Minute)},
 		{ID: "u1-b", State: AwaitingApproval, Requester: "U1", ExpiresAt: now.Add(2 * time.Minute)},
 		{ID: "u1-c", State: Planned, Requester: "U1", ExpiresAt: now.Add(-time.Second)}, // expired, not yet moved
-		{ID: "u1-d", State: Planned, Requester: "U1"},                                 // no expiry: never counted (as before)
+		{ID: "u1-d", State: Planned, Requester: "U1"},                                   // no expiry: never counted (as before)
 		{ID: "u1-e", State: Submitted, Requester: "U1", ExpiresAt: now.Add(time.Hour)},
 		{ID: "u2-a", State: Planned, Requester: "U2", ExpiresAt: now.Add(time.Minute)},
 		{ID: "u10-a", State: Planned, Requester: "U10", ExpiresAt: now.Add(time.Minute)},
@@ -107,7 +107,7 @@ func testDue(t *testing.T, b backend, c *clock) {
 		{ID: "plan-woken", State: Planned, ExpiresAt: t0.Add(time.Hour), WakeAt: t0.Add(2 * time.Minute)},
 		{ID: "lease", State: Submitting, LeaseUntil: t0.Add(3 * time.Minute)},
 		{ID: "window", State: Submitted, WakeAt: t0.Add(4 * time.Minute)},
-		{ID: "waiting", State: Submitted},                    // waits for its jobs: never due by time
+		{ID: "waiting", State: Submitted},                       // waits for its jobs: never due by time
 		{ID: "answers", State: Submitted, ResultsPending: true}, // owed now
 		{ID: "done", State: Done},
 		{ID: "paused", State: Paused},
