@@ -78,6 +78,10 @@ type Options struct {
 // once, each time on a freshly read record; they should change only the
 // record they are given (as with Redis).
 //
+// The Create of a plan waiting for a decision commits without waiting for
+// fsync when every write of its group is such a Create (see the package
+// doc for what a crash can lose); WithDurable makes it sync.
+//
 // The state of Allow and Remember is kept in memory, not in the file: it
 // only guards against bursts and redeliveries over seconds or minutes, which
 // a restart ends anyway, and keeping it in memory saves two commits per

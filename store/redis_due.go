@@ -134,11 +134,11 @@ func (s *Redis) DueJobs(ctx context.Context, now time.Time, max int) ([]Job, err
 // dueIDs reads the IDs of a due index scored at or before now, earliest
 // first, at most max unless max ≤ 0.
 func (s *Redis) dueIDs(ctx context.Context, name string, now time.Time, max int) ([]string, error) {
-	by := &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now.UnixMicro(), 10)}
+	args := redis.ZRangeArgs{Key: s.key(name), Start: "-inf", Stop: strconv.FormatInt(now.UnixMicro(), 10), ByScore: true}
 	if max > 0 {
-		by.Count = int64(max)
+		args.Count = int64(max)
 	}
-	ids, err := s.rdb.ZRangeByScore(ctx, s.key(name), by).Result()
+	ids, err := s.rdb.ZRangeArgs(ctx, args).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", s.key(name), err)
 	}
