@@ -2,9 +2,12 @@ package store
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -221,4 +224,43 @@ func splitAddr(t *testing.T, addr string) (string, string) {
 func (s *Redis) countReplicas(ctx context.Context) bool {
 	s.replicas.Store(nil)
 	return s.hasReplicas(ctx)
+}
+
+// TestRedisReplicasLockOneHolder races two stores sharing a prefix (two
+// bot replicas, each with its own connections) for the same instance
+// locks, as two requests claiming waves with one instance: each round
+// exactly one request gets the instance, the other a *LockedError.
+func TestRedisReplicasLockOneHolder(t *testing.T) {
+	t.Parallel()
+	addr := storetest.StartRedis(t)
+	prefix := testPrefix(t)
+	replicas := []*Redis{openRedis(t, addr, prefix, nil), openRedis(t, addr, prefix, nil)}
+	const rounds = 50
+	for round := range rounds {
+		key := LockKey("default", fmt.Sprintf("i-%02d", round))
+		ids := []string{fmt.Sprintf("a-%02d", round), fmt.Sprintf("b-%02d", round)}
+		for _, id := range ids {
+			mustCreate(t, replicas[0], Request{ID: id, State: Approved})
+		}
+		errs := make([]error, 2)
+		var wg sync.WaitGroup
+		for i := range 2 {
+			wg.Go(func() {
+				_, errs[i] = replicas[i].TransitionLock(t.Context(), ids[i], []State{Approved}, Submitting, "", []string{key}, takeAll(key))
+			})
+		}
+		wg.Wait()
+		won := 0
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				won++
+			case !errors.Is(err, ErrLocked):
+				t.Errorf("round %d: %s lost with %v, want ErrLocked", round, ids[i], err)
+			}
+		}
+		if won != 1 {
+			t.Errorf("round %d: %d requests got %s, want exactly 1", round, won, key)
+		}
+	}
 }
