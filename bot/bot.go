@@ -63,6 +63,7 @@ type Store interface {
 	Recent(ctx context.Context, n int, keep func(store.Request) bool, states ...store.State) ([]store.Request, error)
 	Jobs(ctx context.Context, requestID string) ([]store.Job, error)
 	ActiveJobs(ctx context.Context) ([]store.Job, error)
+	OpenPlans(ctx context.Context, user string, now time.Time) (int, error)
 }
 
 var (
