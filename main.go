@@ -29,6 +29,7 @@ import (
 	"github.com/slack-go/slack/socketmode"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/bot"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/commands"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/demo"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/ops"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
@@ -132,7 +133,7 @@ type Main struct {
 // Store is the bot's durable state: the embedded bbolt file or a Redis
 // shared by replicas.
 type Store interface {
-	bot.Store
+	bot.Storage
 	Ping() error
 	Close() error
 }
@@ -239,8 +240,8 @@ func NewMain(cfg Config, logOut io.Writer) (*Main, error) {
 	}
 	api := NewSlack(cfg)
 	sm := socketmode.New(api)
-	b := bot.New(bot.Config{
-		Command: bot.Command, Targets: targets,
+	b := bot.New(bot.Options{Config: bot.Config{
+		Command: commands.Command, Targets: targets,
 		AllowedUsers: cfg.AllowedUsers, AllowedChannels: cfg.AllowedChannels,
 		ConfirmTTL: cfg.ConfirmTTL, PollInterval: cfg.PollInterval, FollowFor: cfg.FollowFor,
 		CommandsPerMin: cfg.CommandsPerMin, MaxOpenPlans: cfg.MaxOpenPlans,
@@ -254,7 +255,7 @@ func NewMain(cfg Config, logOut io.Writer) (*Main, error) {
 		PollConcurrency: cfg.PollConcurrency,
 		Retention:       cfg.Retention,
 		Canary:          cfg.Canary,
-	}, api, sm, nil, st, log, metrics)
+	}, Slack: api, Socket: sm, Store: st, Log: log, Metrics: metrics})
 
 	m := &Main{Config: cfg, Log: log, Store: st, Bot: b, Registry: reg, Slack: api, GeminiDB: dbs}
 	h := ops.Handler(map[string]ops.Check{

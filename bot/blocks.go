@@ -10,6 +10,7 @@ import (
 
 	"github.com/slack-go/slack"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/patch"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
@@ -285,7 +286,7 @@ func (k kit) targetLine(t upgrade.Target, at time.Time) string {
 	inst := t.Instance
 	window, closed := windowText(inst.MaintenanceWindow, at)
 	line := fmt.Sprintf("• %s — %s %s, %s, %s",
-		k.who(inst.Name, inst.ID), esc(engineName(inst.Engine)), esc(versionOf(inst)), esc(inst.Status), window)
+		k.who(inst.Name, inst.ID), esc(engineName(inst.Engine)), esc(patch.VersionOf(inst)), esc(inst.Status), window)
 	switch {
 	case t.Warning != "" && closed:
 		// The warning is the closed window the row already shows.
@@ -483,7 +484,7 @@ func countJobs(results []upgrade.UpgradeResult, jobs []store.Job) Counts {
 	var c Counts
 	for _, r := range results {
 		switch {
-		case unknownOutcome(r):
+		case patch.UnknownOutcome(r):
 			c.Unknown++
 		case !r.Submitted():
 			c.NotSubmitted++
@@ -634,7 +635,7 @@ func (k kit) resultLines(p upgrade.Plan, results []upgrade.UpgradeResult) []stri
 		switch {
 		case r.Submitted():
 			lines[i] = fmt.Sprintf(":large_blue_circle: %s — job `%s`", who, esc(r.JobID))
-		case unknownOutcome(r):
+		case patch.UnknownOutcome(r):
 			lines[i] = fmt.Sprintf(":grey_question: %s — outcome unknown (`%s`) %s", who, esc(r.ErrorCode), esc(r.ErrorMessage))
 		default:
 			lines[i] = withHint(fmt.Sprintf(":x: %s — `%s` %s", who, esc(r.ErrorCode), esc(r.ErrorMessage)), r.ErrorCode)
@@ -742,7 +743,7 @@ func (k kit) summaryLines(_ store.Request, jobs []store.Job, after map[string]up
 	for _, j := range sorted {
 		now := "unknown"
 		if inst, ok := after[j.InstanceID]; ok {
-			now = versionOf(inst)
+			now = patch.VersionOf(inst)
 		}
 		who := k.who(j.InstanceName, j.InstanceID)
 		versions := fmt.Sprintf("%s → %s", esc(orDash(j.VersionBefore)), esc(now))
@@ -781,7 +782,7 @@ func (k kit) unstartedLines(p upgrade.Plan, results []upgrade.UpgradeResult, now
 		who := k.who(names[r.InstanceID], r.InstanceID)
 		switch {
 		case r.Submitted():
-		case unknownOutcome(r):
+		case patch.UnknownOutcome(r):
 			line := fmt.Sprintf(":grey_question: %s: outcome unknown (`%s`) — may have started: check the console before retrying.", who, esc(r.ErrorCode))
 			if inst, ok := now[r.InstanceID]; ok && inst.Upgrading() {
 				line += " GeminiDB now shows an upgrade in progress on it."

@@ -16,6 +16,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/patch"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
@@ -343,7 +344,7 @@ func TestCommandBlocksGolden(t *testing.T) {
 		{InstanceID: jobs[0].InstanceID, JobID: jobs[0].ID},
 		{InstanceID: jobs[1].InstanceID, JobID: jobs[1].ID},
 		{InstanceID: jobs[2].InstanceID, JobID: jobs[2].ID},
-		{InstanceID: "2b3c4d5e6f7a4b8c9d0e1f2a3b4c5d6ein06", ErrorCode: CodeUnknown, ErrorMessage: "GeminiDB did not answer the batch call in time: the patch may have started. Check the console before retrying."},
+		{InstanceID: "2b3c4d5e6f7a4b8c9d0e1f2a3b4c5d6ein06", ErrorCode: patch.CodeUnknown, ErrorMessage: "GeminiDB did not answer the batch call in time: the patch may have started. Check the console before retrying."},
 	}
 	r := store.Request{ID: "r-000000000001", Requester: "UALICE", Channel: "COPS", State: store.Submitted}
 	golden(t, "status_request", kit{}.requestStatusBlocks(r, p, results, jobs[:3]))

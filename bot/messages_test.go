@@ -10,6 +10,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/patch"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
@@ -228,7 +229,7 @@ func TestErrorCodesCarryAHint(t *testing.T) {
 		{"APIG.0301", "must renew it"},
 		{"APIGW.0301", "must renew it"},
 		{"DBS.999999", ""},
-		{CodeNotSent, ""},
+		{patch.CodeNotSent, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.code, func(t *testing.T) {
