@@ -56,6 +56,7 @@ func (h *harness) count(ts, s string) int {
 // Jobs that complete and fail are reported once each in the thread, the
 // parent's counts follow, and a final summary shows versions before → after.
 func TestFollowJobsToTheEnd(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 3)
 	id, ts, jobs := h.submitted(insts)
@@ -108,6 +109,7 @@ func (h *harness) waitParentText(id, want string) {
 // A restart between submit and completion continues in the same thread,
 // with no duplicate replies.
 func TestRestartContinuesInTheSameThread(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "influxdb", 2)
 	id, ts, jobs := h.submitted(insts)
@@ -136,6 +138,7 @@ func TestRestartContinuesInTheSameThread(t *testing.T) {
 
 // A restart with a job still running picks it up and reports it later.
 func TestRestartPicksUpRunningJobs(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 1)
 	_, ts, jobs := h.submitted(insts)
@@ -148,6 +151,7 @@ func TestRestartPicksUpRunningJobs(t *testing.T) {
 // request shows every instance's outcome, the cloud's refusals included,
 // and only in the request's own channel.
 func TestStatusCommand(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 3)
 	h.gdb.SetUpgradeResult(insts[2].ID, "DBS.200011", "The status of DB instance does not allow the operation.")
@@ -181,6 +185,7 @@ func TestStatusCommand(t *testing.T) {
 // says so: not as a failure (it may still be running), in its reply and in
 // the summary.
 func TestStopFollowingAfterBound(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(env map[string]string) { env["BOT_FOLLOW_FOR"] = "300ms" })
 	insts := h.addInstances("db", "cassandra", 1)
 	_, ts, _ := h.submitted(insts)
@@ -193,6 +198,7 @@ func TestStopFollowingAfterBound(t *testing.T) {
 // A corrupted store stops the bot at start with a clear error, and the file
 // is left as it was.
 func TestCorruptedStoreStopsTheBot(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	h.stop()
 	path := h.env["BOT_STORE"]
@@ -236,6 +242,7 @@ func TestRestartWhileSubmitting(t *testing.T) {
 		{"died before the call", false, []string{"NOT_SENT", "nothing was started"}, "outcome unknown"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			h := newHarness(t, nil)
 			insts := h.addInstances("db", "cassandra", 2)
 			// The second instance gets no job, so the store can be rewound to a
@@ -314,6 +321,7 @@ func (h *harness) rewindToSubmitting(id string, keep int, inFlight bool, ids ...
 // A finished request older than BOT_RETENTION is deleted with its jobs by
 // the housekeeping, and status then says why it is not known.
 func TestRetentionDeletesOldRequests(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(env map[string]string) { env["BOT_RETENTION"] = "24h" })
 	insts := h.addInstances("db", "cassandra", 2)
 	id, ts, jobs := h.submitted(insts[:1])

@@ -14,6 +14,7 @@ import (
 // summary say it may have started and to check the console, and the
 // operator is never told that nothing started.
 func TestTimedOutBatchIsUnknownNotNotSubmitted(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(env map[string]string) {
 		env["BOT_SHUTDOWN_TIMEOUT"] = "1s" // batch calls time out after 750ms
 	})
@@ -41,6 +42,7 @@ func TestTimedOutBatchIsUnknownNotNotSubmitted(t *testing.T) {
 // again on a later tick until posted, and no job's end is reported before
 // its job ID.
 func TestBatchResultsAreRetriedUntilPosted(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 1)
 	// Hold the batch call until the parent message is out, then refuse the
@@ -74,6 +76,7 @@ func TestBatchResultsAreRetriedUntilPosted(t *testing.T) {
 // A requester removed from BOT_ALLOWED_USERS cannot confirm a plan shown
 // while they were allowed, and a click from another channel does nothing.
 func TestClickRechecksTodaysRights(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 1)
 	id, _, ack := h.plan(alice, insts[0].Name)
@@ -97,6 +100,7 @@ func TestClickRechecksTodaysRights(t *testing.T) {
 
 // A response_url is a credential: a failed post to one never logs it.
 func TestResponseURLNeverLogged(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 1)
 	id, _, _ := h.plan(alice, insts[0].Name)
@@ -122,6 +126,7 @@ func (h *harness) waitLog(s string) {
 // whole version, a patch still offered) is drift: nothing is sent and a
 // fresh plan is offered.
 func TestHandMadePatchIsDrift(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	in := h.addInstances("db", "cassandra", 1)[0]
 	id, _, ack := h.plan(alice, in.Name)

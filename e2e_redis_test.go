@@ -53,6 +53,7 @@ func (h *harness) startReplica() {
 // through the other, clicks spread over both submit exactly once, and each
 // job's end is reported once although both follow it.
 func TestTwoReplicasShareARedisStore(t *testing.T) {
+	t.Parallel()
 	addr := storetest.StartRedis(t)
 	h := newHarness(t, func(env map[string]string) {
 		env["BOT_STORE"] = "redis://" + addr + "/0"
@@ -94,6 +95,7 @@ func TestTwoReplicasShareARedisStore(t *testing.T) {
 // A replica that starts while another is submitting leaves that submission
 // alone: the submitter holds a live lease.
 func TestReplicaStartingDuringASubmission(t *testing.T) {
+	t.Parallel()
 	addr := storetest.StartRedis(t)
 	h := newHarness(t, func(env map[string]string) { env["BOT_STORE"] = "redis://" + addr + "/0" })
 	in := h.addInstances("db", "cassandra", 1)[0]
@@ -124,6 +126,7 @@ func TestReplicaStartingDuringASubmission(t *testing.T) {
 // Replicas on one Redis share the per-person command limit and recognise a
 // redelivered command that lands on the other replica.
 func TestReplicasShareLimitsAndRedeliveries(t *testing.T) {
+	t.Parallel()
 	addr := storetest.StartRedis(t)
 	h := newHarness(t, func(env map[string]string) {
 		env["BOT_STORE"] = "redis://" + addr + "/0"
@@ -158,6 +161,7 @@ func TestReplicasShareLimitsAndRedeliveries(t *testing.T) {
 // logged, nothing is patched, and the request is left planned, so a second
 // click (once the store works) patches exactly once.
 func TestStoreFailureOnConfirmIsToldNotSwallowed(t *testing.T) {
+	t.Parallel()
 	addr := storetest.StartRedis(t)
 	h := newHarness(t, func(env map[string]string) {
 		env["BOT_STORE"] = "redis://" + addr + "/0"

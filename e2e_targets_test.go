@@ -185,6 +185,7 @@ func (th *targetsHarness) twin(name string) (de, nl upgrade.Instance) {
 // every message about the request names the target; the jobs are followed
 // to the summary with each target's own client.
 func TestTargetsChannelPicksTarget(t *testing.T) {
+	t.Parallel()
 	th := newTargetsHarness(t, "", "", nil)
 	de, nl := th.twin("cass-orders")
 
@@ -254,6 +255,7 @@ func TestTargetsChannelPicksTarget(t *testing.T) {
 // the bot asks (listing them) and calls no GeminiDB; list and status use
 // the chosen target.
 func TestTargetsFlagAndAsking(t *testing.T) {
+	t.Parallel()
 	th := newTargetsHarness(t, "", "", nil)
 	de, nl := th.twin("cass-users")
 	deCalls, nlCalls := th.gdb.Calls(""), th.nl.Calls("")
@@ -302,6 +304,7 @@ func TestTargetsFlagAndAsking(t *testing.T) {
 // replaces BOT_APPROVERS, prod-eu-nl uses BOT_APPROVERS, staging's empty
 // list turns approval off.
 func TestTargetsApprovers(t *testing.T) {
+	t.Parallel()
 	th := newTargetsHarness(t, "    approvers: ["+carol+"]", "", func(env map[string]string) { env["BOT_APPROVERS"] = bob })
 	de, nl := th.twin("cass-billing")
 
@@ -358,6 +361,7 @@ func TestTargetsApprovers(t *testing.T) {
 // client; a request stored before targets existed (no target recorded)
 // belongs to the first target.
 func TestTargetsRestartFollowsEachRequestsTarget(t *testing.T) {
+	t.Parallel()
 	th := newTargetsHarness(t, "", "", nil)
 	de, nl := th.twin("cass-ledger")
 	deID, deTS := th.submitIn(deChannel, "cass-ledger")
@@ -391,6 +395,7 @@ func TestTargetsRestartFollowsEachRequestsTarget(t *testing.T) {
 // One target answering 500s (slowly) does not hold up the other: its jobs'
 // ends are reported at once and its new requests are patched.
 func TestTargetsOutageLeavesOthersWorking(t *testing.T) {
+	t.Parallel()
 	th := newTargetsHarness(t, "", "", nil)
 	de, nl := th.twin("cass-events")
 	_, deTS := th.submitIn(deChannel, "cass-events")
@@ -434,6 +439,7 @@ func (h *harness) waitCalls(fake *upgradetest.Server, suffix string, n int) {
 // A target whose credentials are refused answers with the cloud's error in
 // its own channel; the other target plans and patches as usual.
 func TestTargetsRefusedCredentialsStayInTheirTarget(t *testing.T) {
+	t.Parallel()
 	th := newTargetsHarness(t, "", "", func(env map[string]string) { env["EU_DE_TOKEN"] = "MIIwrong-eu-de-token-0000" })
 	th.twin("cass-audit")
 	ack := th.slash(alice, deChannel, "cass-audit")

@@ -128,6 +128,9 @@ type Main struct {
 	// stopping is set when shutdown begins, so /readyz turns 503 at once
 	// and a load balancer stops sending traffic before the socket closes.
 	stopping atomic.Bool
+	// sized counts the targets whose fleet size the start-up call learned
+	// (or failed to): tests wait on it instead of on a log line.
+	sized atomic.Int64
 }
 
 // Store is the bot's durable state: the embedded bbolt file or a Redis
@@ -298,6 +301,7 @@ func (m *Main) Run(ctx context.Context) error {
 	for i, db := range m.GeminiDB {
 		name := m.Config.Targets[i].Name
 		go func() {
+			defer m.sized.Add(1)
 			page, err := db.ListInstances(botCtx, upgrade.ListOptions{Limit: 1})
 			if err != nil {
 				m.Log.Warn().Err(err).Str("target", name).Msg("GeminiDB not reachable at start; instance lookups will tell users why")

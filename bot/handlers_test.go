@@ -121,7 +121,7 @@ func TestHandleEventRefusesStrangersBeforeQueueing(t *testing.T) {
 func pausedRequest(t *testing.T, b *Bot, st *store.Bolt) {
 	t.Helper()
 	life := b.Runner().Lifecycle()
-	p := upgrade.Plan{Targets: []upgrade.Target{{Instance: upgrade.Instance{ID: "i-a", Name: "db-a"}}, {Instance: upgrade.Instance{ID: "i-c", Name: "db-c"}}},
+	p := upgrade.Plan{Targets: []upgrade.PlanItem{{Instance: upgrade.Instance{ID: "i-a", Name: "db-a"}}, {Instance: upgrade.Instance{ID: "i-c", Name: "db-c"}}},
 		Batches: []upgrade.Batch{{Engine: "cassandra", InstanceIDs: []string{"i-a", "i-c"}}}}
 	r := store.Request{ID: "r-1", Requester: "UALICE", Channel: "COPS", ParentTS: "1.000001", ExpiresAt: time.Now().Add(time.Hour)}
 	if _, err := life.Create(r, p, patch.Options{Canary: 1}); err != nil {
@@ -188,7 +188,7 @@ func TestApproveClickRefusals(t *testing.T) {
 	t.Parallel()
 	b, st, sl, _ := unitBot(t, Config{AllowedUsers: []string{"*"}, Approvers: []string{"UCAROL"}})
 	life := b.Runner().Lifecycle()
-	p := upgrade.Plan{Targets: []upgrade.Target{{Instance: upgrade.Instance{ID: "i-a", Name: "db-a"}}},
+	p := upgrade.Plan{Targets: []upgrade.PlanItem{{Instance: upgrade.Instance{ID: "i-a", Name: "db-a"}}},
 		Batches: []upgrade.Batch{{Engine: "cassandra", InstanceIDs: []string{"i-a"}}}}
 	if _, err := life.Create(store.Request{ID: "r-1", Requester: "UALICE", Channel: "COPS", ExpiresAt: time.Now().Add(time.Hour)}, p, patch.Options{}); err != nil {
 		t.Fatal(err)

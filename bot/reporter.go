@@ -26,6 +26,13 @@ func (rp reporter) Decided(ctx context.Context, d patch.Decision) {
 	a := requestAudit(r, d.By, targetIDs(p))
 	switch d.Verb {
 	case patch.VerbConfirm:
+		if d.Err != nil {
+			msg := fmt.Sprintf("I could not post the approval request in this channel (%s); nothing was done. Is the bot a member of the channel?", esc(slackErrorCode(d.Err)))
+			if err := b.respond(ctx, d.Reply, false, msg, nil); err != nil {
+				b.tell(ctx, r.Channel, d.By, msg) // the response_url may have expired
+			}
+			return
+		}
 		if r.State != store.AwaitingApproval {
 			b.audit("confirmed", a)
 			return
@@ -86,19 +93,14 @@ func (rp reporter) stopped(ctx context.Context, r store.Request, p upgrade.Plan,
 	}
 }
 
-// AskApproval posts the approval request in the request's channel. When
-// Slack refuses it, the requester hears so.
-func (rp reporter) AskApproval(ctx context.Context, r store.Request, reply string) (string, error) {
+// AskApproval posts the approval request in the request's channel.
+func (rp reporter) AskApproval(ctx context.Context, r store.Request) (string, error) {
 	b := rp.b
 	p, _, _ := patch.PlanOf(r)
 	_, ts, err := b.api.PostMessageContext(ctx, r.Channel,
 		slack.MsgOptionText(fmt.Sprintf("<@%s> asks for approval to patch %s (request %s)", r.Requester, plural(len(p.Targets), "GeminiDB instance"), r.ID), false),
 		slack.MsgOptionBlocks(withTarget(b.kitOf(b.targets.of(r)).approvalBlocks(r, p, b.approversOf(r)), b.targets.labelOf(r))...))
 	if err != nil {
-		msg := fmt.Sprintf("I could not post the approval request in this channel (%s); nothing was done. Is the bot a member of the channel?", esc(slackErrorCode(err)))
-		if err := b.respond(ctx, reply, false, msg, nil); err != nil {
-			b.tell(ctx, r.Channel, r.Requester, msg) // the response_url may have expired
-		}
 		return "", fmt.Errorf("post approval request: %w", err)
 	}
 	return ts, nil

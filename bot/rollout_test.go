@@ -77,7 +77,7 @@ func TestStopClick(t *testing.T) {
 	// A submitted request whose canary went out and whose rest waits.
 	a := upgrade.Instance{ID: "i-a", Name: "db-a", Engine: "cassandra"}
 	c := upgrade.Instance{ID: "i-c", Name: "db-c", Engine: "cassandra"}
-	p := upgrade.Plan{Targets: []upgrade.Target{{Instance: a}, {Instance: c}},
+	p := upgrade.Plan{Targets: []upgrade.PlanItem{{Instance: a}, {Instance: c}},
 		Batches: []upgrade.Batch{{Engine: "cassandra", InstanceIDs: []string{"i-a", "i-c"}}}}
 	r := store.Request{ID: "r-1", Requester: "UALICE", Channel: "COPS", ParentTS: "1.000001", ExpiresAt: time.Now().Add(time.Hour)}
 	if _, err := life.Create(r, p, patch.Options{Canary: 1}); err != nil {

@@ -147,7 +147,9 @@ func (rn *Runner) expire(ctx context.Context, r store.Request) {
 // pause holds a submitted request whose canary went wrong and has it said,
 // with Continue and Stop.
 func (rn *Runner) pause(ctx context.Context, r store.Request, step Step) {
-	r, err := rn.life.Pause(r.ID)
+	// The paused request is a new variable: on an error r still names the
+	// request for the log (it used to be overwritten with an empty one).
+	paused, err := rn.life.Pause(r.ID)
 	if err != nil {
 		if !errors.Is(err, store.ErrConflict) {
 			rn.log.Error().Err(err).Str("request_id", r.ID).Msg("pause a request")
@@ -156,7 +158,7 @@ func (rn *Runner) pause(ctx context.Context, r store.Request, step Step) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
-	rn.rep.Paused(ctx, r, step)
+	rn.rep.Paused(ctx, paused, step)
 }
 
 // repostResults posts the rest of the answers of a request's last wave,

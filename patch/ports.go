@@ -70,9 +70,9 @@ type Reporter interface {
 	Decided(ctx context.Context, d Decision)
 	// AskApproval posts the approval request of r, which now awaits an
 	// approver, and returns its message's ts. On an error nobody was
-	// asked: the Reporter has told the requester (at reply), and the
-	// Runner returns r to planned.
-	AskApproval(ctx context.Context, r store.Request, reply string) (ts string, err error)
+	// asked: the Runner returns r to planned and tells with Decided
+	// (Decision.Err set).
+	AskApproval(ctx context.Context, r store.Request) (ts string, err error)
 	// Announce posts the channel message of r, whose first wave is about
 	// to go, and returns its ts. On an error nothing is sent: the Runner
 	// stops and finishes the request and says so with Sent.
@@ -119,6 +119,9 @@ type Decision struct {
 	Request store.Request // as the decision left it
 	By      string        // who decided
 	Reply   string        // where to answer the one who pressed (opaque; "" none)
+	// Err is set when the decision could not be carried out (the approval
+	// request could not be posted): the request was put back as it was.
+	Err error
 }
 
 // SendReport is how the sending of a wave ended.

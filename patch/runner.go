@@ -197,14 +197,17 @@ func (rn *Runner) askApproval(ctx context.Context, id, user, reply string) (stor
 		rn.log.Warn().Err(err).Str("request_id", id).Msg("the decision was recorded after all; going on")
 		won = cur
 	}
-	ts, err := rn.rep.AskApproval(ctx, won, reply)
+	ts, err := rn.rep.AskApproval(ctx, won)
 	if err != nil {
 		rn.log.Error().Err(err).Str("request_id", id).Msg("post approval request")
-		if _, err := rn.life.Reopen(id, user); err != nil {
+		if back, rerr := rn.life.Reopen(id, user); rerr != nil {
 			// Safe: nobody was asked, so nobody can approve it, and it
 			// expires with its TTL.
-			rn.log.Error().Err(err).Str("request_id", id).Msg("return the plan to planned")
+			rn.log.Error().Err(rerr).Str("request_id", id).Msg("return the plan to planned")
+		} else {
+			won = back
 		}
+		rn.rep.Decided(ctx, Decision{Verb: VerbConfirm, Request: won, By: user, Reply: reply, Err: err})
 		return won, ErrReported
 	}
 	if won, err = rn.life.Note(id, func(x *store.Request) { x.ApprovalTS = ts }); err != nil {
