@@ -210,7 +210,19 @@ func (l *Lifecycle) Create(r store.Request, p upgrade.Plan, opts Options) (store
 // requester confirmed and an approver must decide. A plan past ExpiresAt
 // gets a *store.ExpiredError.
 func (l *Lifecycle) RequestApproval(id, user string) (store.Request, error) {
-	return l.move("request approval of", id, []store.State{store.Planned}, store.AwaitingApproval, user, nil)
+	return l.move("request approval of", id, []store.State{store.Planned}, store.AwaitingApproval, user, func(x *store.Request, _ *Rollout, now time.Time) error {
+		return withinTTL(x, now)
+	})
+}
+
+// withinTTL refuses, inside a swap, to move a plan on (to awaiting
+// approval or submitting) once its ExpiresAt has passed: the TTL is part
+// of the swap, and this package (not the store) decides where it applies.
+func withinTTL(x *store.Request, now time.Time) error {
+	if !x.ExpiresAt.IsZero() && !now.Before(x.ExpiresAt) {
+		return &store.ExpiredError{ID: x.ID, ExpiresAt: x.ExpiresAt}
+	}
+	return nil
 }
 
 // Reopen moves a request awaiting approval back to planned, when the
@@ -268,6 +280,9 @@ func (l *Lifecycle) Approve(id, approver string) (store.Request, *Send, error) {
 func (l *Lifecycle) start(verb, id string, from store.State, user string, also func(*store.Request)) (store.Request, *Send, error) {
 	s := &Send{RequestID: id, Wave: -1}
 	r, err := l.move(verb, id, []store.State{from}, store.Submitting, user, func(x *store.Request, ro *Rollout, now time.Time) error {
+		if err := withinTTL(x, now); err != nil {
+			return err
+		}
 		if also != nil {
 			also(x)
 		}

@@ -39,6 +39,8 @@ func (rn *Runner) goSend(ctx context.Context, r store.Request, s *Send, reply st
 	// context): only the end of Follow's context stops its batches.
 	if base := rn.base.Load(); base != nil {
 		ctx = *base
+	} else {
+		ctx = context.WithoutCancel(ctx) // not following: nothing to stop it
 	}
 	rn.inflight.Add(1)
 	rn.busy.Add(1)
