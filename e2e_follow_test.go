@@ -327,10 +327,13 @@ func TestRetentionDeletesOldRequests(t *testing.T) {
 	id, ts, jobs := h.submitted(insts[:1])
 	h.gdb.CompleteJob(jobs[insts[0].ID], "3.11.3.5")
 	h.threadText(ts, "finished")
-	h.waitLog(`"event":"done"`)
+	h.quiesce() // the summary is out and the request finished
+	if n := len(h.auditEvents("done")); n != 1 {
+		t.Fatalf("%d done audit events, want 1", n)
+	}
 	open, _, _ := h.plan(alice, insts[1].Name) // expires with the clock, but too recently to be deleted
 	h.clock.Advance(25 * time.Hour)
-	h.waitLog("deleted final requests older than the retention")
+	h.quiesce() // two housekeeping ticks on: the old request is deleted
 	ack := h.slash(alice, opsChannel, "status "+id)
 	h.reply(ack.ResponseURL, "Finished requests are deleted 1 day")
 	if n := len(h.auditEvents("done")); n != 1 {
