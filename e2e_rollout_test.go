@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store/storetest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
@@ -234,8 +235,8 @@ func TestRestartMidRollout(t *testing.T) {
 func TestRolloutOnTwoReplicas(t *testing.T) {
 	t.Parallel()
 	addr := storetest.StartRedis(t)
-	h := newHarness(t, func(env map[string]string) {
-		env["BOT_STORE"] = "redis://" + addr + "/0"
+	h := newHarness(t, func(c *config.Config) {
+		c.Store = "redis://" + addr + "/0"
 	}, slacktest.WithRoundRobin())
 	h.startReplica()
 	insts := h.addInstances("db", "cassandra", 4)
@@ -256,7 +257,7 @@ func TestRolloutOnTwoReplicas(t *testing.T) {
 // after a failed canary needs an approver who is not the requester.
 func TestContinueNeedsAnApprover(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(env map[string]string) { env["BOT_APPROVERS"] = bob })
+	h := newHarness(t, func(c *config.Config) { c.Approvers = []string{bob} })
 	insts := h.addInstances("db", "cassandra", 2)
 	id, _, ack := h.plan(alice, names(insts)+" --canary 1")
 	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)

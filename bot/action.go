@@ -129,7 +129,7 @@ func (b *Bot) mayPress(ctx context.Context, c click, v patch.Verb, r store.Reque
 // load reads the request a button refers to and its plan; it answers the
 // clicker itself when that fails.
 func (b *Bot) load(ctx context.Context, c click) (store.Request, upgrade.Plan, bool) {
-	r, err := b.st.Get(c.requestID)
+	r, err := b.st.Get(ctx, c.requestID)
 	if errors.Is(err, store.ErrNotFound) {
 		b.tell(ctx, c.channel, c.user, fmt.Sprintf("I do not know the patch request `%s` any more; nothing was done. Run the command again.", esc(c.requestID)))
 		return r, upgrade.Plan{}, false

@@ -124,26 +124,26 @@ func pausedRequest(t *testing.T, b *Bot, st *store.Bolt) {
 	p := upgrade.Plan{Targets: []upgrade.PlanItem{{Instance: upgrade.Instance{ID: "i-a", Name: "db-a"}}, {Instance: upgrade.Instance{ID: "i-c", Name: "db-c"}}},
 		Batches: []upgrade.Batch{{Engine: "cassandra", InstanceIDs: []string{"i-a", "i-c"}}}}
 	r := store.Request{ID: "r-1", Requester: "UALICE", Channel: "COPS", ParentTS: "1.000001", ExpiresAt: time.Now().Add(time.Hour)}
-	if _, err := life.Create(r, p, patch.Options{Canary: 1}); err != nil {
+	if _, err := life.Create(t.Context(), r, p, patch.Options{Canary: 1}); err != nil {
 		t.Fatal(err)
 	}
-	_, s, err := life.Confirm("r-1", "UALICE")
+	_, s, err := life.Confirm(t.Context(), "r-1", "UALICE")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.PutJob(store.Job{ID: "j-a", RequestID: "r-1", InstanceID: "i-a", Status: upgrade.JobFailed, Reported: true, SubmittedAt: time.Now()}); err != nil {
+	if err := st.PutJob(t.Context(), store.Job{ID: "j-a", RequestID: "r-1", InstanceID: "i-a", Status: upgrade.JobFailed, Reported: true, SubmittedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := life.EndBatch(s, []upgrade.UpgradeResult{{InstanceID: "i-a", JobID: "j-a"}}); err != nil {
+	if err := life.EndBatch(t.Context(), s, []upgrade.UpgradeResult{{InstanceID: "i-a", JobID: "j-a"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := life.EndSend(s); err != nil {
+	if _, err := life.EndSend(t.Context(), s); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := life.ResultsPosted("r-1"); err != nil {
+	if _, err := life.ResultsPosted(t.Context(), "r-1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := life.Pause("r-1"); err != nil {
+	if _, err := life.Pause(t.Context(), "r-1"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -161,12 +161,12 @@ func TestContinueClick(t *testing.T) {
 	if got := strings.Join(sl.ephemeral["UBOB"], "\n"); !strings.Contains(got, "Only <@UALICE>") {
 		t.Errorf("a stranger's Continue: told %q, want a refusal naming the requester", got)
 	}
-	if got, _ := st.Get("r-1"); got.State != store.Paused {
+	if got, _ := st.Get(t.Context(), "r-1"); got.State != store.Paused {
 		t.Fatalf("after a refused Continue: state %s, want paused", got.State)
 	}
 
 	b.onBlockAction(ctx, press(ActionContinue, "r-1", "UALICE", "COPS"), 0)
-	got, _ := st.Get("r-1")
+	got, _ := st.Get(t.Context(), "r-1")
 	if ro, _ := patch.RolloutOf(got); ro.Continued == nil || ro.Continued.By != "UALICE" {
 		t.Errorf("after the requester's Continue: rollout %+v, want continued by UALICE", ro)
 	}
@@ -190,10 +190,10 @@ func TestApproveClickRefusals(t *testing.T) {
 	life := b.Runner().Lifecycle()
 	p := upgrade.Plan{Targets: []upgrade.PlanItem{{Instance: upgrade.Instance{ID: "i-a", Name: "db-a"}}},
 		Batches: []upgrade.Batch{{Engine: "cassandra", InstanceIDs: []string{"i-a"}}}}
-	if _, err := life.Create(store.Request{ID: "r-1", Requester: "UALICE", Channel: "COPS", ExpiresAt: time.Now().Add(time.Hour)}, p, patch.Options{}); err != nil {
+	if _, err := life.Create(t.Context(), store.Request{ID: "r-1", Requester: "UALICE", Channel: "COPS", ExpiresAt: time.Now().Add(time.Hour)}, p, patch.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := life.RequestApproval("r-1", "UALICE"); err != nil {
+	if _, err := life.RequestApproval(t.Context(), "r-1", "UALICE"); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -205,7 +205,7 @@ func TestApproveClickRefusals(t *testing.T) {
 	if got := strings.Join(sl.ephemeral["UBOB"], "\n"); !strings.Contains(got, "Only an approver (<@UCAROL>)") {
 		t.Errorf("a non-approver's Approve: told %q, want the approvers named", got)
 	}
-	if got, _ := st.Get("r-1"); got.State != store.AwaitingApproval {
+	if got, _ := st.Get(t.Context(), "r-1"); got.State != store.AwaitingApproval {
 		t.Errorf("after refused approvals: state %s, want awaiting_approval", got.State)
 	}
 }

@@ -54,12 +54,12 @@ type SlackAPI interface {
 // it keeps there. Every write about a request's life goes through the
 // patch.Runner.
 type Store interface {
-	Get(id string) (store.Request, error)
-	List(states ...store.State) ([]store.Request, error)
-	Recent(n int, keep func(store.Request) bool, states ...store.State) ([]store.Request, error)
-	Jobs(requestID string) ([]store.Job, error)
-	Allow(key string, limit int, window time.Duration) (bool, error)
-	Remember(key string, ttl time.Duration) (bool, error)
+	Get(ctx context.Context, id string) (store.Request, error)
+	List(ctx context.Context, states ...store.State) ([]store.Request, error)
+	Recent(ctx context.Context, n int, keep func(store.Request) bool, states ...store.State) ([]store.Request, error)
+	Jobs(ctx context.Context, requestID string) ([]store.Job, error)
+	Allow(ctx context.Context, key string, limit int, window time.Duration) (bool, error)
+	Remember(ctx context.Context, key string, ttl time.Duration) (bool, error)
 }
 
 // Storage is the store a bot is built on: what the bot reads and what its

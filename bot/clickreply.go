@@ -19,7 +19,7 @@ func (b *Bot) explain(ctx context.Context, c click) {
 	if c.retry > 0 {
 		return
 	}
-	cur, err := b.st.Get(c.requestID)
+	cur, err := b.st.Get(ctx, c.requestID)
 	if err != nil {
 		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Request `%s` could not be read; nothing was done.", esc(c.requestID)))
 		return
@@ -103,7 +103,7 @@ func (b *Bot) swapFailed(ctx context.Context, c click, r store.Request, p upgrad
 		return
 	}
 	b.log.Error().Err(err).Str("request_id", r.ID).Str("action_id", c.action).Msg("record the click's decision")
-	cur, gerr := b.st.Get(r.ID)
+	cur, gerr := b.st.Get(ctx, r.ID)
 	if gerr == nil && cur.State == store.Submitting && patch.LastBy(cur, c.user) {
 		// The swap happened, but its send went to nobody: the claim runs
 		// out and the follower takes the wave over, reporting what it

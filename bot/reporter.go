@@ -327,7 +327,7 @@ func (b *Bot) updateParent(ctx context.Context, r store.Request) {
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("refresh request")
 		return
 	}
-	jobs, err := b.st.Jobs(r.ID)
+	jobs, err := b.st.Jobs(ctx, r.ID)
 	if err != nil {
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("read jobs")
 		return

@@ -63,12 +63,12 @@ func (rn *Runner) every(ctx context.Context, fn func(), ticks *atomic.Int64) {
 // final requests older than the retention.
 func (rn *Runner) Tick(ctx context.Context) {
 	rn.advanceAll(ctx)
-	rn.prune()
+	rn.prune(ctx)
 }
 
 // advanceAll does what is due for every open request.
 func (rn *Runner) advanceAll(ctx context.Context) {
-	rs, err := rn.st.List(openStates...)
+	rs, err := rn.st.List(ctx, openStates...)
 	if err != nil {
 		rn.log.Error().Err(err).Msg("list open requests")
 		return
@@ -97,7 +97,7 @@ func (rn *Runner) advance(ctx context.Context, r store.Request) {
 		rn.repostResults(ctx, r)
 		return
 	}
-	jobs, err := rn.st.Jobs(r.ID)
+	jobs, err := rn.st.Jobs(ctx, r.ID)
 	if err != nil {
 		log.Error().Err(err).Msg("read jobs")
 		return
@@ -113,7 +113,7 @@ func (rn *Runner) advance(ctx context.Context, r store.Request) {
 	case ActionRecover:
 		rn.recoverWave(ctx, r.ID)
 	case ActionSend:
-		won, s, err := rn.life.SendWave(r.ID, step.Wave, "")
+		won, s, err := rn.life.SendWave(ctx, r.ID, step.Wave, "")
 		if err != nil {
 			if !errors.Is(err, store.ErrConflict) {
 				log.Error().Err(err).Int("wave", step.Wave).Msg("claim a wave")
@@ -132,7 +132,7 @@ func (rn *Runner) advance(ctx context.Context, r store.Request) {
 // expire moves a plan or approval request past its TTL to expired and has
 // its messages replaced, so stale buttons do not linger.
 func (rn *Runner) expire(ctx context.Context, r store.Request) {
-	r2, err := rn.life.Expire(r.ID, "")
+	r2, err := rn.life.Expire(ctx, r.ID, "")
 	if err != nil {
 		if !errors.Is(err, store.ErrConflict) {
 			rn.log.Error().Err(err).Str("request_id", r.ID).Msg("expire plan")
@@ -149,7 +149,7 @@ func (rn *Runner) expire(ctx context.Context, r store.Request) {
 func (rn *Runner) pause(ctx context.Context, r store.Request, step Step) {
 	// The paused request is a new variable: on an error r still names the
 	// request for the log (it used to be overwritten with an empty one).
-	paused, err := rn.life.Pause(r.ID)
+	paused, err := rn.life.Pause(ctx, r.ID)
 	if err != nil {
 		if !errors.Is(err, store.ErrConflict) {
 			rn.log.Error().Err(err).Str("request_id", r.ID).Msg("pause a request")
@@ -166,11 +166,11 @@ func (rn *Runner) pause(ctx context.Context, r store.Request, step Step) {
 func (rn *Runner) repostResults(ctx context.Context, r store.Request) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
-	c, r, ok := rn.claimReport(r.ID)
+	c, r, ok := rn.claimReport(ctx, r.ID)
 	if !ok {
 		return
 	}
-	defer rn.releaseReport(c)
+	defer rn.releaseReport(ctx, c)
 	if !r.ResultsPending {
 		return
 	}
@@ -196,26 +196,26 @@ func (rn *Runner) repostResults(ctx context.Context, r store.Request) {
 // claimReport takes the report claim of request id (SlotReport): exactly
 // one process posts its thread reports; a claim whose holder died runs
 // out. It returns the claim and the request as read after it.
-func (rn *Runner) claimReport(id string) (Claim, store.Request, bool) {
-	c, err := rn.life.Claim(SlotReport, id, reportClaim)
+func (rn *Runner) claimReport(ctx context.Context, id string) (Claim, store.Request, bool) {
+	c, err := rn.life.Claim(ctx, SlotReport, id, reportClaim)
 	if err != nil {
 		if !errors.Is(err, ErrHeld) {
 			rn.log.Error().Err(err).Str("request_id", id).Msg("claim the thread report")
 		}
 		return c, store.Request{}, false
 	}
-	r, err := rn.st.Get(id)
+	r, err := rn.st.Get(ctx, id)
 	if err != nil {
 		rn.log.Error().Err(err).Str("request_id", id).Msg("read the request of a thread report")
-		rn.releaseReport(c)
+		rn.releaseReport(ctx, c)
 		return c, r, false
 	}
 	return c, r, true
 }
 
 // releaseReport gives the report claim up so a later tick may try again.
-func (rn *Runner) releaseReport(c Claim) {
-	if err := rn.life.Release(c); err != nil && !errors.Is(err, ErrLost) {
+func (rn *Runner) releaseReport(ctx context.Context, c Claim) {
+	if err := rn.life.Release(ctx, c); err != nil && !errors.Is(err, ErrLost) {
 		// Safe: the claim runs out after reportClaim and a later tick retries.
 		rn.log.Warn().Err(err).Str("request_id", c.ID).Msg("release the thread report claim")
 	}
@@ -228,11 +228,11 @@ func (rn *Runner) releaseReport(c Claim) {
 func (rn *Runner) finish(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
-	c, r, ok := rn.claimReport(id)
+	c, r, ok := rn.claimReport(ctx, id)
 	if !ok {
 		return
 	}
-	defer rn.releaseReport(c)
+	defer rn.releaseReport(ctx, c)
 	if Finished(r) || (r.State != store.Submitted && r.State != store.Stopped) {
 		return
 	}
@@ -241,14 +241,14 @@ func (rn *Runner) finish(ctx context.Context, id string) {
 		rn.log.Error().Err(err).Str("request_id", id).Msg("final summary")
 		return
 	}
-	jobs, err := rn.st.Jobs(id)
+	jobs, err := rn.st.Jobs(ctx, id)
 	if err != nil || !allEnded(jobs) {
 		return
 	}
 	if !rn.rep.Summary(ctx, r, Summary{Jobs: jobs, After: rn.versionsAfter(ctx, r, results, jobs)}) {
 		return
 	}
-	r, err = rn.life.Finish(id)
+	r, err = rn.life.Finish(ctx, id)
 	if err != nil {
 		// The summary is out (recorded part by part), so a retry posts
 		// nothing twice; it only marks the request finished.
@@ -297,14 +297,14 @@ const (
 )
 
 // prune deletes final requests (and their jobs) older than the retention.
-func (rn *Runner) prune() {
+func (rn *Runner) prune(ctx context.Context) {
 	if rn.opts.Retention <= 0 {
 		return
 	}
 	before := rn.opts.Now().Add(-rn.opts.Retention)
 	total := 0
 	for range pruneSteps {
-		n, err := rn.st.Prune(before, pruneBatch)
+		n, err := rn.st.Prune(ctx, before, pruneBatch)
 		total += n
 		if err != nil {
 			rn.log.Error().Err(err).Msg("delete requests older than the retention")

@@ -30,7 +30,7 @@ func (rn *Runner) Poll(ctx context.Context, site string) {
 		return
 	}
 	state := rn.site(site)
-	jobs, err := rn.st.ActiveJobs()
+	jobs, err := rn.st.ActiveJobs(ctx)
 	if err != nil {
 		rn.log.Error().Err(err).Msg("list tracked jobs")
 		return
@@ -59,7 +59,7 @@ func (rn *Runner) Poll(ctx context.Context, site string) {
 		// are not in the thread yet, waits: its job ID goes first.
 		o, seen := owners[j.RequestID]
 		if !seen {
-			r, err := rn.st.Get(j.RequestID)
+			r, err := rn.st.Get(ctx, j.RequestID)
 			o.site, o.ok = rn.opts.Fleet.SiteOf(r)
 			mine := (o.ok && o.site.Name == site) || (!o.ok && site == sites[0].Name)
 			o.wait = err != nil || r.State == store.Submitting || r.ResultsPending || !mine
@@ -117,7 +117,7 @@ func throttled(s *siteState, now time.Time) bool {
 func (rn *Runner) pollJob(ctx context.Context, site Site, ok bool, state *siteState, j store.Job, now time.Time) (store.Job, bool) {
 	log := rn.log.With().Str("request_id", j.RequestID).Str("job_id", j.ID).Str("instance_id", j.InstanceID).Logger()
 	if now.Sub(j.SubmittedAt) > rn.opts.FollowFor {
-		j2, err := rn.st.UpdateJob(j.ID, func(x *store.Job) error {
+		j2, err := rn.st.UpdateJob(ctx, j.ID, func(x *store.Job) error {
 			if !x.Active() {
 				return errAlreadyDone
 			}
@@ -138,7 +138,7 @@ func (rn *Runner) pollJob(ctx context.Context, site Site, ok bool, state *siteSt
 	if !ok || site.Cloud == nil {
 		return j, false
 	}
-	c, err := rn.life.Claim(SlotPoll, j.ID, rn.pollWait(j.PollErrors))
+	c, err := rn.life.Claim(ctx, SlotPoll, j.ID, rn.pollWait(j.PollErrors))
 	if err != nil {
 		logJobWrite(log, err, "claim a job's poll")
 		return j, false
@@ -152,10 +152,10 @@ func (rn *Runner) pollJob(ctx context.Context, site Site, ok bool, state *siteSt
 		log.Warn().Err(err).Int("poll_errors", j.PollErrors+1).Msg("read job failed; backing off")
 		// The claim is kept for the longer wait the failed read earns.
 		c.TTL = rn.pollWait(j.PollErrors + 1)
-		if err := rn.life.Renew(&c); err != nil {
+		if err := rn.life.Renew(ctx, &c); err != nil {
 			log.Warn().Err(err).Msg("extend the poll claim of a failed read")
 		}
-		if _, err := rn.st.UpdateJob(j.ID, func(x *store.Job) error { x.PollErrors++; return nil }); err != nil {
+		if _, err := rn.st.UpdateJob(ctx, j.ID, func(x *store.Job) error { x.PollErrors++; return nil }); err != nil {
 			// Safe: the job is read again next interval, without the backoff.
 			log.Warn().Err(err).Msg("record the failed read")
 		}
@@ -167,7 +167,7 @@ func (rn *Runner) pollJob(ctx context.Context, site Site, ok bool, state *siteSt
 	// Record the read and, when the job ended, claim the report of its
 	// end in the same write: exactly one poller reports it (a one-way
 	// mark, released only when its reply could not be posted).
-	j2, err := rn.st.UpdateJob(j.ID, func(x *store.Job) error {
+	j2, err := rn.st.UpdateJob(ctx, j.ID, func(x *store.Job) error {
 		if x.Reported {
 			return errAlreadyDone
 		}
@@ -226,16 +226,16 @@ func (rn *Runner) reportEnds(ctx context.Context, requestID string, jobs []store
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
 	log := rn.log.With().Str("request_id", requestID).Logger()
-	r, err := rn.st.Get(requestID)
+	r, err := rn.st.Get(ctx, requestID)
 	if err != nil {
 		log.Error().Err(err).Msg("read the request of ended jobs")
-		rn.unclaimReports(log, jobs)
+		rn.unclaimReports(ctx, log, jobs)
 		return
 	}
 	slices.SortStableFunc(jobs, func(x, y store.Job) int { return endRank(x) - endRank(y) })
 	n := rn.rep.JobEnds(ctx, r, jobs)
 	if n < len(jobs) {
-		rn.unclaimReports(log, jobs[max(n, 0):])
+		rn.unclaimReports(ctx, log, jobs[max(n, 0):])
 	}
 }
 
@@ -254,9 +254,9 @@ func endRank(j store.Job) int {
 
 // unclaimReports releases the report claims of jobs whose reply did not
 // go out, so the next poll reports them again.
-func (rn *Runner) unclaimReports(log zerolog.Logger, jobs []store.Job) {
+func (rn *Runner) unclaimReports(ctx context.Context, log zerolog.Logger, jobs []store.Job) {
 	for _, j := range jobs {
-		if _, err := rn.st.UpdateJob(j.ID, func(x *store.Job) error {
+		if _, err := rn.st.UpdateJob(ctx, j.ID, func(x *store.Job) error {
 			if x.Reported {
 				x.Reported = false
 			} else {

@@ -18,10 +18,10 @@ import (
 // deleting what is older than the retention.
 type Engine interface {
 	Store
-	List(states ...store.State) ([]store.Request, error)
-	PutJob(j store.Job) error
-	ActiveJobs() ([]store.Job, error)
-	Prune(before time.Time, max int) (int, error)
+	List(ctx context.Context, states ...store.State) ([]store.Request, error)
+	PutJob(ctx context.Context, j store.Job) error
+	ActiveJobs(ctx context.Context) ([]store.Job, error)
+	Prune(ctx context.Context, before time.Time, max int) (int, error)
 }
 
 var (

@@ -156,8 +156,8 @@ var ErrReported = errors.New("already reported")
 var ErrNothingToRetry = errors.New("every instance was patched")
 
 // Create stores a new request for plan p (see Lifecycle.Create).
-func (rn *Runner) Create(_ context.Context, r store.Request, p upgrade.Plan, opts Options) (store.Request, error) {
-	return rn.life.Create(r, p, opts)
+func (rn *Runner) Create(ctx context.Context, r store.Request, p upgrade.Plan, opts Options) (store.Request, error) {
+	return rn.life.Create(ctx, r, p, opts)
 }
 
 // Confirm is the requester's Confirm of planned request id: when its
@@ -165,14 +165,14 @@ func (rn *Runner) Create(_ context.Context, r store.Request, p upgrade.Plan, opt
 // approval); otherwise the first wave that may go is sent, exactly once,
 // in the background. reply is where to answer the requester.
 func (rn *Runner) Confirm(ctx context.Context, id, user, reply string) (store.Request, error) {
-	r, err := rn.st.Get(id)
+	r, err := rn.st.Get(ctx, id)
 	if err != nil {
 		return store.Request{}, fmt.Errorf("confirm request %s: %w", id, err)
 	}
 	if site, _ := rn.opts.Fleet.SiteOf(r); len(site.Approvers) > 0 {
 		return rn.askApproval(ctx, id, user, reply)
 	}
-	won, s, err := rn.life.Confirm(id, user)
+	won, s, err := rn.life.Confirm(ctx, id, user)
 	if err != nil {
 		return store.Request{}, err
 	}
@@ -184,13 +184,13 @@ func (rn *Runner) Confirm(ctx context.Context, id, user, reply string) (store.Re
 // askApproval moves planned request id to awaiting approval and asks the
 // approvers; when they cannot be asked it goes back to planned.
 func (rn *Runner) askApproval(ctx context.Context, id, user, reply string) (store.Request, error) {
-	won, err := rn.life.RequestApproval(id, user)
+	won, err := rn.life.RequestApproval(ctx, id, user)
 	if err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return store.Request{}, err
 		}
 		// A store failure: the swap may have happened after all.
-		cur, gerr := rn.st.Get(id)
+		cur, gerr := rn.st.Get(ctx, id)
 		if gerr != nil || cur.State != store.AwaitingApproval || cur.ApprovalTS != "" || !LastBy(cur, user) {
 			return store.Request{}, err
 		}
@@ -200,7 +200,7 @@ func (rn *Runner) askApproval(ctx context.Context, id, user, reply string) (stor
 	ts, err := rn.rep.AskApproval(ctx, won)
 	if err != nil {
 		rn.log.Error().Err(err).Str("request_id", id).Msg("post approval request")
-		if back, rerr := rn.life.Reopen(id, user); rerr != nil {
+		if back, rerr := rn.life.Reopen(ctx, id, user); rerr != nil {
 			// Safe: nobody was asked, so nobody can approve it, and it
 			// expires with its TTL.
 			rn.log.Error().Err(rerr).Str("request_id", id).Msg("return the plan to planned")
@@ -210,7 +210,7 @@ func (rn *Runner) askApproval(ctx context.Context, id, user, reply string) (stor
 		rn.rep.Decided(ctx, Decision{Verb: VerbConfirm, Request: won, By: user, Reply: reply, Err: err})
 		return won, ErrReported
 	}
-	if won, err = rn.life.Note(id, func(x *store.Request) { x.ApprovalTS = ts }); err != nil {
+	if won, err = rn.life.Note(ctx, id, func(x *store.Request) { x.ApprovalTS = ts }); err != nil {
 		rn.log.Error().Err(err).Str("request_id", id).Msg("store approval message ts")
 		won.ApprovalTS = ts
 	}
@@ -221,7 +221,7 @@ func (rn *Runner) askApproval(ctx context.Context, id, user, reply string) (stor
 // Approve is an approver's Approve of request id (awaiting approval): the
 // first wave that may go is sent, exactly once, in the background.
 func (rn *Runner) Approve(ctx context.Context, id, user string) (store.Request, error) {
-	won, s, err := rn.life.Approve(id, user)
+	won, s, err := rn.life.Approve(ctx, id, user)
 	if err != nil {
 		return store.Request{}, err
 	}
@@ -232,7 +232,7 @@ func (rn *Runner) Approve(ctx context.Context, id, user string) (store.Request, 
 
 // Reject is an approver's Reject: nothing is sent.
 func (rn *Runner) Reject(ctx context.Context, id, user string) (store.Request, error) {
-	r, err := rn.life.Reject(id, user)
+	r, err := rn.life.Reject(ctx, id, user)
 	if err != nil {
 		return store.Request{}, err
 	}
@@ -243,7 +243,7 @@ func (rn *Runner) Reject(ctx context.Context, id, user string) (store.Request, e
 // Cancel is the requester's Cancel of a plan not yet confirmed (or
 // awaiting approval): nothing is sent. reply is where to answer them.
 func (rn *Runner) Cancel(ctx context.Context, id, user, reply string) (store.Request, error) {
-	r, err := rn.life.Cancel(id, user)
+	r, err := rn.life.Cancel(ctx, id, user)
 	if err != nil {
 		return store.Request{}, err
 	}
@@ -254,19 +254,19 @@ func (rn *Runner) Cancel(ctx context.Context, id, user, reply string) (store.Req
 // Retire cancels a plan whose instances changed since it was shown, on a
 // click that found it so; the caller shows a fresh plan (nothing is said
 // through the Reporter).
-func (rn *Runner) Retire(_ context.Context, id, user string) (store.Request, error) {
-	return rn.life.Cancel(id, user)
+func (rn *Runner) Retire(ctx context.Context, id, user string) (store.Request, error) {
+	return rn.life.Cancel(ctx, id, user)
 }
 
 // Expire ends a plan a click found past its TTL; the caller says so.
-func (rn *Runner) Expire(_ context.Context, id, user string) (store.Request, error) {
-	return rn.life.Expire(id, user)
+func (rn *Runner) Expire(ctx context.Context, id, user string) (store.Request, error) {
+	return rn.life.Expire(ctx, id, user)
 }
 
 // Continue resumes a paused request: the rest is sent, each wave exactly
 // once when due, without waiting for the canary any more.
 func (rn *Runner) Continue(ctx context.Context, id, user string) (store.Request, error) {
-	r, err := rn.life.Continue(id, user)
+	r, err := rn.life.Continue(ctx, id, user)
 	if err != nil {
 		return store.Request{}, err
 	}
@@ -280,7 +280,7 @@ func (rn *Runner) Continue(ctx context.Context, id, user string) (store.Request,
 // Stop ends a request that is sending: nothing more is sent; a batch call
 // in flight finishes, jobs already started are still followed.
 func (rn *Runner) Stop(ctx context.Context, id, user string) (store.Request, error) {
-	r, err := rn.life.Stop(id, user)
+	r, err := rn.life.Stop(ctx, id, user)
 	if err != nil {
 		return store.Request{}, err
 	}
@@ -294,12 +294,12 @@ func (rn *Runner) Stop(ctx context.Context, id, user string) (store.Request, err
 // Retry returns the instances of request id that were not patched, for a
 // fresh plan (a new request) of just those; ErrNothingToRetry when there
 // are none. Nothing changes on id itself.
-func (rn *Runner) Retry(_ context.Context, id string) ([]string, error) {
-	r, err := rn.st.Get(id)
+func (rn *Runner) Retry(ctx context.Context, id string) ([]string, error) {
+	r, err := rn.st.Get(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("retry request %s: %w", id, err)
 	}
-	jobs, err := rn.st.Jobs(id)
+	jobs, err := rn.st.Jobs(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("retry request %s: read jobs: %w", id, err)
 	}
@@ -313,8 +313,8 @@ func (rn *Runner) Retry(_ context.Context, id string) ([]string, error) {
 // MarkPosted records that the first n parts of report key (e.g.
 // "results", "summary") of request id are out, so a later try posts only
 // the rest.
-func (rn *Runner) MarkPosted(_ context.Context, id, key string, n int) error {
-	_, err := rn.life.Note(id, func(x *store.Request) {
+func (rn *Runner) MarkPosted(ctx context.Context, id, key string, n int) error {
+	_, err := rn.life.Note(ctx, id, func(x *store.Request) {
 		if x.Posted == nil {
 			x.Posted = map[string]int{}
 		}
@@ -328,7 +328,7 @@ func (rn *Runner) MarkPosted(_ context.Context, id, key string, n int) error {
 func (rn *Runner) refresh(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
-	r, err := rn.st.Get(id)
+	r, err := rn.st.Get(ctx, id)
 	if err != nil {
 		return
 	}

@@ -212,7 +212,7 @@ func TestRunnerConfirmToDone(t *testing.T) {
 		if strings.Count(rep.String(), "job end") != strings.Count(before, "job end") {
 			t.Errorf("job ends reported twice:\n%s", rep)
 		}
-		r, _ := st.Get("r-1")
+		r, _ := st.Get(t.Context(), "r-1")
 		if r.State != store.Done || !rep.has("summary r-1: 2 jobs") || !rep.has("finished r-1 (done)") {
 			t.Errorf("after the jobs ended: state %s, Reporter told:\n%s", r.State, rep)
 		}
@@ -244,7 +244,7 @@ func TestRunnerApproval(t *testing.T) {
 		if n := len(cloud.calls()); n != 1 {
 			t.Errorf("%d batch calls after approval, want 1", n)
 		}
-		if got, _ := st.Get("r-1"); got.Approver != "U2" || !rep.has("decided approve r-1 by U2") {
+		if got, _ := st.Get(t.Context(), "r-1"); got.Approver != "U2" || !rep.has("decided approve r-1 by U2") {
 			t.Errorf("approver %q; Reporter told:\n%s", got.Approver, rep)
 		}
 	})
@@ -266,7 +266,7 @@ func TestRunnerCanaryPauseContinue(t *testing.T) {
 		cloud.set("job-"+canary, upgrade.JobFailed)
 		rn.Poll(ctx, "default")
 		settle(rn)
-		if r, _ := st.Get("r-1"); r.State != store.Paused || !rep.has("paused r-1: canary "+canary+" failed") {
+		if r, _ := st.Get(t.Context(), "r-1"); r.State != store.Paused || !rep.has("paused r-1: canary "+canary+" failed") {
 			t.Fatalf("after the canary failed: state %s; Reporter told:\n%s", r.State, rep)
 		}
 		if n := len(cloud.calls()); n != 1 {
@@ -300,12 +300,12 @@ func TestRunnerTickExpires(t *testing.T) {
 		rn, st, _, rep := newRunner(t, nil, a)
 		create(t, rn.Lifecycle(), "r-1", Options{}, a)
 		rn.Tick(context.Background())
-		if r, _ := st.Get("r-1"); r.State != store.Planned {
+		if r, _ := st.Get(t.Context(), "r-1"); r.State != store.Planned {
 			t.Fatalf("before the TTL: state %s, want planned", r.State)
 		}
 		time.Sleep(testTTL)
 		rn.Tick(context.Background())
-		if r, _ := st.Get("r-1"); r.State != store.Expired || !rep.has("expired r-1") {
+		if r, _ := st.Get(t.Context(), "r-1"); r.State != store.Expired || !rep.has("expired r-1") {
 			t.Errorf("after the TTL: state %s; Reporter told:\n%s", r.State, rep)
 		}
 	})

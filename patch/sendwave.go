@@ -70,7 +70,7 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 	p, _, err := PlanOf(r)
 	if err != nil {
 		log.Error().Err(err).Msg("decode the plan of a wave; not sending it")
-		rn.endSend(log, s) // a takeover reports it all as not sent
+		rn.endSend(ctx, log, s) // a takeover reports it all as not sent
 		return
 	}
 	if r.ParentTS == "" {
@@ -83,7 +83,7 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 	if s.Wave < 0 {
 		// Every window is closed: the waves go later (Tick sends each
 		// when it is due); the channel message shows the schedule.
-		rn.endSend(log, s)
+		rn.endSend(ctx, log, s)
 		rn.refresh(ctx, r.ID)
 		rn.rep.Sent(ctx, SendReport{Request: r, Wave: -1, Reply: reply, Ended: true})
 		return
@@ -92,7 +92,7 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 	// Keep the claim alive for the whole send, reporting included.
 	stopBeat, lost := make(chan struct{}), make(chan struct{})
 	defer close(stopBeat)
-	go rn.heartbeat(log, s, stopBeat, lost)
+	go rn.heartbeat(ctx, log, s, stopBeat, lost)
 	takenOver := func() bool {
 		select {
 		case <-lost:
@@ -114,7 +114,7 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 	site, siteOK := rn.opts.Fleet.SiteOf(r)
 	batches, answers := rn.recheckWave(ctx, log, r, p, s, site, siteOK)
 	if len(answers) > 0 {
-		if err := rn.life.EndBatch(s, answers); err != nil {
+		if err := rn.life.EndBatch(ctx, s, answers); err != nil {
 			if errors.Is(err, ErrLost) {
 				return
 			}
@@ -130,7 +130,7 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 		// A batch is only sent under a freshly renewed claim that also
 		// names it in flight, so no other process can take it over while
 		// it is, and one that takes over later knows it may have started.
-		switch err := rn.beginBatch(stopping, s, batch); {
+		switch err := rn.beginBatch(ctx, stopping, s, batch); {
 		case errors.Is(err, ErrLost):
 			log.Error().Msg("another process took this wave over; stopping")
 			return
@@ -154,7 +154,7 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 			in := versions[res.InstanceID]
 			j := store.Job{ID: res.JobID, RequestID: r.ID, InstanceID: res.InstanceID, InstanceName: in.Name,
 				VersionBefore: VersionOf(in), SubmittedAt: now}
-			if err := rn.st.PutJob(j); err != nil {
+			if err := rn.st.PutJob(ctx, j); err != nil {
 				// The answer below still records the job ID, so the
 				// thread names it; only its end will not be followed.
 				log.Error().Err(err).Str("job_id", j.ID).Msg("store job")
@@ -162,7 +162,7 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 			jobIDs = append(jobIDs, res.JobID)
 		}
 		answers = append(answers, got...)
-		if err := rn.life.EndBatch(s, got); err != nil {
+		if err := rn.life.EndBatch(ctx, s, got); err != nil {
 			if errors.Is(err, ErrLost) {
 				return
 			}
@@ -182,7 +182,7 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 	// Posted while the request is still submitting, so that Tick, which
 	// posts the answers of submitted requests, cannot post them too.
 	rn.postResults(ctx, r, s.Wave, answers, nil)
-	if _, err := rn.life.EndSend(s); err != nil {
+	if _, err := rn.life.EndSend(ctx, s); err != nil {
 		if !errors.Is(err, ErrLost) {
 			// Safe: the claim runs out and a takeover follows what was recorded.
 			log.Error().Err(err).Msg("end the send of a wave")
@@ -203,7 +203,7 @@ func (rn *Runner) postResults(ctx context.Context, r store.Request, wave int, an
 	if !rn.rep.Results(ctx, r, wave, answers, rec) {
 		return false
 	}
-	if _, err := rn.life.ResultsPosted(r.ID); err != nil {
+	if _, err := rn.life.ResultsPosted(ctx, r.ID); err != nil {
 		// Safe: the next tick finds every part posted and tries again.
 		rn.log.Error().Err(err).Str("request_id", r.ID).Msg("record that the batch answers are posted")
 		return false
@@ -215,11 +215,11 @@ func (rn *Runner) postResults(ctx context.Context, r store.Request, wave int, an
 var errShuttingDown = errors.New("shutting down")
 
 // beginBatch records batch in flight under s, unless the engine is stopping.
-func (rn *Runner) beginBatch(stopping context.Context, s *Send, batch upgrade.Batch) error {
+func (rn *Runner) beginBatch(ctx, stopping context.Context, s *Send, batch upgrade.Batch) error {
 	if stopping.Err() != nil {
 		return errShuttingDown
 	}
-	return rn.life.BeginBatch(s, batch.InstanceIDs)
+	return rn.life.BeginBatch(ctx, s, batch.InstanceIDs)
 }
 
 // unsentOf lists the instances of batches.
@@ -237,7 +237,7 @@ func unsentOf(batches []upgrade.Batch) []string {
 func (rn *Runner) announce(ctx context.Context, log zerolog.Logger, r store.Request, s *Send, reply string) (string, bool) {
 	ts, err := rn.rep.Announce(ctx, r)
 	if err == nil {
-		if _, err := rn.life.Note(r.ID, func(x *store.Request) { x.ParentTS = ts }); err != nil {
+		if _, err := rn.life.Note(ctx, r.ID, func(x *store.Request) { x.ParentTS = ts }); err != nil {
 			// The thread replies of this process still go under ts; only a
 			// process taking over would post them in the channel itself.
 			log.Error().Err(err).Msg("store parent message ts")
@@ -253,17 +253,17 @@ func (rn *Runner) announce(ctx context.Context, log zerolog.Logger, r store.Requ
 	for _, w := range ro.Waves {
 		all = append(all, w.InstanceIDs()...)
 	}
-	if err := rn.life.EndBatch(s, answerAll(all, CodeNotSent, "Not sent: the bot could not post in this channel.")); err != nil {
+	if err := rn.life.EndBatch(ctx, s, answerAll(all, CodeNotSent, "Not sent: the bot could not post in this channel.")); err != nil {
 		log.Error().Err(err).Msg("record the instances as not sent")
 	}
-	if _, err := rn.life.Stop(r.ID, ""); err != nil {
+	if _, err := rn.life.Stop(ctx, r.ID, ""); err != nil {
 		log.Error().Err(err).Msg("stop a request whose channel message could not be posted")
 	}
-	rn.endSend(log, s)
-	if _, err := rn.life.ResultsPosted(r.ID); err != nil {
+	rn.endSend(ctx, log, s)
+	if _, err := rn.life.ResultsPosted(ctx, r.ID); err != nil {
 		log.Error().Err(err).Msg("clear the pending answers of a request that sent nothing")
 	}
-	if _, err := rn.life.Finish(r.ID); err != nil {
+	if _, err := rn.life.Finish(ctx, r.ID); err != nil {
 		log.Error().Err(err).Msg("finish a request that sent nothing")
 	}
 	rn.rep.Sent(ctx, SendReport{Request: r, Wave: s.Wave, Reply: reply, NotAnnounced: err})
@@ -271,8 +271,8 @@ func (rn *Runner) announce(ctx context.Context, log zerolog.Logger, r store.Requ
 }
 
 // endSend ends s, logging (not failing) on error.
-func (rn *Runner) endSend(log zerolog.Logger, s *Send) {
-	if _, err := rn.life.EndSend(s); err != nil && !errors.Is(err, ErrLost) {
+func (rn *Runner) endSend(ctx context.Context, log zerolog.Logger, s *Send) {
+	if _, err := rn.life.EndSend(ctx, s); err != nil && !errors.Is(err, ErrLost) {
 		log.Error().Err(err).Msg("end the send of a wave")
 	}
 }
@@ -316,7 +316,7 @@ func (rn *Runner) recheckWave(ctx context.Context, log zerolog.Logger, r store.R
 
 // heartbeat renews the claim of s every third of its length until stop is
 // closed; it closes lost if another process took the wave over.
-func (rn *Runner) heartbeat(log zerolog.Logger, s *Send, stop <-chan struct{}, lost chan<- struct{}) {
+func (rn *Runner) heartbeat(ctx context.Context, log zerolog.Logger, s *Send, stop <-chan struct{}, lost chan<- struct{}) {
 	t := time.NewTicker(rn.Lease() / 3)
 	defer t.Stop()
 	for {
@@ -324,7 +324,7 @@ func (rn *Runner) heartbeat(log zerolog.Logger, s *Send, stop <-chan struct{}, l
 		case <-stop:
 			return
 		case <-t.C:
-			err := rn.life.Renew(&s.Claim)
+			err := rn.life.Renew(ctx, &s.Claim)
 			if errors.Is(err, ErrLost) {
 				log.Error().Msg("another process took this wave over; stopping")
 				close(lost)
@@ -345,7 +345,7 @@ func (rn *Runner) recoverWave(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
 	log := rn.log.With().Str("request_id", id).Logger()
-	r, s, err := rn.life.Recover(id)
+	r, s, err := rn.life.Recover(ctx, id)
 	if err != nil {
 		if !errors.Is(err, ErrHeld) && !errors.Is(err, store.ErrConflict) {
 			log.Error().Err(err).Msg("take over a stalled wave; trying again later")
@@ -353,18 +353,18 @@ func (rn *Runner) recoverWave(ctx context.Context, id string) {
 		return
 	}
 	if s.Wave < 0 {
-		rn.endSend(log, s)
+		rn.endSend(ctx, log, s)
 		return
 	}
 	rec := s.Recovered
 	answers := slices.Clone(rec.Answers)
 	answers = append(answers, answerAll(rec.Unknown, CodeUnknown, "The bot stopped while this batch call was in flight: the patch may have started. Check the console before retrying; the bot does not retry it.")...)
 	answers = append(answers, answerAll(rec.Unsent, CodeNotSent, "The bot stopped before sending this batch, so nothing was started for this instance. Run the command again for it.")...)
-	if err := rn.life.EndBatch(s, answers); err != nil {
+	if err := rn.life.EndBatch(ctx, s, answers); err != nil {
 		log.Error().Err(err).Msg("record the answers of a stalled wave; trying again later")
 		return
 	}
-	if cur, err := rn.st.Get(id); err == nil {
+	if cur, err := rn.st.Get(ctx, id); err == nil {
 		r = cur
 	}
 	_, results, err := PlanOf(r)
@@ -375,7 +375,7 @@ func (rn *Runner) recoverWave(ctx context.Context, id string) {
 		Msg("wave left submitting by a stopped process; recorded jobs are followed, the rest is not retried")
 	waveAnswers := waveResults(results, s.Batches)
 	rn.postResults(ctx, r, s.Wave, waveAnswers, rec)
-	rn.endSend(log, s)
+	rn.endSend(ctx, log, s)
 	rn.rep.Sent(ctx, SendReport{Request: r, Wave: s.Wave, Answers: waveAnswers, Recovered: rec, Ended: true})
 	rn.refresh(ctx, r.ID)
 }

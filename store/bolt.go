@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -436,8 +437,8 @@ func (b *Bolt) Path() string { return b.path }
 
 // Ping reports whether the store is open and readable, for a readiness
 // probe.
-func (b *Bolt) Ping() error {
-	err := b.db.View(func(tx *bolt.Tx) error {
+func (b *Bolt) Ping(ctx context.Context) error {
+	err := b.view(ctx, func(tx *bolt.Tx) error {
 		if tx.Bucket(bucketRequests) == nil {
 			return errors.New("bucket requests is missing")
 		}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -48,7 +49,10 @@ var (
 )
 
 // update runs fn in a write transaction, possibly shared with others.
-func (c *committer) update(fn func(*bolt.Tx) error) error {
+// While the write waits for its group, ctx ending takes it out of the
+// queue and update returns ctx's error with fn never run; once its group
+// is running, update waits for the commit (fn may have written).
+func (c *committer) update(ctx context.Context, fn func(*bolt.Tx) error) error {
 	call := &commitCall{fn: fn, done: make(chan error, 1)}
 	c.mu.Lock()
 	if c.busy {
@@ -60,7 +64,16 @@ func (c *committer) update(fn func(*bolt.Tx) error) error {
 		c.lead([]*commitCall{call})
 	}
 	for {
-		switch err := <-call.done; err {
+		var err error
+		select {
+		case err = <-call.done:
+		case <-ctx.Done():
+			if c.withdraw(call) {
+				return ctx.Err()
+			}
+			err = <-call.done // its group is running: wait for the commit
+		}
+		switch err {
 		case errLead:
 			c.mu.Lock()
 			group := c.waiting
@@ -68,12 +81,40 @@ func (c *committer) update(fn func(*bolt.Tx) error) error {
 			c.mu.Unlock()
 			c.lead(group)
 		case errAlone:
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			c.done.Add(1)
 			return c.db.Update(fn)
 		default:
 			return err
 		}
 	}
+}
+
+// withdraw takes call out of the queue of the next group and reports
+// whether it was still there; if not, a leader has taken it into a group
+// (or it was told to run alone), and its result will come. A call told to
+// lead the next group hands the lead on to the next in the queue, or ends
+// the busy spell.
+func (c *committer) withdraw(call *commitCall) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	i := slices.Index(c.waiting, call)
+	if i < 0 {
+		return false
+	}
+	c.waiting = slices.Delete(c.waiting, i, i+1)
+	select {
+	case <-call.done: // errLead: only a queued call's signal
+		if len(c.waiting) == 0 {
+			c.busy = false
+		} else {
+			c.waiting[0].done <- errLead
+		}
+	default:
+	}
+	return true
 }
 
 // lead runs group, then hands the lead to the first write that queued
