@@ -410,7 +410,7 @@ func (b *Bot) HandleEvent(ctx context.Context, evt socketmode.Event) {
 }
 
 func (b *Bot) ack(req *socketmode.Request, payload any, start time.Time) {
-	if req.EnvelopeID == "" {
+	if req.EnvelopeID == "" || b.ackFn == nil {
 		return
 	}
 	// The ack is queued for the socket's writer; bound the wait so a dead
