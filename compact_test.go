@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 )
 
@@ -23,15 +24,15 @@ func TestCompactSubcommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 2000 {
-		if err := st.Create(store.Request{ID: fmt.Sprintf("r-%04d", i), State: store.Done, Text: strings.Repeat("x", 500)}); err != nil {
+		if err := st.Create(t.Context(), store.Request{ID: fmt.Sprintf("r-%04d", i), State: store.Done, Text: strings.Repeat("x", 500)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := st.Create(store.Request{ID: "r-open", State: store.Planned}); err != nil {
+	if err := st.Create(t.Context(), store.Request{ID: "r-open", State: store.Planned}); err != nil {
 		t.Fatal(err)
 	}
 	for {
-		n, err := st.Prune(time.Now().Add(time.Hour), 500)
+		n, err := st.Prune(t.Context(), time.Now().Add(time.Hour), 500)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,7 +40,7 @@ func TestCompactSubcommand(t *testing.T) {
 			break
 		}
 	}
-	env := MapLookup(map[string]string{"BOT_STORE": path})
+	env := environ{lookup: config.MapLookup(map[string]string{"BOT_STORE": path})}
 	var stdout, stderr bytes.Buffer
 	if code := run(context.Background(), []string{"compact"}, env, &stdout, &stderr); code != exitFailed {
 		t.Errorf("compact of a store in use: got %d, want %d", code, exitFailed)
@@ -64,7 +65,7 @@ func TestCompactSubcommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if rs, err := c.List(store.Planned); err != nil || len(rs) != 1 {
+	if rs, err := c.List(t.Context(), store.Planned); err != nil || len(rs) != 1 {
 		t.Errorf("compacted store: got %d open requests (%v), want 1", len(rs), err)
 	}
 }

@@ -13,14 +13,14 @@ import (
 // deployment) finds the store file locked by the bot: it says so and why,
 // and does not fail for it.
 func TestDoctorStoreInUse(t *testing.T) {
-	_, _, env := fakeEnv(t)
-	bot, err := store.Open(env["BOT_STORE"]) // the running bot holds the file
+	_, _, cfg := fakeConfig(t)
+	bot, err := store.Open(cfg.Store) // the running bot holds the file
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer bot.Close()
 	var stdout, stderr bytes.Buffer
-	code := run(context.Background(), []string{"doctor"}, MapLookup(env), &stdout, &stderr)
+	code := run(context.Background(), []string{"doctor"}, withConfig(cfg), &stdout, &stderr)
 	out := stdout.String()
 	if code != exitOK {
 		t.Errorf("got exit status %d, want %d\n%s%s", code, exitOK, out, stderr.String())
@@ -31,13 +31,13 @@ func TestDoctorStoreInUse(t *testing.T) {
 			line = l
 		}
 	}
-	for _, want := range []string{"PASS", env["BOT_STORE"], "in use by another process, normally the running bot", "/readyz"} {
+	for _, want := range []string{"PASS", cfg.Store, "in use by another process, normally the running bot", "/readyz"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("store line %q, want it to contain %q\n%s", line, want, out)
 		}
 	}
 	// The bot's file is as it was: still held, still usable.
-	if _, err := bot.List(); err != nil {
+	if _, err := bot.List(context.Background()); err != nil {
 		t.Errorf("the bot's store after doctor: %v", err)
 	}
 }

@@ -77,7 +77,7 @@ func TestHistoryShowsTheLastTwenty(t *testing.T) {
 	for i := range 25 {
 		r := store.Request{ID: fmt.Sprintf("r-old%07d", i), State: store.Expired, Requester: alice, Channel: opsChannel,
 			Plan: []byte(`{"targets":[]}`), CreatedAt: base.Add(time.Duration(i) * time.Minute)}
-		if err := h.main.Store.Create(r); err != nil {
+		if err := h.main.Store.Create(t.Context(), r); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -14,11 +13,11 @@ import (
 // user information, the data nodes' in password=): neither appears in the
 // bot's log, also when the Sentinels cannot be reached and the bot stops.
 func TestSentinelPasswordsNotLogged(t *testing.T) {
-	_, _, env := fakeEnv(t)
+	_, _, cfg := fakeConfig(t)
 	sentinel := fmt.Sprintf("127.0.0.1:%d", storetest.FreePort(t)) // nothing listens there now
-	env["BOT_STORE"] = "redis://:sentinel-Secret-pw@" + sentinel + "/0?master_name=mymaster&addr=" + sentinel + "&password=data-Secret-pw"
-	var stdout, stderr bytes.Buffer
-	code := run(context.Background(), nil, MapLookup(env), &stdout, &stderr)
+	cfg.Store = "redis://:sentinel-Secret-pw@" + sentinel + "/0?master_name=mymaster&addr=" + sentinel + "&password=data-Secret-pw"
+	var stdout, stderr syncBuffer // go-redis logs from its own goroutines
+	code := run(context.Background(), nil, withConfig(cfg), &stdout, &stderr)
 	out := stdout.String() + stderr.String()
 	if code != exitFailed {
 		t.Errorf("got exit status %d, want %d (the store cannot be opened)\n%s", code, exitFailed, out)

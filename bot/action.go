@@ -58,7 +58,7 @@ func (b *Bot) onBlockAction(ctx context.Context, cb slack.InteractionCallback, r
 // load reads the request a button refers to and its plan; it answers the
 // clicker itself when that fails.
 func (b *Bot) load(ctx context.Context, c click) (store.Request, upgrade.Plan, bool) {
-	r, err := b.st.Get(c.requestID)
+	r, err := b.st.Get(ctx, c.requestID)
 	if errors.Is(err, store.ErrNotFound) {
 		b.tell(ctx, c.channel, c.user, fmt.Sprintf("I do not know the patch request `%s` any more; nothing was done. Run the command again.", esc(c.requestID)))
 		return r, upgrade.Plan{}, false
@@ -170,7 +170,7 @@ func (b *Bot) explain(ctx context.Context, c click) {
 	if c.retry > 0 {
 		return
 	}
-	cur, err := b.st.Get(c.requestID)
+	cur, err := b.st.Get(ctx, c.requestID)
 	if err != nil {
 		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Request `%s` could not be read; nothing was done.", esc(c.requestID)))
 		return
@@ -211,7 +211,7 @@ func (b *Bot) expireIfDue(ctx context.Context, c click, r store.Request, p upgra
 
 // expire moves r, found past its TTL by a click, to expired and says so.
 func (b *Bot) expire(ctx context.Context, c click, r store.Request, p upgrade.Plan) {
-	r2, err := b.life.Expire(r.ID, c.user)
+	r2, err := b.life.Expire(ctx, r.ID, c.user)
 	if err != nil {
 		if !errors.Is(err, store.ErrConflict) {
 			b.log.Error().Err(err).Str("request_id", r.ID).Msg("expire plan")
@@ -252,7 +252,7 @@ func (b *Bot) swapFailed(ctx context.Context, c click, r store.Request, p upgrad
 		return r, false
 	}
 	b.log.Error().Err(err).Str("request_id", r.ID).Str("action_id", c.action).Msg("record the click's decision")
-	cur, gerr := b.st.Get(r.ID)
+	cur, gerr := b.st.Get(ctx, r.ID)
 	if gerr == nil && cur.State == want && want == store.AwaitingApproval && cur.ApprovalTS == "" && lastBy(cur, c.user) {
 		b.log.Warn().Str("request_id", r.ID).Msg("the decision was recorded after all; going on")
 		return cur, true
@@ -285,7 +285,7 @@ func (b *Bot) onConfirm(ctx context.Context, c click) {
 		b.requestApproval(ctx, c, r, p)
 		return
 	}
-	won, send, err := b.life.Confirm(r.ID, c.user)
+	won, send, err := b.life.Confirm(ctx, r.ID, c.user)
 	if err != nil {
 		b.swapFailed(ctx, c, r, p, store.Submitting, err)
 		return
@@ -337,7 +337,7 @@ func (b *Bot) checkDrift(ctx context.Context, c click, r store.Request, p upgrad
 	if len(drift) == 0 {
 		return true
 	}
-	if _, err := b.life.Cancel(r.ID, c.user); err != nil {
+	if _, err := b.life.Cancel(ctx, r.ID, c.user); err != nil {
 		// Decided meanwhile (or the store failed): nothing was sent either way.
 		b.log.Info().Err(err).Str("request_id", r.ID).Msg("retire a drifted plan")
 		b.explain(ctx, c)
@@ -368,7 +368,7 @@ func (b *Bot) checkDrift(ctx context.Context, c click, r store.Request, p upgrad
 
 // requestApproval turns the requester's confirm into an approval request.
 func (b *Bot) requestApproval(ctx context.Context, c click, r store.Request, p upgrade.Plan) {
-	won, err := b.life.RequestApproval(r.ID, c.user)
+	won, err := b.life.RequestApproval(ctx, r.ID, c.user)
 	if err != nil {
 		var ok bool
 		if won, ok = b.swapFailed(ctx, c, r, p, store.AwaitingApproval, err); !ok {
@@ -383,7 +383,7 @@ func (b *Bot) requestApproval(ctx context.Context, c click, r store.Request, p u
 		slack.MsgOptionBlocks(withTarget(b.kitOf(b.targets.of(r)).approvalBlocks(r, p, approvers), b.targets.labelOf(r))...))
 	if err != nil {
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("post approval request")
-		if _, err := b.life.Reopen(r.ID, c.user); err != nil {
+		if _, err := b.life.Reopen(ctx, r.ID, c.user); err != nil {
 			// Safe: nobody was asked, so nobody can approve it, and it
 			// expires with its TTL.
 			b.log.Error().Err(err).Str("request_id", r.ID).Msg("return the plan to planned")
@@ -394,7 +394,7 @@ func (b *Bot) requestApproval(ctx context.Context, c click, r store.Request, p u
 		}
 		return
 	}
-	if _, err := b.st.Update(r.ID, func(x *store.Request) error { x.ApprovalTS = ts; return nil }); err != nil {
+	if _, err := b.st.Update(ctx, r.ID, func(x *store.Request) error { x.ApprovalTS = ts; return nil }); err != nil {
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("store approval message ts")
 	}
 	b.audit("approval_requested", a, "approvers", approvers)
@@ -419,7 +419,7 @@ func (b *Bot) onApprove(ctx context.Context, c click) {
 	// approvers (or two clicks) one wins, and no request can be left
 	// approved but never submitted. The approval is the recorded Approver
 	// and the transition's event.
-	won, send, err := b.life.Approve(r.ID, c.user)
+	won, send, err := b.life.Approve(ctx, r.ID, c.user)
 	if err != nil {
 		b.swapFailed(ctx, c, r, p, store.Submitting, err)
 		return
@@ -441,7 +441,7 @@ func (b *Bot) onReject(ctx context.Context, c click) {
 	if !b.mayApprove(ctx, c, r, a) {
 		return
 	}
-	r, err := b.life.Reject(r.ID, c.user)
+	r, err := b.life.Reject(ctx, r.ID, c.user)
 	if err != nil {
 		b.explain(ctx, c)
 		return
@@ -489,7 +489,7 @@ func (b *Bot) onCancel(ctx context.Context, c click) {
 	if !ok {
 		return
 	}
-	r, err := b.life.Cancel(r.ID, c.user)
+	r, err := b.life.Cancel(ctx, r.ID, c.user)
 	if err != nil {
 		b.explain(ctx, c)
 		return

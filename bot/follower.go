@@ -27,7 +27,7 @@ var openStates = []store.State{store.Planned, store.AwaitingApproval, store.Appr
 // a plan past its TTL, take over a stalled wave, send a wave whose time has
 // come, pause on a failed canary, post what a request owes its thread.
 func (b *Bot) advanceAll(ctx context.Context) {
-	rs, err := b.st.List(openStates...)
+	rs, err := b.st.List(ctx, openStates...)
 	if err != nil {
 		b.log.Error().Err(err).Msg("list open requests")
 		return
@@ -56,7 +56,7 @@ func (b *Bot) advance(ctx context.Context, r store.Request) {
 		b.repostResults(ctx, r)
 		return
 	}
-	jobs, err := b.st.Jobs(r.ID)
+	jobs, err := b.st.Jobs(ctx, r.ID)
 	if err != nil {
 		log.Error().Err(err).Msg("read jobs")
 		return
@@ -72,7 +72,7 @@ func (b *Bot) advance(ctx context.Context, r store.Request) {
 	case patch.ActionRecover:
 		b.recoverWave(ctx, r.ID)
 	case patch.ActionSend:
-		won, s, err := b.life.SendWave(r.ID, step.Wave, "")
+		won, s, err := b.life.SendWave(ctx, r.ID, step.Wave, "")
 		if err != nil {
 			if !errors.Is(err, store.ErrConflict) {
 				log.Error().Err(err).Int("wave", step.Wave).Msg("claim a wave")
@@ -91,7 +91,7 @@ func (b *Bot) advance(ctx context.Context, r store.Request) {
 // expireRequest moves a plan or approval request past BOT_CONFIRM_TTL to
 // expired and replaces its messages, so stale buttons do not linger.
 func (b *Bot) expireRequest(ctx context.Context, r store.Request) {
-	r2, err := b.life.Expire(r.ID, "")
+	r2, err := b.life.Expire(ctx, r.ID, "")
 	if err != nil {
 		if !errors.Is(err, store.ErrConflict) {
 			b.log.Error().Err(err).Str("request_id", r.ID).Msg("expire plan")
@@ -119,14 +119,14 @@ func (b *Bot) expireRequest(ctx context.Context, r store.Request) {
 func (b *Bot) repostResults(ctx context.Context, r store.Request) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
 	defer cancel()
-	c, r, ok := b.claimReport(r.ID)
+	c, r, ok := b.claimReport(ctx, r.ID)
 	if !ok || !r.ResultsPending {
 		if ok {
-			b.releaseReport(c)
+			b.releaseReport(ctx, c)
 		}
 		return
 	}
-	defer b.releaseReport(c)
+	defer b.releaseReport(ctx, c)
 	p, results, err := decode(r)
 	if err != nil {
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("post batch answers")
@@ -149,26 +149,26 @@ func (b *Bot) repostResults(ctx context.Context, r store.Request) {
 // claimReport claims the posting of a request's thread reports for
 // reportClaim: exactly one process posts them; a claim whose holder died
 // runs out. It returns the claim and the request as read after it.
-func (b *Bot) claimReport(id string) (patch.Claim, store.Request, bool) {
-	c, err := b.life.Claim(patch.SlotReport, id, reportClaim)
+func (b *Bot) claimReport(ctx context.Context, id string) (patch.Claim, store.Request, bool) {
+	c, err := b.life.Claim(ctx, patch.SlotReport, id, reportClaim)
 	if err != nil {
 		if !errors.Is(err, patch.ErrHeld) {
 			b.log.Error().Err(err).Str("request_id", id).Msg("claim the thread report")
 		}
 		return c, store.Request{}, false
 	}
-	r, err := b.st.Get(id)
+	r, err := b.st.Get(ctx, id)
 	if err != nil {
 		b.log.Error().Err(err).Str("request_id", id).Msg("read the request of a thread report")
-		b.releaseReport(c)
+		b.releaseReport(ctx, c)
 		return c, r, false
 	}
 	return c, r, true
 }
 
 // releaseReport gives the report claim up so a later tick may try again.
-func (b *Bot) releaseReport(c patch.Claim) {
-	if err := b.life.Release(c); err != nil && !errors.Is(err, patch.ErrLost) {
+func (b *Bot) releaseReport(ctx context.Context, c patch.Claim) {
+	if err := b.life.Release(ctx, c); err != nil && !errors.Is(err, patch.ErrLost) {
 		// Safe: the claim runs out after reportClaim and a later tick retries.
 		b.log.Warn().Err(err).Str("request_id", c.ID).Msg("release the thread report claim")
 	}
@@ -202,7 +202,7 @@ const reportClaim = 2 * time.Minute
 func (b *Bot) refreshRequest(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
 	defer cancel()
-	r, err := b.st.Get(id)
+	r, err := b.st.Get(ctx, id)
 	if err != nil {
 		return
 	}
@@ -217,7 +217,7 @@ func (b *Bot) updateParent(ctx context.Context, r store.Request) {
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("refresh request")
 		return
 	}
-	jobs, err := b.st.Jobs(r.ID)
+	jobs, err := b.st.Jobs(ctx, r.ID)
 	if err != nil {
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("read jobs")
 		return
@@ -234,11 +234,11 @@ func (b *Bot) updateParent(ctx context.Context, r store.Request) {
 func (b *Bot) finish(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
 	defer cancel()
-	c, r, ok := b.claimReport(id)
+	c, r, ok := b.claimReport(ctx, id)
 	if !ok {
 		return
 	}
-	defer b.releaseReport(c)
+	defer b.releaseReport(ctx, c)
 	if finished(r) || (r.State != store.Submitted && r.State != store.Stopped) {
 		return
 	}
@@ -247,7 +247,7 @@ func (b *Bot) finish(ctx context.Context, id string) {
 		b.log.Error().Err(err).Str("request_id", id).Msg("final summary")
 		return
 	}
-	jobs, err := b.st.Jobs(id)
+	jobs, err := b.st.Jobs(ctx, id)
 	if err != nil || !allEnded(jobs) {
 		return
 	}
@@ -255,7 +255,7 @@ func (b *Bot) finish(ctx context.Context, id string) {
 	if !b.postSummary(ctx, r, p, results, jobs, counts) {
 		return
 	}
-	r, err = b.life.Finish(id)
+	r, err = b.life.Finish(ctx, id)
 	if err != nil {
 		// The summary is out (recorded part by part), so a retry posts
 		// nothing twice; it only marks the request finished.

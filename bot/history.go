@@ -68,7 +68,7 @@ func (b *Bot) entries(ctx context.Context, rs []store.Request) []requestEntry {
 		}
 		e.Plan = p
 		if len(results) > 0 {
-			jobs, err := b.st.Jobs(r.ID)
+			jobs, err := b.st.Jobs(ctx, r.ID)
 			if err != nil {
 				b.log.Warn().Err(err).Str("request_id", r.ID).Msg("read jobs for history")
 			}
@@ -96,7 +96,7 @@ func (b *Bot) runHistory(ctx context.Context, rid string, cmd slack.SlashCommand
 	// The most recently changed from the state indexes (twice as many as
 	// shown, so a request changed a moment ago does not push a newer one
 	// out), then the newest by creation.
-	rs, err := b.st.Recent(2*historySize, keep, allStates...)
+	rs, err := b.st.Recent(ctx, 2*historySize, keep, allStates...)
 	if err != nil {
 		b.log.Error().Err(err).Str("request_id", rid).Msg("list requests for history")
 		reply(fmt.Sprintf("Something went wrong (request %s).", rid), nil)

@@ -57,17 +57,17 @@ func (b *Bot) publishHome(ctx context.Context, user string) {
 func (b *Bot) homeEntries(ctx context.Context, h *homeData) error {
 	now := b.cfg.Now()
 	mine := func(r store.Request) bool { return r.Requester == h.User && now.Before(r.ExpiresAt) }
-	open, err := b.st.Recent(homeOpen, mine, store.Planned, store.AwaitingApproval)
+	open, err := b.st.Recent(ctx, homeOpen, mine, store.Planned, store.AwaitingApproval)
 	if err != nil {
 		return err
 	}
 	h.Open = b.entries(ctx, open)
-	running, err := b.st.Recent(homeRunning, nil, store.Approved, store.Submitting, store.Submitted, store.Paused)
+	running, err := b.st.Recent(ctx, homeRunning, nil, store.Approved, store.Submitting, store.Submitted, store.Paused)
 	if err != nil {
 		return err
 	}
 	h.Running = b.entries(ctx, running)
-	finished, err := b.st.Recent(homeFinished, nil, store.Done, store.Stopped, store.Rejected)
+	finished, err := b.st.Recent(ctx, homeFinished, nil, store.Done, store.Stopped, store.Rejected)
 	if err != nil {
 		return err
 	}

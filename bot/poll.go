@@ -28,7 +28,7 @@ func (b *Bot) follow(ctx context.Context) {
 	wg.Go(func() {
 		b.every(ctx, func() {
 			b.advanceAll(ctx)
-			b.prune()
+			b.prune(ctx)
 		}, &b.houseTicks)
 	})
 	for _, tg := range b.targets.list {
@@ -62,14 +62,14 @@ const (
 )
 
 // prune deletes final requests (and their jobs) older than the retention.
-func (b *Bot) prune() {
+func (b *Bot) prune(ctx context.Context) {
 	if b.cfg.Retention <= 0 {
 		return
 	}
 	before := b.cfg.Now().Add(-b.cfg.Retention)
 	total := 0
 	for range pruneSteps {
-		n, err := b.st.Prune(before, pruneBatch)
+		n, err := b.st.Prune(ctx, before, pruneBatch)
 		total += n
 		if err != nil {
 			b.log.Error().Err(err).Msg("delete requests older than the retention")
@@ -89,7 +89,7 @@ func (b *Bot) prune() {
 // per request. The first target's poll also gives up following the jobs of
 // a target no longer configured once they are older than FollowFor.
 func (b *Bot) pollOnce(ctx context.Context, tg *target) {
-	jobs, err := b.st.ActiveJobs()
+	jobs, err := b.st.ActiveJobs(ctx)
 	if err != nil {
 		b.log.Error().Err(err).Msg("list tracked jobs")
 		return
@@ -114,7 +114,7 @@ func (b *Bot) pollOnce(ctx context.Context, tg *target) {
 		// are not in the thread yet, waits: its job ID goes first.
 		wait, seen := waiting[j.RequestID]
 		if !seen {
-			r, err := b.st.Get(j.RequestID)
+			r, err := b.st.Get(ctx, j.RequestID)
 			owner[j.RequestID] = b.targets.of(r)
 			mine := owner[j.RequestID] == tg || (owner[j.RequestID] == nil && tg == b.targets.list[0])
 			wait = err != nil || r.State == store.Submitting || r.ResultsPending || !mine
@@ -168,7 +168,7 @@ var errNotDue = errors.New("not due")
 func (b *Bot) pollJob(ctx context.Context, tg *target, j store.Job, now time.Time) (store.Job, bool) {
 	log := b.log.With().Str("request_id", j.RequestID).Str("job_id", j.ID).Str("instance_id", j.InstanceID).Logger()
 	if now.Sub(j.SubmittedAt) > b.cfg.FollowFor {
-		j2, err := b.st.UpdateJob(j.ID, func(x *store.Job) error {
+		j2, err := b.st.UpdateJob(ctx, j.ID, func(x *store.Job) error {
 			if !x.Active() {
 				return errAlreadyDone
 			}
@@ -186,7 +186,7 @@ func (b *Bot) pollJob(ctx context.Context, tg *target, j store.Job, now time.Tim
 		return j, false
 	}
 	// The poll claim: the read's time, written before the read.
-	claimed, err := b.st.UpdateJob(j.ID, func(x *store.Job) error {
+	claimed, err := b.st.UpdateJob(ctx, j.ID, func(x *store.Job) error {
 		if !x.Active() || !b.due(*x, now) {
 			return errNotDue
 		}
@@ -204,7 +204,7 @@ func (b *Bot) pollJob(ctx context.Context, tg *target, j store.Job, now time.Tim
 		}
 		b.noteThrottle(tg, err, now)
 		log.Warn().Err(err).Int("poll_errors", claimed.PollErrors+1).Msg("read job failed; backing off")
-		if _, err := b.st.UpdateJob(j.ID, func(x *store.Job) error { x.PollErrors++; return nil }); err != nil {
+		if _, err := b.st.UpdateJob(ctx, j.ID, func(x *store.Job) error { x.PollErrors++; return nil }); err != nil {
 			// Safe: the job is read again next interval, without the backoff.
 			log.Warn().Err(err).Msg("record the failed read")
 		}
@@ -215,7 +215,7 @@ func (b *Bot) pollJob(ctx context.Context, tg *target, j store.Job, now time.Tim
 	}
 	// Record the read and, when the job ended, claim the report of its
 	// end in the same write: exactly one poller reports it.
-	j2, err := b.st.UpdateJob(j.ID, func(x *store.Job) error {
+	j2, err := b.st.UpdateJob(ctx, j.ID, func(x *store.Job) error {
 		if x.Reported {
 			return errAlreadyDone
 		}
@@ -275,10 +275,10 @@ func (b *Bot) reportEnds(ctx context.Context, requestID string, jobs []store.Job
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
 	defer cancel()
 	log := b.log.With().Str("request_id", requestID).Logger()
-	r, err := b.st.Get(requestID)
+	r, err := b.st.Get(ctx, requestID)
 	if err != nil {
 		log.Error().Err(err).Msg("read the request of ended jobs")
-		b.unclaimReports(log, jobs)
+		b.unclaimReports(ctx, log, jobs)
 		return
 	}
 	slices.SortStableFunc(jobs, func(x, y store.Job) int { return endRank(x) - endRank(y) })
@@ -295,7 +295,7 @@ func (b *Bot) reportEnds(ctx context.Context, requestID string, jobs []store.Job
 		for _, part := range b.kitOf(b.targets.of(r)).jobEndsBlocks(group, now) {
 			part = withTarget(part, b.targets.labelOf(r))
 			if !b.postThread(ctx, r.Channel, r.ParentTS, fmt.Sprintf("%s ended", plural(len(group), "job")), part) {
-				b.unclaimReports(log, jobs[i:])
+				b.unclaimReports(ctx, log, jobs[i:])
 				return
 			}
 		}
@@ -321,9 +321,9 @@ func endRank(j store.Job) int {
 
 // unclaimReports releases the report claims of jobs whose reply Slack
 // refused, so the next poll reports them again.
-func (b *Bot) unclaimReports(log zerolog.Logger, jobs []store.Job) {
+func (b *Bot) unclaimReports(ctx context.Context, log zerolog.Logger, jobs []store.Job) {
 	for _, j := range jobs {
-		if _, err := b.st.UpdateJob(j.ID, func(x *store.Job) error {
+		if _, err := b.st.UpdateJob(ctx, j.ID, func(x *store.Job) error {
 			if x.Reported {
 				x.Reported = false
 			} else {

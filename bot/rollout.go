@@ -94,7 +94,7 @@ func rolloutButtons(id string, paused, canStop bool) slack.Block {
 // pause holds a submitted request whose canary went wrong and says so in its
 // thread, with Continue and Stop.
 func (b *Bot) pause(ctx context.Context, r store.Request, step patch.Step) {
-	r, err := b.life.Pause(r.ID)
+	r, err := b.life.Pause(ctx, r.ID)
 	if err != nil {
 		if !errors.Is(err, store.ErrConflict) {
 			b.log.Error().Err(err).Str("request_id", r.ID).Msg("pause a request")
@@ -137,7 +137,7 @@ func (b *Bot) onContinue(ctx context.Context, c click) {
 		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Only <@%s>, who asked for this patch, can continue it.", r.Requester))
 		return
 	}
-	r, err := b.life.Continue(r.ID, c.user)
+	r, err := b.life.Continue(ctx, r.ID, c.user)
 	if err != nil {
 		b.clickRefused(ctx, c, err)
 		return
@@ -164,7 +164,7 @@ func (b *Bot) onStop(ctx context.Context, c click) {
 			return
 		}
 	}
-	r, err := b.life.Stop(r.ID, c.user)
+	r, err := b.life.Stop(ctx, r.ID, c.user)
 	if err != nil {
 		b.clickRefused(ctx, c, err)
 		return
@@ -208,7 +208,7 @@ func (b *Bot) onRetry(ctx context.Context, c click) {
 	if !ok {
 		return
 	}
-	jobs, err := b.st.Jobs(r.ID)
+	jobs, err := b.st.Jobs(ctx, r.ID)
 	if err != nil {
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("read jobs for a retry")
 		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Something went wrong (request %s); nothing was done.", r.ID))

@@ -79,17 +79,17 @@ func TestStopClick(t *testing.T) {
 	p := upgrade.Plan{Targets: []upgrade.Target{{Instance: a}, {Instance: c}},
 		Batches: []upgrade.Batch{{Engine: "cassandra", InstanceIDs: []string{"i-a", "i-c"}}}}
 	r := store.Request{ID: "r-1", Requester: "UALICE", Channel: "COPS", ParentTS: "1.000001", ExpiresAt: time.Now().Add(time.Hour)}
-	if _, err := b.life.Create(r, p, patch.Options{Canary: 1}); err != nil {
+	if _, err := b.life.Create(t.Context(), r, p, patch.Options{Canary: 1}); err != nil {
 		t.Fatal(err)
 	}
-	_, s, err := b.life.Confirm("r-1", "UALICE")
+	_, s, err := b.life.Confirm(t.Context(), "r-1", "UALICE")
 	if err != nil || s.Wave != 0 {
 		t.Fatalf("confirm: %v, %+v", err, s)
 	}
-	if err := b.life.EndBatch(s, []upgrade.UpgradeResult{{InstanceID: "i-a", JobID: "j-a"}}); err != nil {
+	if err := b.life.EndBatch(t.Context(), s, []upgrade.UpgradeResult{{InstanceID: "i-a", JobID: "j-a"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.life.EndSend(s); err != nil {
+	if _, err := b.life.EndSend(t.Context(), s); err != nil {
 		t.Fatal(err)
 	}
 
@@ -98,12 +98,12 @@ func TestStopClick(t *testing.T) {
 	if got := strings.Join(sl.ephemeral["UBOB"], "\n"); !strings.Contains(got, "Only <@UALICE>") {
 		t.Errorf("a stranger's Stop: told %q, want a refusal naming the requester", got)
 	}
-	if got, _ := st.Get("r-1"); got.State != store.Submitted {
+	if got, _ := st.Get(t.Context(), "r-1"); got.State != store.Submitted {
 		t.Errorf("after a refused Stop: state %s, want submitted", got.State)
 	}
 
 	b.onStop(ctx, click{action: ActionStop, requestID: "r-1", user: "UALICE", channel: "COPS"})
-	got, _ := st.Get("r-1")
+	got, _ := st.Get(t.Context(), "r-1")
 	if got.State != store.Stopped {
 		t.Errorf("after the requester's Stop: state %s, want stopped", got.State)
 	}
@@ -114,7 +114,7 @@ func TestStopClick(t *testing.T) {
 		t.Errorf("rollout after Stop: %+v, want stopped by UALICE with i-c not sent", ro)
 	}
 	// Nothing may start after Stop.
-	if _, _, err := b.life.SendWave("r-1", 1, ""); err == nil {
+	if _, _, err := b.life.SendWave(t.Context(), "r-1", 1, ""); err == nil {
 		t.Error("a wave was claimed after Stop")
 	}
 }

@@ -34,7 +34,7 @@ func (b *Bot) postResults(ctx context.Context, r store.Request, p upgrade.Plan, 
 	if !b.postParts(ctx, r, resultsKey(wave), "Batch results", messages(title, b.kitOf(b.targets.of(r)).resultLines(p, results))) {
 		return false
 	}
-	if _, err := b.st.Update(r.ID, func(x *store.Request) error { x.ResultsPending = false; return nil }); err != nil {
+	if _, err := b.st.Update(ctx, r.ID, func(x *store.Request) error { x.ResultsPending = false; return nil }); err != nil {
 		// Safe: the next tick finds every part posted and tries again.
 		b.log.Error().Err(err).Str("request_id", r.ID).Msg("record that the batch answers are posted")
 		return false
@@ -58,7 +58,7 @@ func (b *Bot) postParts(ctx context.Context, r store.Request, key, text string, 
 		if !b.postThread(ctx, r.Channel, r.ParentTS, text, parts[i]) {
 			return false
 		}
-		if _, err := b.st.Update(r.ID, func(x *store.Request) error {
+		if _, err := b.st.Update(ctx, r.ID, func(x *store.Request) error {
 			if x.Posted == nil {
 				x.Posted = map[string]int{}
 			}

@@ -1,7 +1,6 @@
 package bot
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -38,7 +37,7 @@ func BenchmarkFollowerTick(b *testing.B) {
 						if i > int64(past) {
 							r.State, r.ExpiresAt = store.Planned, time.Now().Add(time.Hour)
 						}
-						if err := st.Create(r); err != nil {
+						if err := st.Create(b.Context(), r); err != nil {
 							b.Error(err)
 							return
 						}
@@ -47,11 +46,11 @@ func BenchmarkFollowerTick(b *testing.B) {
 			}
 			wg.Wait()
 			bot := New(Config{Retention: 90 * 24 * time.Hour}, nil, nil, nil, st, zerolog.Nop(), nil)
-			ctx := context.Background()
+			ctx := b.Context()
 			b.ResetTimer()
 			for range b.N {
 				bot.advanceAll(ctx)
-				bot.prune()
+				bot.prune(ctx)
 				bot.pollOnce(ctx, bot.targets.list[0])
 			}
 		})

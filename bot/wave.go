@@ -48,7 +48,7 @@ func (b *Bot) sendWave(ctx context.Context, r store.Request, s *patch.Send, resp
 	p, _, err := decode(r)
 	if err != nil {
 		log.Error().Err(err).Msg("decode the plan of a wave; not sending it")
-		b.endSend(log, s) // the lease would run out; a takeover reports it all as not sent
+		b.endSend(ctx, log, s) // the lease would run out; a takeover reports it all as not sent
 		return
 	}
 	a := requestAudit(r, r.Requester, targetIDs(p))
@@ -63,7 +63,7 @@ func (b *Bot) sendWave(ctx context.Context, r store.Request, s *patch.Send, resp
 	if s.Wave < 0 {
 		// Every window is closed: the waves go later (the follower sends
 		// each when it is due); the channel message shows the schedule.
-		b.endSend(log, s)
+		b.endSend(ctx, log, s)
 		b.refreshRequest(ctx, r.ID)
 		b.respondOrLog(ctx, responseURL, fmt.Sprintf(":calendar: Request `%s` is confirmed; its instances are scheduled for their maintenance windows. Follow it in the thread.", r.ID))
 		return
@@ -72,7 +72,7 @@ func (b *Bot) sendWave(ctx context.Context, r store.Request, s *patch.Send, resp
 	// Keep the claim alive for the whole send, reporting included.
 	stopBeat, lost := make(chan struct{}), make(chan struct{})
 	defer close(stopBeat)
-	go b.heartbeat(log, s, stopBeat, lost)
+	go b.heartbeat(ctx, log, s, stopBeat, lost)
 	takenOver := func() bool {
 		select {
 		case <-lost:
@@ -93,7 +93,7 @@ func (b *Bot) sendWave(ctx context.Context, r store.Request, s *patch.Send, resp
 	}
 	batches, answers := b.recheckWave(ctx, log, r, p, s)
 	if len(answers) > 0 {
-		if err := b.life.EndBatch(s, answers); err != nil {
+		if err := b.life.EndBatch(ctx, s, answers); err != nil {
 			if errors.Is(err, patch.ErrLost) {
 				return
 			}
@@ -109,7 +109,7 @@ func (b *Bot) sendWave(ctx context.Context, r store.Request, s *patch.Send, resp
 		// A batch is only sent under a freshly renewed claim that also
 		// names it in flight, so no other process can take it over while
 		// it is, and one that takes over later knows it may have started.
-		switch err := b.beginBatch(stopping, s, batch); {
+		switch err := b.beginBatch(ctx, stopping, s, batch); {
 		case errors.Is(err, patch.ErrLost):
 			log.Error().Msg("another process took this wave over; stopping")
 			return
@@ -134,7 +134,7 @@ func (b *Bot) sendWave(ctx context.Context, r store.Request, s *patch.Send, resp
 			in := versions[res.InstanceID]
 			j := store.Job{ID: res.JobID, RequestID: r.ID, InstanceID: res.InstanceID, InstanceName: in.Name,
 				VersionBefore: versionOf(in), SubmittedAt: now}
-			if err := b.st.PutJob(j); err != nil {
+			if err := b.st.PutJob(ctx, j); err != nil {
 				// The answer below still records the job ID, so the
 				// thread names it; only its end will not be followed.
 				log.Error().Err(err).Str("job_id", j.ID).Msg("store job")
@@ -142,7 +142,7 @@ func (b *Bot) sendWave(ctx context.Context, r store.Request, s *patch.Send, resp
 			jobIDs = append(jobIDs, res.JobID)
 		}
 		answers = append(answers, got...)
-		if err := b.life.EndBatch(s, got); err != nil {
+		if err := b.life.EndBatch(ctx, s, got); err != nil {
 			if errors.Is(err, patch.ErrLost) {
 				return
 			}
@@ -162,7 +162,7 @@ func (b *Bot) sendWave(ctx context.Context, r store.Request, s *patch.Send, resp
 	// Posted while the request is still submitting, so the housekeeping,
 	// which retries the answers of submitted requests, cannot post them too.
 	b.postResults(ctx, r, p, s.Wave, answers, "")
-	if _, err := b.life.EndSend(s); err != nil {
+	if _, err := b.life.EndSend(ctx, s); err != nil {
 		if !errors.Is(err, patch.ErrLost) {
 			// Safe: the claim runs out and a takeover follows what was recorded.
 			log.Error().Err(err).Msg("end the send of a wave")
@@ -184,12 +184,13 @@ func (b *Bot) sendWave(ctx context.Context, r store.Request, s *patch.Send, resp
 // errShuttingDown: the bot is stopping, so no new batch is sent.
 var errShuttingDown = errors.New("shutting down")
 
-// beginBatch records batch in flight under s, unless the bot is stopping.
-func (b *Bot) beginBatch(stopping context.Context, s *patch.Send, batch upgrade.Batch) error {
+// beginBatch records batch in flight under s, unless the bot is stopping
+// (stopping ended); ctx is the context of the store write.
+func (b *Bot) beginBatch(ctx, stopping context.Context, s *patch.Send, batch upgrade.Batch) error {
 	if stopping.Err() != nil {
 		return errShuttingDown
 	}
-	return b.life.BeginBatch(s, batch.InstanceIDs)
+	return b.life.BeginBatch(ctx, s, batch.InstanceIDs)
 }
 
 // unsentOf lists the instances of batches.
@@ -208,7 +209,7 @@ func (b *Bot) postParent(ctx context.Context, log zerolog.Logger, r store.Reques
 	view := b.parentView(r, p, nil)
 	_, ts, err := b.api.PostMessageContext(ctx, r.Channel, slack.MsgOptionText(parentText(view), false), slack.MsgOptionBlocks(b.kitOf(b.targets.of(r)).parentBlocks(view)...))
 	if err == nil {
-		if _, err := b.st.Update(r.ID, func(x *store.Request) error { x.ParentTS = ts; return nil }); err != nil {
+		if _, err := b.st.Update(ctx, r.ID, func(x *store.Request) error { x.ParentTS = ts; return nil }); err != nil {
 			// The thread replies of this process still go under ts; only a
 			// process taking over would post them in the channel itself.
 			log.Error().Err(err).Msg("store parent message ts")
@@ -225,17 +226,17 @@ func (b *Bot) postParent(ctx context.Context, log zerolog.Logger, r store.Reques
 	for _, w := range ro.Waves {
 		all = append(all, w.InstanceIDs()...)
 	}
-	if err := b.life.EndBatch(s, answerAll(all, CodeNotSent, "Not sent: the bot could not post in this channel.")); err != nil {
+	if err := b.life.EndBatch(ctx, s, answerAll(all, CodeNotSent, "Not sent: the bot could not post in this channel.")); err != nil {
 		log.Error().Err(err).Msg("record the instances as not sent")
 	}
-	if _, err := b.life.Stop(r.ID, ""); err != nil {
+	if _, err := b.life.Stop(ctx, r.ID, ""); err != nil {
 		log.Error().Err(err).Msg("stop a request whose channel message could not be posted")
 	}
-	b.endSend(log, s)
-	if _, err := b.st.Update(r.ID, func(x *store.Request) error { x.ResultsPending = false; return nil }); err != nil {
+	b.endSend(ctx, log, s)
+	if _, err := b.st.Update(ctx, r.ID, func(x *store.Request) error { x.ResultsPending = false; return nil }); err != nil {
 		log.Error().Err(err).Msg("clear the pending answers of a request that sent nothing")
 	}
-	if _, err := b.life.Finish(r.ID); err != nil {
+	if _, err := b.life.Finish(ctx, r.ID); err != nil {
 		log.Error().Err(err).Msg("finish a request that sent nothing")
 	}
 	msg := fmt.Sprintf(":x: Nothing was patched: I could not post in this channel (`%s`). Invite the bot to the channel and run the command again.", esc(slackErrorCode(err)))
@@ -244,8 +245,8 @@ func (b *Bot) postParent(ctx context.Context, log zerolog.Logger, r store.Reques
 }
 
 // endSend ends s, logging (not failing) on error.
-func (b *Bot) endSend(log zerolog.Logger, s *patch.Send) {
-	if _, err := b.life.EndSend(s); err != nil && !errors.Is(err, patch.ErrLost) {
+func (b *Bot) endSend(ctx context.Context, log zerolog.Logger, s *patch.Send) {
+	if _, err := b.life.EndSend(ctx, s); err != nil && !errors.Is(err, patch.ErrLost) {
 		log.Error().Err(err).Msg("end the send of a wave")
 	}
 }
@@ -290,7 +291,7 @@ func (b *Bot) recheckWave(ctx context.Context, log zerolog.Logger, r store.Reque
 
 // heartbeat renews the claim of s every third of its length until stop is
 // closed; it closes lost if another process took the wave over.
-func (b *Bot) heartbeat(log zerolog.Logger, s *patch.Send, stop <-chan struct{}, lost chan<- struct{}) {
+func (b *Bot) heartbeat(ctx context.Context, log zerolog.Logger, s *patch.Send, stop <-chan struct{}, lost chan<- struct{}) {
 	t := time.NewTicker(b.leaseFor() / 3)
 	defer t.Stop()
 	for {
@@ -298,7 +299,7 @@ func (b *Bot) heartbeat(log zerolog.Logger, s *patch.Send, stop <-chan struct{},
 		case <-stop:
 			return
 		case <-t.C:
-			err := b.life.Renew(&s.Claim)
+			err := b.life.Renew(ctx, &s.Claim)
 			if errors.Is(err, patch.ErrLost) {
 				log.Error().Msg("another process took this wave over; stopping")
 				close(lost)
@@ -319,7 +320,7 @@ func (b *Bot) recoverWave(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slackWriteTimeout)
 	defer cancel()
 	log := b.log.With().Str("request_id", id).Logger()
-	r, s, err := b.life.Recover(id)
+	r, s, err := b.life.Recover(ctx, id)
 	if err != nil {
 		if !errors.Is(err, patch.ErrHeld) && !errors.Is(err, store.ErrConflict) {
 			log.Error().Err(err).Msg("take over a stalled wave; trying again later")
@@ -327,18 +328,18 @@ func (b *Bot) recoverWave(ctx context.Context, id string) {
 		return
 	}
 	if s.Wave < 0 {
-		b.endSend(log, s)
+		b.endSend(ctx, log, s)
 		return
 	}
 	rec := s.Recovered
 	answers := slices.Clone(rec.Answers)
 	answers = append(answers, answerAll(rec.Unknown, CodeUnknown, "The bot stopped while this batch call was in flight: the patch may have started. Check the console before retrying; the bot does not retry it.")...)
 	answers = append(answers, answerAll(rec.Unsent, CodeNotSent, "The bot stopped before sending this batch, so nothing was started for this instance. Run the command again for it.")...)
-	if err := b.life.EndBatch(s, answers); err != nil {
+	if err := b.life.EndBatch(ctx, s, answers); err != nil {
 		log.Error().Err(err).Msg("record the answers of a stalled wave; trying again later")
 		return
 	}
-	p, results, err := decode(mustGet(b, id, r))
+	p, results, err := decode(mustGet(ctx, b, id, r))
 	if err != nil {
 		log.Error().Err(err).Msg("decode a recovered request")
 	}
@@ -354,13 +355,13 @@ func (b *Bot) recoverWave(ctx context.Context, id string) {
 		b.tell(ctx, r.Channel, r.Requester, note)
 	}
 	b.postResults(ctx, r, p, s.Wave, waveResults(results, s.Batches), note)
-	b.endSend(log, s)
+	b.endSend(ctx, log, s)
 	b.refreshRequest(ctx, r.ID)
 }
 
 // mustGet reads request id again, or returns fallback when it cannot.
-func mustGet(b *Bot, id string, fallback store.Request) store.Request {
-	r, err := b.st.Get(id)
+func mustGet(ctx context.Context, b *Bot, id string, fallback store.Request) store.Request {
+	r, err := b.st.Get(ctx, id)
 	if err != nil {
 		return fallback
 	}

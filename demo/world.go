@@ -11,14 +11,17 @@ import (
 	"sync"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/secret"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade/upgradetest"
 )
 
-// BotRunner runs the real bot, configured by the variables in env, until
+// BotRunner runs the real bot, configured by cfg (which it validates as
+// the environment's configuration is; its Now is the demo's clock), until
 // ctx ends, writing its log to logs; it returns the bot's exit status. The
-// command passes its own run, so the demo runs exactly what users run.
-type BotRunner func(ctx context.Context, env map[string]string, logs io.Writer) int
+// command passes its own, so the demo runs exactly what users run.
+type BotRunner func(ctx context.Context, cfg config.Config, logs io.Writer) int
 
 // Person is one of the demo's Slack users.
 type Person struct {
@@ -52,9 +55,18 @@ const geminiToken = "demo-geminidb-token"
 // worldOptions shape a World.
 type worldOptions struct {
 	anchor time.Time     // maintenance windows are placed relative to it
-	speed  float64       // the fake cloud's clock runs this many times faster
+	speed  float64       // the fake cloud's and the bot's clock run this many times faster
 	poll   time.Duration // BOT_POLL_INTERVAL
 	logs   io.Writer     // where the bot's log goes, besides the World's own tail
+	// now is the demo's clock, the bot's and the fake cloud's; nil means
+	// one that runs speed times faster than the real one from newWorld on.
+	now func() time.Time
+	// permalinkBase is the page's URL, under which chat.getPermalink's
+	// links point (so they open the thread on the page); "" keeps the fake
+	// Slack's.
+	permalinkBase string
+	// confirmTTL is BOT_CONFIRM_TTL; 0 keeps the bot's default.
+	confirmTTL time.Duration
 }
 
 // World is the demo's world: the fake Slack and the fake GeminiDB with its
@@ -93,6 +105,9 @@ func newWorld(opts worldOptions, runBot BotRunner) (*World, error) {
 	if opts.speed <= 0 {
 		opts.speed = 1
 	}
+	if opts.now == nil {
+		opts.now = fastClock(opts.speed, time.Now)
+	}
 	dir, err := os.MkdirTemp("", "geminidb-patch-demo-")
 	if err != nil {
 		return nil, fmt.Errorf("make a temporary directory for the store: %w", err)
@@ -103,54 +118,63 @@ func newWorld(opts worldOptions, runBot BotRunner) (*World, error) {
 		users = append(users, slacktest.WithUser(slacktest.User{ID: p.ID, Name: p.Name, RealName: p.RealName}))
 	}
 	// Pings keep a connection alive; on loopback every ten seconds is plenty.
-	w.Slack, err = slacktest.NewServer(append(users, slacktest.WithPingInterval(10*time.Second))...)
+	users = append(users, slacktest.WithPingInterval(10*time.Second))
+	if opts.permalinkBase != "" {
+		users = append(users, slacktest.WithPermalinkBase(opts.permalinkBase))
+	}
+	w.Slack, err = slacktest.NewServer(users...)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start the fake Slack: %w", err)
 	}
-	w.GeminiDB, err = upgradetest.Start(upgradetest.WithToken(geminiToken), upgradetest.WithClock(fastClock(opts.speed)), upgradetest.WithJobIDs(jobIDs()))
+	w.GeminiDB, err = upgradetest.Start(upgradetest.WithToken(geminiToken), upgradetest.WithClock(opts.now), upgradetest.WithJobIDs(jobIDs()))
 	if err != nil {
 		w.Slack.Close()
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start the fake GeminiDB: %w", err)
 	}
-	seedFleet(w.GeminiDB, opts.anchor)
+	seedFleet(w.GeminiDB, opts.anchor, opts.now())
 	w.Conv = newConversation(w.Slack, w.version)
 	return w, nil
 }
 
 // fastClock is a clock that runs speed times faster than the real one,
-// from now on.
-func fastClock(speed float64) func() time.Time {
-	base := time.Now()
+// (real) from now on. The bot and the fake cloud share it, so a maintenance
+// window the fleet places minutes ahead opens for both at once.
+func fastClock(speed float64, real func() time.Time) func() time.Time {
+	base := real()
 	return func() time.Time {
-		return base.Add(time.Duration(float64(time.Since(base)) * speed))
+		return base.Add(time.Duration(float64(real().Sub(base)) * speed))
 	}
 }
 
-// env is the bot's whole configuration: the fakes' URLs and tokens, the
+// config is the bot's whole configuration: the fakes' URLs and tokens, the
 // demo's people and channel, a store in the temporary directory.
-func (w *World) env(approvals bool) map[string]string {
-	env := map[string]string{
-		"SLACK_APP_TOKEN":      w.Slack.AppToken(),
-		"SLACK_BOT_TOKEN":      w.Slack.BotToken(),
-		"SLACK_API_URL":        w.Slack.APIURL(),
-		"GEMINIDB_ENDPOINT":    w.GeminiDB.URL,
-		"GEMINIDB_PROJECT_ID":  w.GeminiDB.ProjectID,
-		"GEMINIDB_AUTH_TOKEN":  geminiToken,
-		"BOT_ALLOWED_USERS":    Requester.ID + "," + Approver.ID,
-		"BOT_ALLOWED_CHANNELS": Channel.ID,
-		"BOT_POLL_INTERVAL":    w.opts.poll.String(),
-		"BOT_STORE":            filepath.Join(w.dir, "bot.db"),
-		"BOT_HTTP_ADDR":        "127.0.0.1:0",
-		"BOT_SHUTDOWN_TIMEOUT": "10s",
-		"LOG_FORMAT":           "json",
-		"LOG_LEVEL":            "info",
+func (w *World) config(approvals bool) config.Config {
+	c := config.Defaults()
+	c.SlackAppToken = secret.Secret(w.Slack.AppToken())
+	c.SlackBotToken = secret.Secret(w.Slack.BotToken())
+	c.SlackAPIURL = w.Slack.APIURL()
+	c.GeminiDBEndpoint = w.GeminiDB.URL
+	c.GeminiDBProjectID = w.GeminiDB.ProjectID
+	c.GeminiDBAuthToken = geminiToken
+	c.AllowedUsers = []string{Requester.ID, Approver.ID}
+	c.AllowedChannels = []string{Channel.ID}
+	c.PollInterval = w.opts.poll
+	c.Store = filepath.Join(w.dir, "bot.db")
+	c.HTTPAddr = "127.0.0.1:0"
+	c.ShutdownTimeout = 10 * time.Second
+	c.LogFormat, c.LogLevel = "json", "info"
+	// The bot runs on the demo's clock, which --speed runs fast, as the
+	// fake cloud does.
+	c.Now = w.opts.now
+	if w.opts.confirmTTL > 0 {
+		c.ConfirmTTL = w.opts.confirmTTL
 	}
 	if approvals {
-		env["BOT_APPROVERS"] = Approver.ID
+		c.Approvers = []string{Approver.ID}
 	}
-	return env
+	return c
 }
 
 // Start runs the bot and waits until its Socket Mode connection is up.
@@ -168,9 +192,9 @@ func (w *World) startLocked(ctx context.Context) error {
 	if w.opts.logs != nil {
 		logs = io.MultiWriter(w.logs, w.opts.logs)
 	}
-	env := w.env(w.approvals)
+	cfg := w.config(w.approvals)
 	go func() {
-		p.status = w.runBot(botCtx, env, logs)
+		p.status = w.runBot(botCtx, cfg, logs)
 		close(p.done)
 		w.mu.Lock()
 		unasked := !p.stopped

@@ -17,8 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Check is one readiness condition; nil means ready.
-type Check func() error
+// Check is one readiness condition; nil means ready. ctx is the probe's
+// request: it ends when the prober gives up.
+type Check func(ctx context.Context) error
 
 // Server is the operational HTTP server.
 type Server struct {
@@ -38,11 +39,11 @@ func Handler(checks map[string]Check, gatherer prometheus.Gatherer) http.Handler
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		var b strings.Builder
 		ready := true
 		for _, name := range names {
-			if err := checks[name](); err != nil {
+			if err := checks[name](r.Context()); err != nil {
 				ready = false
 				fmt.Fprintf(&b, "%s: not ready: %v\n", name, err)
 			} else {

@@ -25,8 +25,8 @@ func get(t *testing.T, h http.Handler, method, path string) (int, string, http.H
 
 func TestEndpointsByState(t *testing.T) {
 	t.Parallel()
-	ok := func() error { return nil }
-	down := func() error { return errors.New("socket mode not connected") }
+	ok := func(context.Context) error { return nil }
+	down := func(context.Context) error { return errors.New("socket mode not connected") }
 	tests := []struct {
 		name       string
 		checks     map[string]ops.Check
@@ -38,7 +38,7 @@ func TestEndpointsByState(t *testing.T) {
 		{name: "readyz all ok", checks: map[string]ops.Check{"slack": ok, "store": ok}, path: "/readyz", wantStatus: 200, wantBody: []string{"slack: ok", "store: ok"}},
 		{name: "readyz no checks", checks: nil, path: "/readyz", wantStatus: 200},
 		{name: "readyz slack down", checks: map[string]ops.Check{"slack": down, "store": ok}, path: "/readyz", wantStatus: 503, wantBody: []string{"slack: not ready: socket mode not connected", "store: ok"}},
-		{name: "readyz store down", checks: map[string]ops.Check{"slack": ok, "store": func() error { return errors.New("database not open") }}, path: "/readyz", wantStatus: 503, wantBody: []string{"store: not ready: database not open"}},
+		{name: "readyz store down", checks: map[string]ops.Check{"slack": ok, "store": func(context.Context) error { return errors.New("database not open") }}, path: "/readyz", wantStatus: 503, wantBody: []string{"store: not ready: database not open"}},
 		{name: "unknown path", checks: nil, path: "/nope", wantStatus: 404},
 	}
 	for _, tt := range tests {
@@ -62,7 +62,7 @@ func TestEndpointsByState(t *testing.T) {
 func TestReadyzFollowsState(t *testing.T) {
 	t.Parallel()
 	var up atomic.Bool
-	h := ops.Handler(map[string]ops.Check{"slack": func() error {
+	h := ops.Handler(map[string]ops.Check{"slack": func(context.Context) error {
 		if !up.Load() {
 			return errors.New("down")
 		}

@@ -1,6 +1,7 @@
 package patch
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -106,7 +107,7 @@ func newToken() string {
 // of several claimants, one gets it; the others get ErrHeld until it runs
 // out or is released. SlotSubmit is taken only by the verbs that start a
 // wave and by Recover.
-func (l *Lifecycle) Claim(slot Slot, id string, ttl time.Duration) (Claim, error) {
+func (l *Lifecycle) Claim(ctx context.Context, slot Slot, id string, ttl time.Duration) (Claim, error) {
 	c := Claim{Slot: slot, ID: id, Token: newToken(), TTL: ttl}
 	if ttl <= 0 {
 		return Claim{}, fmt.Errorf("claim %s of %s: ttl %v is not positive", slot, id, ttl)
@@ -114,13 +115,13 @@ func (l *Lifecycle) Claim(slot Slot, id string, ttl time.Duration) (Claim, error
 	var err error
 	switch slot {
 	case SlotReport:
-		_, err = l.st.Update(id, func(x *store.Request) error {
+		_, err = l.st.Update(ctx, id, func(x *store.Request) error {
 			now := l.now()
 			c.Until = now.Add(ttl)
 			return requestHolder(slot, x).take(c.Token, now, ttl)
 		})
 	case SlotPoll:
-		_, err = l.st.UpdateJob(id, func(x *store.Job) error {
+		_, err = l.st.UpdateJob(ctx, id, func(x *store.Job) error {
 			now := l.now()
 			c.Until = now.Add(ttl)
 			return holder{&x.PollBy, &x.PollUntil}.take(c.Token, now, ttl)
@@ -137,12 +138,12 @@ func (l *Lifecycle) Claim(slot Slot, id string, ttl time.Duration) (Claim, error
 // Renew extends c by its TTL from now, if it is still the holder's
 // (ErrLost otherwise, and then the holder must stop). A submission claim is
 // renewed only while its request is submitting.
-func (l *Lifecycle) Renew(c *Claim) error {
+func (l *Lifecycle) Renew(ctx context.Context, c *Claim) error {
 	var until time.Time
 	var err error
 	switch c.Slot {
 	case SlotSubmit, SlotReport:
-		_, err = l.st.Update(c.ID, func(x *store.Request) error {
+		_, err = l.st.Update(ctx, c.ID, func(x *store.Request) error {
 			if c.Slot == SlotSubmit && x.State != store.Submitting {
 				return ErrLost
 			}
@@ -154,7 +155,7 @@ func (l *Lifecycle) Renew(c *Claim) error {
 			return nil
 		})
 	case SlotPoll:
-		_, err = l.st.UpdateJob(c.ID, func(x *store.Job) error {
+		_, err = l.st.UpdateJob(ctx, c.ID, func(x *store.Job) error {
 			h := holder{&x.PollBy, &x.PollUntil}
 			if err := h.renew(*c, l.now()); err != nil {
 				return err
@@ -174,13 +175,13 @@ func (l *Lifecycle) Renew(c *Claim) error {
 
 // Release gives c up so that another may take it at once; ErrLost if it
 // was no longer the holder's. A submission claim is given up by EndSend.
-func (l *Lifecycle) Release(c Claim) error {
+func (l *Lifecycle) Release(ctx context.Context, c Claim) error {
 	var err error
 	switch c.Slot {
 	case SlotReport:
-		_, err = l.st.Update(c.ID, func(x *store.Request) error { return requestHolder(c.Slot, x).release(c) })
+		_, err = l.st.Update(ctx, c.ID, func(x *store.Request) error { return requestHolder(c.Slot, x).release(c) })
 	case SlotPoll:
-		_, err = l.st.UpdateJob(c.ID, func(x *store.Job) error { return holder{&x.PollBy, &x.PollUntil}.release(c) })
+		_, err = l.st.UpdateJob(ctx, c.ID, func(x *store.Job) error { return holder{&x.PollBy, &x.PollUntil}.release(c) })
 	default:
 		err = fmt.Errorf("slot %q is not released on its own", c.Slot)
 	}

@@ -83,10 +83,10 @@ func canaryDone(t *testing.T, rs replicas, id string) {
 	for i := range 12 {
 		ins = append(ins, inst(fmt.Sprintf("%s-i%02d", id, i), "cassandra", ""))
 	}
-	if _, err := l.Create(store.Request{ID: id, Requester: "U1", ExpiresAt: now.Add(testTTL)}, planFor(now, false, ins...), Options{Canary: 1}); err != nil {
+	if _, err := l.Create(t.Context(), store.Request{ID: id, Requester: "U1", ExpiresAt: now.Add(testTTL)}, planFor(now, false, ins...), Options{Canary: 1}); err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	_, s, err := l.Confirm(id, "U1")
+	_, s, err := l.Confirm(t.Context(), id, "U1")
 	if err != nil {
 		t.Fatalf("Confirm: %v", err)
 	}
@@ -124,7 +124,7 @@ func TestSendWaveExactlyOnce(t *testing.T) {
 			var mu sync.Mutex
 			var lost atomic.Int32
 			race(50, func(i int) {
-				_, s, err := rs.pick(i).SendWave("r-1", 1, fmt.Sprintf("U%d", i))
+				_, s, err := rs.pick(i).SendWave(t.Context(), "r-1", 1, fmt.Sprintf("U%d", i))
 				switch {
 				case err == nil:
 					mu.Lock()
@@ -141,12 +141,12 @@ func TestSendWaveExactlyOnce(t *testing.T) {
 			}
 			send(t, rs.ls[0], rs.st, winners[0], nil)
 			race(50, func(i int) {
-				if _, _, err := rs.pick(i).SendWave("r-1", 1, ""); !isRefused(err) {
+				if _, _, err := rs.pick(i).SendWave(t.Context(), "r-1", 1, ""); !isRefused(err) {
 					t.Errorf("SendWave of a sent wave: got error %v, want a refusal", err)
 				}
 			})
 			_, ro := rollout(t, rs.st, "r-1")
-			r, _ := rs.st.Get("r-1")
+			r, _ := rs.st.Get(t.Context(), "r-1")
 			if _, all, _ := answered(r); len(all) != 12 || ro.Waves[1].Ended.IsZero() {
 				t.Errorf("got %d answers and wave 1 %+v, want 12 answers, wave 1 ended", len(all), ro.Waves[1])
 			}
@@ -164,20 +164,20 @@ func TestContinueExactlyOnce(t *testing.T) {
 			rs := b.open(t)
 			canaryDone(t, rs, "r-1")
 			// The canary failed after all (as if it had never completed).
-			rs.st.UpdateJob("job-r-1-i00", func(j *store.Job) error { j.Status = upgrade.JobFailed; return nil })
-			if _, err := rs.ls[0].Pause("r-1"); err != nil {
+			rs.st.UpdateJob(t.Context(), "job-r-1-i00", func(j *store.Job) error { j.Status = upgrade.JobFailed; return nil })
+			if _, err := rs.ls[0].Pause(t.Context(), "r-1"); err != nil {
 				t.Fatalf("Pause: %v", err)
 			}
 			var continued, sent atomic.Int32
 			race(50, func(i int) {
 				l := rs.pick(i)
-				if _, err := l.Continue("r-1", "U1"); err == nil {
+				if _, err := l.Continue(t.Context(), "r-1", "U1"); err == nil {
 					continued.Add(1)
 				} else if !isConflict(err, store.Submitted) && !isConflict(err, store.Submitting) {
 					t.Errorf("Continue: got error %v, want nil or a conflict", err)
 				}
 				// Every clicker's bot then asks what is due and sends it.
-				if _, _, err := l.SendWave("r-1", 1, "U1"); err == nil {
+				if _, _, err := l.SendWave(t.Context(), "r-1", 1, "U1"); err == nil {
 					sent.Add(1)
 				}
 			})
@@ -207,9 +207,9 @@ func TestStopRacesSendWave(t *testing.T) {
 				var stopped store.Request
 				race(2, func(i int) {
 					if i == 0 {
-						_, s, sendErr = rs.ls[0].SendWave(id, 1, "")
+						_, s, sendErr = rs.ls[0].SendWave(t.Context(), id, 1, "")
 					} else {
-						stopped, stopErr = rs.ls[1].Stop(id, "U2")
+						stopped, stopErr = rs.ls[1].Stop(t.Context(), id, "U2")
 					}
 				})
 				if stopErr != nil {
@@ -229,16 +229,16 @@ func TestStopRacesSendWave(t *testing.T) {
 					if stopped.State != store.Submitting {
 						t.Fatalf("round %d: both won: wave claimed and request %s", round, stopped.State)
 					}
-					if err := rs.ls[0].BeginBatch(s, s.Batches[0].InstanceIDs); !errors.Is(err, ErrStopped) {
+					if err := rs.ls[0].BeginBatch(t.Context(), s, s.Batches[0].InstanceIDs); !errors.Is(err, ErrStopped) {
 						t.Fatalf("round %d: BeginBatch after Stop: got error %v, want ErrStopped", round, err)
 					}
-					r, err := rs.ls[0].EndSend(s)
+					r, err := rs.ls[0].EndSend(t.Context(), s)
 					if err != nil || r.State != store.Stopped {
 						t.Fatalf("round %d: EndSend: got %s, %v; want stopped", round, r.State, err)
 					}
 					outcomes["claim first"]++
 				}
-				if _, _, err := rs.ls[1].SendWave(id, 1, ""); !isConflict(err, store.Stopped) {
+				if _, _, err := rs.ls[1].SendWave(t.Context(), id, 1, ""); !isConflict(err, store.Stopped) {
 					t.Fatalf("round %d: SendWave after Stop: got error %v, want a conflict (stopped)", round, err)
 				}
 			}
@@ -256,17 +256,17 @@ func TestRecoverOneWinner(t *testing.T) {
 			t.Parallel()
 			rs := b.open(t)
 			canaryDone(t, rs, "r-1")
-			_, s, err := rs.ls[0].SendWave("r-1", 1, "")
+			_, s, err := rs.ls[0].SendWave(t.Context(), "r-1", 1, "")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := rs.ls[0].BeginBatch(s, s.Batches[0].InstanceIDs); err != nil {
+			if err := rs.ls[0].BeginBatch(t.Context(), s, s.Batches[0].InstanceIDs); err != nil {
 				t.Fatal(err)
 			}
 			rs.clock.Advance(testLease)
 			var wins, held atomic.Int32
 			race(50, func(i int) {
-				_, rec, err := rs.pick(i).Recover("r-1")
+				_, rec, err := rs.pick(i).Recover(t.Context(), "r-1")
 				switch {
 				case err == nil:
 					wins.Add(1)

@@ -1,6 +1,7 @@
 package patch
 
 import (
+	"context"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -41,7 +42,7 @@ func newLife(t *testing.T) (*Lifecycle, *store.Bolt, string) {
 func create(t *testing.T, l *Lifecycle, id string, opts Options, ins ...upgrade.Instance) store.Request {
 	t.Helper()
 	now := time.Now()
-	r, err := l.Create(store.Request{ID: id, Requester: "U1", Channel: "C1", ExpiresAt: now.Add(testTTL)}, planFor(now, false, ins...), opts)
+	r, err := l.Create(t.Context(), store.Request{ID: id, Requester: "U1", Channel: "C1", ExpiresAt: now.Add(testTTL)}, planFor(now, false, ins...), opts)
 	if err != nil {
 		t.Fatalf("Create(%s): got error %v, want nil", id, err)
 	}
@@ -55,7 +56,7 @@ func create(t *testing.T, l *Lifecycle, id string, opts Options, ins ...upgrade.
 func send(t *testing.T, l *Lifecycle, st Store, s *Send, answer func(id string) upgrade.UpgradeResult) store.Request {
 	t.Helper()
 	for _, b := range s.Batches {
-		if err := l.BeginBatch(s, b.InstanceIDs); err != nil {
+		if err := l.BeginBatch(t.Context(), s, b.InstanceIDs); err != nil {
 			t.Fatalf("BeginBatch: got error %v, want nil", err)
 		}
 		var answers []upgrade.UpgradeResult
@@ -69,11 +70,11 @@ func send(t *testing.T, l *Lifecycle, st Store, s *Send, answer func(id string) 
 			}
 			answers = append(answers, a)
 		}
-		if err := l.EndBatch(s, answers); err != nil {
+		if err := l.EndBatch(t.Context(), s, answers); err != nil {
 			t.Fatalf("EndBatch: got error %v, want nil", err)
 		}
 	}
-	r, err := l.EndSend(s)
+	r, err := l.EndSend(t.Context(), s)
 	if err != nil {
 		t.Fatalf("EndSend: got error %v, want nil", err)
 	}
@@ -82,14 +83,14 @@ func send(t *testing.T, l *Lifecycle, st Store, s *Send, answer func(id string) 
 
 // jobStore is the part of a store the tests write jobs with.
 type jobStore interface {
-	PutJob(j store.Job) error
-	UpdateJob(id string, mutate func(*store.Job) error) (store.Job, error)
+	PutJob(ctx context.Context, j store.Job) error
+	UpdateJob(ctx context.Context, id string, mutate func(*store.Job) error) (store.Job, error)
 }
 
 // putJob records a running job, as the bot does after a batch answer.
 func putJob(t *testing.T, st Store, requestID, jobID, instanceID string) {
 	t.Helper()
-	if err := st.(jobStore).PutJob(store.Job{ID: jobID, RequestID: requestID, InstanceID: instanceID, SubmittedAt: time.Now()}); err != nil {
+	if err := st.(jobStore).PutJob(t.Context(), store.Job{ID: jobID, RequestID: requestID, InstanceID: instanceID, SubmittedAt: time.Now()}); err != nil {
 		t.Fatalf("PutJob: got error %v, want nil", err)
 	}
 }
@@ -97,7 +98,7 @@ func putJob(t *testing.T, st Store, requestID, jobID, instanceID string) {
 // endJob records a job's end (Completed or Failed) as reported.
 func endJob(t *testing.T, st Store, jobID, status string) {
 	t.Helper()
-	if _, err := st.UpdateJob(jobID, func(j *store.Job) error {
+	if _, err := st.UpdateJob(t.Context(), jobID, func(j *store.Job) error {
 		j.Status, j.Ended, j.Reported = status, time.Now(), true
 		return nil
 	}); err != nil {
@@ -109,7 +110,7 @@ func endJob(t *testing.T, st Store, jobID, status string) {
 // in the thread.
 func posted(t *testing.T, st Store, id string) store.Request {
 	t.Helper()
-	r, err := st.Update(id, func(x *store.Request) error { x.ResultsPending = false; return nil })
+	r, err := st.Update(t.Context(), id, func(x *store.Request) error { x.ResultsPending = false; return nil })
 	if err != nil {
 		t.Fatalf("Update: got error %v, want nil", err)
 	}
@@ -119,11 +120,11 @@ func posted(t *testing.T, st Store, id string) store.Request {
 // next is Next on the stored request and its jobs, now.
 func next(t *testing.T, st Store, id string) Step {
 	t.Helper()
-	r, err := st.Get(id)
+	r, err := st.Get(t.Context(), id)
 	if err != nil {
 		t.Fatalf("Get: got error %v, want nil", err)
 	}
-	jobs, err := st.Jobs(id)
+	jobs, err := st.Jobs(t.Context(), id)
 	if err != nil {
 		t.Fatalf("Jobs: got error %v, want nil", err)
 	}
@@ -137,7 +138,7 @@ func next(t *testing.T, st Store, id string) Step {
 // rollout reads the stored request's rollout.
 func rollout(t *testing.T, st Store, id string) (store.Request, Rollout) {
 	t.Helper()
-	r, err := st.Get(id)
+	r, err := st.Get(t.Context(), id)
 	if err != nil {
 		t.Fatalf("Get: got error %v, want nil", err)
 	}

@@ -28,6 +28,7 @@
 package patch
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -66,12 +67,12 @@ func Allowed(from, to store.State) bool {
 // Store is what the lifecycle needs of a store; store.Bolt and store.Redis
 // have it.
 type Store interface {
-	Create(r store.Request) error
-	Get(id string) (store.Request, error)
-	TransitionIf(id string, from []store.State, to store.State, user string, mutate func(*store.Request) error) (store.Request, error)
-	Update(id string, mutate func(*store.Request) error) (store.Request, error)
-	Jobs(requestID string) ([]store.Job, error)
-	UpdateJob(id string, mutate func(*store.Job) error) (store.Job, error)
+	Create(ctx context.Context, r store.Request) error
+	Get(ctx context.Context, id string) (store.Request, error)
+	TransitionIf(ctx context.Context, id string, from []store.State, to store.State, user string, mutate func(*store.Request) error) (store.Request, error)
+	Update(ctx context.Context, id string, mutate func(*store.Request) error) (store.Request, error)
+	Jobs(ctx context.Context, requestID string) ([]store.Job, error)
+	UpdateJob(ctx context.Context, id string, mutate func(*store.Job) error) (store.Job, error)
 }
 
 var (
@@ -151,13 +152,13 @@ func (l *Lifecycle) apply(x *store.Request, m mutation) error {
 
 // move is the one way a verb changes a request's state: checked against
 // the table, then one compare-and-swap that also applies m.
-func (l *Lifecycle) move(verb, id string, from []store.State, to store.State, user string, m mutation) (store.Request, error) {
+func (l *Lifecycle) move(ctx context.Context, verb, id string, from []store.State, to store.State, user string, m mutation) (store.Request, error) {
 	for _, f := range from {
 		if !Allowed(f, to) {
 			return store.Request{}, &IllegalMoveError{ID: id, From: from, To: to}
 		}
 	}
-	r, err := l.st.TransitionIf(id, from, to, user, func(x *store.Request) error { return l.apply(x, m) })
+	r, err := l.st.TransitionIf(ctx, id, from, to, user, func(x *store.Request) error { return l.apply(x, m) })
 	if err != nil {
 		return store.Request{}, fmt.Errorf("%s request %s: %w", verb, id, err)
 	}
@@ -165,8 +166,8 @@ func (l *Lifecycle) move(verb, id string, from []store.State, to store.State, us
 }
 
 // update changes a request without changing its state, atomically.
-func (l *Lifecycle) update(verb, id string, m mutation) (store.Request, error) {
-	r, err := l.st.Update(id, func(x *store.Request) error { return l.apply(x, m) })
+func (l *Lifecycle) update(ctx context.Context, verb, id string, m mutation) (store.Request, error) {
+	r, err := l.st.Update(ctx, id, func(x *store.Request) error { return l.apply(x, m) })
 	if err != nil {
 		return store.Request{}, fmt.Errorf("%s request %s: %w", verb, id, err)
 	}
@@ -177,7 +178,7 @@ func (l *Lifecycle) update(verb, id string, m mutation) (store.Request, error) {
 // waves its options give (see Waves) at the Lifecycle's now; r carries who
 // asked, where, and until when the plan may be confirmed (ExpiresAt). It
 // fails if opts are invalid or there is nothing to send.
-func (l *Lifecycle) Create(r store.Request, p upgrade.Plan, opts Options) (store.Request, error) {
+func (l *Lifecycle) Create(ctx context.Context, r store.Request, p upgrade.Plan, opts Options) (store.Request, error) {
 	if err := opts.Validate(); err != nil {
 		return store.Request{}, fmt.Errorf("create request %s: %w", r.ID, err)
 	}
@@ -200,7 +201,7 @@ func (l *Lifecycle) Create(r store.Request, p upgrade.Plan, opts Options) (store
 	if r.UpdatedAt.IsZero() {
 		r.UpdatedAt = r.CreatedAt
 	}
-	if err := l.st.Create(r); err != nil {
+	if err := l.st.Create(ctx, r); err != nil {
 		return store.Request{}, fmt.Errorf("create request %s: %w", r.ID, err)
 	}
 	return r, nil
@@ -209,26 +210,26 @@ func (l *Lifecycle) Create(r store.Request, p upgrade.Plan, opts Options) (store
 // RequestApproval moves a planned request to awaiting approval: the
 // requester confirmed and an approver must decide. A plan past ExpiresAt
 // gets a *store.ExpiredError.
-func (l *Lifecycle) RequestApproval(id, user string) (store.Request, error) {
-	return l.move("request approval of", id, []store.State{store.Planned}, store.AwaitingApproval, user, nil)
+func (l *Lifecycle) RequestApproval(ctx context.Context, id, user string) (store.Request, error) {
+	return l.move(ctx, "request approval of", id, []store.State{store.Planned}, store.AwaitingApproval, user, nil)
 }
 
 // Reopen moves a request awaiting approval back to planned, when the
 // approval request could not be shown to anyone.
-func (l *Lifecycle) Reopen(id, user string) (store.Request, error) {
-	return l.move("reopen", id, []store.State{store.AwaitingApproval}, store.Planned, user, nil)
+func (l *Lifecycle) Reopen(ctx context.Context, id, user string) (store.Request, error) {
+	return l.move(ctx, "reopen", id, []store.State{store.AwaitingApproval}, store.Planned, user, nil)
 }
 
 // Cancel ends a request not yet confirmed (planned or awaiting approval):
 // nothing is sent.
-func (l *Lifecycle) Cancel(id, user string) (store.Request, error) {
-	return l.move("cancel", id, []store.State{store.Planned, store.AwaitingApproval}, store.Cancelled, user, nil)
+func (l *Lifecycle) Cancel(ctx context.Context, id, user string) (store.Request, error) {
+	return l.move(ctx, "cancel", id, []store.State{store.Planned, store.AwaitingApproval}, store.Cancelled, user, nil)
 }
 
 // Reject ends a request awaiting approval, recording the approver who
 // rejected it: nothing is sent.
-func (l *Lifecycle) Reject(id, approver string) (store.Request, error) {
-	return l.move("reject", id, []store.State{store.AwaitingApproval}, store.Rejected, approver, func(x *store.Request, _ *Rollout, _ time.Time) error {
+func (l *Lifecycle) Reject(ctx context.Context, id, approver string) (store.Request, error) {
+	return l.move(ctx, "reject", id, []store.State{store.AwaitingApproval}, store.Rejected, approver, func(x *store.Request, _ *Rollout, _ time.Time) error {
 		x.Approver = approver
 		return nil
 	})
@@ -237,9 +238,9 @@ func (l *Lifecycle) Reject(id, approver string) (store.Request, error) {
 // Expire ends an open request (planned, awaiting approval, or approved by
 // an older version) whose ExpiresAt has passed; before that it is refused
 // with a *RefusedError.
-func (l *Lifecycle) Expire(id, user string) (store.Request, error) {
+func (l *Lifecycle) Expire(ctx context.Context, id, user string) (store.Request, error) {
 	from := []store.State{store.Planned, store.AwaitingApproval, store.Approved}
-	return l.move("expire", id, from, store.Expired, user, func(x *store.Request, _ *Rollout, now time.Time) error {
+	return l.move(ctx, "expire", id, from, store.Expired, user, func(x *store.Request, _ *Rollout, now time.Time) error {
 		if x.ExpiresAt.IsZero() || now.Before(x.ExpiresAt) {
 			return &RefusedError{ID: id, Verb: "expire", Reason: "the plan has not expired", Until: x.ExpiresAt}
 		}
@@ -254,20 +255,20 @@ func (l *Lifecycle) Expire(id, user string) (store.Request, error) {
 // window is closed; its waves go later, see Next). Only the winner gets a
 // Send: a lost race is a *store.ConflictError, an expired plan a
 // *store.ExpiredError.
-func (l *Lifecycle) Confirm(id, user string) (store.Request, *Send, error) {
-	return l.start("confirm", id, store.Planned, user, nil)
+func (l *Lifecycle) Confirm(ctx context.Context, id, user string) (store.Request, *Send, error) {
+	return l.start(ctx, "confirm", id, store.Planned, user, nil)
 }
 
 // Approve is an approver's Approve: awaiting approval → submitting, as
 // Confirm, recording the approver.
-func (l *Lifecycle) Approve(id, approver string) (store.Request, *Send, error) {
-	return l.start("approve", id, store.AwaitingApproval, approver, func(x *store.Request) { x.Approver = approver })
+func (l *Lifecycle) Approve(ctx context.Context, id, approver string) (store.Request, *Send, error) {
+	return l.start(ctx, "approve", id, store.AwaitingApproval, approver, func(x *store.Request) { x.Approver = approver })
 }
 
 // start moves a request from from to submitting for Confirm and Approve.
-func (l *Lifecycle) start(verb, id string, from store.State, user string, also func(*store.Request)) (store.Request, *Send, error) {
+func (l *Lifecycle) start(ctx context.Context, verb, id string, from store.State, user string, also func(*store.Request)) (store.Request, *Send, error) {
 	s := &Send{RequestID: id, Wave: -1}
-	r, err := l.move(verb, id, []store.State{from}, store.Submitting, user, func(x *store.Request, ro *Rollout, now time.Time) error {
+	r, err := l.move(ctx, verb, id, []store.State{from}, store.Submitting, user, func(x *store.Request, ro *Rollout, now time.Time) error {
 		if also != nil {
 			also(x)
 		}
@@ -297,8 +298,8 @@ func (l *Lifecycle) start(verb, id string, from store.State, user string, also f
 // others get a *RefusedError (or a *store.ConflictError if the request is
 // not submitted: being sent, paused, stopped, done). user is who set it
 // going ("" for the bot on its own).
-func (l *Lifecycle) SendWave(id string, k int, user string) (store.Request, *Send, error) {
-	jobs, err := l.st.Jobs(id)
+func (l *Lifecycle) SendWave(ctx context.Context, id string, k int, user string) (store.Request, *Send, error) {
+	jobs, err := l.st.Jobs(ctx, id)
 	if err != nil {
 		return store.Request{}, nil, fmt.Errorf("send wave %d of request %s: %w", k, id, err)
 	}
@@ -308,7 +309,7 @@ func (l *Lifecycle) SendWave(id string, k int, user string) (store.Request, *Sen
 	// only makes it pending or bad), never back.
 	s := &Send{RequestID: id, Wave: k}
 	verb := fmt.Sprintf("send wave %d of", k)
-	r, err := l.move(verb, id, []store.State{store.Submitted}, store.Submitting, user, func(x *store.Request, ro *Rollout, now time.Time) error {
+	r, err := l.move(ctx, verb, id, []store.State{store.Submitted}, store.Submitting, user, func(x *store.Request, ro *Rollout, now time.Time) error {
 		refuse := func(reason string, until time.Time) error {
 			return &RefusedError{ID: id, Verb: verb, Reason: reason, Until: until}
 		}
@@ -337,12 +338,12 @@ func (l *Lifecycle) SendWave(id string, k int, user string) (store.Request, *Sen
 // wave goes until Continue, and Stop ends it. It checks the jobs itself,
 // and is refused (*RefusedError) when the canary did not go wrong, nothing
 // is left to send, or someone already chose to continue.
-func (l *Lifecycle) Pause(id string) (store.Request, error) {
-	jobs, err := l.st.Jobs(id)
+func (l *Lifecycle) Pause(ctx context.Context, id string) (store.Request, error) {
+	jobs, err := l.st.Jobs(ctx, id)
 	if err != nil {
 		return store.Request{}, fmt.Errorf("pause request %s: %w", id, err)
 	}
-	return l.move("pause", id, []store.State{store.Submitted}, store.Paused, "", func(x *store.Request, ro *Rollout, now time.Time) error {
+	return l.move(ctx, "pause", id, []store.State{store.Submitted}, store.Paused, "", func(x *store.Request, ro *Rollout, now time.Time) error {
 		v := judgeCanary(*ro, jobs)
 		switch {
 		case v.state != canaryBad:
@@ -359,8 +360,8 @@ func (l *Lifecycle) Pause(id string) (store.Request, error) {
 // (each wave still exactly once, when due; see Next and SendWave) without
 // waiting for the canary any more, and nothing pauses the request again.
 // A second Continue gets a *store.ConflictError.
-func (l *Lifecycle) Continue(id, user string) (store.Request, error) {
-	return l.move("continue", id, []store.State{store.Paused}, store.Submitted, user, func(_ *store.Request, ro *Rollout, now time.Time) error {
+func (l *Lifecycle) Continue(ctx context.Context, id, user string) (store.Request, error) {
+	return l.move(ctx, "continue", id, []store.State{store.Paused}, store.Submitted, user, func(_ *store.Request, ro *Rollout, now time.Time) error {
 		ro.Continued = &Mark{At: now, By: user}
 		return nil
 	})
@@ -378,7 +379,7 @@ var errBusy = errors.New("request moved while stopping it")
 // *store.ConflictError; a stop already requested a *RefusedError. Jobs
 // already started are still followed; the final summary is still owed
 // (Next says Finish).
-func (l *Lifecycle) Stop(id, user string) (store.Request, error) {
+func (l *Lifecycle) Stop(ctx context.Context, id, user string) (store.Request, error) {
 	mark := func(_ *store.Request, ro *Rollout, now time.Time) error {
 		if ro.Stopped != nil {
 			return &RefusedError{ID: id, Verb: "stop", Reason: "a stop was already requested"}
@@ -387,11 +388,11 @@ func (l *Lifecycle) Stop(id, user string) (store.Request, error) {
 		return nil
 	}
 	for range 10 {
-		r, err := l.move("stop", id, []store.State{store.Submitted, store.Paused}, store.Stopped, user, mark)
+		r, err := l.move(ctx, "stop", id, []store.State{store.Submitted, store.Paused}, store.Stopped, user, mark)
 		if ce, ok := errors.AsType[*store.ConflictError](err); !ok || ce.Got != store.Submitting {
 			return r, err
 		}
-		r, err = l.update("stop", id, func(x *store.Request, ro *Rollout, now time.Time) error {
+		r, err = l.update(ctx, "stop", id, func(x *store.Request, ro *Rollout, now time.Time) error {
 			if x.State != store.Submitting {
 				return errBusy
 			}
@@ -410,8 +411,8 @@ func (l *Lifecycle) Stop(id, user string) (store.Request, error) {
 // is final). Exactly one caller finishes a request; the others get a
 // *store.ConflictError or a *RefusedError. Hold the report claim while
 // posting the summary, and call Finish after it.
-func (l *Lifecycle) Finish(id string) (store.Request, error) {
-	jobs, err := l.st.Jobs(id)
+func (l *Lifecycle) Finish(ctx context.Context, id string) (store.Request, error) {
+	jobs, err := l.st.Jobs(ctx, id)
 	if err != nil {
 		return store.Request{}, fmt.Errorf("finish request %s: %w", id, err)
 	}
@@ -432,9 +433,9 @@ func (l *Lifecycle) Finish(id string) (store.Request, error) {
 		ro.Finished = &Mark{At: now}
 		return nil
 	}
-	r, err := l.move("finish", id, []store.State{store.Submitted}, store.Done, "", finish)
+	r, err := l.move(ctx, "finish", id, []store.State{store.Submitted}, store.Done, "", finish)
 	if ce, ok := errors.AsType[*store.ConflictError](err); ok && ce.Got == store.Stopped {
-		return l.update("finish", id, func(x *store.Request, ro *Rollout, now time.Time) error {
+		return l.update(ctx, "finish", id, func(x *store.Request, ro *Rollout, now time.Time) error {
 			if x.State != store.Stopped {
 				return &store.ConflictError{ID: id, Want: []store.State{store.Stopped}, Got: x.State}
 			}

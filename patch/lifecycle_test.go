@@ -54,12 +54,12 @@ func TestIllegalMove(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l, st, _ := newLife(t)
 		create(t, l, "r-1", Options{}, inst("a", "cassandra", ""))
-		_, err := l.move("jump", "r-1", []store.State{store.Planned}, store.Done, "U1", nil)
+		_, err := l.move(t.Context(), "jump", "r-1", []store.State{store.Planned}, store.Done, "U1", nil)
 		var ie *IllegalMoveError
 		if !errors.As(err, &ie) || ie.To != store.Done || errors.Is(err, store.ErrConflict) {
 			t.Fatalf("got error %v, want an *IllegalMoveError that is not a conflict", err)
 		}
-		if r, _ := st.Get("r-1"); r.State != store.Planned {
+		if r, _ := st.Get(t.Context(), "r-1"); r.State != store.Planned {
 			t.Errorf("got state %s, want planned", r.State)
 		}
 	})
@@ -72,14 +72,14 @@ func TestConfirmSendFinish(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l, st, _ := newLife(t)
 		create(t, l, "r-1", Options{}, inst("a", "cassandra", ""), inst("b", "influxdb", ""))
-		r, s, err := l.Confirm("r-1", "U1")
+		r, s, err := l.Confirm(t.Context(), "r-1", "U1")
 		if err != nil {
 			t.Fatalf("Confirm: got error %v, want nil", err)
 		}
 		if r.State != store.Submitting || s.Wave != 0 || len(s.Batches) != 2 || r.Owner != s.Claim.Token || !r.ResultsPending {
 			t.Fatalf("Confirm: got %+v and %+v, want submitting, wave 0 of 2 batches claimed", r, s)
 		}
-		if _, _, err := l.Confirm("r-1", "U1"); !isConflict(err, store.Submitting) {
+		if _, _, err := l.Confirm(t.Context(), "r-1", "U1"); !isConflict(err, store.Submitting) {
 			t.Errorf("second Confirm: got error %v, want a conflict (submitting)", err)
 		}
 		if step := next(t, st, "r-1"); step.Action != ActionWait || !step.Until.Equal(s.Claim.Until) {
@@ -92,7 +92,7 @@ func TestConfirmSendFinish(t *testing.T) {
 		if step := next(t, st, "r-1"); step.Action != ActionWait || step.Why != "jobs are running" {
 			t.Errorf("Next with running jobs: got %+v, want wait", step)
 		}
-		if _, err := l.Finish("r-1"); !isRefused(err) {
+		if _, err := l.Finish(t.Context(), "r-1"); !isRefused(err) {
 			t.Errorf("Finish with running jobs: got error %v, want a refusal", err)
 		}
 		endJob(t, st, "job-a", upgrade.JobCompleted)
@@ -100,10 +100,10 @@ func TestConfirmSendFinish(t *testing.T) {
 		if step := next(t, st, "r-1"); step.Action != ActionFinish {
 			t.Errorf("Next with every job ended: got %+v, want finish", step)
 		}
-		if r, err = l.Finish("r-1"); err != nil || r.State != store.Done {
+		if r, err = l.Finish(t.Context(), "r-1"); err != nil || r.State != store.Done {
 			t.Fatalf("Finish: got %s, error %v; want done", r.State, err)
 		}
-		if _, err := l.Finish("r-1"); !isConflict(err, store.Done) {
+		if _, err := l.Finish(t.Context(), "r-1"); !isConflict(err, store.Done) {
 			t.Errorf("second Finish: got error %v, want a conflict (done)", err)
 		}
 		if step := next(t, st, "r-1"); step.Action != ActionNone {
@@ -131,34 +131,34 @@ func TestApprovalAndEndings(t *testing.T) {
 		}
 		// Approval: requested, reopened when it could not be posted, asked
 		// again, approved by an approver.
-		if r, err := l.RequestApproval("r-1", "U1"); err != nil || r.State != store.AwaitingApproval {
+		if r, err := l.RequestApproval(t.Context(), "r-1", "U1"); err != nil || r.State != store.AwaitingApproval {
 			t.Fatalf("RequestApproval: got %s, %v", r.State, err)
 		}
-		if r, err := l.Reopen("r-1", "U1"); err != nil || r.State != store.Planned {
+		if r, err := l.Reopen(t.Context(), "r-1", "U1"); err != nil || r.State != store.Planned {
 			t.Fatalf("Reopen: got %s, %v", r.State, err)
 		}
-		if _, _, err := l.Approve("r-1", "U2"); !isConflict(err, store.Planned) {
+		if _, _, err := l.Approve(t.Context(), "r-1", "U2"); !isConflict(err, store.Planned) {
 			t.Errorf("Approve of a planned request: got error %v, want a conflict (planned)", err)
 		}
-		l.RequestApproval("r-1", "U1")
-		r, s, err := l.Approve("r-1", "U2")
+		l.RequestApproval(t.Context(), "r-1", "U1")
+		r, s, err := l.Approve(t.Context(), "r-1", "U2")
 		if err != nil || r.State != store.Submitting || r.Approver != "U2" || s.Wave != 0 {
 			t.Fatalf("Approve: got %+v, %+v, %v; want submitting, approver U2, wave 0", r, s, err)
 		}
 		// Reject and cancel.
-		l.RequestApproval("r-2", "U1")
-		if r, err := l.Reject("r-2", "U3"); err != nil || r.State != store.Rejected || r.Approver != "U3" {
+		l.RequestApproval(t.Context(), "r-2", "U1")
+		if r, err := l.Reject(t.Context(), "r-2", "U3"); err != nil || r.State != store.Rejected || r.Approver != "U3" {
 			t.Errorf("Reject: got %+v, %v", r, err)
 		}
-		if r, err := l.Cancel("r-3", "U1"); err != nil || r.State != store.Cancelled {
+		if r, err := l.Cancel(t.Context(), "r-3", "U1"); err != nil || r.State != store.Cancelled {
 			t.Errorf("Cancel: got %+v, %v", r, err)
 		}
-		if _, err := l.Cancel("r-1", "U1"); !isConflict(err, store.Submitting) {
+		if _, err := l.Cancel(t.Context(), "r-1", "U1"); !isConflict(err, store.Submitting) {
 			t.Errorf("Cancel of a submitting request: got error %v, want a conflict", err)
 		}
 		// Expiry: refused before ExpiresAt, and after it the plan can
 		// only expire.
-		if _, err := l.Expire("r-4", ""); !isRefused(err) {
+		if _, err := l.Expire(t.Context(), "r-4", ""); !isRefused(err) {
 			t.Errorf("Expire before ExpiresAt: got error %v, want a refusal", err)
 		}
 		if step := next(t, st, "r-4"); step.Action != ActionWait || step.Until.IsZero() {
@@ -168,10 +168,10 @@ func TestApprovalAndEndings(t *testing.T) {
 		if step := next(t, st, "r-4"); step.Action != ActionExpire {
 			t.Errorf("Next of an expired plan: got %+v, want expire", step)
 		}
-		if _, _, err := l.Confirm("r-4", "U1"); !errors.As(err, new(*store.ExpiredError)) {
+		if _, _, err := l.Confirm(t.Context(), "r-4", "U1"); !errors.As(err, new(*store.ExpiredError)) {
 			t.Errorf("Confirm after ExpiresAt: got error %v, want a *store.ExpiredError", err)
 		}
-		if r, err := l.Expire("r-4", ""); err != nil || r.State != store.Expired {
+		if r, err := l.Expire(t.Context(), "r-4", ""); err != nil || r.State != store.Expired {
 			t.Errorf("Expire: got %+v, %v", r, err)
 		}
 	})
@@ -184,7 +184,7 @@ func TestCanaryThenRest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l, st, _ := newLife(t)
 		create(t, l, "r-1", Options{Canary: 2}, inst("a", "cassandra", ""), inst("b", "cassandra", ""), inst("c", "cassandra", ""))
-		_, s, err := l.Confirm("r-1", "U1")
+		_, s, err := l.Confirm(t.Context(), "r-1", "U1")
 		if err != nil || s.Wave != 0 || !reflect.DeepEqual(s.Batches, []upgrade.Batch{{Engine: "cassandra", InstanceIDs: []string{"a", "b"}}}) {
 			t.Fatalf("Confirm: got %+v, %v; want the canary a, b", s, err)
 		}
@@ -192,7 +192,7 @@ func TestCanaryThenRest(t *testing.T) {
 		if step := next(t, st, "r-1"); step.Action != ActionWait || !strings.Contains(step.Why, "canary") {
 			t.Errorf("Next with the canary running: got %+v, want wait for the canary", step)
 		}
-		if _, _, err := l.SendWave("r-1", 1, ""); !isRefused(err) {
+		if _, _, err := l.SendWave(t.Context(), "r-1", 1, ""); !isRefused(err) {
 			t.Errorf("SendWave before the canary completed: got error %v, want a refusal", err)
 		}
 		endJob(t, st, "job-a", upgrade.JobCompleted)
@@ -204,15 +204,15 @@ func TestCanaryThenRest(t *testing.T) {
 		if step.Action != ActionSend || step.Wave != 1 {
 			t.Fatalf("Next with the canary completed: got %+v, want send wave 1", step)
 		}
-		r, s, err := l.SendWave("r-1", 1, "")
+		r, s, err := l.SendWave(t.Context(), "r-1", 1, "")
 		if err != nil || r.State != store.Submitting || s.Batches[0].InstanceIDs[0] != "c" {
 			t.Fatalf("SendWave: got %+v, %+v, %v; want wave 1 (c) claimed", r, s, err)
 		}
-		if _, _, err := l.SendWave("r-1", 1, ""); !isConflict(err, store.Submitting) {
+		if _, _, err := l.SendWave(t.Context(), "r-1", 1, ""); !isConflict(err, store.Submitting) {
 			t.Errorf("second SendWave while sending: got error %v, want a conflict", err)
 		}
 		send(t, l, st, s, nil)
-		if _, _, err := l.SendWave("r-1", 1, ""); !isRefused(err) {
+		if _, _, err := l.SendWave(t.Context(), "r-1", 1, ""); !isRefused(err) {
 			t.Errorf("SendWave of a sent wave: got error %v, want a refusal", err)
 		}
 		endJob(t, st, "job-c", upgrade.JobCompleted)
@@ -237,14 +237,14 @@ func TestCanaryWentWrongPauses(t *testing.T) {
 		want   string
 	}{
 		{"failed", nil, func(t *testing.T, st Store) {
-			st.UpdateJob("job-a", func(j *store.Job) error {
+			st.UpdateJob(t.Context(), "job-a", func(j *store.Job) error {
 				j.Status, j.FailReason, j.Reported = upgrade.JobFailed, "disk full", true
 				return nil
 			})
 		}, "a failed: disk full"},
 		{"unknown", unknown, func(*testing.T, Store) {}, "a started no job"},
 		{"unfollowed", nil, func(t *testing.T, st Store) {
-			st.UpdateJob("job-a", func(j *store.Job) error { j.GaveUp = true; return nil })
+			st.UpdateJob(t.Context(), "job-a", func(j *store.Job) error { j.GaveUp = true; return nil })
 		}, "a is no longer followed"},
 	}
 	for _, tc := range tests {
@@ -252,10 +252,10 @@ func TestCanaryWentWrongPauses(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				l, st, _ := newLife(t)
 				create(t, l, "r-1", Options{Canary: 1}, inst("a", "cassandra", ""), inst("b", "cassandra", ""))
-				_, s, _ := l.Confirm("r-1", "U1")
+				_, s, _ := l.Confirm(t.Context(), "r-1", "U1")
 				send(t, l, st, s, tc.answer)
 				if tc.name != "unknown" {
-					if _, err := l.Pause("r-1"); !isRefused(err) {
+					if _, err := l.Pause(t.Context(), "r-1"); !isRefused(err) {
 						t.Errorf("Pause with the canary running: got error %v, want a refusal", err)
 					}
 				}
@@ -264,10 +264,10 @@ func TestCanaryWentWrongPauses(t *testing.T) {
 				if step.Action != ActionPause || !strings.Contains(step.Why, tc.want) || !slices.Equal(step.Instances, []string{"a"}) {
 					t.Fatalf("Next: got %+v, want pause because %q", step, tc.want)
 				}
-				if _, _, err := l.SendWave("r-1", 1, ""); !isRefused(err) {
+				if _, _, err := l.SendWave(t.Context(), "r-1", 1, ""); !isRefused(err) {
 					t.Errorf("SendWave after the canary went wrong: got error %v, want a refusal", err)
 				}
-				r, err := l.Pause("r-1")
+				r, err := l.Pause(t.Context(), "r-1")
 				if err != nil || r.State != store.Paused {
 					t.Fatalf("Pause: got %s, %v; want paused", r.State, err)
 				}
@@ -277,27 +277,27 @@ func TestCanaryWentWrongPauses(t *testing.T) {
 				if step := next(t, st, "r-1"); step.Action != ActionWait || !strings.Contains(step.Why, "Continue or Stop") {
 					t.Errorf("Next when paused: got %+v, want wait for a person", step)
 				}
-				if _, _, err := l.SendWave("r-1", 1, ""); !isConflict(err, store.Paused) {
+				if _, _, err := l.SendWave(t.Context(), "r-1", 1, ""); !isConflict(err, store.Paused) {
 					t.Errorf("SendWave when paused: got error %v, want a conflict (paused)", err)
 				}
-				if r, err := l.Continue("r-1", "U1"); err != nil || r.State != store.Submitted {
+				if r, err := l.Continue(t.Context(), "r-1", "U1"); err != nil || r.State != store.Submitted {
 					t.Fatalf("Continue: got %s, %v", r.State, err)
 				}
-				if _, err := l.Continue("r-1", "U1"); !isConflict(err, store.Submitted) {
+				if _, err := l.Continue(t.Context(), "r-1", "U1"); !isConflict(err, store.Submitted) {
 					t.Errorf("second Continue: got error %v, want a conflict (submitted)", err)
 				}
-				if _, err := l.Pause("r-1"); !isRefused(err) {
+				if _, err := l.Pause(t.Context(), "r-1"); !isRefused(err) {
 					t.Errorf("Pause after Continue: got error %v, want a refusal", err)
 				}
 				if step := next(t, st, "r-1"); step.Action != ActionSend || step.Wave != 1 {
 					t.Fatalf("Next after Continue: got %+v, want send wave 1", step)
 				}
-				_, s, err = l.SendWave("r-1", 1, "U1")
+				_, s, err = l.SendWave(t.Context(), "r-1", 1, "U1")
 				if err != nil {
 					t.Fatalf("SendWave after Continue: got error %v, want nil", err)
 				}
 				send(t, l, st, s, nil)
-				if _, _, err := l.SendWave("r-1", 1, "U1"); !isRefused(err) {
+				if _, _, err := l.SendWave(t.Context(), "r-1", 1, "U1"); !isRefused(err) {
 					t.Errorf("SendWave again: got error %v, want a refusal", err)
 				}
 			})
@@ -312,23 +312,23 @@ func TestStopWhilePaused(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l, st, _ := newLife(t)
 		create(t, l, "r-1", Options{Canary: 1}, inst("a", "cassandra", ""), inst("b", "cassandra", ""), inst("c", "influxdb", ""))
-		_, s, _ := l.Confirm("r-1", "U1")
+		_, s, _ := l.Confirm(t.Context(), "r-1", "U1")
 		send(t, l, st, s, nil)
 		endJob(t, st, "job-a", upgrade.JobFailed)
-		if _, err := l.Pause("r-1"); err != nil {
+		if _, err := l.Pause(t.Context(), "r-1"); err != nil {
 			t.Fatalf("Pause: got error %v", err)
 		}
-		r, err := l.Stop("r-1", "U2")
+		r, err := l.Stop(t.Context(), "r-1", "U2")
 		if err != nil || r.State != store.Stopped {
 			t.Fatalf("Stop: got %s, %v; want stopped", r.State, err)
 		}
-		if _, err := l.Stop("r-1", "U2"); !isConflict(err, store.Stopped) {
+		if _, err := l.Stop(t.Context(), "r-1", "U2"); !isConflict(err, store.Stopped) {
 			t.Errorf("second Stop: got error %v, want a conflict (stopped)", err)
 		}
-		if _, err := l.Continue("r-1", "U1"); !isConflict(err, store.Stopped) {
+		if _, err := l.Continue(t.Context(), "r-1", "U1"); !isConflict(err, store.Stopped) {
 			t.Errorf("Continue after Stop: got error %v, want a conflict (stopped)", err)
 		}
-		if _, _, err := l.SendWave("r-1", 1, ""); !isConflict(err, store.Stopped) {
+		if _, _, err := l.SendWave(t.Context(), "r-1", 1, ""); !isConflict(err, store.Stopped) {
 			t.Errorf("SendWave after Stop: got error %v, want a conflict (stopped)", err)
 		}
 		_, ro := rollout(t, st, "r-1")
@@ -338,10 +338,10 @@ func TestStopWhilePaused(t *testing.T) {
 		if step := next(t, st, "r-1"); step.Action != ActionFinish {
 			t.Errorf("Next when stopped: got %+v, want finish (the summary)", step)
 		}
-		if r, err := l.Finish("r-1"); err != nil || r.State != store.Stopped {
+		if r, err := l.Finish(t.Context(), "r-1"); err != nil || r.State != store.Stopped {
 			t.Fatalf("Finish of a stopped request: got %s, %v; want stopped, finished", r.State, err)
 		}
-		if _, err := l.Finish("r-1"); !isRefused(err) {
+		if _, err := l.Finish(t.Context(), "r-1"); !isRefused(err) {
 			t.Errorf("second Finish: got error %v, want a refusal", err)
 		}
 		if step := next(t, st, "r-1"); step.Action != ActionNone {
@@ -361,18 +361,18 @@ func TestStopDuringAWave(t *testing.T) {
 			ins = append(ins, inst(fmt.Sprintf("i%02d", i), "cassandra", ""))
 		}
 		create(t, l, "r-1", Options{}, ins...)
-		_, s, _ := l.Confirm("r-1", "U1")
+		_, s, _ := l.Confirm(t.Context(), "r-1", "U1")
 		if len(s.Batches) != 2 {
 			t.Fatalf("got %d batches, want 2", len(s.Batches))
 		}
-		if err := l.BeginBatch(s, s.Batches[0].InstanceIDs); err != nil {
+		if err := l.BeginBatch(t.Context(), s, s.Batches[0].InstanceIDs); err != nil {
 			t.Fatalf("BeginBatch: %v", err)
 		}
-		r, err := l.Stop("r-1", "U2")
+		r, err := l.Stop(t.Context(), "r-1", "U2")
 		if err != nil || r.State != store.Submitting {
 			t.Fatalf("Stop during a wave: got %s, %v; want still submitting, stop recorded", r.State, err)
 		}
-		if _, err := l.Stop("r-1", "U2"); !isRefused(err) {
+		if _, err := l.Stop(t.Context(), "r-1", "U2"); !isRefused(err) {
 			t.Errorf("second Stop during a wave: got error %v, want a refusal", err)
 		}
 		// The batch in flight is recorded; the next one is not sent.
@@ -380,17 +380,17 @@ func TestStopDuringAWave(t *testing.T) {
 		for _, id := range s.Batches[0].InstanceIDs {
 			answers = append(answers, upgrade.UpgradeResult{InstanceID: id, JobID: "job-" + id})
 		}
-		if err := l.EndBatch(s, answers); err != nil {
+		if err := l.EndBatch(t.Context(), s, answers); err != nil {
 			t.Fatalf("EndBatch after Stop: got error %v, want nil", err)
 		}
-		if err := l.BeginBatch(s, s.Batches[1].InstanceIDs); !errors.Is(err, ErrStopped) {
+		if err := l.BeginBatch(t.Context(), s, s.Batches[1].InstanceIDs); !errors.Is(err, ErrStopped) {
 			t.Fatalf("BeginBatch after Stop: got error %v, want ErrStopped", err)
 		}
-		r, err = l.EndSend(s)
+		r, err = l.EndSend(t.Context(), s)
 		if err != nil || r.State != store.Stopped {
 			t.Fatalf("EndSend after Stop: got %s, %v; want stopped", r.State, err)
 		}
-		if err := l.Renew(&s.Claim); !errors.Is(err, ErrLost) {
+		if err := l.Renew(t.Context(), &s.Claim); !errors.Is(err, ErrLost) {
 			t.Errorf("Renew after EndSend: got error %v, want ErrLost", err)
 		}
 		if _, ro := rollout(t, st, "r-1"); !slices.Equal(ro.Unsent(), nil) || ro.Waves[0].Ended.IsZero() {
@@ -407,11 +407,11 @@ func TestWaitForWindow(t *testing.T) {
 		// The bubble's clock starts at midnight UTC.
 		l, st, _ := newLife(t)
 		create(t, l, "r-1", Options{WaitForWindow: true}, inst("a", "cassandra", "02:00-03:00"), inst("b", "cassandra", "04:00-05:00"))
-		r, s, err := l.Confirm("r-1", "U1")
+		r, s, err := l.Confirm(t.Context(), "r-1", "U1")
 		if err != nil || s.Wave != -1 || r.ResultsPending {
 			t.Fatalf("Confirm with every window closed: got %+v, %v; want no wave yet", s, err)
 		}
-		if r, err = l.EndSend(s); err != nil || r.State != store.Submitted {
+		if r, err = l.EndSend(t.Context(), s); err != nil || r.State != store.Submitted {
 			t.Fatalf("EndSend: got %s, %v; want submitted", r.State, err)
 		}
 		two := time.Now().Add(2 * time.Hour)
@@ -419,7 +419,7 @@ func TestWaitForWindow(t *testing.T) {
 		if step.Action != ActionWait || !step.Until.Equal(two) {
 			t.Fatalf("Next before the window: got %+v, want wait until %s", step, two)
 		}
-		_, _, err = l.SendWave("r-1", 0, "")
+		_, _, err = l.SendWave(t.Context(), "r-1", 0, "")
 		if re, ok := errors.AsType[*RefusedError](err); !ok || !re.Until.Equal(two) {
 			t.Fatalf("SendWave before its window: got error %v, want a refusal until %s", err, two)
 		}
@@ -427,10 +427,10 @@ func TestWaitForWindow(t *testing.T) {
 		if step := next(t, st, "r-1"); step.Action != ActionSend || step.Wave != 0 {
 			t.Fatalf("Next when the window opens: got %+v, want send wave 0", step)
 		}
-		if _, _, err := l.SendWave("r-1", 1, ""); !isRefused(err) {
+		if _, _, err := l.SendWave(t.Context(), "r-1", 1, ""); !isRefused(err) {
 			t.Errorf("SendWave of the 04:00 wave at 02:00: got error %v, want a refusal", err)
 		}
-		_, s, err = l.SendWave("r-1", 0, "")
+		_, s, err = l.SendWave(t.Context(), "r-1", 0, "")
 		if err != nil {
 			t.Fatalf("SendWave in its window: got error %v, want nil", err)
 		}
@@ -438,11 +438,11 @@ func TestWaitForWindow(t *testing.T) {
 		if step := next(t, st, "r-1"); step.Action != ActionWait || step.Until.Hour() != 4 {
 			t.Errorf("Next after the first window: got %+v, want wait until 04:00", step)
 		}
-		if r, err := l.Stop("r-1", "U1"); err != nil || r.State != store.Stopped {
+		if r, err := l.Stop(t.Context(), "r-1", "U1"); err != nil || r.State != store.Stopped {
 			t.Fatalf("Stop: got %s, %v", r.State, err)
 		}
 		time.Sleep(3 * time.Hour)
-		if _, _, err := l.SendWave("r-1", 1, ""); !isConflict(err, store.Stopped) {
+		if _, _, err := l.SendWave(t.Context(), "r-1", 1, ""); !isConflict(err, store.Stopped) {
 			t.Errorf("SendWave in its window after Stop: got error %v, want a conflict (stopped)", err)
 		}
 		if _, ro := rollout(t, st, "r-1"); !slices.Equal(ro.Unsent(), []string{"b"}) {
@@ -459,14 +459,14 @@ func TestCanaryInTheFirstWindow(t *testing.T) {
 		l, st, _ := newLife(t)
 		create(t, l, "r-1", Options{Canary: 1, WaitForWindow: true},
 			inst("a", "cassandra", "01:00-02:00"), inst("b", "cassandra", "01:00-02:00"))
-		_, s, _ := l.Confirm("r-1", "U1")
-		l.EndSend(s)
+		_, s, _ := l.Confirm(t.Context(), "r-1", "U1")
+		l.EndSend(t.Context(), s)
 		time.Sleep(time.Hour)
 		step := next(t, st, "r-1")
 		if step.Action != ActionSend || step.Wave != 0 {
 			t.Fatalf("Next at 01:00: got %+v, want send the canary", step)
 		}
-		_, s, _ = l.SendWave("r-1", 0, "")
+		_, s, _ = l.SendWave(t.Context(), "r-1", 0, "")
 		send(t, l, st, s, nil)
 		time.Sleep(90 * time.Minute) // 02:30: the window closed while the canary ran
 		endJob(t, st, "job-a", upgrade.JobCompleted)
@@ -493,8 +493,8 @@ func TestRestartResumes(t *testing.T) {
 			ins = append(ins, inst(fmt.Sprintf("i%02d", i), "cassandra", "01:00-02:00"))
 		}
 		create(t, l, "r-1", Options{Canary: 1, WaitForWindow: true}, ins...)
-		_, s, _ := l.Confirm("r-1", "U1")
-		l.EndSend(s)
+		_, s, _ := l.Confirm(t.Context(), "r-1", "U1")
+		l.EndSend(t.Context(), s)
 		st.Close() // the bot stops while the request is scheduled
 
 		time.Sleep(time.Hour)
@@ -503,7 +503,7 @@ func TestRestartResumes(t *testing.T) {
 		if step := next(t, st, "r-1"); step.Action != ActionSend || step.Wave != 0 {
 			t.Fatalf("Next after a restart, in the window: got %+v, want send wave 0", step)
 		}
-		_, s, _ = l.SendWave("r-1", 0, "")
+		_, s, _ = l.SendWave(t.Context(), "r-1", 0, "")
 		send(t, l, st, s, nil)
 		endJob(t, st, "job-i00", upgrade.JobCompleted)
 		st.Close() // stops between waves
@@ -514,22 +514,22 @@ func TestRestartResumes(t *testing.T) {
 		if step.Action != ActionSend || step.Wave != 1 {
 			t.Fatalf("Next after a restart between waves: got %+v, want send wave 1", step)
 		}
-		_, s, err := l.SendWave("r-1", 1, "")
+		_, s, err := l.SendWave(t.Context(), "r-1", 1, "")
 		if err != nil || len(s.Batches) != 2 {
 			t.Fatalf("SendWave: got %+v, %v; want 2 batches", s, err)
 		}
 		// The first batch goes out and is recorded; the second is in
 		// flight when the bot dies; one job of it was recorded.
 		first := s.Batches[0].InstanceIDs
-		l.BeginBatch(s, first)
+		l.BeginBatch(t.Context(), s, first)
 		var answers []upgrade.UpgradeResult
 		for _, id := range first {
 			putJob(t, st, "r-1", "job-"+id, id)
 			answers = append(answers, upgrade.UpgradeResult{InstanceID: id, JobID: "job-" + id})
 		}
-		l.EndBatch(s, answers)
+		l.EndBatch(t.Context(), s, answers)
 		second := s.Batches[1].InstanceIDs
-		l.BeginBatch(s, second)
+		l.BeginBatch(t.Context(), s, second)
 		putJob(t, st, "r-1", "job-"+second[0], second[0])
 		stale := *s
 		st.Close()
@@ -539,14 +539,14 @@ func TestRestartResumes(t *testing.T) {
 		if step := next(t, st, "r-1"); step.Action != ActionWait {
 			t.Errorf("Next while the claim runs: got %+v, want wait", step)
 		}
-		if _, _, err := l.Recover("r-1"); !errors.Is(err, ErrHeld) {
+		if _, _, err := l.Recover(t.Context(), "r-1"); !errors.Is(err, ErrHeld) {
 			t.Errorf("Recover while the claim runs: got error %v, want ErrHeld", err)
 		}
 		time.Sleep(testLease)
 		if step := next(t, st, "r-1"); step.Action != ActionRecover {
 			t.Fatalf("Next once the claim ran out: got %+v, want recover", step)
 		}
-		_, s, err = l.Recover("r-1")
+		_, s, err = l.Recover(t.Context(), "r-1")
 		if err != nil || s.Wave != 1 {
 			t.Fatalf("Recover: got %+v, %v; want wave 1", s, err)
 		}
@@ -558,24 +558,24 @@ func TestRestartResumes(t *testing.T) {
 			t.Errorf("got recovery %+v, want %+v", s.Recovered, want)
 		}
 		// The stale holder is fenced off.
-		if err := l.EndBatch(&stale, nil); !errors.Is(err, ErrLost) {
+		if err := l.EndBatch(t.Context(), &stale, nil); !errors.Is(err, ErrLost) {
 			t.Errorf("EndBatch by the stale holder: got error %v, want ErrLost", err)
 		}
-		if err := l.BeginBatch(&stale, second); !errors.Is(err, ErrLost) {
+		if err := l.BeginBatch(t.Context(), &stale, second); !errors.Is(err, ErrLost) {
 			t.Errorf("BeginBatch by the stale holder: got error %v, want ErrLost", err)
 		}
 		rec := s.Recovered.Answers
 		for _, id := range s.Recovered.Unknown {
 			rec = append(rec, upgrade.UpgradeResult{InstanceID: id, ErrorCode: "UNKNOWN"})
 		}
-		if err := l.EndBatch(s, rec); err != nil {
+		if err := l.EndBatch(t.Context(), s, rec); err != nil {
 			t.Fatalf("EndBatch by the recoverer: %v", err)
 		}
-		r, err := l.EndSend(s)
+		r, err := l.EndSend(t.Context(), s)
 		if err != nil || r.State != store.Submitted {
 			t.Fatalf("EndSend by the recoverer: got %s, %v", r.State, err)
 		}
-		if _, err := l.EndSend(&stale); !errors.Is(err, ErrLost) {
+		if _, err := l.EndSend(t.Context(), &stale); !errors.Is(err, ErrLost) {
 			t.Errorf("EndSend by the stale holder: got error %v, want ErrLost", err)
 		}
 		if _, all, _ := answered(r); len(all) != 13 {
@@ -591,12 +591,12 @@ func TestBeginBatchChecksTheWave(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l, st, _ := newLife(t)
 		create(t, l, "r-1", Options{Canary: 1}, inst("a", "cassandra", ""), inst("b", "cassandra", ""))
-		_, s, _ := l.Confirm("r-1", "U1")
-		if err := l.BeginBatch(s, []string{"b"}); err == nil {
+		_, s, _ := l.Confirm(t.Context(), "r-1", "U1")
+		if err := l.BeginBatch(t.Context(), s, []string{"b"}); err == nil {
 			t.Errorf("BeginBatch of another wave's instance: got nil error, want one")
 		}
 		send(t, l, st, s, nil)
-		if err := l.BeginBatch(s, []string{"a"}); !errors.Is(err, ErrLost) {
+		if err := l.BeginBatch(t.Context(), s, []string{"a"}); !errors.Is(err, ErrLost) {
 			t.Errorf("BeginBatch after EndSend: got error %v, want ErrLost", err)
 		}
 	})
@@ -610,20 +610,20 @@ func TestNotPatched(t *testing.T) {
 		l, st, _ := newLife(t)
 		create(t, l, "r-1", Options{Canary: 3},
 			inst("ok", "cassandra", ""), inst("bad", "cassandra", ""), inst("refused", "cassandra", ""), inst("unsent", "cassandra", ""))
-		_, s, _ := l.Confirm("r-1", "U1")
+		_, s, _ := l.Confirm(t.Context(), "r-1", "U1")
 		send(t, l, st, s, func(id string) upgrade.UpgradeResult {
 			if id == "refused" {
 				return upgrade.UpgradeResult{InstanceID: id, ErrorCode: "DBS.200019", ErrorMessage: "busy"}
 			}
 			return upgrade.UpgradeResult{InstanceID: id, JobID: "job-" + id}
 		})
-		if _, err := l.Stop("r-1", "U1"); err != nil {
+		if _, err := l.Stop(t.Context(), "r-1", "U1"); err != nil {
 			t.Fatal(err)
 		}
 		endJob(t, st, "job-ok", upgrade.JobCompleted)
 		endJob(t, st, "job-bad", upgrade.JobFailed)
-		r, _ := st.Get("r-1")
-		jobs, _ := st.Jobs("r-1")
+		r, _ := st.Get(t.Context(), "r-1")
+		jobs, _ := st.Jobs(t.Context(), "r-1")
 		got, err := NotPatched(r, jobs)
 		if err != nil || !slices.Equal(got, []string{"bad", "refused", "unsent"}) {
 			t.Errorf("NotPatched: got %v, %v; want bad, refused, unsent", got, err)
@@ -637,10 +637,10 @@ func TestEndBatchReplacesAnswers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l, _, _ := newLife(t)
 		create(t, l, "r-1", Options{}, inst("a", "cassandra", ""), inst("b", "cassandra", ""))
-		_, s, _ := l.Confirm("r-1", "U1")
-		l.EndBatch(s, []upgrade.UpgradeResult{{InstanceID: "a", ErrorCode: "UNKNOWN"}, {InstanceID: "b", ErrorCode: "NOT_SENT"}})
-		l.EndBatch(s, []upgrade.UpgradeResult{{InstanceID: "a", JobID: "job-a"}})
-		r, err := l.EndSend(s)
+		_, s, _ := l.Confirm(t.Context(), "r-1", "U1")
+		l.EndBatch(t.Context(), s, []upgrade.UpgradeResult{{InstanceID: "a", ErrorCode: "UNKNOWN"}, {InstanceID: "b", ErrorCode: "NOT_SENT"}})
+		l.EndBatch(t.Context(), s, []upgrade.UpgradeResult{{InstanceID: "a", JobID: "job-a"}})
+		r, err := l.EndSend(t.Context(), s)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 package patch
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -97,9 +98,9 @@ func answered(x store.Request) (map[string]bool, []upgrade.UpgradeResult, error)
 // unknown, never as not sent. It returns ErrStopped when the request was
 // told to stop (do not send; record the batch as not sent) and ErrLost
 // when the claim was taken over (do nothing more).
-func (l *Lifecycle) BeginBatch(s *Send, ids []string) error {
+func (l *Lifecycle) BeginBatch(ctx context.Context, s *Send, ids []string) error {
 	var until time.Time
-	_, err := l.update("begin a batch of", s.RequestID, func(x *store.Request, ro *Rollout, now time.Time) error {
+	_, err := l.update(ctx, "begin a batch of", s.RequestID, func(x *store.Request, ro *Rollout, now time.Time) error {
 		if err := holding(s, x); err != nil {
 			return err
 		}
@@ -136,9 +137,9 @@ func (l *Lifecycle) BeginBatch(s *Send, ids []string) error {
 // instance's new answer replaces an older one) and clearing InFlight; it
 // renews the claim. Record every job (PutJob) before: a job is then never
 // lost, whoever reports it.
-func (l *Lifecycle) EndBatch(s *Send, answers []upgrade.UpgradeResult) error {
+func (l *Lifecycle) EndBatch(ctx context.Context, s *Send, answers []upgrade.UpgradeResult) error {
 	var until time.Time
-	_, err := l.update("record a batch of", s.RequestID, func(x *store.Request, _ *Rollout, now time.Time) error {
+	_, err := l.update(ctx, "record a batch of", s.RequestID, func(x *store.Request, _ *Rollout, now time.Time) error {
 		if err := holding(s, x); err != nil {
 			return err
 		}
@@ -172,7 +173,7 @@ var errStopRequested = errors.New("stop requested")
 // and the request moves from submitting to submitted, or to stopped when it
 // was told to stop meanwhile. It returns ErrLost if the claim was taken
 // over.
-func (l *Lifecycle) EndSend(s *Send) (store.Request, error) {
+func (l *Lifecycle) EndSend(ctx context.Context, s *Send) (store.Request, error) {
 	end := func(stopped bool) mutation {
 		return func(x *store.Request, ro *Rollout, now time.Time) error {
 			if x.Owner != s.Claim.Token {
@@ -189,9 +190,9 @@ func (l *Lifecycle) EndSend(s *Send) (store.Request, error) {
 		}
 	}
 	from := []store.State{store.Submitting}
-	r, err := l.move("end the send of", s.RequestID, from, store.Submitted, "", end(false))
+	r, err := l.move(ctx, "end the send of", s.RequestID, from, store.Submitted, "", end(false))
 	if errors.Is(err, errStopRequested) {
-		r, err = l.move("end the send of", s.RequestID, from, store.Stopped, "", end(true))
+		r, err = l.move(ctx, "end the send of", s.RequestID, from, store.Stopped, "", end(true))
 	}
 	if _, ok := errors.AsType[*store.ConflictError](err); ok {
 		// Not submitting any more: another process took over and ended it.
@@ -207,9 +208,9 @@ func (l *Lifecycle) EndSend(s *Send) (store.Request, error) {
 // the wave (Recovered): the winner records the answers (Recovered.Answers,
 // Unknown as unknown, Unsent as not sent) with EndBatch, never sending any
 // of them, and calls EndSend.
-func (l *Lifecycle) Recover(id string) (store.Request, *Send, error) {
+func (l *Lifecycle) Recover(ctx context.Context, id string) (store.Request, *Send, error) {
 	s := &Send{RequestID: id, Claim: Claim{Slot: SlotSubmit, ID: id, Token: newToken(), TTL: l.lease}}
-	r, err := l.update("recover", id, func(x *store.Request, ro *Rollout, now time.Time) error {
+	r, err := l.update(ctx, "recover", id, func(x *store.Request, ro *Rollout, now time.Time) error {
 		if x.State != store.Submitting {
 			return &store.ConflictError{ID: id, Want: []store.State{store.Submitting}, Got: x.State}
 		}
@@ -228,7 +229,7 @@ func (l *Lifecycle) Recover(id string) (store.Request, *Send, error) {
 	s.withBatches(r)
 	// Jobs are read after the claim: whatever the stopped holder recorded
 	// before it is seen, and it can record nothing after.
-	jobs, err := l.st.Jobs(id)
+	jobs, err := l.st.Jobs(ctx, id)
 	if err != nil {
 		return store.Request{}, nil, fmt.Errorf("recover request %s: %w", id, err)
 	}

@@ -90,14 +90,14 @@ func BenchmarkBoltReads(b *testing.B) {
 		s := seedBolt(b, past)
 		b.Run(fmt.Sprintf("List(open)/past=%d", past), func(b *testing.B) {
 			for b.Loop() {
-				if rs, err := s.List(openStates...); err != nil || len(rs) != 15 {
+				if rs, err := s.List(b.Context(), openStates...); err != nil || len(rs) != 15 {
 					b.Fatalf("List: got %d, %v; want 15 requests", len(rs), err)
 				}
 			}
 		})
 		b.Run(fmt.Sprintf("ActiveJobs/past=%d", past), func(b *testing.B) {
 			for b.Loop() {
-				if js, err := s.ActiveJobs(); err != nil || len(js) != 100 {
+				if js, err := s.ActiveJobs(b.Context()); err != nil || len(js) != 100 {
 					b.Fatalf("ActiveJobs: got %d, %v; want 100 jobs", len(js), err)
 				}
 			}
@@ -139,11 +139,11 @@ func BenchmarkBoltCreateTransition(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					id := fmt.Sprintf("r-%d", n.Add(1))
-					if err := s.Create(Request{ID: id, State: Planned}); err != nil {
+					if err := s.Create(b.Context(), Request{ID: id, State: Planned}); err != nil {
 						b.Error(err)
 						return
 					}
-					if _, err := s.Transition(id, []State{Planned}, Submitting, "U1", nil); err != nil {
+					if _, err := s.Transition(b.Context(), id, []State{Planned}, Submitting, "U1", nil); err != nil {
 						b.Error(err)
 						return
 					}
@@ -168,10 +168,10 @@ func BenchmarkBoltCreateTransitionSerial(b *testing.B) {
 			for b.Loop() {
 				i++
 				id := fmt.Sprintf("r-%d", i)
-				if err := s.Create(Request{ID: id, State: Planned}); err != nil {
+				if err := s.Create(b.Context(), Request{ID: id, State: Planned}); err != nil {
 					b.Fatal(err)
 				}
-				if _, err := s.Transition(id, []State{Planned}, Submitting, "U1", nil); err != nil {
+				if _, err := s.Transition(b.Context(), id, []State{Planned}, Submitting, "U1", nil); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,11 +24,37 @@ import (
 // error, so returning one would cost the others a second run, and since fn
 // wrote nothing, committing its empty share is the same as rolling it back.
 // fn returns an error only for a failure after it may have written.
-func (b *Bolt) update(fn func(tx *bolt.Tx) error) error {
+//
+// A ctx that has ended when update is called, or while the write waits for
+// its turn in a group, ends it with ctx's error and nothing written.
+func (b *Bolt) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if b.writeVia != nil {
 		return b.writeVia(fn)
 	}
-	return b.commits.update(fn)
+	return b.commits.update(ctx, fn, false)
+}
+
+// updateLazy is update for a write that may commit without waiting for
+// fsync (see Bolt.Create), unless ctx asks for durability (WithDurable).
+func (b *Bolt) updateLazy(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if b.writeVia != nil {
+		return b.writeVia(fn)
+	}
+	return b.commits.update(ctx, fn, !durable(ctx))
+}
+
+// view runs fn in a read transaction, unless ctx has ended.
+func (b *Bolt) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.db.View(fn)
 }
 
 // get decodes the record under key in bk into v, counting it, or returns
@@ -45,12 +72,16 @@ func (b *Bolt) get(bk *bolt.Bucket, key string, v any) error {
 
 // Create stores a new request. It sets CreatedAt and UpdatedAt to now when
 // they are zero, and returns an error wrapping ErrExists if the ID is taken.
-func (b *Bolt) Create(r Request) error {
+func (b *Bolt) Create(ctx context.Context, r Request) error {
 	if err := prepareCreate(&r, b.now); err != nil {
 		return err
 	}
 	var exists bool
-	err := b.update(func(tx *bolt.Tx) error {
+	write := b.update
+	if openPlan(r) {
+		write = b.updateLazy
+	}
+	err := write(ctx, func(tx *bolt.Tx) error {
 		exists = tx.Bucket(bucketRequests).Get([]byte(r.ID)) != nil
 		if exists {
 			return nil
@@ -67,10 +98,10 @@ func (b *Bolt) Create(r Request) error {
 	return nil
 }
 
-// putRequest saves r and moves its entry in the state index from oldKey
-// (nil for a new request) to its state and UpdatedAt; it returns r as
-// stored.
-func putRequest(tx *bolt.Tx, oldKey []byte, r Request) (Request, error) {
+// putRequest saves r, which was old before (nil for a new request), and
+// moves its index entries from what they were to what they are; it returns
+// r as stored.
+func putRequest(tx *bolt.Tx, old *Request, r Request) (Request, error) {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return Request{}, fmt.Errorf("encode: %w", err)
@@ -78,14 +109,8 @@ func putRequest(tx *bolt.Tx, oldKey []byte, r Request) (Request, error) {
 	if err := tx.Bucket(bucketRequests).Put([]byte(r.ID), data); err != nil {
 		return Request{}, fmt.Errorf("save: %w", err)
 	}
-	idx := tx.Bucket(bucketRequestsByState)
-	if oldKey != nil {
-		if err := idx.Delete(oldKey); err != nil {
-			return Request{}, fmt.Errorf("index: %w", err)
-		}
-	}
-	if err := idx.Put(stateKey(r.State, r.UpdatedAt, r.ID), nil); err != nil {
-		return Request{}, fmt.Errorf("index: %w", err)
+	if err := reindex(tx, requestIndexes, r.ID, old, &r); err != nil {
+		return Request{}, err
 	}
 	var out Request
 	if err := json.Unmarshal(data, &out); err != nil {
@@ -96,9 +121,9 @@ func putRequest(tx *bolt.Tx, oldKey []byte, r Request) (Request, error) {
 
 // Get returns the request with the given ID, or an error wrapping
 // ErrNotFound.
-func (b *Bolt) Get(id string) (Request, error) {
+func (b *Bolt) Get(ctx context.Context, id string) (Request, error) {
 	var r Request
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.view(ctx, func(tx *bolt.Tx) error {
 		return b.get(tx.Bucket(bucketRequests), id, &r)
 	})
 	if err != nil {
@@ -113,8 +138,8 @@ func (b *Bolt) Get(id string) (Request, error) {
 // (which may be nil, and cannot change the ID), sets State, appends an Event
 // by user, sets UpdatedAt and saves, all in one write transaction, and
 // returns the request as stored. mutate may run more than once (see Bolt).
-func (b *Bolt) Transition(id string, from []State, to State, user string, mutate func(*Request)) (Request, error) {
-	return b.TransitionIf(id, from, to, user, orNoError(mutate))
+func (b *Bolt) Transition(ctx context.Context, id string, from []State, to State, user string, mutate func(*Request)) (Request, error) {
+	return b.TransitionIf(ctx, id, from, to, user, orNoError(mutate))
 }
 
 // TransitionIf is Transition with a mutate that may refuse: when mutate
@@ -123,15 +148,15 @@ func (b *Bolt) Transition(id string, from []State, to State, user string, mutate
 // the same transaction as the swap, more than the state: that a wave is
 // not yet sent, that a window is open. mutate may run more than once (see
 // Bolt).
-func (b *Bolt) TransitionIf(id string, from []State, to State, user string, mutate func(*Request) error) (Request, error) {
+func (b *Bolt) TransitionIf(ctx context.Context, id string, from []State, to State, user string, mutate func(*Request) error) (Request, error) {
 	if err := checkTransition(id, from, to); err != nil {
 		return Request{}, err
 	}
-	var oldKey []byte
-	out, refused, err := modify(b, bucketRequests, id, func(r *Request) error {
-		oldKey = stateKey(r.State, r.UpdatedAt, id)
+	var old Request
+	out, refused, err := modify(ctx, b, bucketRequests, id, func(r *Request) error {
+		old = *r
 		return applyTransition(r, id, from, to, user, b.now, mutate)
-	}, func(tx *bolt.Tx, r Request) (Request, error) { return putRequest(tx, oldKey, r) })
+	}, func(tx *bolt.Tx, r Request) (Request, error) { return putRequest(tx, &old, r) })
 	if _, ok := errors.AsType[*ConflictError](refused); ok && err == nil {
 		return Request{}, refused
 	}
@@ -148,12 +173,12 @@ func (b *Bolt) TransitionIf(id string, from []State, to State, user string, muta
 // aborts and is returned wrapped; mutate may not change ID or State (use
 // Transition). It sets UpdatedAt and returns the request as stored. mutate
 // may run more than once (see Bolt).
-func (b *Bolt) Update(id string, mutate func(*Request) error) (Request, error) {
-	var oldKey []byte
-	out, refused, err := modify(b, bucketRequests, id, func(r *Request) error {
-		oldKey = stateKey(r.State, r.UpdatedAt, id)
+func (b *Bolt) Update(ctx context.Context, id string, mutate func(*Request) error) (Request, error) {
+	var old Request
+	out, refused, err := modify(ctx, b, bucketRequests, id, func(r *Request) error {
+		old = *r
 		return applyUpdate(r, id, b.now, mutate)
-	}, func(tx *bolt.Tx, r Request) (Request, error) { return putRequest(tx, oldKey, r) })
+	}, func(tx *bolt.Tx, r Request) (Request, error) { return putRequest(tx, &old, r) })
 	if err == nil {
 		err = refused
 	}
@@ -166,9 +191,9 @@ func (b *Bolt) Update(id string, mutate func(*Request) error) (Request, error) {
 // List returns the requests in any of the given states, or all requests when
 // none is given, ordered by CreatedAt (then ID). Given states, it reads
 // only the requests in them, through the state index.
-func (b *Bolt) List(states ...State) ([]Request, error) {
+func (b *Bolt) List(ctx context.Context, states ...State) ([]Request, error) {
 	var out []Request
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.view(ctx, func(tx *bolt.Tx) error {
 		bk := tx.Bucket(bucketRequests)
 		if len(states) == 0 {
 			return bk.ForEach(func(k, v []byte) error {
@@ -212,11 +237,11 @@ func (b *Bolt) List(states ...State) ([]Request, error) {
 }
 
 // PutJob stores j, replacing any job with the same ID.
-func (b *Bolt) PutJob(j Job) error {
+func (b *Bolt) PutJob(ctx context.Context, j Job) error {
 	if j.ID == "" {
 		return errors.New("put job: empty ID")
 	}
-	err := b.update(func(tx *bolt.Tx) error {
+	err := b.update(ctx, func(tx *bolt.Tx) error {
 		var old Job
 		switch err := b.get(tx.Bucket(bucketJobs), j.ID, &old); {
 		case errors.Is(err, ErrNotFound):
@@ -244,22 +269,8 @@ func putJob(tx *bolt.Tx, old *Job, j Job) (Job, error) {
 	if err := tx.Bucket(bucketJobs).Put([]byte(j.ID), data); err != nil {
 		return Job{}, fmt.Errorf("save: %w", err)
 	}
-	byRequest, active := tx.Bucket(bucketJobsByRequest), tx.Bucket(bucketJobsActive)
-	if old != nil && old.RequestID != j.RequestID {
-		if err := byRequest.Delete(indexKey(old.RequestID, j.ID)); err != nil {
-			return Job{}, fmt.Errorf("index: %w", err)
-		}
-	}
-	if err := byRequest.Put(indexKey(j.RequestID, j.ID), nil); err != nil {
-		return Job{}, fmt.Errorf("index: %w", err)
-	}
-	if j.Active() {
-		err = active.Put([]byte(j.ID), nil)
-	} else {
-		err = active.Delete([]byte(j.ID))
-	}
-	if err != nil {
-		return Job{}, fmt.Errorf("index: %w", err)
+	if err := reindex(tx, jobIndexes, j.ID, old, &j); err != nil {
+		return Job{}, err
 	}
 	var out Job
 	if err := json.Unmarshal(data, &out); err != nil {
@@ -269,9 +280,9 @@ func putJob(tx *bolt.Tx, old *Job, j Job) (Job, error) {
 }
 
 // Job returns the job with the given ID, or an error wrapping ErrNotFound.
-func (b *Bolt) Job(id string) (Job, error) {
+func (b *Bolt) Job(ctx context.Context, id string) (Job, error) {
 	var j Job
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.view(ctx, func(tx *bolt.Tx) error {
 		return b.get(tx.Bucket(bucketJobs), id, &j)
 	})
 	if err != nil {
@@ -286,9 +297,9 @@ func (b *Bolt) Job(id string) (Job, error) {
 // sentinel such as "already reported" to learn that another goroutine or
 // replica got there first. mutate may not change the ID, and may run more
 // than once (see Bolt).
-func (b *Bolt) UpdateJob(id string, mutate func(*Job) error) (Job, error) {
+func (b *Bolt) UpdateJob(ctx context.Context, id string, mutate func(*Job) error) (Job, error) {
 	var old Job
-	out, refused, err := modify(b, bucketJobs, id, func(j *Job) error {
+	out, refused, err := modify(ctx, b, bucketJobs, id, func(j *Job) error {
 		old = *j
 		return applyJobUpdate(j, id, mutate)
 	}, func(tx *bolt.Tx, j Job) (Job, error) { return putJob(tx, &old, j) })
@@ -303,9 +314,9 @@ func (b *Bolt) UpdateJob(id string, mutate func(*Job) error) (Job, error) {
 
 // Jobs returns the jobs of request requestID, ordered by SubmittedAt, then
 // ID. It reads only those jobs, through the by-request index.
-func (b *Bolt) Jobs(requestID string) ([]Job, error) {
+func (b *Bolt) Jobs(ctx context.Context, requestID string) ([]Job, error) {
 	var out []Job
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.view(ctx, func(tx *bolt.Tx) error {
 		jobs := tx.Bucket(bucketJobs)
 		prefix := indexKey(requestID, "")
 		c := tx.Bucket(bucketJobsByRequest).Cursor()
@@ -330,9 +341,9 @@ func (b *Bolt) Jobs(requestID string) ([]Job, error) {
 
 // ActiveJobs returns the jobs still followed (see Job.Active), ordered by
 // SubmittedAt, then ID. It reads only those jobs, through the active index.
-func (b *Bolt) ActiveJobs() ([]Job, error) {
+func (b *Bolt) ActiveJobs(ctx context.Context) ([]Job, error) {
 	var out []Job
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.view(ctx, func(tx *bolt.Tx) error {
 		jobs := tx.Bucket(bucketJobs)
 		return tx.Bucket(bucketJobsActive).ForEach(func(k, _ []byte) error {
 			var j Job
@@ -360,26 +371,31 @@ func (b *Bolt) ActiveJobs() ([]Job, error) {
 const pruneTxRequests = 64
 
 // Prune deletes at most max requests that are in a final state (see
-// State.Final) and were last updated before before, oldest first, with
-// their jobs and index entries, and returns how many it deleted. It reads
-// only the index entries of the requests it deletes (a few more at most)
-// and decodes no record, so its cost follows what it deletes, not how much
-// the file holds; it commits every pruneTxRequests requests. Call it again
+// State.Final), were last updated before before and are no longer live
+// (no job of theirs is still followed, they hold no instance lock), oldest
+// first, with their jobs and index entries, and returns how many it
+// deleted. It reads the index entries of the requests it deletes (a few
+// more at most, and those of the live ones it passes over) and decodes
+// only the requests it deletes, so its cost follows what it deletes, not
+// how much the file holds; it commits every pruneTxRequests requests. Call it again
 // until it returns less than max to delete everything due; a max of 0 or
 // less deletes nothing. Requests in other states are never deleted.
 //
 // The freed pages are reused by later writes; the file does not shrink
 // (see CompactBolt).
-func (b *Bolt) Prune(before time.Time, max int) (int, error) {
+func (b *Bolt) Prune(ctx context.Context, before time.Time, max int) (int, error) {
 	deleted := 0
 	for deleted < max {
+		if err := ctx.Err(); err != nil {
+			return deleted, fmt.Errorf("prune requests final before %s: %w", before.Format(time.RFC3339Nano), err)
+		}
 		want := min(pruneTxRequests, max-deleted)
 		n := 0
-		err := b.db.Update(func(tx *bolt.Tx) error {
+		err := syncedUpdate(b.db, func(tx *bolt.Tx) error {
 			n = 0
 			due := oldestFinal(tx, before, want)
 			for _, k := range due {
-				if err := deleteRequest(tx, k); err != nil {
+				if err := b.deleteRequest(tx, k); err != nil {
 					return err
 				}
 			}
@@ -407,8 +423,9 @@ type finalKey struct {
 func (f finalKey) when() []byte { return f.key[f.prefix : f.prefix+timeKeyLen] }
 
 // oldestFinal returns the state index entries of at most n requests in
-// final states last updated before before, oldest first. It reads at most
-// n entries of each final state.
+// final states last updated before before, oldest first, leaving out the
+// requests that are still live (see live). It reads at most n entries of
+// each final state, and the ones it leaves out.
 func oldestFinal(tx *bolt.Tx, before time.Time, n int) []finalKey {
 	limit := timeKey(before)
 	var due []finalKey
@@ -420,6 +437,9 @@ func oldestFinal(tx *bolt.Tx, before time.Time, n int) []finalKey {
 			if len(k) < len(p)+timeKeyLen || bytes.Compare(k[len(p):len(p)+timeKeyLen], limit) >= 0 {
 				break
 			}
+			if live(tx, k[len(p)+timeKeyLen:]) {
+				continue
+			}
 			due = append(due, finalKey{key: bytes.Clone(k), prefix: len(p)})
 			taken++
 		}
@@ -428,11 +448,39 @@ func oldestFinal(tx *bolt.Tx, before time.Time, n int) []finalKey {
 	return due[:min(n, len(due))]
 }
 
-// deleteRequest deletes the request of state index entry f, the entry, and
-// the request's jobs with their index entries.
-func deleteRequest(tx *bolt.Tx, f finalKey) error {
+// live reports whether request id, in a final state, still has work that
+// retention must not delete: a job still followed (Active), or an instance
+// lock. It reads index entries only.
+func live(tx *bolt.Tx, id []byte) bool {
+	prefix := indexKey(string(id), "")
+	if k, _ := tx.Bucket(bucketLocksByRequest).Cursor().Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) {
+		return true
+	}
+	active := tx.Bucket(bucketJobsActive)
+	c := tx.Bucket(bucketJobsByRequest).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if active.Get(k[len(prefix):]) != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// deleteRequest deletes the request of state index entry f, its index
+// entries, and the request's jobs with theirs. The request is read (and
+// counted) to find its entries; its jobs are not, since they are all
+// inactive (see live) and so have only their by-request entry.
+func (b *Bolt) deleteRequest(tx *bolt.Tx, f finalKey) error {
 	id := f.key[f.prefix+timeKeyLen:]
-	if err := tx.Bucket(bucketRequests).Delete(id); err != nil {
+	reqs := tx.Bucket(bucketRequests)
+	var r Request
+	if err := b.get(reqs, string(id), &r); err != nil {
+		return fmt.Errorf("delete request %q: %w", id, err)
+	}
+	if err := reqs.Delete(id); err != nil {
+		return fmt.Errorf("delete request %q: %w", id, err)
+	}
+	if err := reindex(tx, requestIndexes, string(id), &r, nil); err != nil {
 		return fmt.Errorf("delete request %q: %w", id, err)
 	}
 	if err := tx.Bucket(bucketRequestsByState).Delete(f.key); err != nil {
@@ -455,68 +503,13 @@ func deleteRequest(tx *bolt.Tx, f finalKey) error {
 	return nil
 }
 
-// Allow records one hit for key and reports whether it is within limit hits
-// per window. Windows are fixed, not sliding and not aligned to the clock:
-// a window starts at the first hit after the previous one ended (or the
-// first hit ever) and lasts the window given at that hit. Only allowed hits
-// are counted; a refused hit changes nothing, in particular it does not
-// extend the window. The read, the decision and the write hold one lock, so
-// concurrent calls never allow more than limit hits per window. Time comes
-// from Options.Now.
-//
-// The windows are kept in memory, not in the file: a restart forgets them
-// (and so allows a new burst), which is fine for a limit on commands per
-// minute, and saves a commit per command. Only one process can hold the
-// file, so no other process needs to see them; replicas use Redis, which
-// shares them. Ended windows are dropped by later calls; past 100,000 keys
-// in open windows, a new key drops the window that ends soonest.
-//
-// An empty key, a limit below 1 or a window of 0 or less is an error.
-func (b *Bolt) Allow(key string, limit int, window time.Duration) (bool, error) {
-	if err := checkAllow(key, limit, window); err != nil {
-		return false, fmt.Errorf("allow %q: %w", key, err)
-	}
-	var allowed bool
-	b.limits.update(b.now, key, func(rec *limitRecord, found bool, now time.Time) (time.Time, bool) {
-		var save bool
-		allowed, save = applyHit(rec, found, limit, window, now)
-		return rec.End, save
-	})
-	return allowed, nil
-}
-
-// Remember reports whether key is new: true the first time it is seen, and
-// again once ttl has passed since the call that last returned true; false
-// for every call in between (which does not extend the ttl). The check and
-// the write hold one lock, so of concurrent calls for a new key exactly one
-// returns true. Time comes from Options.Now.
-//
-// The keys are kept in memory, not in the file, like the windows of Allow:
-// a restart forgets them, which only matters for a Slack redelivery that
-// arrives across a restart, and saves a commit per command. Expired keys
-// are dropped by later calls; past 100,000 keys, a new key drops the one
-// that expires soonest.
-//
-// An empty key or a ttl of 0 or less is an error.
-func (b *Bolt) Remember(key string, ttl time.Duration) (bool, error) {
-	if err := checkRemember(key, ttl); err != nil {
-		return false, fmt.Errorf("remember %q: %w", key, err)
-	}
-	var isNew bool
-	b.seen.update(b.now, key, func(rec *seenRecord, found bool, now time.Time) (time.Time, bool) {
-		isNew = applySeen(rec, found, ttl, now)
-		return rec.Until, isNew
-	})
-	return isNew, nil
-}
-
 // Recent returns at most n requests in states for which keep (nil: any)
 // holds, newest first by UpdatedAt. It reads each state's index from its
 // newest end and stops once n are kept, so its cost follows n and what
 // keep skips, not the whole history.
-func (b *Bolt) Recent(n int, keep func(Request) bool, states ...State) ([]Request, error) {
+func (b *Bolt) Recent(ctx context.Context, n int, keep func(Request) bool, states ...State) ([]Request, error) {
 	var out []Request
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.view(ctx, func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketRequestsByState).Cursor()
 		reqs := tx.Bucket(bucketRequests)
 		for i, s := range states {
@@ -559,8 +552,8 @@ func (b *Bolt) Recent(n int, keep func(Request) bool, states ...State) ([]Reques
 // change's error are refusals: nothing is written, the commit is not run
 // again for them, and they come back as refused; a failure of the store is
 // err. change and save may run more than once (see Bolt).
-func modify[T any](b *Bolt, bucket []byte, id string, change func(*T) error, save func(*bolt.Tx, T) (T, error)) (out T, refused, err error) {
-	err = b.update(func(tx *bolt.Tx) error {
+func modify[T any](ctx context.Context, b *Bolt, bucket []byte, id string, change func(*T) error, save func(*bolt.Tx, T) (T, error)) (out T, refused, err error) {
+	err = b.update(ctx, func(tx *bolt.Tx) error {
 		var zero, v T
 		out, refused = zero, nil
 		switch err := b.get(tx.Bucket(bucket), id, &v); {

@@ -69,7 +69,7 @@ func setupWith(t *testing.T, now func() time.Time) *Bolt {
 
 func mustCreate(t *testing.T, b backend, r Request) {
 	t.Helper()
-	if err := b.Create(r); err != nil {
+	if err := b.Create(t.Context(), r); err != nil {
 		t.Fatalf("Create(%s): got error %v, want nil", r.ID, err)
 	}
 }
@@ -92,16 +92,16 @@ func TestReopenKeepsData(t *testing.T) {
 		t.Fatalf("Open: got error %v, want nil", err)
 	}
 	mustCreate(t, b, Request{ID: "r-1", State: Planned})
-	if _, err := b.Transition("r-1", []State{Planned}, Submitting, "U1", nil); err != nil {
+	if _, err := b.Transition(t.Context(), "r-1", []State{Planned}, Submitting, "U1", nil); err != nil {
 		t.Fatalf("Transition: got error %v, want nil", err)
 	}
-	if err := b.PutJob(Job{ID: "j1", RequestID: "r-1"}); err != nil {
+	if err := b.PutJob(t.Context(), Job{ID: "j1", RequestID: "r-1"}); err != nil {
 		t.Fatalf("PutJob: got error %v, want nil", err)
 	}
 	if err := b.Close(); err != nil {
 		t.Fatalf("Close: got error %v, want nil", err)
 	}
-	if err := b.Ping(); err == nil {
+	if err := b.Ping(t.Context()); err == nil {
 		t.Errorf("Ping after Close: got nil error, want one")
 	}
 	fi, err := os.Stat(path)
@@ -120,14 +120,14 @@ func TestReopenKeepsData(t *testing.T) {
 	if b.Path() != path {
 		t.Errorf("Path: got %q, want %q", b.Path(), path)
 	}
-	if err := b.Ping(); err != nil {
+	if err := b.Ping(t.Context()); err != nil {
 		t.Errorf("Ping: got error %v, want nil", err)
 	}
-	r, err := b.Get("r-1")
+	r, err := b.Get(t.Context(), "r-1")
 	if err != nil || r.State != Submitting || len(r.History) != 1 {
 		t.Errorf("after reopen: got %+v, %v; want state submitting with one event", r, err)
 	}
-	if js, err := b.Jobs("r-1"); err != nil || len(js) != 1 {
+	if js, err := b.Jobs(t.Context(), "r-1"); err != nil || len(js) != 1 {
 		t.Errorf("after reopen: got jobs %v, %v; want one", js, err)
 	}
 }
@@ -262,7 +262,7 @@ func TestOpenEmptyFileInitialises(t *testing.T) {
 		t.Fatalf("Open of an empty file: got error %v, want nil", err)
 	}
 	defer b.Close()
-	if err := b.Ping(); err != nil {
+	if err := b.Ping(t.Context()); err != nil {
 		t.Errorf("Ping: got error %v, want nil", err)
 	}
 }
@@ -302,7 +302,7 @@ func TestOpenLockedFile(t *testing.T) {
 		t.Errorf("second Open took %v, want about %v", elapsed, DefaultLockTimeout)
 	}
 	// The first store is unharmed.
-	if _, err := first.Get("r-1"); err != nil {
+	if _, err := first.Get(t.Context(), "r-1"); err != nil {
 		t.Errorf("Get on the first store: got error %v, want nil", err)
 	}
 }
@@ -372,11 +372,11 @@ func ids[T Request | Job](xs []T) []string {
 func assertIndexed(t *testing.T, b *Bolt, want, wantJobs []string) {
 	t.Helper()
 	before := b.Decoded()
-	rs, err := b.List(Planned)
+	rs, err := b.List(t.Context(), Planned)
 	if err != nil || !slices.Equal(ids(rs), want) {
 		t.Errorf("List(planned): got %v, %v; want %v", ids(rs), err, want)
 	}
-	js, err := b.ActiveJobs()
+	js, err := b.ActiveJobs(t.Context())
 	if err != nil || !slices.Equal(ids(js), wantJobs) {
 		t.Errorf("ActiveJobs: got %v, %v; want %v", ids(js), err, wantJobs)
 	}
@@ -411,7 +411,7 @@ func TestOpenSchema1File(t *testing.T) {
 		t.Fatalf("Open of a schema 1 file: got error %v, want nil", err)
 	}
 	assertIndexed(t, b, []string{"p-1", "p-2"}, []string{"j-s-1"})
-	if js, err := b.Jobs("s-1"); err != nil || !slices.Equal(ids(js), []string{"j-s-1"}) {
+	if js, err := b.Jobs(t.Context(), "s-1"); err != nil || !slices.Equal(ids(js), []string{"j-s-1"}) {
 		t.Errorf("Jobs(s-1): got %v, %v; want [j-s-1]", ids(js), err)
 	}
 	if err := b.db.View(func(tx *bolt.Tx) error {
@@ -451,7 +451,7 @@ func TestOpenRebuildsStaleIndexes(t *testing.T) {
 	}
 	mustCreate(t, b, Request{ID: "p-1", State: Planned})
 	mustCreate(t, b, Request{ID: "p-2", State: Planned})
-	if err := b.PutJob(Job{ID: "j1", RequestID: "p-1"}); err != nil {
+	if err := b.PutJob(t.Context(), Job{ID: "j1", RequestID: "p-1"}); err != nil {
 		t.Fatal(err)
 	}
 	assertIndexed(t, b, []string{"p-1", "p-2"}, []string{"j1"})
@@ -583,13 +583,13 @@ func TestCompactBolt(t *testing.T) {
 	plan := json.RawMessage(`"` + strings.Repeat("x", 2000) + `"`)
 	parallel(t, 2000, func(i int) error {
 		id := fmt.Sprintf("old-%04d", i)
-		if err := b.Create(Request{ID: id, State: Done, Plan: plan}); err != nil {
+		if err := b.Create(t.Context(), Request{ID: id, State: Done, Plan: plan}); err != nil {
 			return err
 		}
-		return b.PutJob(Job{ID: "j-" + id, RequestID: id, Reported: true})
+		return b.PutJob(t.Context(), Job{ID: "j-" + id, RequestID: id, Reported: true})
 	})
 	mustCreate(t, b, Request{ID: "p-1", State: Planned, Plan: plan})
-	if err := b.PutJob(Job{ID: "j1", RequestID: "p-1"}); err != nil {
+	if err := b.PutJob(t.Context(), Job{ID: "j1", RequestID: "p-1"}); err != nil {
 		t.Fatal(err)
 	}
 	for mustPrune(t, b, c.Now().Add(time.Hour), 500) > 0 {

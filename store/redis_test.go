@@ -85,7 +85,7 @@ func TestRedisReplicasOneWinner(t *testing.T) {
 			wg.Go(func() {
 				<-start
 				user := fmt.Sprintf("U%d", i)
-				_, err := replicas[i%2].Transition(id, []State{Planned, Approved}, Submitting, user, func(r *Request) { r.Approver = user })
+				_, err := replicas[i%2].Transition(t.Context(), id, []State{Planned, Approved}, Submitting, user, func(r *Request) { r.Approver = user })
 				switch {
 				case err == nil:
 					wins.Add(1)
@@ -105,7 +105,7 @@ func TestRedisReplicasOneWinner(t *testing.T) {
 		}
 		// Both replicas see the one winner's change, and only it.
 		for k, s := range replicas {
-			r, err := s.Get(id)
+			r, err := s.Get(t.Context(), id)
 			if err != nil {
 				t.Fatalf("replica %d: Get: got error %v, want nil", k, err)
 			}
@@ -116,19 +116,19 @@ func TestRedisReplicasOneWinner(t *testing.T) {
 	}
 
 	// Read-modify-write of a job across replicas loses no increment.
-	if err := replicas[0].PutJob(Job{ID: "j1", RequestID: "r-0"}); err != nil {
+	if err := replicas[0].PutJob(t.Context(), Job{ID: "j1", RequestID: "r-0"}); err != nil {
 		t.Fatalf("PutJob: got error %v, want nil", err)
 	}
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			if _, err := replicas[i%2].UpdateJob("j1", func(j *Job) error { j.PollErrors++; return nil }); err != nil {
+			if _, err := replicas[i%2].UpdateJob(t.Context(), "j1", func(j *Job) error { j.PollErrors++; return nil }); err != nil {
 				t.Errorf("UpdateJob: got error %v, want nil", err)
 			}
 		})
 	}
 	wg.Wait()
-	if j, err := replicas[1].Job("j1"); err != nil || j.PollErrors != n {
+	if j, err := replicas[1].Job(t.Context(), "j1"); err != nil || j.PollErrors != n {
 		t.Errorf("got PollErrors %d (error %v), want %d", j.PollErrors, err, n)
 	}
 }
@@ -140,14 +140,14 @@ func TestRedisPrefixIsolation(t *testing.T) {
 	b := openRedis(t, addr, "bot-b:", nil)
 
 	mustCreate(t, a, Request{ID: "r-1", State: Planned, Text: "a"})
-	if _, err := b.Get("r-1"); !errors.Is(err, ErrNotFound) {
+	if _, err := b.Get(t.Context(), "r-1"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("b.Get(r-1): got error %v, want ErrNotFound", err)
 	}
 	mustCreate(t, b, Request{ID: "r-1", State: Planned, Text: "b"})
-	if _, err := b.Transition("r-1", []State{Planned}, Cancelled, "U1", nil); err != nil {
+	if _, err := b.Transition(t.Context(), "r-1", []State{Planned}, Cancelled, "U1", nil); err != nil {
 		t.Fatalf("b.Transition: got error %v, want nil", err)
 	}
-	if r, err := a.Get("r-1"); err != nil || r.State != Planned || r.Text != "a" {
+	if r, err := a.Get(t.Context(), "r-1"); err != nil || r.State != Planned || r.Text != "a" {
 		t.Errorf("a.Get(r-1): got %+v, %v; want a's own request, still planned", r, err)
 	}
 	for _, tc := range []struct {
@@ -155,25 +155,25 @@ func TestRedisPrefixIsolation(t *testing.T) {
 		s    *Redis
 		text string
 	}{{"a", a, "a"}, {"b", b, "b"}} {
-		rs, err := tc.s.List()
+		rs, err := tc.s.List(t.Context())
 		if err != nil || len(rs) != 1 || rs[0].Text != tc.text {
 			t.Errorf("%s.List(): got %+v, %v; want only its own request", tc.name, rs, err)
 		}
 	}
 
-	if err := a.PutJob(Job{ID: "j1", RequestID: "r-1"}); err != nil {
+	if err := a.PutJob(t.Context(), Job{ID: "j1", RequestID: "r-1"}); err != nil {
 		t.Fatalf("a.PutJob: got error %v, want nil", err)
 	}
-	if _, err := b.Job("j1"); !errors.Is(err, ErrNotFound) {
+	if _, err := b.Job(t.Context(), "j1"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("b.Job(j1): got error %v, want ErrNotFound", err)
 	}
-	if js, err := b.Jobs("r-1"); err != nil || len(js) != 0 {
+	if js, err := b.Jobs(t.Context(), "r-1"); err != nil || len(js) != 0 {
 		t.Errorf("b.Jobs(r-1): got %v, %v; want none", js, err)
 	}
-	if js, err := b.ActiveJobs(); err != nil || len(js) != 0 {
+	if js, err := b.ActiveJobs(t.Context()); err != nil || len(js) != 0 {
 		t.Errorf("b.ActiveJobs(): got %v, %v; want none", js, err)
 	}
-	if js, err := a.ActiveJobs(); err != nil || len(js) != 1 {
+	if js, err := a.ActiveJobs(t.Context()); err != nil || len(js) != 1 {
 		t.Errorf("a.ActiveJobs(): got %v, %v; want j1", js, err)
 	}
 }
@@ -190,16 +190,16 @@ func TestRedisKeysUnderPrefix(t *testing.T) {
 	defer s.Close()
 
 	mustCreate(t, s, Request{ID: "r-1", State: Planned})
-	if _, err := s.Transition("r-1", []State{Planned}, Submitting, "U1", nil); err != nil {
+	if _, err := s.Transition(t.Context(), "r-1", []State{Planned}, Submitting, "U1", nil); err != nil {
 		t.Fatalf("Transition: got error %v, want nil", err)
 	}
-	if _, err := s.Update("r-1", func(r *Request) error { r.ParentTS = "1.2"; return nil }); err != nil {
+	if _, err := s.Update(t.Context(), "r-1", func(r *Request) error { r.ParentTS = "1.2"; return nil }); err != nil {
 		t.Fatalf("Update: got error %v, want nil", err)
 	}
-	if err := s.PutJob(Job{ID: "j1", RequestID: "r-1"}); err != nil {
+	if err := s.PutJob(t.Context(), Job{ID: "j1", RequestID: "r-1"}); err != nil {
 		t.Fatalf("PutJob: got error %v, want nil", err)
 	}
-	if _, err := s.UpdateJob("j1", func(j *Job) error { j.RequestID = "r-2"; return nil }); err != nil {
+	if _, err := s.UpdateJob(t.Context(), "j1", func(j *Job) error { j.RequestID = "r-2"; return nil }); err != nil {
 		t.Fatalf("UpdateJob: got error %v, want nil", err)
 	}
 	mustAllow(t, s, "U1", 5, time.Minute)
@@ -252,12 +252,12 @@ func TestRedisReplicasShareLimits(t *testing.T) {
 		wg.Go(func() {
 			<-start
 			s := replicas[i%2]
-			if ok, err := s.Allow("U1", limit, time.Minute); err != nil {
+			if ok, err := s.Allow(t.Context(), "U1", limit, time.Minute); err != nil {
 				t.Errorf("Allow: got error %v, want nil", err)
 			} else if ok {
 				allowed.Add(1)
 			}
-			if ok, err := s.Remember("cmd-1", time.Minute); err != nil {
+			if ok, err := s.Remember(t.Context(), "cmd-1", time.Minute); err != nil {
 				t.Errorf("Remember: got error %v, want nil", err)
 			} else if ok {
 				isNew.Add(1)
@@ -295,17 +295,17 @@ func TestRedisIndexes(t *testing.T) {
 	}
 
 	for _, j := range []Job{{ID: "j1", RequestID: "r-1"}, {ID: "j2", RequestID: "r-1"}, {ID: "j3", RequestID: "r-1", Reported: true}} {
-		if err := s.PutJob(j); err != nil {
+		if err := s.PutJob(t.Context(), j); err != nil {
 			t.Fatalf("PutJob(%s): got error %v, want nil", j.ID, err)
 		}
 	}
 	if got := members("p:active-jobs"); !slices.Equal(got, []string{"j1", "j2"}) {
 		t.Errorf("active-jobs: got %v, want [j1 j2]", got)
 	}
-	if _, err := s.UpdateJob("j1", func(j *Job) error { j.Reported = true; return nil }); err != nil {
+	if _, err := s.UpdateJob(t.Context(), "j1", func(j *Job) error { j.Reported = true; return nil }); err != nil {
 		t.Fatalf("UpdateJob: got error %v, want nil", err)
 	}
-	if err := s.PutJob(Job{ID: "j2", RequestID: "r-2", GaveUp: true}); err != nil {
+	if err := s.PutJob(t.Context(), Job{ID: "j2", RequestID: "r-2", GaveUp: true}); err != nil {
 		t.Fatalf("PutJob: got error %v, want nil", err)
 	}
 	if got := members("p:active-jobs"); len(got) != 0 {
@@ -345,20 +345,20 @@ func TestRedisIndexes(t *testing.T) {
 		}
 		return out
 	}
-	ra, _ := s.Get("r-a")
-	rb, _ := s.Get("r-b")
+	ra, _ := s.Get(t.Context(), "r-a")
+	rb, _ := s.Get(t.Context(), "r-b")
 	z := func(r Request) redis.Z { return redis.Z{Score: float64(r.UpdatedAt.UnixMicro()), Member: r.ID} }
 	if got, want := states(), map[string][]redis.Z{"planned": {z(rb), z(ra)}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("state index after two creates: got %v, want %v", got, want)
 	}
-	ra, err = s.Transition("r-a", []State{Planned}, Done, "U1", nil)
+	ra, err = s.Transition(t.Context(), "r-a", []State{Planned}, Done, "U1", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, want := states(), map[string][]redis.Z{"planned": {z(rb)}, "done": {z(ra)}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("state index after a transition: got %v, want %v", got, want)
 	}
-	if _, err := s.Prune(ra.UpdatedAt.Add(time.Nanosecond), 10); err != nil {
+	if _, err := s.Prune(t.Context(), ra.UpdatedAt.Add(time.Nanosecond), 10); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := states(), map[string][]redis.Z{"planned": {z(rb)}}; !reflect.DeepEqual(got, want) {
@@ -398,7 +398,7 @@ func TestRedisMigratesSchema1(t *testing.T) {
 		t.Errorf("p:schema after the migration: got %q, %v; want %q", v, err, schemaVersion)
 	}
 	before := s.Decoded()
-	if got := listIDs(s, Planned); got != "p-1,p-2" {
+	if got := listIDs(t.Context(), s, Planned); got != "p-1,p-2" {
 		t.Errorf("List(planned): got %q, want p-1,p-2", got)
 	}
 	if n := s.Decoded() - before; n != 2 {
@@ -412,7 +412,7 @@ func TestRedisMigratesSchema1(t *testing.T) {
 	}
 	// A second open finds nothing to do.
 	openRedis(t, addr, "p:", nil)
-	if got := listIDs(s, Planned, Done); got != "p-1,p-2" {
+	if got := listIDs(t.Context(), s, Planned, Done); got != "p-1,p-2" {
 		t.Errorf("List(planned, done) after reopening: got %q, want p-1,p-2", got)
 	}
 }
@@ -479,14 +479,14 @@ func TestRedisPassword(t *testing.T) {
 	if want := "redis://" + addr + "/0"; s.Path() != want {
 		t.Errorf("Path: got %q, want %q", s.Path(), want)
 	}
-	if err := s.Ping(); err != nil {
+	if err := s.Ping(t.Context()); err != nil {
 		t.Errorf("Ping: got error %v, want nil", err)
 	}
 	mustCreate(t, s, Request{ID: "r-1", State: Planned})
 	if err := s.Close(); err != nil {
 		t.Errorf("Close: got error %v, want nil", err)
 	}
-	if err := s.Ping(); err == nil {
+	if err := s.Ping(t.Context()); err == nil {
 		t.Errorf("Ping after Close: got nil error, want one")
 	}
 

@@ -108,7 +108,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	check := openSentinel()
 	for i := range n {
 		id := sentinelRequestID(i)
-		r, err := check.Get(id)
+		r, err := check.Get(context.Background(), id)
 		if err != nil {
 			t.Errorf("%s after the failover: %v", id, err)
 			continue
@@ -145,7 +145,7 @@ func raceRequest(replicas []*Redis, i int, wins *[2]atomic.Int32, failures *atom
 	creator := replicas[i%2]
 	retried := false
 	err := retryStore(failures, func() error {
-		err := creator.Create(Request{ID: id, State: Planned, Requester: "U1", Channel: "C1", Text: "patch " + id})
+		err := creator.Create(context.Background(), Request{ID: id, State: Planned, Requester: "U1", Channel: "C1", Text: "patch " + id})
 		if err != nil && !errors.Is(err, ErrExists) {
 			retried = true
 		}
@@ -184,7 +184,7 @@ func raceRequest(replicas []*Redis, i int, wins *[2]atomic.Int32, failures *atom
 func transitionOnce(s *Redis, id string, from, to State, user string, failures *atomic.Int32) bool {
 	won := false
 	_ = retryStore(failures, func() error {
-		_, err := s.Transition(id, []State{from}, to, user, nil)
+		_, err := s.Transition(context.Background(), id, []State{from}, to, user, nil)
 		won = err == nil
 		return err
 	})
