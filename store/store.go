@@ -20,6 +20,43 @@
 // Bolt files and Redis prefixes written before the indexes existed get them
 // when opened.
 //
+// Counting and housekeeping read indexes too, never the whole open set:
+// OpenPlans counts one person's plans waiting for a decision from a
+// per-person index of their expiries (decoding nothing); Due returns the
+// requests whose DueAt (WakeAt, a plan's ExpiresAt, a submission's
+// LeaseUntil, owed batch answers) has come, and DueJobs the active jobs
+// whose NextPoll has come, each reading only what it returns. The engine
+// sets WakeAt and NextPoll; a request stays due until a write moves its
+// DueAt. Requests written before WakeAt existed have none: the engine
+// should look at the open states once (List) after it starts.
+//
+// Instance locks (TransitionLock, Unlock, LockHolders, Locks) make "one
+// instance, one patch at a time" a property of the store: a lock key
+// (LockKey: "<target>/<instance-id>") names the request holding it, and is
+// taken only in the same transaction as a request's swap, so of two swaps
+// asking for one instance exactly one gets it and the other gets a
+// *LockedError. Prune never deletes a request that holds a lock or has a
+// job still followed.
+//
+// What a crash can lose. Every write but one is committed durably before
+// the method returns: every transition (into submitting above all), every
+// claim, lock, job and outcome. The exception is the Create of a plan
+// waiting for a decision, which Bolt commits without waiting for fsync:
+// it is synced by the next synced commit or within 100 ms. A crash of the
+// process loses nothing (the write is in the operating system's cache); a
+// power loss or kernel crash in those 100 ms can lose the plans written in
+// them, which costs nothing (the click on a lost plan is refused, the user
+// runs the command again), and, rarely, leave the file's last commit
+// pointing at pages that never reached the disk: OpenWith's check then
+// refuses the file (restore it from a backup). Never a submission or a
+// claim. On Redis what survives a crash is Redis' own persistence; after a
+// failover to a replica, the last writes of the old primary can be lost.
+// Writes made with a ctx from WithDurable (the claim of a wave and the
+// write before a batch call) and TransitionLock and Unlock wait, on their
+// own connection, for one replica to acknowledge them (WAIT, at most
+// RedisOptions.WaitTimeout, only when the server has replicas, never
+// failing the write), so that a failover is unlikely to lose them.
+//
 // Allow and Remember (the per-person command limit and the redelivery
 // check) are kept in Redis by Redis, so that replicas share them, and in
 // memory by Bolt, whose file only one process can hold: they matter for
@@ -86,9 +123,10 @@ var (
 	ErrExists = errors.New("already exists")
 )
 
-// ExpiredError is returned by Transition when a plan past its ExpiresAt
-// would move on to awaiting approval or submitting: the TTL is part of the
-// swap, so a click that arrived just before expiry and was slow to be
+// ExpiredError refuses a swap of a plan past its ExpiresAt. The store knows
+// no TTL rule: the caller (package patch, which decides which moves the
+// TTL applies to) returns it from the swap's mutate, so the TTL is part of
+// the swap and a click that arrived just before expiry and was slow to be
 // checked can never patch an expired plan. It wraps ErrConflict: like a
 // lost race it is an answer, not a failure.
 type ExpiredError struct {
@@ -186,6 +224,13 @@ type Request struct {
 	// belongs to for its whole life; "" (a request stored before targets
 	// existed) means the bot's default target.
 	Target string `json:"target,omitempty"`
+
+	// WakeAt is when the engine next wants to look at the request (a
+	// window opens, a summary is owed: now); zero means only an event (a
+	// job's end, a click) makes it due. Due returns a request once the
+	// earliest of WakeAt and the times the store knows (see DueAt) has
+	// come, and keeps returning it until a write moves that time.
+	WakeAt time.Time `json:"wake_at,omitzero"`
 }
 
 // Job is one instance's patch job in the cloud, as far as the bot follows it.
@@ -209,6 +254,11 @@ type Job struct {
 	// several replicas one reads it per poll interval.
 	PollBy    string    `json:"poll_by,omitempty"`
 	PollUntil time.Time `json:"poll_until,omitzero"`
+	// NextPoll is when the job is next due to be read; zero (a new job, or
+	// one stored before the field existed) means now. DueJobs returns the
+	// active jobs whose NextPoll has come; the poller sets it with each
+	// read it records.
+	NextPoll time.Time `json:"next_poll,omitzero"`
 }
 
 // Active reports whether the job is still followed: not yet reported and
@@ -264,10 +314,6 @@ func applyTransition(r *Request, id string, from []State, to State, user string,
 		return &ConflictError{ID: id, Want: slices.Clone(from), Got: r.State}
 	}
 	t := now()
-	if (to == Submitting || to == AwaitingApproval) && (r.State == Planned || r.State == AwaitingApproval) &&
-		!r.ExpiresAt.IsZero() && !t.Before(r.ExpiresAt) {
-		return &ExpiredError{ID: id, ExpiresAt: r.ExpiresAt}
-	}
 	old := r.State
 	if mutate != nil {
 		if err := mutate(r); err != nil {
