@@ -92,6 +92,9 @@ func doctor(ctx context.Context, lookup func(string) (string, bool), out io.Writ
 		for _, w := range redisWarnings(cctx, cfg.Store) {
 			fmt.Fprintf(out, "WARN  %-20s %s\n", "redis durability", w)
 		}
+		if line := replicasLine(cctx, cfg.Store); line != "" {
+			fmt.Fprintln(out, line)
+		}
 		cancel()
 	}
 	if failed {
