@@ -59,8 +59,8 @@ func TestMixedVersionsReported(t *testing.T) {
 }
 
 // A newer release bumping the schema fences this one: its next write
-// fails, the user is told nothing was done, /readyz says not ready on the
-// schema, and Run stops with an error saying to upgrade the replica.
+// fails, the fence is logged, nothing is sent, and Run stops with an error
+// saying to upgrade the replica.
 func TestFencedReplicaStops(t *testing.T) {
 	addr := storetest.StartRedis(t)
 	h := newHarness(t, func(env map[string]string) { env["BOT_STORE"] = "redis://" + addr + "/0" })

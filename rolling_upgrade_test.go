@@ -140,7 +140,7 @@ func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
 		t.Fatalf("the previous release did not connect: %v\nlogs:\n%s", err, old.logs.String())
 	}
 	pre := h.addInstances("pre", "cassandra", 1)[0]
-	preID, _, preAck := h.plan(alice, pre.Name) // envelope 1: the previous release
+	preID, _, preAck := h.plan(alice, pre.Name)                   // envelope 1: the previous release
 	h.click(alice, "patch_confirm", preID, preAck.ResponseURL, 0) // 2: the previous release
 	h.waitBatchCalls(1)
 	preTS := h.parent(preID).TS

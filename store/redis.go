@@ -101,7 +101,6 @@ type Redis struct {
 	fence   // tripped by a write that finds a newer schema
 	rdb     *redis.Client
 	prefix  string
-	space   string // prefix + redisSpace: where the records are
 	path    string // the URL without credentials, for messages
 	now     func() time.Time
 	decodes decodeCounter
@@ -145,7 +144,7 @@ func OpenRedisWith(ctx context.Context, url string, opts RedisOptions) (*Redis, 
 	// Maintenance notifications are a Redis Enterprise/Cloud feature; in
 	// "auto" mode go-redis probes for them on every new connection.
 	ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	s := &Redis{rdb: redis.NewClient(ro), prefix: opts.Prefix, space: opts.Prefix + redisSpace, path: path, now: opts.Now}
+	s := &Redis{rdb: redis.NewClient(ro), prefix: opts.Prefix, path: path, now: opts.Now}
 
 	openCtx, cancel := context.WithTimeout(ctx, redisOpenTimeout)
 	defer cancel()
@@ -153,13 +152,7 @@ func OpenRedisWith(ctx context.Context, url string, opts RedisOptions) (*Redis, 
 		_ = s.rdb.Close()
 		return nil, scrubPassword(fmt.Errorf("open store %s: cannot reach Redis: %w", path, err), url)
 	}
-	err = s.checkSchema(openCtx)
-	if err == nil {
-		migrateCtx, cancel := context.WithTimeout(ctx, redisMigrateTimeout)
-		defer cancel()
-		err = s.migrateLegacy(migrateCtx)
-	}
-	if err != nil {
+	if err := s.prepareSchema(ctx); err != nil {
 		_ = s.rdb.Close()
 		return nil, scrubPassword(fmt.Errorf("open store %s: %w", path, err), url)
 	}
@@ -167,10 +160,12 @@ func OpenRedisWith(ctx context.Context, url string, opts RedisOptions) (*Redis, 
 }
 
 // key returns the full name of a key of this schema's key space.
-func (s *Redis) key(name string) string { return s.space + name }
+func (s *Redis) key(name string) string { return s.prefix + redisSpace + name }
 
 // stateKey returns the full name of the index of the requests in state st.
-func (s *Redis) stateKey(st State) string { return s.space + keyRedisState + string(st) }
+func (s *Redis) stateKey(st State) string {
+	return s.prefix + redisSpace + keyRedisState + string(st)
+}
 
 // msScore is the score of t in the set of all requests: Unix milliseconds,
 // rounded down.

@@ -11,6 +11,21 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// prepareSchema brings the prefix to this schema when the store is opened,
+// after the PING: checkSchema (bounded by redisOpenTimeout), then
+// migrateLegacy (bounded by redisMigrateTimeout). Every way of opening a
+// Redis store (a URL, Sentinel) calls it before the store is used.
+func (s *Redis) prepareSchema(ctx context.Context) error {
+	openCtx, cancel := context.WithTimeout(ctx, redisOpenTimeout)
+	defer cancel()
+	if err := s.checkSchema(openCtx); err != nil {
+		return err
+	}
+	migrateCtx, cancel := context.WithTimeout(ctx, redisMigrateTimeout)
+	defer cancel()
+	return s.migrateLegacy(migrateCtx)
+}
+
 // checkSchema writes the layout version under a new prefix, refuses one
 // written by a newer release with a *SchemaError, and sets one written by
 // an older release (1 or 2) to this one's, before its records are moved:
