@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
+
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store/storetest"
@@ -88,7 +90,7 @@ func TestTickCostFollowsOpenWork(t *testing.T) {
 	t.Run("stores", func(t *testing.T) {
 		for _, past := range []int{10, 3000} {
 			t.Run(fmt.Sprint(past), func(t *testing.T) {
-				h := newHarness(t, func(env map[string]string) { seedStore(t, env["BOT_STORE"], past, 2) })
+				h := newHarness(t, func(c *config.Config) { seedStore(t, c.Store, past, 2) })
 				h.quiesce()
 				// The fewest of three windows: whether a running job's
 				// read (due after a backoff) falls into a window is timing,
@@ -129,9 +131,9 @@ func BenchmarkSlashCommandBurst(b *testing.B) {
 // burst sends n slash commands at rate a second; see BenchmarkSlashCommandBurst.
 func burst(b *testing.B, n, rate int) {
 	for range b.N {
-		h := newHarness(b, func(env map[string]string) {
-			env["BOT_ALLOWED_USERS"] = "*"
-			env["LOG_LEVEL"] = "info"
+		h := newHarness(b, func(c *config.Config) {
+			c.AllowedUsers = []string{"*"}
+			c.LogLevel = "info"
 		})
 		insts := h.addInstances("db", "cassandra", 30)
 		commits := func() int64 { return h.main.Store.(*store.Bolt).Commits() }
@@ -199,13 +201,13 @@ func burst(b *testing.B, n, rate int) {
 //	go test -run '^$' -bench PollThousandJobs -benchtime 1x .
 func BenchmarkPollThousandJobs(b *testing.B) {
 	for range b.N {
-		h := newHarness(b, func(env map[string]string) {
-			env["BOT_POLL_INTERVAL"] = "30s"
-			env["LOG_LEVEL"] = "info"
+		h := newHarness(b, func(c *config.Config) {
+			c.PollInterval = 30 * time.Second
+			c.LogLevel = "info"
 		})
 		// Seed with the bot stopped, so its first poll finds every job.
 		h.stop()
-		jobs := seedStore(b, h.env["BOT_STORE"], 0, 1000)
+		jobs := seedStore(b, h.cfg.Store, 0, 1000)
 		for _, j := range jobs {
 			h.gdb.SetJob(j, upgrade.JobRunning, "10%", "")
 		}
@@ -231,14 +233,14 @@ func BenchmarkPollTwoReplicas(b *testing.B) {
 	for range b.N {
 		for _, replicas := range []int{1, 2} {
 			addr := storetest.StartRedis(b)
-			h := newHarness(b, func(env map[string]string) {
-				env["BOT_STORE"] = "redis://" + addr + "/0"
-				env["BOT_POLL_INTERVAL"] = "1s"
-				env["LOG_LEVEL"] = "info"
+			h := newHarness(b, func(c *config.Config) {
+				c.Store = "redis://" + addr + "/0"
+				c.PollInterval = 1 * time.Second
+				c.LogLevel = "info"
 			})
 			// Seed with the bot stopped, so its first poll finds every job.
 			h.stop()
-			st, err := store.OpenRedis(context.Background(), h.env["BOT_STORE"])
+			st, err := store.OpenRedis(context.Background(), h.cfg.Store)
 			if err != nil {
 				b.Fatal(err)
 			}

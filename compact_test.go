@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 )
 
@@ -39,7 +40,7 @@ func TestCompactSubcommand(t *testing.T) {
 			break
 		}
 	}
-	env := MapLookup(map[string]string{"BOT_STORE": path})
+	env := environ{lookup: config.MapLookup(map[string]string{"BOT_STORE": path})}
 	var stdout, stderr bytes.Buffer
 	if code := run(context.Background(), []string{"compact"}, env, &stdout, &stderr); code != exitFailed {
 		t.Errorf("compact of a store in use: got %d, want %d", code, exitFailed)

@@ -3,214 +3,214 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
-	"maps"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/secret"
 )
 
-// Secret values the configuration tests put into the environment; none may
-// ever be printed.
+// Secret values the configuration tests use; none may ever be printed.
 const (
-	cfgAppToken   = "xapp-1-SECRETAPPTOKEN-4711"
-	cfgBotToken   = "xoxb-SECRETBOTTOKEN-4711"
-	cfgGemini     = "MIIsecret-geminidb-token-4711"
-	cfgIAMPass    = "iam-secret-password-4711"
-	cfgAccessKey  = "AKSECRETACCESSKEY4711"
-	cfgSecretKey  = "SKsecret-secret-key-4711"
-	cfgUserToken  = "xoxp-SECRETUSERTOKEN-4711"
-	cfgAppAsBot   = "xoxb-SECRETINAPPVAR-4711"
-	cfgBadGemini  = "ftp://secret-gaussdb.example.com"
-	cfgBadTimeout = "15 minutes"
+	cfgAppToken  = "xapp-1-SECRETAPPTOKEN-4711"
+	cfgBotToken  = "xoxb-SECRETBOTTOKEN-4711"
+	cfgGemini    = "MIIsecret-geminidb-token-4711"
+	cfgUserToken = "xoxp-SECRETUSERTOKEN-4711"
+	tgtToken     = "MIItarget-token-secret-5521"
+	tgtAK        = "TGTACCESSKEY5521XYZW"
+	tgtSK        = "TgtSecretKey5521abcdefghijklmnopqrstuvw"
+	tgtPassword  = "target-iam-password-5521"
 )
 
-// validEnv is a complete, valid configuration (nothing listens there: these
-// tests stop at the configuration).
-func validEnv() map[string]string {
-	return map[string]string{
-		"SLACK_APP_TOKEN":     cfgAppToken,
-		"SLACK_BOT_TOKEN":     cfgBotToken,
-		"GEMINIDB_ENDPOINT":   "https://gaussdb-nosql.eu-de.otc.t-systems.com",
-		"GEMINIDB_PROJECT_ID": "0123456789abcdef",
-		"GEMINIDB_AUTH_TOKEN": cfgGemini,
-		"BOT_ALLOWED_USERS":   "UALICE,UBOB",
-	}
+// validConfig is a complete, valid configuration built in code (nothing
+// listens there: these tests stop before connecting).
+func validConfig() config.Config {
+	c := config.Defaults()
+	c.SlackAppToken = cfgAppToken
+	c.SlackBotToken = cfgBotToken
+	c.GeminiDBEndpoint = "https://gaussdb-nosql.eu-de.otc.t-systems.com"
+	c.GeminiDBProjectID = "0123456789abcdef"
+	c.GeminiDBAuthToken = cfgGemini
+	c.AllowedUsers = []string{"UALICE", "UBOB"}
+	return c
 }
 
-func TestLoadConfigDefaults(t *testing.T) {
-	cfg, err := LoadConfig(MapLookup(validEnv()))
-	if err != nil {
-		t.Fatalf("LoadConfig: %v", err)
+// noEnv is an environment without a single variable.
+var noEnv = environ{config: config.FromEnv, lookup: config.MapLookup(nil)}
+
+// A bad configuration stops the bot with status 2 and one line per
+// problem, every problem at once, and no secret value.
+func TestRunReportsEveryConfigProblem(t *testing.T) {
+	t.Parallel()
+	cfg := validConfig()
+	cfg.SlackBotToken = cfgUserToken
+	cfg.GeminiDBEndpoint = "https://u:" + cfgGemini + "@gaussdb.example.com"
+	cfg.Retention = cfg.FollowFor
+	cfg.LogFormat = "xml"
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), nil, withConfig(cfg), &stdout, &stderr); code != exitConfig {
+		t.Errorf("got exit status %d, want %d; stderr:\n%s", code, exitConfig, stderr.String())
 	}
-	if mode, err := cfg.AuthMode(); err != nil || mode != AuthToken {
-		t.Errorf("got auth mode %q, %v; want token", mode, err)
+	lines := strings.Split(strings.TrimRight(stderr.String(), "\n"), "\n")
+	want := []string{"SLACK_BOT_TOKEN", "GEMINIDB_ENDPOINT", "BOT_RETENTION", "LOG_FORMAT"}
+	if len(lines) != len(want) {
+		t.Errorf("got %d lines, want %d:\n%s", len(lines), len(want), stderr.String())
 	}
-	checks := []struct {
-		name      string
-		got, want any
-	}{
-		{"SlackAPIURL", cfg.SlackAPIURL, "https://slack.com/api/"},
-		{"Store", cfg.Store, "geminidb-patch.db"},
-		{"HTTPAddr", cfg.HTTPAddr, ":8080"},
-		{"ConfirmTTL", cfg.ConfirmTTL.String(), "15m0s"},
-		{"PollInterval", cfg.PollInterval.String(), "30s"},
-		{"ShutdownTimeout", cfg.ShutdownTimeout.String(), "30s"},
-		{"BatchEngines", strings.Join(cfg.GeminiDBBatchEngines, ","), "cassandra,influxdb"},
-		{"AllowedUsers", strings.Join(cfg.AllowedUsers, ","), "UALICE,UBOB"},
-	}
-	for _, c := range checks {
-		if c.got != c.want {
-			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+	for i, name := range want {
+		if i < len(lines) && !strings.HasPrefix(lines[i], "geminidb-patch-bot: configuration error: "+name+": ") {
+			t.Errorf("line %d: got %q, want it to name %s", i+1, lines[i], name)
 		}
 	}
-}
-
-// A missing or malformed variable stops the bot with status 2 and one line
-// that names the variable, and no secret value is printed.
-// validEnvWith is validEnv changed by change; an empty value unsets the variable.
-func validEnvWith(change map[string]string) map[string]string {
-	env := validEnv()
-	maps.Copy(env, change)
-	for k, v := range env {
-		if v == "" {
-			delete(env, k)
+	for _, s := range []string{cfgUserToken, cfgGemini} {
+		if strings.Contains(stdout.String()+stderr.String(), s) {
+			t.Errorf("the output contains a secret (%s…)", s[:6])
 		}
-	}
-	return env
-}
-
-func TestConfigErrors(t *testing.T) {
-	tests := []struct {
-		name    string
-		change  map[string]string // "" value: unset
-		wantVar string
-	}{
-		{name: "app token missing", change: map[string]string{"SLACK_APP_TOKEN": ""}, wantVar: "SLACK_APP_TOKEN"},
-		{name: "bot token missing", change: map[string]string{"SLACK_BOT_TOKEN": ""}, wantVar: "SLACK_BOT_TOKEN"},
-		{name: "bot token is a user token", change: map[string]string{"SLACK_BOT_TOKEN": cfgUserToken}, wantVar: "SLACK_BOT_TOKEN"},
-		{name: "tokens swapped", change: map[string]string{"SLACK_APP_TOKEN": cfgAppAsBot}, wantVar: "SLACK_APP_TOKEN"},
-		{name: "slack api url not a url", change: map[string]string{"SLACK_API_URL": "slack.com/api"}, wantVar: "SLACK_API_URL"},
-		{name: "endpoint missing", change: map[string]string{"GEMINIDB_ENDPOINT": ""}, wantVar: "GEMINIDB_ENDPOINT"},
-		{name: "endpoint not http(s)", change: map[string]string{"GEMINIDB_ENDPOINT": cfgBadGemini}, wantVar: "GEMINIDB_ENDPOINT"},
-		{name: "endpoint without host", change: map[string]string{"GEMINIDB_ENDPOINT": "https://"}, wantVar: "GEMINIDB_ENDPOINT"},
-		{name: "project with slash", change: map[string]string{"GEMINIDB_PROJECT_ID": "a/b"}, wantVar: "GEMINIDB_PROJECT_ID"},
-		{name: "no auth mode", change: map[string]string{"GEMINIDB_AUTH_TOKEN": ""}, wantVar: "GEMINIDB_AUTH_TOKEN"},
-		{name: "token and aksk", change: map[string]string{"GEMINIDB_ACCESS_KEY": cfgAccessKey, "GEMINIDB_SECRET_KEY": cfgSecretKey}, wantVar: "GEMINIDB_ACCESS_KEY"},
-		{name: "token and iam", change: map[string]string{
-			"GEMINIDB_IAM_ENDPOINT": "https://iam.example.com", "GEMINIDB_IAM_USERNAME": "u",
-			"GEMINIDB_IAM_PASSWORD": cfgIAMPass, "GEMINIDB_IAM_DOMAIN": "d",
-		}, wantVar: "GEMINIDB_IAM_"},
-		{name: "access key without secret key", change: map[string]string{"GEMINIDB_AUTH_TOKEN": "", "GEMINIDB_ACCESS_KEY": cfgAccessKey}, wantVar: "GEMINIDB_SECRET_KEY"},
-		{name: "secret key without access key", change: map[string]string{"GEMINIDB_AUTH_TOKEN": "", "GEMINIDB_SECRET_KEY": cfgSecretKey}, wantVar: "GEMINIDB_ACCESS_KEY"},
-		{name: "half of iam", change: map[string]string{
-			"GEMINIDB_AUTH_TOKEN": "", "GEMINIDB_IAM_ENDPOINT": "https://iam.example.com", "GEMINIDB_IAM_PASSWORD": cfgIAMPass,
-		}, wantVar: "GEMINIDB_IAM_USERNAME"},
-		{name: "iam endpoint not a url", change: map[string]string{
-			"GEMINIDB_AUTH_TOKEN": "", "GEMINIDB_IAM_ENDPOINT": "iam.example.com", "GEMINIDB_IAM_USERNAME": "u",
-			"GEMINIDB_IAM_PASSWORD": cfgIAMPass, "GEMINIDB_IAM_DOMAIN": "d",
-		}, wantVar: "GEMINIDB_IAM_ENDPOINT"},
-		{name: "bad duration", change: map[string]string{"BOT_CONFIRM_TTL": cfgBadTimeout}, wantVar: "BOT_CONFIRM_TTL"},
-		{name: "negative duration", change: map[string]string{"BOT_POLL_INTERVAL": "-5s"}, wantVar: "BOT_POLL_INTERVAL"},
-		{name: "zero shutdown timeout", change: map[string]string{"BOT_SHUTDOWN_TIMEOUT": "0s"}, wantVar: "BOT_SHUTDOWN_TIMEOUT"},
-		{name: "bad number", change: map[string]string{"BOT_COMMANDS_PER_MINUTE": "ten"}, wantVar: "BOT_COMMANDS_PER_MINUTE"},
-		{name: "allowed users missing", change: map[string]string{"BOT_ALLOWED_USERS": ""}, wantVar: "BOT_ALLOWED_USERS"},
-		{name: "allowed users blank", change: map[string]string{"BOT_ALLOWED_USERS": " , "}, wantVar: "BOT_ALLOWED_USERS"},
-		{name: "allowed users not ids", change: map[string]string{"BOT_ALLOWED_USERS": "alice"}, wantVar: "BOT_ALLOWED_USERS"},
-		{name: "channel not an id", change: map[string]string{"BOT_ALLOWED_CHANNELS": "#ops"}, wantVar: "BOT_ALLOWED_CHANNELS"},
-		{name: "approver not an id", change: map[string]string{"BOT_APPROVERS": "bob"}, wantVar: "BOT_APPROVERS"},
-		{name: "confirm TTL beyond Slack's response URLs", change: map[string]string{"BOT_CONFIRM_TTL": "45m"}, wantVar: "BOT_CONFIRM_TTL"},
-		{name: "store URL not redis", change: map[string]string{"BOT_STORE": "http://localhost:6379"}, wantVar: "BOT_STORE"},
-		{name: "redis store without host", change: map[string]string{"BOT_STORE": "redis://"}, wantVar: "BOT_STORE"},
-		{name: "console url not http", change: map[string]string{"BOT_CONSOLE_URL": "console.example.com/{instance_id}"}, wantVar: "BOT_CONSOLE_URL"},
-		{name: "console url without instance", change: map[string]string{"BOT_CONSOLE_URL": "https://console.example.com/{region}"}, wantVar: "BOT_CONSOLE_URL"},
-		{name: "console url unknown placeholder", change: map[string]string{"BOT_CONSOLE_URL": "https://console.example.com/{instance}/{instance_id}"}, wantVar: "BOT_CONSOLE_URL"},
-		{name: "console url with a bar", change: map[string]string{"BOT_CONSOLE_URL": "https://console.example.com/{instance_id}|x"}, wantVar: "BOT_CONSOLE_URL"},
-		{name: "region with a slash", change: map[string]string{"GEMINIDB_REGION": "eu/de"}, wantVar: "GEMINIDB_REGION"},
-		{name: "log level", change: map[string]string{"LOG_LEVEL": "loud"}, wantVar: "LOG_LEVEL"},
-		{name: "log format", change: map[string]string{"LOG_FORMAT": "xml"}, wantVar: "LOG_FORMAT"},
-	}
-	secrets := []string{cfgAppToken, cfgBotToken, cfgGemini, cfgIAMPass, cfgAccessKey, cfgSecretKey, cfgUserToken, cfgAppAsBot, cfgBadGemini}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			env := MapLookup(validEnvWith(tt.change))
-			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), nil, env, &stdout, &stderr)
-			if code != exitConfig {
-				t.Errorf("got exit status %d, want %d; stderr:\n%s", code, exitConfig, stderr.String())
-			}
-			out := stdout.String() + stderr.String()
-			lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
-			if len(lines) != 1 {
-				t.Errorf("got %d lines of output, want exactly 1:\n%s", len(lines), out)
-			}
-			if !strings.Contains(lines[0], tt.wantVar) {
-				t.Errorf("got %q, want it to name %s", lines[0], tt.wantVar)
-			}
-			for _, s := range secrets {
-				if strings.Contains(out, s) {
-					t.Errorf("the output %q contains the value of a variable (%s…)", out, s[:6])
-				}
-			}
-			// The error itself names the variable as a ConfigError.
-			_, err := LoadConfig(env)
-			var ce *ConfigError
-			if !errors.As(err, &ce) || !strings.Contains(ce.Variable, tt.wantVar) {
-				t.Errorf("LoadConfig: got %v, want a *ConfigError naming %s", err, tt.wantVar)
-			}
-		})
-	}
-}
-
-// A console URL template with every placeholder, and a region, are accepted.
-func TestConfigConsoleURL(t *testing.T) {
-	const tmpl = "https://console.otc.t-systems.com/nosql/?region={region}&project={project_id}#/instances/{instance_id}"
-	cfg, err := LoadConfig(MapLookup(validEnvWith(map[string]string{"BOT_CONSOLE_URL": tmpl, "GEMINIDB_REGION": "eu-de"})))
-	if err != nil {
-		t.Fatalf("LoadConfig: %v", err)
-	}
-	if cfg.ConsoleURL != tmpl || cfg.GeminiDBRegion != "eu-de" {
-		t.Errorf("got %q, %q", cfg.ConsoleURL, cfg.GeminiDBRegion)
-	}
-	cfg, err = LoadConfig(MapLookup(validEnv()))
-	if err != nil || cfg.ConsoleURL != "" || cfg.GeminiDBRegion != "" {
-		t.Errorf("defaults: got %q, %q, %v; want both empty", cfg.ConsoleURL, cfg.GeminiDBRegion, err)
-	}
-}
-
-// Every auth mode on its own is accepted.
-func TestConfigAuthModes(t *testing.T) {
-	tests := []struct {
-		name   string
-		change map[string]string
-		want   AuthMode
-	}{
-		{"token", nil, AuthToken},
-		{"aksk", map[string]string{"GEMINIDB_AUTH_TOKEN": "", "GEMINIDB_ACCESS_KEY": cfgAccessKey, "GEMINIDB_SECRET_KEY": cfgSecretKey}, AuthAKSK},
-		{"iam", map[string]string{
-			"GEMINIDB_AUTH_TOKEN": "", "GEMINIDB_IAM_ENDPOINT": "https://iam.example.com", "GEMINIDB_IAM_USERNAME": "u",
-			"GEMINIDB_IAM_PASSWORD": cfgIAMPass, "GEMINIDB_IAM_DOMAIN": "d",
-		}, AuthIAM},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := LoadConfig(MapLookup(validEnvWith(tt.change)))
-			if err != nil {
-				t.Fatalf("LoadConfig: %v", err)
-			}
-			if got, _ := cfg.AuthMode(); got != tt.want {
-				t.Errorf("got auth mode %q, want %q", got, tt.want)
-			}
-		})
 	}
 }
 
 func TestUnknownArgument(t *testing.T) {
+	t.Parallel()
 	var stdout, stderr bytes.Buffer
-	if code := run(context.Background(), []string{"frobnicate"}, MapLookup(nil), &stdout, &stderr); code != exitConfig {
+	if code := run(context.Background(), []string{"frobnicate"}, noEnv, &stdout, &stderr); code != exitConfig {
 		t.Errorf("got exit status %d, want %d", code, exitConfig)
 	}
-	if !strings.Contains(stderr.String(), "frobnicate") {
-		t.Errorf("got %q, want it to name the argument", stderr.String())
+	if !strings.Contains(stderr.String(), "frobnicate") || !strings.Contains(stderr.String(), "doctor") {
+		t.Errorf("got %q, want it to name the argument and list the subcommands", stderr.String())
+	}
+}
+
+// --help lists every subcommand with one line each; --help env lists the
+// variables (envconfig's table).
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	for _, arg := range []string{"--help", "-h", "help"} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), []string{arg}, noEnv, &stdout, &stderr); code != exitOK {
+			t.Errorf("%s: got exit status %d", arg, code)
+		}
+		for _, sub := range []string{"demo", "doctor", "version", "compact", "healthcheck", "--help env"} {
+			n := 0
+			for _, line := range strings.Split(stdout.String(), "\n") {
+				if strings.HasPrefix(strings.TrimSpace(line), sub+" ") {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Errorf("%s: %d lines describe %q, want 1:\n%s", arg, n, sub, stdout.String())
+			}
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"--help", "env"}, noEnv, &stdout, &stderr); code != exitOK {
+		t.Errorf("--help env: got exit status %d", code)
+	}
+	for _, want := range []string{"KEY", "DEFAULT", "SLACK_BOT_TOKEN", "BOT_STORE", "geminidb-patch.db"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("--help env lacks %q:\n%s", want, stdout.String())
+		}
+	}
+}
+
+const goodTargets = `targets:
+  - name: prod-eu-de
+    region: eu-de
+    endpoint: https://gaussdb-nosql.eu-de.otc.t-systems.com/
+    project_id: 0123456789abcdef0123456789abcdef
+    auth: {token_env: DE_TOKEN}
+    channels: [CDE1, CDE2]
+    approvers: [S0LEADS]
+    allowed_channels: [CDE1, CDE2, CDE3]
+    allowed_users: [UALICE, S0DBAS]
+  - name: prod-eu-nl
+    region: eu-nl
+    endpoint: https://gaussdb-nosql.eu-nl.otc.t-systems.com
+    project_id: fedcba9876543210fedcba9876543210
+    batch_engines: [Cassandra]
+    auth: {access_key_env: NL_AK, secret_key_env: NL_SK}
+    channels: [CNL1]
+  - name: staging
+    region: eu-de
+    endpoint: https://gaussdb-nosql.eu-de.otc.t-systems.com
+    project_id: 00112233445566778899aabbccddeeff
+    auth:
+      iam:
+        endpoint: https://iam.eu-de.otc.t-systems.com
+        username: patch-bot
+        password_env: STAGE_PASSWORD
+        domain: OTC-EU-DE-0000
+    approvers: []
+  - name: files
+    region: eu-de
+    endpoint: https://gaussdb-nosql.eu-de.otc.t-systems.com
+    project_id: 99887766554433221100ffeeddccbbaa
+    auth: {token_file: de.token}
+`
+
+// targetsConfig is a valid configuration with the targets file goodTargets
+// and the variables it names.
+func targetsConfig(t *testing.T) config.Config {
+	t.Helper()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "targets.yaml")
+	if err := os.WriteFile(file, []byte(goodTargets), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "de.token"), []byte(tgtToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := validConfig()
+	c.GeminiDBEndpoint, c.GeminiDBProjectID, c.GeminiDBAuthToken = "", "", secret.Secret("")
+	c.TargetsFile = file
+	c.Approvers = []string{"UBOSS"}
+	c.LookupEnv = config.MapLookup(map[string]string{"DE_TOKEN": tgtToken, "NL_AK": tgtAK, "NL_SK": tgtSK, "STAGE_PASSWORD": tgtPassword})
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// The file's approver, channel and allowed lists are what the bot gets,
+// target by target (a smoke test of the wiring; the behaviour is in
+// e2e_targets_test.go), and the start-up log line names where the secrets
+// are, not what they are.
+func TestTargetsReachTheBot(t *testing.T) {
+	t.Parallel()
+	cfg := targetsConfig(t)
+	targets, dbs, err := newTargets(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(targets) != 4 || len(dbs) != 4 {
+		t.Fatalf("got %d targets and %d clients, want 4 each", len(targets), len(dbs))
+	}
+	if targets[0].Name != "prod-eu-de" || !slices.Equal(targets[0].Approvers, []string{"S0LEADS"}) || !slices.Equal(targets[1].Approvers, []string{"UBOSS"}) || len(targets[2].Approvers) != 0 {
+		t.Errorf("got targets %+v", targets)
+	}
+	if !slices.Equal(targets[0].AllowedChannels, []string{"CDE1", "CDE2", "CDE3"}) || !slices.Equal(targets[0].AllowedUsers, []string{"UALICE", "S0DBAS"}) || targets[1].AllowedChannels != nil {
+		t.Errorf("allowed lists: got %+v", targets[0])
+	}
+	if dbs[0] == dbs[3] {
+		t.Error("two targets share a client; each needs its own credentials and breaker")
+	}
+
+	var logs bytes.Buffer
+	cfg.HTTPAddr, cfg.Store = "127.0.0.1:0", filepath.Join(t.TempDir(), "bot.db")
+	m, err := NewMain(cfg, &logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{tgtToken, tgtAK, tgtSK, tgtPassword} {
+		if strings.Contains(logs.String(), s) {
+			t.Errorf("the start-up log contains a secret (%s…)", s[:6])
+		}
+	}
+	if !strings.Contains(logs.String(), "$DE_TOKEN") {
+		t.Errorf("the start-up log does not say where the token comes from:\n%s", logs.String())
 	}
 }

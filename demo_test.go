@@ -23,7 +23,6 @@ var updateDemo = flag.Bool("update-demo", false, "rewrite the README's example c
 const readmeExample = "<!-- the output of: go run . demo --transcript -->"
 
 // The demo needs no environment at all: every test here passes an empty one.
-var noEnv = MapLookup(nil)
 
 // demo --transcript plays the tour against the real bot and prints it; the
 // README's example conversation is exactly that output.

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
@@ -35,7 +36,7 @@ func TestRefusedUser(t *testing.T) {
 
 // Outside BOT_ALLOWED_CHANNELS the command is refused.
 func TestRefusedChannel(t *testing.T) {
-	h := newHarness(t, func(env map[string]string) { env["BOT_ALLOWED_CHANNELS"] = opsChannel })
+	h := newHarness(t, func(c *config.Config) { c.AllowedChannels = []string{opsChannel} })
 	in := h.addInstances("db", "cassandra", 1)[0]
 	ack := h.slash(alice, "CRANDOM", in.Name)
 	if got := ackText(ack); !strings.Contains(got, "does not work in this channel") {
@@ -52,7 +53,7 @@ func TestRefusedChannel(t *testing.T) {
 // the membership lookup, and once the members are cached, already in the
 // ack, before taking a place in the work queue.
 func TestUserGroupMemberAllowed(t *testing.T) {
-	h := newHarness(t, func(env map[string]string) { env["BOT_ALLOWED_USERS"] = "SDBOPS" },
+	h := newHarness(t, func(c *config.Config) { c.AllowedUsers = []string{"SDBOPS"} },
 		slacktest.WithUserGroup("SDBOPS", carol))
 	in := h.addInstances("db", "cassandra", 1)[0]
 	if id, _, _ := h.plan(carol, in.Name); id == "" {
@@ -95,7 +96,7 @@ func (h *harness) approvalClick(user, action, id string, retry int) {
 // Two-person rule: the requester cannot approve, a stranger cannot approve,
 // an approver approves once; approve clicked twice → one batch call.
 func TestApprovalFlow(t *testing.T) {
-	h := newHarness(t, func(env map[string]string) { env["BOT_APPROVERS"] = bob })
+	h := newHarness(t, func(c *config.Config) { c.Approvers = []string{bob} })
 	insts := h.addInstances("db", "cassandra", 2)
 	id, planMsg, ack := h.plan(alice, insts[0].Name+" "+insts[1].Name)
 	if !strings.Contains(planMsg.AllText(), "Request approval") {
@@ -135,7 +136,7 @@ func TestApprovalFlow(t *testing.T) {
 
 // Approvers may be a user group; its members approve, the requester still cannot.
 func TestApproverGroup(t *testing.T) {
-	h := newHarness(t, func(env map[string]string) { env["BOT_APPROVERS"] = "SLEADS" },
+	h := newHarness(t, func(c *config.Config) { c.Approvers = []string{"SLEADS"} },
 		slacktest.WithUserGroup("SLEADS", alice, carol))
 	in := h.addInstances("db", "cassandra", 1)[0]
 	id, _, ack := h.plan(alice, in.Name)
@@ -149,7 +150,7 @@ func TestApproverGroup(t *testing.T) {
 
 // Reject: nothing is patched and the requester is told who rejected.
 func TestReject(t *testing.T) {
-	h := newHarness(t, func(env map[string]string) { env["BOT_APPROVERS"] = bob })
+	h := newHarness(t, func(c *config.Config) { c.Approvers = []string{bob} })
 	in := h.addInstances("db", "cassandra", 1)[0]
 	id, _, ack := h.plan(alice, in.Name)
 	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
@@ -183,9 +184,9 @@ func TestExpiredPlan(t *testing.T) {
 
 // An expired approval request cannot be approved.
 func TestExpiredApproval(t *testing.T) {
-	h := newHarness(t, func(env map[string]string) {
-		env["BOT_CONFIRM_TTL"] = "10m"
-		env["BOT_APPROVERS"] = bob
+	h := newHarness(t, func(c *config.Config) {
+		c.ConfirmTTL = 10 * time.Minute
+		c.Approvers = []string{bob}
 	})
 	in := h.addInstances("db", "cassandra", 1)[0]
 	id, _, ack := h.plan(alice, in.Name)
@@ -219,9 +220,9 @@ func TestDriftOffersAFreshPlan(t *testing.T) {
 
 // A person cannot flood the bot: commands per minute and open plans are limited.
 func TestRateLimits(t *testing.T) {
-	h := newHarness(t, func(env map[string]string) {
-		env["BOT_COMMANDS_PER_MINUTE"] = "4"
-		env["BOT_MAX_OPEN_PLANS"] = "2"
+	h := newHarness(t, func(c *config.Config) {
+		c.CommandsPerMin = 4
+		c.MaxOpenPlans = 2
 	})
 	in := h.addInstances("db", "cassandra", 1)[0]
 	h.plan(alice, in.Name)
@@ -240,7 +241,7 @@ func TestRateLimits(t *testing.T) {
 // An unanswered plan's message is replaced when it expires, without a click,
 // and so is an unanswered approval request.
 func TestStalePlansExpireOnTheirOwn(t *testing.T) {
-	h := newHarness(t, func(env map[string]string) { env["BOT_APPROVERS"] = bob })
+	h := newHarness(t, func(c *config.Config) { c.Approvers = []string{bob} })
 	in := h.addInstances("db", "cassandra", 1)[0]
 	_, _, ack := h.plan(alice, in.Name)
 	id, _, ack2 := h.plan(alice, in.Name)
@@ -266,7 +267,7 @@ func TestStalePlansExpireOnTheirOwn(t *testing.T) {
 // When the approval request cannot be posted, nothing changes: the plan can
 // be confirmed again once the bot can post.
 func TestApprovalPostRefused(t *testing.T) {
-	h := newHarness(t, func(env map[string]string) { env["BOT_APPROVERS"] = bob })
+	h := newHarness(t, func(c *config.Config) { c.Approvers = []string{bob} })
 	in := h.addInstances("db", "cassandra", 1)[0]
 	id, _, ack := h.plan(alice, in.Name)
 	h.slack.FailMethod("chat.postMessage", "not_in_channel", 1)

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
+
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
@@ -415,7 +417,7 @@ func TestHundredInstances(t *testing.T) {
 // command envelope to receiving the bot's ack, while GeminiDB takes a second
 // to answer: the ack must not wait for it (Slack allows 3 s).
 func BenchmarkSlashCommandAck(b *testing.B) {
-	h := newHarness(b, func(env map[string]string) { env["BOT_COMMANDS_PER_MINUTE"] = "1000000"; env["LOG_LEVEL"] = "info" })
+	h := newHarness(b, func(c *config.Config) { c.CommandsPerMin = 1000000; c.LogLevel = "info" })
 	in := h.addInstances("db", "cassandra", 1)[0]
 	h.gdb.SetDelay("/instances", time.Second)
 	var total time.Duration

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
+
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
@@ -181,7 +183,7 @@ func TestStatusCommand(t *testing.T) {
 // says so: not as a failure (it may still be running), in its reply and in
 // the summary.
 func TestStopFollowingAfterBound(t *testing.T) {
-	h := newHarness(t, func(env map[string]string) { env["BOT_FOLLOW_FOR"] = "300ms" })
+	h := newHarness(t, func(c *config.Config) { c.FollowFor = 300 * time.Millisecond })
 	insts := h.addInstances("db", "cassandra", 1)
 	_, ts, _ := h.submitted(insts)
 	thread := h.threadText(ts, "is no longer followed", "finished", "no longer followed 1")
@@ -195,7 +197,7 @@ func TestStopFollowingAfterBound(t *testing.T) {
 func TestCorruptedStoreStopsTheBot(t *testing.T) {
 	h := newHarness(t, nil)
 	h.stop()
-	path := h.env["BOT_STORE"]
+	path := h.cfg.Store
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +207,7 @@ func TestCorruptedStoreStopsTheBot(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stdout, stderr bytes.Buffer
-	code := run(context.Background(), nil, MapLookup(h.env), &stdout, &stderr)
+	code := run(context.Background(), nil, withConfig(h.cfg), &stdout, &stderr)
 	if code == 0 {
 		t.Fatalf("run with a damaged store exited 0, want failure")
 	}
@@ -270,7 +272,7 @@ func TestRestartWhileSubmitting(t *testing.T) {
 // whether that batch (the instances ids) was being sent at the time.
 func (h *harness) rewindToSubmitting(id string, keep int, inFlight bool, ids ...string) {
 	h.t.Helper()
-	st, err := store.Open(h.env["BOT_STORE"])
+	st, err := store.Open(h.cfg.Store)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -314,7 +316,7 @@ func (h *harness) rewindToSubmitting(id string, keep int, inFlight bool, ids ...
 // A finished request older than BOT_RETENTION is deleted with its jobs by
 // the housekeeping, and status then says why it is not known.
 func TestRetentionDeletesOldRequests(t *testing.T) {
-	h := newHarness(t, func(env map[string]string) { env["BOT_RETENTION"] = "24h" })
+	h := newHarness(t, func(c *config.Config) { c.Retention = 24 * time.Hour })
 	insts := h.addInstances("db", "cassandra", 2)
 	id, ts, jobs := h.submitted(insts[:1])
 	h.gdb.CompleteJob(jobs[insts[0].ID], "3.11.3.5")

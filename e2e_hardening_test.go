@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
@@ -14,8 +15,8 @@ import (
 // summary say it may have started and to check the console, and the
 // operator is never told that nothing started.
 func TestTimedOutBatchIsUnknownNotNotSubmitted(t *testing.T) {
-	h := newHarness(t, func(env map[string]string) {
-		env["BOT_SHUTDOWN_TIMEOUT"] = "1s" // batch calls time out after 750ms
+	h := newHarness(t, func(c *config.Config) {
+		c.ShutdownTimeout = time.Second // batch calls time out after 750ms
 	})
 	insts := h.addInstances("db", "cassandra", 2)
 	h.gdb.SetDelay("/instances/db-upgrade", 3*time.Second)
@@ -85,7 +86,7 @@ func TestClickRechecksTodaysRights(t *testing.T) {
 	}
 	h.ephemeralTo(alice, "its buttons work only there")
 
-	h.env["BOT_ALLOWED_USERS"] = bob
+	h.cfg.AllowedUsers = []string{bob}
 	h.restart()
 	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)
 	h.ephemeralTo(alice, "not allowed to use /geminidb-patch")

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
 )
 
 // The plan's deadline, in a real message through the fakes, is a Slack
@@ -28,9 +30,9 @@ func TestPlanDeadlineIsASlackDate(t *testing.T) {
 // the plan, list and status answers.
 func TestConsoleLinks(t *testing.T) {
 	const tmpl = "https://console.example.com/nosql/?region={region}&project={project_id}#/instances/{instance_id}"
-	h := newHarness(t, func(env map[string]string) {
-		env["BOT_CONSOLE_URL"] = tmpl
-		env["GEMINIDB_REGION"] = "eu-de"
+	h := newHarness(t, func(c *config.Config) {
+		c.ConsoleURL = tmpl
+		c.GeminiDBRegion = "eu-de"
 	})
 	insts := h.addInstances("db", "cassandra", 2)
 	link := func(name, id string) string {

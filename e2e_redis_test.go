@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
@@ -18,8 +20,8 @@ import (
 // harness's environment; Slack spreads envelopes over both connections.
 func (h *harness) startReplica() {
 	h.t.Helper()
-	cfg, err := LoadConfig(MapLookup(h.env))
-	if err != nil {
+	cfg := h.cfg
+	if err := cfg.Validate(); err != nil {
 		h.t.Fatal(err)
 	}
 	cfg.Now = h.clock.Now
@@ -54,9 +56,9 @@ func (h *harness) startReplica() {
 // job's end is reported once although both follow it.
 func TestTwoReplicasShareARedisStore(t *testing.T) {
 	addr := storetest.StartRedis(t)
-	h := newHarness(t, func(env map[string]string) {
-		env["BOT_STORE"] = "redis://" + addr + "/0"
-		env["BOT_COMMANDS_PER_MINUTE"] = "1000"
+	h := newHarness(t, func(c *config.Config) {
+		c.Store = "redis://" + addr + "/0"
+		c.CommandsPerMin = 1000
 	}, slacktest.WithRoundRobin())
 	h.startReplica()
 	insts := h.addInstances("db", "cassandra", 3)
@@ -95,7 +97,7 @@ func TestTwoReplicasShareARedisStore(t *testing.T) {
 // alone: the submitter holds a live lease.
 func TestReplicaStartingDuringASubmission(t *testing.T) {
 	addr := storetest.StartRedis(t)
-	h := newHarness(t, func(env map[string]string) { env["BOT_STORE"] = "redis://" + addr + "/0" })
+	h := newHarness(t, func(c *config.Config) { c.Store = "redis://" + addr + "/0" })
 	in := h.addInstances("db", "cassandra", 1)[0]
 	h.gdb.SetDelay("/instances/db-upgrade", 3*time.Second)
 	id, _, ack := h.plan(alice, in.Name)
@@ -125,9 +127,9 @@ func TestReplicaStartingDuringASubmission(t *testing.T) {
 // redelivered command that lands on the other replica.
 func TestReplicasShareLimitsAndRedeliveries(t *testing.T) {
 	addr := storetest.StartRedis(t)
-	h := newHarness(t, func(env map[string]string) {
-		env["BOT_STORE"] = "redis://" + addr + "/0"
-		env["BOT_COMMANDS_PER_MINUTE"] = "3"
+	h := newHarness(t, func(c *config.Config) {
+		c.Store = "redis://" + addr + "/0"
+		c.CommandsPerMin = 3
 	}, slacktest.WithRoundRobin())
 	h.startReplica()
 	in := h.addInstances("db", "cassandra", 1)[0]
@@ -159,8 +161,8 @@ func TestReplicasShareLimitsAndRedeliveries(t *testing.T) {
 // click (once the store works) patches exactly once.
 func TestStoreFailureOnConfirmIsToldNotSwallowed(t *testing.T) {
 	addr := storetest.StartRedis(t)
-	h := newHarness(t, func(env map[string]string) {
-		env["BOT_STORE"] = "redis://" + addr + "/0"
+	h := newHarness(t, func(c *config.Config) {
+		c.Store = "redis://" + addr + "/0"
 	})
 	insts := h.addInstances("db", "cassandra", 1)
 	id, _, ack := h.plan(alice, insts[0].Name)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store/storetest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
@@ -227,8 +228,8 @@ func TestRestartMidRollout(t *testing.T) {
 // Two replicas on one Redis: the rest after a canary is sent once.
 func TestRolloutOnTwoReplicas(t *testing.T) {
 	addr := storetest.StartRedis(t)
-	h := newHarness(t, func(env map[string]string) {
-		env["BOT_STORE"] = "redis://" + addr + "/0"
+	h := newHarness(t, func(c *config.Config) {
+		c.Store = "redis://" + addr + "/0"
 	}, slacktest.WithRoundRobin())
 	h.startReplica()
 	insts := h.addInstances("db", "cassandra", 4)
@@ -248,7 +249,7 @@ func TestRolloutOnTwoReplicas(t *testing.T) {
 // With approvals on, the approval covers the whole rollout, and Continue
 // after a failed canary needs an approver who is not the requester.
 func TestContinueNeedsAnApprover(t *testing.T) {
-	h := newHarness(t, func(env map[string]string) { env["BOT_APPROVERS"] = bob })
+	h := newHarness(t, func(c *config.Config) { c.Approvers = []string{bob} })
 	insts := h.addInstances("db", "cassandra", 2)
 	id, _, ack := h.plan(alice, names(insts)+" --canary 1")
 	h.click(alice, "patch_confirm", id, ack.ResponseURL, 0)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
+
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
@@ -40,10 +42,10 @@ type targetsHarness struct {
 	nl *upgradetest.Server
 }
 
-func newTargetsHarness(t *testing.T, deExtra, nlExtra string, tweak func(env map[string]string)) *targetsHarness {
+func newTargetsHarness(t *testing.T, deExtra, nlExtra string, tweak func(c *config.Config)) *targetsHarness {
 	t.Helper()
 	th := &targetsHarness{}
-	h := newHarness(t, func(env map[string]string) {
+	h := newHarness(t, func(c *config.Config) {
 		th.nl = upgradetest.NewServer(t, upgradetest.WithIAMUser("OTC-EU-NL", "patch-bot", nlPassword), upgradetest.WithProjectID(nlProject))
 		file := filepath.Join(t.TempDir(), "targets.yaml")
 		yaml := fmt.Sprintf(`targets:
@@ -70,20 +72,19 @@ func newTargetsHarness(t *testing.T, deExtra, nlExtra string, tweak func(env map
     auth: {token_env: EU_DE_TOKEN}
     channels: [%s]
     approvers: []
-`, deTarget, env["GEMINIDB_ENDPOINT"], env["GEMINIDB_PROJECT_ID"], deChannel, deExtra,
+`, deTarget, c.GeminiDBEndpoint, c.GeminiDBProjectID, deChannel, deExtra,
 			nlTarget, th.nl.URL, nlProject, th.nl.IAMURL, nlChannel, nlExtra,
-			env["GEMINIDB_ENDPOINT"], env["GEMINIDB_PROJECT_ID"], stageChannel)
+			c.GeminiDBEndpoint, c.GeminiDBProjectID, stageChannel)
 		if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		env["EU_DE_TOKEN"] = env["GEMINIDB_AUTH_TOKEN"]
-		env["EU_NL_PASSWORD"] = nlPassword
-		delete(env, "GEMINIDB_ENDPOINT")
-		delete(env, "GEMINIDB_PROJECT_ID")
-		delete(env, "GEMINIDB_AUTH_TOKEN")
-		env["BOT_TARGETS_FILE"] = file
+		// The file names the variables of its secrets; c.LookupEnv
+		// answers them, so the process environment is not touched.
+		c.LookupEnv = config.MapLookup(map[string]string{"EU_DE_TOKEN": c.GeminiDBAuthToken.Reveal(), "EU_NL_PASSWORD": nlPassword})
+		c.GeminiDBEndpoint, c.GeminiDBProjectID, c.GeminiDBAuthToken = "", "", ""
+		c.TargetsFile = file
 		if tweak != nil {
-			tweak(env)
+			tweak(c)
 		}
 	})
 	th.harness = h
@@ -302,7 +303,7 @@ func TestTargetsFlagAndAsking(t *testing.T) {
 // replaces BOT_APPROVERS, prod-eu-nl uses BOT_APPROVERS, staging's empty
 // list turns approval off.
 func TestTargetsApprovers(t *testing.T) {
-	th := newTargetsHarness(t, "    approvers: ["+carol+"]", "", func(env map[string]string) { env["BOT_APPROVERS"] = bob })
+	th := newTargetsHarness(t, "    approvers: ["+carol+"]", "", func(c *config.Config) { c.Approvers = []string{bob} })
 	de, nl := th.twin("cass-billing")
 
 	approve := func(channel, id, label, fakeName string, fake *upgradetest.Server, wrong, right string) {
@@ -366,7 +367,7 @@ func TestTargetsRestartFollowsEachRequestsTarget(t *testing.T) {
 
 	th.stop()
 	// As if written by a version without targets.
-	st, err := store.Open(th.env["BOT_STORE"])
+	st, err := store.Open(th.cfg.Store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +435,9 @@ func (h *harness) waitCalls(fake *upgradetest.Server, suffix string, n int) {
 // A target whose credentials are refused answers with the cloud's error in
 // its own channel; the other target plans and patches as usual.
 func TestTargetsRefusedCredentialsStayInTheirTarget(t *testing.T) {
-	th := newTargetsHarness(t, "", "", func(env map[string]string) { env["EU_DE_TOKEN"] = "MIIwrong-eu-de-token-0000" })
+	th := newTargetsHarness(t, "", "", func(c *config.Config) {
+		c.LookupEnv = config.MapLookup(map[string]string{"EU_DE_TOKEN": "MIIwrong-eu-de-token-0000", "EU_NL_PASSWORD": nlPassword})
+	})
 	th.twin("cass-audit")
 	ack := th.slash(alice, deChannel, "cass-audit")
 	th.reply(ack.ResponseURL, "APIG.0301")
@@ -446,7 +449,7 @@ func TestTargetsRefusedCredentialsStayInTheirTarget(t *testing.T) {
 
 // doctor checks every target on its own.
 func TestDoctorChecksEveryTarget(t *testing.T) {
-	sl, gdb, env := fakeEnv(t)
+	sl, gdb, cfg := fakeConfig(t)
 	nl := upgradetest.NewServer(t, upgradetest.WithIAMUser("OTC-EU-NL", "patch-bot", nlPassword), upgradetest.WithProjectID(nlProject))
 	file := filepath.Join(t.TempDir(), "targets.yaml")
 	yaml := fmt.Sprintf("targets:\n"+
@@ -456,14 +459,11 @@ func TestDoctorChecksEveryTarget(t *testing.T) {
 	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env["EU_DE_TOKEN"] = "MIIwrong-eu-de-token-0000"
-	env["EU_NL_PASSWORD"] = nlPassword
-	for _, k := range []string{"GEMINIDB_ENDPOINT", "GEMINIDB_PROJECT_ID", "GEMINIDB_AUTH_TOKEN"} {
-		delete(env, k)
-	}
-	env["BOT_TARGETS_FILE"] = file
+	cfg.LookupEnv = config.MapLookup(map[string]string{"EU_DE_TOKEN": "MIIwrong-eu-de-token-0000", "EU_NL_PASSWORD": nlPassword})
+	cfg.GeminiDBEndpoint, cfg.GeminiDBProjectID, cfg.GeminiDBAuthToken = "", "", ""
+	cfg.TargetsFile = file
 	var stdout, stderr strings.Builder
-	if code := run(t.Context(), []string{"doctor"}, MapLookup(env), &stdout, &stderr); code != exitFailed {
+	if code := run(t.Context(), []string{"doctor"}, withConfig(cfg), &stdout, &stderr); code != exitFailed {
 		t.Errorf("got exit status %d, want %d", code, exitFailed)
 	}
 	out := stdout.String()

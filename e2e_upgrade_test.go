@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/secret"
+
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade/upgradetest"
 )
@@ -123,24 +126,24 @@ func TestAuthModesEndToEnd(t *testing.T) {
 	tests := []struct {
 		name string
 		opts []upgradetest.ServerOption
-		env  func(env map[string]string, gdb string)
+		cfg  func(c *config.Config, gdb string)
 	}{
-		{"iam", []upgradetest.ServerOption{upgradetest.WithIAMUser(domain, user, password)}, func(env map[string]string, gdb string) {
-			delete(env, "GEMINIDB_AUTH_TOKEN")
-			env["GEMINIDB_IAM_ENDPOINT"] = gdb
-			env["GEMINIDB_IAM_USERNAME"] = user
-			env["GEMINIDB_IAM_PASSWORD"] = password
-			env["GEMINIDB_IAM_DOMAIN"] = domain
+		{"iam", []upgradetest.ServerOption{upgradetest.WithIAMUser(domain, user, password)}, func(c *config.Config, gdb string) {
+			c.GeminiDBAuthToken = ""
+			c.GeminiDBIAMEndpoint = gdb
+			c.GeminiDBIAMUsername = user
+			c.GeminiDBIAMPassword = secret.Secret(password)
+			c.GeminiDBIAMDomain = domain
 		}},
-		{"aksk", []upgradetest.ServerOption{upgradetest.WithAKSK(ak, sk)}, func(env map[string]string, _ string) {
-			delete(env, "GEMINIDB_AUTH_TOKEN")
-			env["GEMINIDB_ACCESS_KEY"] = ak
-			env["GEMINIDB_SECRET_KEY"] = sk
+		{"aksk", []upgradetest.ServerOption{upgradetest.WithAKSK(ak, sk)}, func(c *config.Config, _ string) {
+			c.GeminiDBAuthToken = ""
+			c.GeminiDBAccessKey = secret.Secret(ak)
+			c.GeminiDBSecretKey = secret.Secret(sk)
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarnessWith(t, tt.opts, func(env map[string]string) { tt.env(env, env["GEMINIDB_ENDPOINT"]) })
+			h := newHarnessWith(t, tt.opts, func(c *config.Config) { tt.cfg(c, c.GeminiDBEndpoint) })
 			insts := h.addInstances("db", "cassandra", 2)
 			id, _, ack := h.plan(alice, insts[0].Name+" "+insts[1].Name)
 			if id == "" {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/secret"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade/upgradetest"
@@ -70,7 +72,7 @@ type harness struct {
 	t     testing.TB
 	slack *slacktest.Server
 	gdb   *upgradetest.Server
-	env   map[string]string
+	cfg   config.Config // what the bot starts with; validated at each start
 	logs  *syncBuffer
 	clock *testClock // the bot's clock: real time, moved on by Advance
 
@@ -82,32 +84,49 @@ type harness struct {
 	done     chan error
 }
 
-// botEnv is a valid environment pointing the bot at the fakes, with a
-// fresh store file and a free HTTP port.
-func botEnv(t testing.TB, sl *slacktest.Server, gdb *upgradetest.Server) map[string]string {
-	return map[string]string{
-		"SLACK_APP_TOKEN":     sl.AppToken(),
-		"SLACK_BOT_TOKEN":     sl.BotToken(),
-		"SLACK_API_URL":       sl.APIURL(),
-		"GEMINIDB_ENDPOINT":   gdb.URL,
-		"GEMINIDB_PROJECT_ID": gdb.ProjectID,
-		"GEMINIDB_AUTH_TOKEN": testGeminiToken,
-		"BOT_ALLOWED_USERS":   alice,
-		"BOT_STORE":           filepath.Join(t.TempDir(), "bot.db"),
-		"BOT_HTTP_ADDR":       "127.0.0.1:0",
+// botConfig is a valid configuration pointing the bot at the fakes, with a
+// fresh store file and a free HTTP port. Built in code, not read from the
+// environment, so tests run side by side; start validates it as FromEnv
+// validates the environment's.
+func botConfig(t testing.TB, sl *slacktest.Server, gdb *upgradetest.Server) config.Config {
+	c := config.Defaults()
+	c.SlackAppToken = secret.Secret(sl.AppToken())
+	c.SlackBotToken = secret.Secret(sl.BotToken())
+	c.SlackAPIURL = sl.APIURL()
+	c.GeminiDBEndpoint = gdb.URL
+	c.GeminiDBProjectID = gdb.ProjectID
+	c.GeminiDBAuthToken = testGeminiToken
+	c.AllowedUsers = []string{alice}
+	c.Store = filepath.Join(t.TempDir(), "bot.db")
+	c.HTTPAddr = "127.0.0.1:0"
+	return c
+}
+
+// withConfig is the environ of run whose configuration is cfg, validated
+// as main validates the environment's; no single variable is set.
+func withConfig(cfg config.Config) environ {
+	return environ{
+		config: func() (config.Config, error) {
+			c := cfg
+			if err := c.Validate(); err != nil {
+				return config.Config{}, err
+			}
+			return c, nil
+		},
+		lookup: config.MapLookup(nil),
 	}
 }
 
-// newHarness builds the fakes and the environment; tweak edits the
-// environment before the bot starts. The bot is started.
-func newHarness(t testing.TB, tweak func(env map[string]string), slackOpts ...slacktest.Option) *harness {
+// newHarness builds the fakes and the configuration; tweak edits the
+// configuration before the bot starts. The bot is started.
+func newHarness(t testing.TB, tweak func(c *config.Config), slackOpts ...slacktest.Option) *harness {
 	t.Helper()
 	return newHarnessWith(t, []upgradetest.ServerOption{upgradetest.WithToken(testGeminiToken)}, tweak, slackOpts...)
 }
 
 // newHarnessWith is newHarness with the fake GeminiDB's options (e.g. which
 // credentials it accepts).
-func newHarnessWith(t testing.TB, gdbOpts []upgradetest.ServerOption, tweak func(env map[string]string), slackOpts ...slacktest.Option) *harness {
+func newHarnessWith(t testing.TB, gdbOpts []upgradetest.ServerOption, tweak func(c *config.Config), slackOpts ...slacktest.Option) *harness {
 	t.Helper()
 	// Every harness has its own fakes, store, port and clock, and no test
 	// touches the process environment, so tests run side by side.
@@ -116,14 +135,14 @@ func newHarnessWith(t testing.TB, gdbOpts []upgradetest.ServerOption, tweak func
 	}
 	sl := slacktest.New(t, slackOpts...)
 	gdb := upgradetest.NewServer(t, gdbOpts...)
-	env := botEnv(t, sl, gdb)
-	env["BOT_ALLOWED_USERS"] = alice + "," + bob
-	env["BOT_POLL_INTERVAL"] = "40ms"
-	env["LOG_LEVEL"] = "debug"
+	cfg := botConfig(t, sl, gdb)
+	cfg.AllowedUsers = []string{alice, bob}
+	cfg.PollInterval = 40 * time.Millisecond
+	cfg.LogLevel = "debug"
 	if tweak != nil {
-		tweak(env)
+		tweak(&cfg)
 	}
-	h := &harness{t: t, slack: sl, gdb: gdb, env: env, logs: &syncBuffer{}, clock: &testClock{}}
+	h := &harness{t: t, slack: sl, gdb: gdb, cfg: cfg, logs: &syncBuffer{}, clock: &testClock{}}
 	h.start()
 	t.Cleanup(func() {
 		h.stop()
@@ -138,9 +157,9 @@ func newHarnessWith(t testing.TB, gdbOpts []upgradetest.ServerOption, tweak func
 // start runs the bot and waits until its Socket Mode connection is up.
 func (h *harness) start() {
 	h.t.Helper()
-	cfg, err := LoadConfig(MapLookup(h.env))
-	if err != nil {
-		h.t.Fatalf("LoadConfig: %v", err)
+	cfg := h.cfg
+	if err := cfg.Validate(); err != nil {
+		h.t.Fatalf("Validate: %v", err)
 	}
 	cfg.Now = h.clock.Now
 	before, calls := h.slack.Connections(), h.gdb.Calls("/instances")
@@ -203,7 +222,7 @@ func (h *harness) ctx() context.Context {
 
 func (h *harness) assertNoSecretsLogged() {
 	logs := h.logs.String()
-	for _, secret := range []string{testGeminiToken, h.slack.BotToken(), h.slack.AppToken(), h.env["GEMINIDB_IAM_PASSWORD"], h.env["GEMINIDB_SECRET_KEY"]} {
+	for _, secret := range []string{testGeminiToken, h.slack.BotToken(), h.slack.AppToken(), h.cfg.GeminiDBIAMPassword.Reveal(), h.cfg.GeminiDBSecretKey.Reveal()} {
 		if secret != "" && strings.Contains(logs, secret) {
 			h.t.Errorf("a secret value appears in the logs")
 		}
@@ -215,7 +234,7 @@ func (h *harness) assertNoSecretsLogged() {
 	}
 	for _, c := range h.slack.Calls() {
 		body := c.AllText()
-		for _, secret := range []string{testGeminiToken, h.env["GEMINIDB_IAM_PASSWORD"], h.env["GEMINIDB_SECRET_KEY"]} {
+		for _, secret := range []string{testGeminiToken, h.cfg.GeminiDBIAMPassword.Reveal(), h.cfg.GeminiDBSecretKey.Reveal()} {
 			if secret != "" && strings.Contains(body, secret) {
 				h.t.Errorf("a secret value appears in a Slack message: %s", body)
 			}

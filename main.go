@@ -30,6 +30,7 @@ import (
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/bot"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/demo"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/ops"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
@@ -53,14 +54,54 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
-	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
+	code := run(ctx, os.Args[1:], processEnviron, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
+// environ is what run reads besides its arguments: main passes the
+// process's own (processEnviron), tests their own, so they need not touch
+// the process environment and run side by side.
+type environ struct {
+	// config reads and validates the configuration: config.FromEnv in main.
+	config func() (config.Config, error)
+	// lookup reads one variable, for the subcommands that need only one
+	// (compact: BOT_STORE, healthcheck: BOT_HTTP_ADDR).
+	lookup func(string) (string, bool)
+}
+
+// processEnviron is the environment of the process.
+var processEnviron = environ{config: config.FromEnv, lookup: os.LookupEnv}
+
+// subcommands are what run does besides running the bot, for --help.
+var subcommands = []struct{ name, does string }{
+	{"", "run the bot (configured by environment variables; --help env lists them)"},
+	{"demo", "try the bot: an embedded Slack and GeminiDB, and a local page (no accounts needed)"},
+	{"doctor", "check the configuration, Slack (token, scopes, Socket Mode), GeminiDB and the store, with the fix for each failure"},
+	{"version", "print the version"},
+	{"compact [DST]", "copy the bbolt store without its free pages (the bot stopped)"},
+	{"healthcheck", "GET /healthz of a running bot (for Docker's HEALTHCHECK)"},
+	{"--help env", "list the environment variables, their defaults and what they mean"},
+}
+
+// usage writes the one-line-per-subcommand help.
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: geminidb-patch-bot [command]")
+	fmt.Fprintln(w)
+	for _, c := range subcommands {
+		name := c.name
+		if name == "" {
+			name = "(none)"
+		}
+		fmt.Fprintf(w, "  %-14s %s\n", name, c.does)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Configuration is read from the environment; see README.md.")
+}
+
 // run is the whole program minus process concerns, so tests run exactly
 // what users run.
-func run(ctx context.Context, args []string, lookup func(string) (string, bool), stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, env environ, stdout, stderr io.Writer) int {
 	sub := ""
 	if len(args) > 0 {
 		sub = args[0]
@@ -72,27 +113,57 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return exitOK
 	case "demo":
 		// The real bot, as run below, against the demo's fakes.
-		return demo.Main(ctx, args[1:], stdout, stderr, func(ctx context.Context, env map[string]string, logs io.Writer) int {
-			return run(ctx, nil, MapLookup(env), logs, logs)
+		return demo.Main(ctx, args[1:], stdout, stderr, func(ctx context.Context, cfg config.Config, logs io.Writer) int {
+			return serve(ctx, cfg, logs)
 		})
 	case "doctor":
-		return doctor(ctx, lookup, stdout)
+		return doctor(ctx, env.config, stdout)
 	case "healthcheck":
-		return healthcheck(ctx, lookup, stderr)
+		return healthcheck(ctx, env.lookup, stderr)
 	case "compact":
-		return compact(args[1:], lookup, stdout, stderr)
+		return compact(args[1:], env.lookup, stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: geminidb-patch-bot [demo|doctor|compact [DST]|version|healthcheck]\nConfiguration is read from the environment; see README.md.")
+		if len(args) > 1 && args[1] == "env" {
+			if err := config.Usage(stdout); err != nil {
+				fmt.Fprintf(stderr, "geminidb-patch-bot: %v\n", err)
+				return exitFailed
+			}
+			return exitOK
+		}
+		usage(stdout)
 		return exitOK
 	default:
-		fmt.Fprintf(stderr, "unknown argument %q; usage: geminidb-patch-bot [demo|doctor|compact [DST]|version|healthcheck]\n", sub)
+		fmt.Fprintf(stderr, "unknown argument %q\n", sub)
+		usage(stderr)
 		return exitConfig
 	}
-	cfg, err := LoadConfig(lookup)
+	cfg, err := env.config()
 	if err != nil {
-		fmt.Fprintf(stderr, "geminidb-patch-bot: configuration error: %v\n", err)
+		printConfigError(stderr, err)
 		return exitConfig
 	}
+	return start(ctx, cfg, stderr)
+}
+
+// printConfigError writes every configuration problem on a line of its own.
+func printConfigError(w io.Writer, err error) {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintf(w, "geminidb-patch-bot: configuration error: %s\n", line)
+	}
+}
+
+// serve validates cfg, a Config built in code (the demo's), and runs the
+// bot on it as run does.
+func serve(ctx context.Context, cfg config.Config, stderr io.Writer) int {
+	if err := cfg.Validate(); err != nil {
+		printConfigError(stderr, err)
+		return exitConfig
+	}
+	return start(ctx, cfg, stderr)
+}
+
+// start runs the bot on a validated configuration until ctx ends.
+func start(ctx context.Context, cfg config.Config, stderr io.Writer) int {
 	m, err := NewMain(cfg, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "geminidb-patch-bot: %v\n", err)
@@ -113,7 +184,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 // Main is the wired program: configuration, logger, store, clients, bot
 // and the operational HTTP server.
 type Main struct {
-	Config   Config
+	Config   config.Config
 	Log      zerolog.Logger
 	Store    Store
 	Bot      *bot.Bot
@@ -167,7 +238,7 @@ func isRedisURL(s string) bool {
 }
 
 // NewLogger builds the zerolog logger the configuration asks for.
-func NewLogger(cfg Config, w io.Writer) zerolog.Logger {
+func NewLogger(cfg config.Config, w io.Writer) zerolog.Logger {
 	level, err := zerolog.ParseLevel(strings.ToLower(cfg.LogLevel))
 	if err != nil {
 		level = zerolog.InfoLevel
@@ -179,14 +250,14 @@ func NewLogger(cfg Config, w io.Writer) zerolog.Logger {
 }
 
 // NewGeminiDB builds the GeminiDB client of one target, for its auth mode.
-func NewGeminiDB(t Target, observe func(call string, d time.Duration, err error)) (*upgrade.Client, error) {
+func NewGeminiDB(t config.Target, observe func(call string, d time.Duration, err error)) (*upgrade.Client, error) {
 	var auth upgrade.Authenticator
 	switch t.Auth.Mode {
-	case AuthToken:
+	case config.AuthToken:
 		auth = upgrade.TokenAuth(t.Auth.Token.Reveal())
-	case AuthAKSK:
+	case config.AuthAKSK:
 		auth = upgrade.AKSKAuth(t.Auth.AccessKey.Reveal(), t.Auth.SecretKey.Reveal())
-	case AuthIAM:
+	case config.AuthIAM:
 		auth = upgrade.NewIAMAuth(upgrade.IAMConfig{
 			Endpoint: t.Auth.IAMEndpoint, Username: t.Auth.IAMUsername,
 			Password: t.Auth.IAMPassword.Reveal(), Domain: t.Auth.IAMDomain, ProjectID: t.ProjectID,
@@ -206,7 +277,7 @@ func NewGeminiDB(t Target, observe func(call string, d time.Duration, err error)
 }
 
 // NewSlack builds the Slack Web API client (bot token, app token for Socket Mode).
-func NewSlack(cfg Config) *slack.Client {
+func NewSlack(cfg config.Config) *slack.Client {
 	return slack.New(cfg.SlackBotToken.Reveal(),
 		slack.OptionAppLevelToken(cfg.SlackAppToken.Reveal()),
 		slack.OptionAPIURL(cfg.SlackAPIURL),
@@ -216,22 +287,54 @@ func NewSlack(cfg Config) *slack.Client {
 		slack.OptionRetry(3))
 }
 
+// newTargets builds the bot's targets, each with a client of its own whose
+// API calls are observed in metrics under the target's name.
+func newTargets(cfg config.Config, metrics *bot.Metrics) ([]bot.Target, []*upgrade.Client, error) {
+	var targets []bot.Target
+	var dbs []*upgrade.Client
+	for _, t := range cfg.Targets {
+		db, err := NewGeminiDB(t, func(call string, d time.Duration, err error) {
+			result := "ok"
+			if err != nil {
+				result = "error"
+			}
+			metrics.APILatency.WithLabelValues(t.Name, call, result).Observe(d.Seconds())
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		targets = append(targets, bot.Target{
+			Name: t.Name, Region: t.Region, ProjectID: t.ProjectID, BatchEngines: t.BatchEngines,
+			Channels: t.Channels, Approvers: t.Approvers, DB: db,
+			AllowedChannels: t.AllowedChannels, AllowedUsers: t.AllowedUsers,
+		})
+		dbs = append(dbs, db)
+	}
+	return targets, dbs, nil
+}
+
 // NewMain wires everything. It opens the store (a damaged store stops the
 // bot here) and binds the HTTP address; it does not connect to Slack yet.
-func NewMain(cfg Config, logOut io.Writer) (*Main, error) {
+func NewMain(cfg config.Config, logOut io.Writer) (*Main, error) {
 	if len(cfg.Targets) == 0 {
-		cfg.Targets = []Target{envTarget(&cfg)} // a Config not made by LoadConfig
+		return nil, errors.New("the configuration has no targets: call its Validate first")
 	}
 	log := NewLogger(cfg, logOut)
-	mode, _ := cfg.AuthMode()
-	log.Info().Str("version", version).Interface("config", cfg.LogValue(mode)).Msg("starting")
+	log.Info().Str("version", version).Interface("config", cfg.LogValue()).Msg("starting")
+	for _, t := range cfg.Targets {
+		if len(t.AllowedChannels) > 0 || len(t.AllowedUsers) > 0 {
+			// Read and checked, handed to the bot, but the bot does not
+			// refuse by them yet: say so rather than let it be relied on.
+			log.Warn().Str("target", t.Name).Msg("allowed_channels and allowed_users are not enforced yet; only BOT_ALLOWED_CHANNELS and BOT_ALLOWED_USERS are")
+		}
+	}
 
 	if isRedisURL(cfg.Store) {
 		redis.SetLogger(redisLog{log})
 	}
 	st, err := OpenStore(context.Background(), cfg.Store, cfg.Now)
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", redactURL(cfg.Store), err)
+		return nil, fmt.Errorf("open store %s: %w", config.RedactURL(cfg.Store), err)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

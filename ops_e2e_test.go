@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/ops"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 )
@@ -191,11 +192,10 @@ func TestReadyzStoreClosed(t *testing.T) {
 // NewMain binds the port; Close without Run releases it and the store.
 func TestCloseWithoutRun(t *testing.T) {
 	dir := t.TempDir()
-	env := validEnv()
-	env["BOT_STORE"] = filepath.Join(dir, "bot.db")
-	env["BOT_HTTP_ADDR"] = "127.0.0.1:0"
-	cfg, err := LoadConfig(MapLookup(env))
-	if err != nil {
+	cfg := validConfig()
+	cfg.Store = filepath.Join(dir, "bot.db")
+	cfg.HTTPAddr = "127.0.0.1:0"
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	m, err := NewMain(cfg, io.Discard)
@@ -212,7 +212,7 @@ func TestCloseWithoutRun(t *testing.T) {
 	} else {
 		_ = srv.Shutdown(context.Background())
 	}
-	st, err := store.Open(env["BOT_STORE"])
+	st, err := store.Open(cfg.Store)
 	if err != nil {
 		t.Fatalf("the store is still held after Close: %v", err)
 	}
@@ -223,7 +223,7 @@ func TestCloseWithoutRun(t *testing.T) {
 func TestHealthcheckSubcommand(t *testing.T) {
 	h := newHarness(t, nil)
 	var stdout, stderr strings.Builder
-	if code := run(context.Background(), []string{"healthcheck"}, MapLookup(map[string]string{"BOT_HTTP_ADDR": h.main.HTTP.Addr()}), &stdout, &stderr); code != exitOK {
+	if code := run(context.Background(), []string{"healthcheck"}, environ{lookup: config.MapLookup(map[string]string{"BOT_HTTP_ADDR": h.main.HTTP.Addr()})}, &stdout, &stderr); code != exitOK {
 		t.Errorf("healthcheck against a running bot: got %d (%s), want 0", code, stderr.String())
 	}
 	// Nothing listens on a port just released.
@@ -233,7 +233,7 @@ func TestHealthcheckSubcommand(t *testing.T) {
 	}
 	free := srv.Addr()
 	_ = srv.Shutdown(context.Background())
-	if code := run(context.Background(), []string{"healthcheck"}, MapLookup(map[string]string{"BOT_HTTP_ADDR": free}), &stdout, &stderr); code != exitFailed {
+	if code := run(context.Background(), []string{"healthcheck"}, environ{lookup: config.MapLookup(map[string]string{"BOT_HTTP_ADDR": free})}, &stdout, &stderr); code != exitFailed {
 		t.Errorf("healthcheck with nothing listening: got %d, want %d", code, exitFailed)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
 )
 
 // The README's environment table must name every variable Config reads,
@@ -25,10 +27,10 @@ func TestReadmeDocumentsEveryVariable(t *testing.T) {
 			rows[name] = line
 		}
 	}
-	typ := reflect.TypeFor[Config]()
+	typ := reflect.TypeFor[config.Config]()
 	for i := range typ.NumField() {
 		f := typ.Field(i)
-		name := f.Tag.Get("env")
+		name := f.Tag.Get("envconfig")
 		if name == "" {
 			continue // not read from the environment
 		}

@@ -6,12 +6,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/secret"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
@@ -60,12 +64,30 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// processEnv is env and nothing else of the bot's (the developer's own
+// processEnv is cfg as the variables that configure it (the names its
+// envconfig tags give) and nothing else of the bot's (the developer's own
 // variables must not leak in), plus what any process needs.
-func processEnv(env map[string]string) []string {
+func processEnv(cfg config.Config) []string {
 	out := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for k, v := range env {
-		out = append(out, k+"="+v)
+	v, t := reflect.ValueOf(cfg), reflect.TypeFor[config.Config]()
+	for i := range t.NumField() {
+		key := t.Field(i).Tag.Get("envconfig")
+		var val string
+		switch x := v.Field(i).Interface().(type) {
+		case secret.Secret:
+			val = x.Reveal()
+		case string:
+			val = x
+		case []string:
+			val = strings.Join(x, ",")
+		case time.Duration:
+			val = x.String()
+		case int:
+			val = strconv.Itoa(x)
+		}
+		if key != "" && val != "" {
+			out = append(out, key+"="+val)
+		}
 	}
 	return out
 }
@@ -82,7 +104,7 @@ type botProcess struct {
 func startProcess(t *testing.T, h *harness, bin string, args ...string) *botProcess {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
-	cmd.Env = processEnv(h.env)
+	cmd.Env = processEnv(h.cfg)
 	cmd.Stdout, cmd.Stderr = h.logs, h.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
@@ -138,15 +160,15 @@ func pollUntil(t *testing.T, h *harness, desc string, cond func() bool) {
 
 // processHarness is a harness whose bot is the built binary in its own
 // process rather than NewMain in this one.
-func processHarness(t *testing.T, tweak func(env map[string]string)) *harness {
+func processHarness(t *testing.T, tweak func(c *config.Config)) *harness {
 	t.Helper()
-	sl, gdb, env := fakeEnv(t)
-	env["LOG_LEVEL"] = "debug"
-	env["BOT_POLL_INTERVAL"] = "40ms"
+	sl, gdb, cfg := fakeConfig(t)
+	cfg.LogLevel = "debug"
+	cfg.PollInterval = 40 * time.Millisecond
 	if tweak != nil {
-		tweak(env)
+		tweak(&cfg)
 	}
-	h := &harness{t: t, slack: sl, gdb: gdb, env: env, logs: &syncBuffer{}}
+	h := &harness{t: t, slack: sl, gdb: gdb, cfg: cfg, logs: &syncBuffer{}}
 	t.Cleanup(func() {
 		if v := sl.Violations(); len(v) > 0 {
 			t.Errorf("Slack protocol violations by the bot: %q", v)
@@ -198,7 +220,7 @@ func TestSIGTERMFinishesBatchInFlight(t *testing.T) {
 	}
 
 	// The store file, opened after the process exited.
-	st, err := store.Open(h.env["BOT_STORE"])
+	st, err := store.Open(h.cfg.Store)
 	if err != nil {
 		t.Fatalf("open the store the bot left: %v", err)
 	}
@@ -246,15 +268,16 @@ func TestSIGINTIdle(t *testing.T) {
 	if code := p.wait(t, h); code != 0 {
 		t.Errorf("got exit status %d, want 0\nlogs:\n%s", code, h.logs.String())
 	}
-	st, err := store.Open(h.env["BOT_STORE"])
+	st, err := store.Open(h.cfg.Store)
 	if err != nil {
 		t.Fatalf("open the store the bot left: %v", err)
 	}
 	_ = st.Close()
 }
 
-// The binary prints the version stamped at build time, and a bad variable
-// stops it with status 2 and one line naming it, without its value.
+// The binary prints the version stamped at build time; a bad variable
+// stops it with status 2 and one line naming it, without its value; and
+// an empty environment names every missing variable in one run.
 func TestBinaryVersionAndConfigError(t *testing.T) {
 	bin := buildBinary(t)
 	out, err := exec.Command(bin, "version").CombinedOutput()
@@ -265,10 +288,10 @@ func TestBinaryVersionAndConfigError(t *testing.T) {
 		t.Errorf("version: got %q, want %q", got, want)
 	}
 
-	env := validEnv()
-	env["SLACK_BOT_TOKEN"] = cfgUserToken
+	cfg := validConfig()
+	cfg.SlackBotToken = cfgUserToken
 	cmd := exec.Command(bin)
-	cmd.Env = processEnv(env)
+	cmd.Env = processEnv(cfg)
 	out, err = cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != exitConfig {
@@ -280,5 +303,22 @@ func TestBinaryVersionAndConfigError(t *testing.T) {
 	}
 	if strings.Contains(string(out), cfgUserToken) {
 		t.Errorf("the output %q contains the token", out)
+	}
+
+	cmd = exec.Command(bin)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	out, err = cmd.CombinedOutput()
+	if !errors.As(err, &ee) || ee.ExitCode() != exitConfig {
+		t.Errorf("empty environment: got %v, want exit status %d", err, exitConfig)
+	}
+	lines = strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	missing := []string{"SLACK_APP_TOKEN", "SLACK_BOT_TOKEN", "GEMINIDB_ENDPOINT", "GEMINIDB_PROJECT_ID", "GEMINIDB_AUTH_TOKEN", "BOT_ALLOWED_USERS"}
+	if len(lines) != len(missing) {
+		t.Errorf("empty environment: got %d lines, want one per missing variable (%d):\n%s", len(lines), len(missing), out)
+	}
+	for _, name := range missing {
+		if !strings.Contains(string(out), "configuration error: "+name+":") {
+			t.Errorf("empty environment: the output does not name %s:\n%s", name, out)
+		}
 	}
 }

@@ -58,6 +58,10 @@ func (b *Bot) onSlashCommand(_ context.Context, cmd slack.SlashCommand, retry in
 		b.metrics.Commands.WithLabelValues("help").Inc()
 		return ephemeral(commands.Help(b.cfg.Command))
 	}
+	if msg := notYet(req); msg != "" {
+		b.metrics.Commands.WithLabelValues("bad_input").Inc()
+		return ephemeral(msg)
+	}
 	a := auditInfo{RequestID: rid, User: cmd.UserID, Channel: cmd.ChannelID, Instances: req.Instances}
 	if !b.access.channelAllowed(cmd.ChannelID) {
 		b.metrics.Commands.WithLabelValues("refused").Inc()
@@ -400,4 +404,19 @@ func scheduledCount(waves []patch.Wave, p upgrade.Plan) int {
 		}
 	}
 	return n
+}
+
+// notYet refuses what the parser reads but the bot cannot act on yet
+// (selectors, waves, an error budget, list --outdated), so that nothing
+// the user typed is silently dropped: it returns the sentence to say, or "".
+func notYet(req commands.Request) string {
+	switch {
+	case !req.Selectors.Empty():
+		return "Selectors (`engine:`, `name:`, `tag:`, `all`) are not supported by this version of the bot yet: name the instances. Nothing was done."
+	case req.WaveSize != 0, req.MaxErrors != 0:
+		return "`--wave-size` and `--max-errors` are not supported by this version of the bot yet. Nothing was done."
+	case req.Outdated:
+		return "`list --outdated` is not supported by this version of the bot yet. Nothing was done."
+	}
+	return ""
 }

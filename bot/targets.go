@@ -27,6 +27,12 @@ type Target struct {
 	Channels     []string // channels where it is the default target
 	Approvers    []string // user or user-group IDs; empty = the requester confirms
 	DB           GeminiDB
+	// AllowedChannels, when not empty, are the only channels where the
+	// target may be used; AllowedUsers, when not empty, narrows
+	// Config.AllowedUsers for it (the targets file's allowed_channels and
+	// allowed_users).
+	AllowedChannels []string
+	AllowedUsers    []string
 }
 
 // Label names the target for people: "prod-eu-de (eu-de)".

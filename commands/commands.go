@@ -45,20 +45,33 @@ const (
 // Request is a parsed slash command.
 type Request struct {
 	Kind      Kind
-	Instances []string // KindPatch: IDs or exact names, deduplicated, first-seen order
-	DryRun    bool     // KindPatch: --dry-run, only show the plan
-	Force     bool     // KindPatch: --force
+	Instances []string // KindPatch: IDs or exact names, deduplicated, first-seen order; nil when none
+	// Selectors is KindPatch's engine:, name:, tag: and all: instances picked
+	// by what they are, added to Instances. Empty when none was given.
+	Selectors Selectors
+	DryRun    bool // KindPatch: --dry-run, only show the plan
+	Force     bool // KindPatch: --force
 	// Canary is KindPatch's --canary N: how many instances go first (0: none,
 	// the bot's default applies).
 	Canary int
+	// WaveSize is KindPatch's --wave-size N (1..MaxWaveSize): how many
+	// instances go in each wave (0: not given, the bot's default applies).
+	WaveSize int
+	// MaxErrors is KindPatch's --max-errors E (0..MaxErrorBudget): how many
+	// instances may fail or end unknown before the rollout pauses (0, the
+	// default, when not given).
+	MaxErrors int
 	// WaitForWindow is KindPatch's --wait-for-window: instances outside
 	// their maintenance window are scheduled for it instead of left out.
 	WaitForWindow bool
-	ID            string // KindStatus: job ID or request ID
-	Engine        string // KindList: "", EngineCassandra or EngineInfluxDB
-	User          string // KindHistory: only requests by this Slack user ID ("" = anyone)
-	Instance      string // KindHistory: only requests naming this instance ID or exact name ("" = any)
-	Target        string // KindPatch, KindStatus, KindList: --target NAME, "" when not given
+	// Outdated is KindList's --outdated: what is behind, counted by engine
+	// and version.
+	Outdated bool
+	ID       string // KindStatus: job ID or request ID
+	Engine   string // KindList: "", EngineCassandra or EngineInfluxDB
+	User     string // KindHistory: only requests by this Slack user ID ("" = anyone)
+	Instance string // KindHistory: only requests naming this instance ID or exact name ("" = any)
+	Target   string // KindPatch, KindStatus, KindList: --target NAME, "" when not given
 }
 
 // String returns the canonical command text of r, without the slash command
@@ -68,6 +81,7 @@ func (r Request) String() string {
 	switch r.Kind {
 	case KindPatch:
 		parts := append([]string(nil), r.Instances...)
+		parts = append(parts, r.Selectors.words()...)
 		if r.DryRun {
 			parts = append(parts, flagDryRun)
 		}
@@ -77,6 +91,12 @@ func (r Request) String() string {
 		if r.Canary > 0 {
 			parts = append(parts, fmt.Sprintf("%s %d", flagCanary, r.Canary))
 		}
+		if r.WaveSize > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", flagWaveSize, r.WaveSize))
+		}
+		if r.MaxErrors > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", flagMaxErrors, r.MaxErrors))
+		}
 		if r.WaitForWindow {
 			parts = append(parts, flagWaitForWindow)
 		}
@@ -84,10 +104,14 @@ func (r Request) String() string {
 	case KindStatus:
 		return string(KindStatus) + " " + r.ID + r.targetFlag()
 	case KindList:
-		if r.Engine == "" {
-			return string(KindList) + r.targetFlag()
+		s := string(KindList)
+		if r.Engine != "" {
+			s += " " + r.Engine
 		}
-		return string(KindList) + " " + r.Engine + r.targetFlag()
+		if r.Outdated {
+			s += " " + flagOutdated
+		}
+		return s + r.targetFlag()
 	case KindHistory:
 		switch {
 		case r.User != "":
@@ -135,21 +159,23 @@ type Subcommand struct {
 var Subcommands = []Subcommand{
 	{
 		Name:  string(KindPatch),
-		Usage: "<instance>… [--dry-run] [--force] [--canary N] [--wait-for-window] [--target NAME]",
-		Summary: "Plan a patch of the given GeminiDB instances (IDs or exact names, separated by spaces, commas or new lines; " +
-			fmt.Sprintf("at most %d) and ask for confirmation. ", MaxInstances) +
-			"`--dry-run` only shows the plan. `--force` also patches instances that are outside their maintenance window " +
-			"(they are left out otherwise); the channel message records that you forced it. " +
-			fmt.Sprintf("`--canary N` (1–%d) sends the first N instances alone and the rest only after every one of them completed; ", MaxCanary) +
-			"a canary that fails pauses the rollout until someone presses Continue or Stop. " +
-			"`--wait-for-window` schedules instances outside their maintenance window for its next opening instead of leaving them out. " +
-			"`--target` names the GeminiDB project and region to use when the bot serves several; " +
-			"without it the channel's target is used, or the only one.",
+		Usage: "<instance|selector>… [--dry-run] [--force] [--canary N] [--wave-size N] [--max-errors E] [--wait-for-window] [--target NAME]",
+		Summary: "Plan a patch of GeminiDB instances and ask for confirmation. Name them (IDs or exact names, separated by spaces, commas or new lines; " +
+			fmt.Sprintf("at most %d) or select them: ", MaxInstances) +
+			"`engine:cassandra`, `engine:influxdb`, `name:GLOB` (`*` any characters, `?` one, against the whole name), `tag:KEY=VALUE`, `all` " +
+			"(kinds AND, several of one kind OR; named instances are added). " +
+			"`--dry-run` only shows the plan. `--force` also patches instances outside their maintenance window (the channel message says so). " +
+			fmt.Sprintf("`--canary N` (1–%d) sends N instances first and the rest once they completed; a failed canary pauses the rollout until Continue or Stop. ", MaxCanary) +
+			fmt.Sprintf("`--wave-size N` (1–%d) sends the rest in waves of N, each once the previous one completed. ", MaxWaveSize) +
+			"`--max-errors E` (default 0): the rollout pauses once more than E instances failed or ended unknown. " +
+			"`--wait-for-window` schedules instances outside their window for its next opening. " +
+			"`--target` names the project and region when the bot serves several (default: the channel's, or the only one).",
 		Examples: []string{
 			"orders-prod users-prod --dry-run",
 			"orders-prod-1 orders-prod-2 orders-prod-3 --canary 1 --wait-for-window",
 			"3f1c9d0b6e2a4c7d8e9f0a1b2c3d4e5fin13, metrics-influx-01",
-			"orders-prod --target prod-eu-de",
+			"engine:cassandra name:orders-* --dry-run",
+			"tag:env=prod engine:influxdb --wave-size 5 --max-errors 1",
 		},
 	},
 	{
@@ -160,9 +186,9 @@ var Subcommands = []Subcommand{
 	},
 	{
 		Name:     string(KindList),
-		Usage:    "list [cassandra|influxdb] [--target NAME]",
-		Summary:  "List the instances that have a patch available, optionally of one engine only.",
-		Examples: []string{"list", "list influxdb", "list --target prod-eu-de"},
+		Usage:    "list [cassandra|influxdb] [--outdated] [--target NAME]",
+		Summary:  "List the instances that have a patch available, optionally of one engine only; `--outdated` counts them by engine and version, oldest first.",
+		Examples: []string{"list", "list influxdb --outdated", "list --target prod-eu-de"},
 	},
 	{
 		Name:  string(KindHistory),

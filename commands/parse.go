@@ -14,10 +14,20 @@ const (
 	flagCanary        = "--canary"
 	flagWaitForWindow = "--wait-for-window"
 	flagTarget        = "--target"
+	flagWaveSize      = "--wave-size"
+	flagMaxErrors     = "--max-errors"
+	flagOutdated      = "--outdated"
 )
 
-// MaxCanary is the largest --canary.
-const MaxCanary = 10
+// Bounds of the numeric flags.
+const (
+	// MaxCanary is the largest --canary.
+	MaxCanary = 10
+	// MaxWaveSize is the largest --wave-size.
+	MaxWaveSize = 100
+	// MaxErrorBudget is the largest --max-errors.
+	MaxErrorBudget = 1000
+)
 
 // maxRefLen is the longest instance reference or ID accepted: GeminiDB names
 // are at most 64 characters, instance IDs are 36 hex digits plus "in13" and
@@ -30,9 +40,10 @@ const maxShown = 40
 // Parse turns the text of a /geminidb-patch slash command (without the
 // command itself) into a Request. The grammar is
 //
-//	<instance>… [--dry-run] [--force] [--canary N] [--wait-for-window] [--target NAME]
+//	<instance|selector>… [--dry-run] [--force] [--canary N] [--wave-size N] [--max-errors E]
+//	                     [--wait-for-window] [--target NAME]
 //	status <job-id|request-id> [--target NAME]
-//	list [cassandra|influxdb] [--target NAME]
+//	list [cassandra|influxdb] [--outdated] [--target NAME]
 //	history [<@user>|<instance>]
 //	help
 //
@@ -49,6 +60,13 @@ const maxShown = 40
 // the next word (or what follows "--target=") as the name of a target; it
 // may be given more than once only with the same name.
 //
+// A selector picks instances by what they are: engine:cassandra,
+// engine:influxdb, name:GLOB ('*' and '?', matched against the whole name),
+// tag:KEY=VALUE, or all (so an instance named "all" is given by its ID).
+// Selectors of different kinds AND together, several of one kind OR, and
+// named instances are added (see Selectors). Any other word with a colon
+// is refused.
+//
 // Every error is a *UsageError.
 func Parse(text string) (Request, error) {
 	if guessKind(text) == KindHistory {
@@ -63,8 +81,9 @@ func Parse(text string) (Request, error) {
 			usageLine(KindPatch) + " — see `" + Command + " help` for more."}
 	}
 
-	var args, flags []string
+	var args, patchFlags, listFlags []string
 	var opts patchOptions
+	outdated := false
 	target := ""
 	for i := 0; i < len(tokens); i++ {
 		tok := tokens[i]
@@ -104,27 +123,35 @@ func Parse(text string) (Request, error) {
 			opts.force = true
 		case flagWaitForWindow:
 			opts.waitForWindow = true
-		case flagCanary:
+		case flagOutdated:
+			outdated = true
+		case flagCanary, flagWaveSize, flagMaxErrors:
+			nf := numericFlags[name]
 			if !hasValue {
 				if i+1 >= len(tokens) {
-					return Request{}, usage(guessKind(text), fmt.Sprintf("`%s` needs a number: how many instances go first (1 to %d).", flagCanary, MaxCanary))
+					return Request{}, usage(guessKind(text), fmt.Sprintf("`%s` needs a number: %s (%s).", name, nf.what, nf.bounds()))
 				}
 				i++
 				value = tokens[i]
 			}
-			n, ok := smallNumber(value)
-			if !ok || n < 1 || n > MaxCanary {
-				return Request{}, usage(guessKind(text), fmt.Sprintf("`%s` takes a number from 1 to %d, not %s.", flagCanary, MaxCanary, show(value)))
+			n, ok := number(value)
+			if !ok || n < nf.min || n > nf.max {
+				return Request{}, usage(guessKind(text), fmt.Sprintf("`%s` takes a number from %s, not %s.", name, nf.bounds(), show(value)))
 			}
-			opts.canary = n
+			*nf.field(&opts) = n
 		default:
 			return Request{}, usage(guessKind(text), fmt.Sprintf(
-				"%s is not an option I know; the options are `%s`, `%s`, `%s N`, `%s` and `%s NAME`.", show(tok), flagDryRun, flagForce, flagCanary, flagWaitForWindow, flagTarget))
+				"%s is not an option I know; the options are `%s`, `%s`, `%s N`, `%s N`, `%s E`, `%s`, `%s` and `%s NAME`.",
+				show(tok), flagDryRun, flagForce, flagCanary, flagWaveSize, flagMaxErrors, flagWaitForWindow, flagOutdated, flagTarget))
 		}
-		if hasValue && name != flagCanary {
+		if _, numeric := numericFlags[name]; hasValue && !numeric {
 			return Request{}, usage(guessKind(text), fmt.Sprintf("`%s` takes no value.", name))
 		}
-		flags = append(flags, tok)
+		if name == flagOutdated {
+			listFlags = append(listFlags, tok)
+		} else {
+			patchFlags = append(patchFlags, tok)
+		}
 	}
 
 	kind := KindPatch
@@ -134,13 +161,13 @@ func Parse(text string) (Request, error) {
 			args = args[1:]
 		}
 	}
-	if kind != KindPatch && len(flags) > 0 {
-		takes := "no options"
-		if kind != KindHelp {
-			takes = "no option but `" + flagTarget + "`"
-		}
+	if kind != KindPatch && len(patchFlags) > 0 {
 		return Request{}, usage(kind, fmt.Sprintf(
-			"%s only applies when patching instances; `%s` takes %s.", show(flags[0]), kind, takes))
+			"%s only applies when patching instances; `%s` takes %s.", show(patchFlags[0]), kind, takesOptions(kind)))
+	}
+	if kind != KindList && len(listFlags) > 0 {
+		return Request{}, usage(kind, fmt.Sprintf(
+			"%s only applies to `%s` (`%s %s`); `%s` takes %s.", show(listFlags[0]), KindList, KindList, flagOutdated, kind, takesOptions(kind)))
 	}
 	if kind == KindHelp && target != "" {
 		return Request{}, usage(KindHelp, fmt.Sprintf("`%s` takes no options.", KindHelp))
@@ -152,7 +179,7 @@ func Parse(text string) (Request, error) {
 	case KindStatus:
 		r, err = parseStatus(args)
 	case KindList:
-		r, err = parseList(args)
+		r, err = parseList(args, outdated)
 	case KindHelp:
 		if len(args) > 0 {
 			return Request{}, usage(KindHelp, "`help` takes no arguments.")
@@ -170,13 +197,43 @@ func Parse(text string) (Request, error) {
 
 // patchOptions are the flags of the patch form.
 type patchOptions struct {
-	dryRun, force, waitForWindow bool
-	canary                       int
+	dryRun, force, waitForWindow  bool
+	canary, waveSize, errorBudget int
 }
 
-// smallNumber parses a decimal number of at most two digits.
-func smallNumber(s string) (int, bool) {
-	if len(s) == 0 || len(s) > 2 {
+// numericFlag describes a flag that takes a number.
+type numericFlag struct {
+	min, max int
+	what     string                     // what the number says, for messages
+	field    func(o *patchOptions) *int // where the number goes
+}
+
+// bounds renders the flag's range for a message: "1 to 10".
+func (f numericFlag) bounds() string { return fmt.Sprintf("%d to %d", f.min, f.max) }
+
+// numericFlags are the flags that take a number, by canonical name.
+var numericFlags = map[string]numericFlag{
+	flagCanary:    {1, MaxCanary, "how many instances go first", func(o *patchOptions) *int { return &o.canary }},
+	flagWaveSize:  {1, MaxWaveSize, "how many instances go in each wave", func(o *patchOptions) *int { return &o.waveSize }},
+	flagMaxErrors: {0, MaxErrorBudget, "how many instances may fail or end unknown before the rollout pauses", func(o *patchOptions) *int { return &o.errorBudget }},
+}
+
+// takesOptions says which options kind takes, for a message.
+func takesOptions(kind Kind) string {
+	switch kind {
+	case KindPatch:
+		return "every option but `" + flagOutdated + "`"
+	case KindList:
+		return "no option but `" + flagOutdated + "` and `" + flagTarget + "`"
+	case KindStatus:
+		return "no option but `" + flagTarget + "`"
+	}
+	return "no options"
+}
+
+// number parses a decimal number of at most four digits.
+func number(s string) (int, bool) {
+	if len(s) == 0 || len(s) > 4 {
 		return 0, false
 	}
 	n := 0
@@ -191,11 +248,18 @@ func smallNumber(s string) (int, bool) {
 
 func parsePatch(args []string, o patchOptions) (Request, error) {
 	if len(args) == 0 {
-		return Request{}, usage(KindPatch, "Tell me which instances to patch: give their IDs or exact names.")
+		return Request{}, usage(KindPatch, "Tell me which instances to patch: give their IDs or exact names, or a selector such as `"+prefixEngine+EngineCassandra+"`.")
 	}
 	seen := make(map[string]bool, len(args))
 	instances := make([]string, 0, len(args))
+	var sel Selectors
 	for _, a := range args {
+		if isSelector(a) {
+			if msg := sel.addSelector(a); msg != "" {
+				return Request{}, usage(KindPatch, msg)
+			}
+			continue
+		}
 		if k, ok := keyword(a); ok {
 			return Request{}, usage(KindPatch, fmt.Sprintf(
 				"`%s` is a subcommand, so it cannot name an instance here; give that instance by its ID.", k))
@@ -213,7 +277,15 @@ func parsePatch(args []string, o patchOptions) (Request, error) {
 			"You listed %d instances, but one request can patch at most %d; split them into several requests.",
 			len(instances), MaxInstances))
 	}
-	return Request{Kind: KindPatch, Instances: instances, DryRun: o.dryRun, Force: o.force, Canary: o.canary, WaitForWindow: o.waitForWindow}, nil
+	if len(instances) == 0 {
+		instances = nil // selectors only
+	}
+	if n := sel.count(); n > MaxSelectors {
+		return Request{}, usage(KindPatch, fmt.Sprintf(
+			"You gave %d selectors, but one request takes at most %d; use `*` in a `%sGLOB` or a tag to select more with one.", n, MaxSelectors, prefixName))
+	}
+	return Request{Kind: KindPatch, Instances: instances, Selectors: sel, DryRun: o.dryRun, Force: o.force, Canary: o.canary,
+		WaveSize: o.waveSize, MaxErrors: o.errorBudget, WaitForWindow: o.waitForWindow}, nil
 }
 
 func parseStatus(args []string) (Request, error) {
@@ -230,18 +302,18 @@ func parseStatus(args []string) (Request, error) {
 	return Request{Kind: KindStatus, ID: args[0]}, nil
 }
 
-func parseList(args []string) (Request, error) {
+func parseList(args []string, outdated bool) (Request, error) {
 	if len(args) > 1 {
 		return Request{}, usage(KindList, fmt.Sprintf("`list` takes at most one engine, but you gave %d words.", len(args)))
 	}
 	if len(args) == 0 {
-		return Request{Kind: KindList}, nil
+		return Request{Kind: KindList, Outdated: outdated}, nil
 	}
 	switch asciiLower(args[0]) {
 	case EngineCassandra:
-		return Request{Kind: KindList, Engine: EngineCassandra}, nil
+		return Request{Kind: KindList, Engine: EngineCassandra, Outdated: outdated}, nil
 	case EngineInfluxDB, "influx":
-		return Request{Kind: KindList, Engine: EngineInfluxDB}, nil
+		return Request{Kind: KindList, Engine: EngineInfluxDB, Outdated: outdated}, nil
 	}
 	return Request{}, usage(KindList, fmt.Sprintf(
 		"I can list `%s` or `%s` instances, not %s.", EngineCassandra, EngineInfluxDB, show(args[0])))
@@ -277,8 +349,12 @@ func parseHistory(text string) (Request, error) {
 	var args []string
 	for _, tok := range fields(rest) {
 		if isFlag(tok) {
+			where := "when patching instances"
+			if asciiLower(normalizeDashes(tok)) == flagOutdated {
+				where = "to `" + string(KindList) + "`"
+			}
 			return Request{}, usage(KindHistory, fmt.Sprintf(
-				"%s only applies when patching instances; `history` takes no options.", show(tok)))
+				"%s only applies %s; `history` takes no options.", show(tok), where))
 		}
 		args = append(args, tok)
 	}
@@ -322,87 +398,6 @@ func mentionID(inner string) (string, bool) {
 		}
 	}
 	return id, true
-}
-
-// checkText looks at the whole text before it is split: size, encoding,
-// control characters and Slack's <…> markup (mentions and links, which may
-// contain spaces). It returns "" when the text is fine.
-func checkText(text string) string {
-	if msg := checkPlain(text); msg != "" {
-		return msg
-	}
-	if strings.IndexByte(text, '<') < 0 {
-		return ""
-	}
-	return checkMarkup(text)
-}
-
-// checkPlain checks the size, encoding and control characters of text; it
-// returns "" when they are fine.
-func checkPlain(text string) string {
-	if len(text) > MaxTextLen {
-		return fmt.Sprintf("That command is %d characters long; I accept at most %d. Split it into several requests.",
-			len(text), MaxTextLen)
-	}
-	if !utf8.ValidString(text) {
-		return "The command is not valid UTF-8 text; type it again as plain text."
-	}
-	for _, r := range text {
-		if unicode.IsControl(r) && !isSeparator(r) {
-			return fmt.Sprintf("The command contains the control character %U; type it again as plain text.", r)
-		}
-	}
-	return ""
-}
-
-// checkMarkup says what the first of Slack's <…> markup in text is, for
-// a text that has one.
-func checkMarkup(text string) string {
-	const plain = " Give instance IDs or names as plain text."
-	i := strings.IndexByte(text, '<')
-	if i < 0 {
-		return "Slack markup is not accepted here." + plain
-	}
-	rest := text[i+1:]
-	switch {
-	case strings.HasPrefix(rest, "@"):
-		return "That looks like a mention of a person; I patch instances, not people." + plain
-	case strings.HasPrefix(rest, "#"):
-		return "That looks like a link to a channel, not an instance." + plain
-	case strings.HasPrefix(rest, "!"):
-		return "That looks like a special mention such as @here or @channel; I never repeat those." + plain
-	}
-	return "Slack turned part of the command into a link." + plain + " If Slack keeps linking a name, wrap it in backticks."
-}
-
-// checkRef validates one instance reference or ID; what names the kind of
-// token in the message. It returns "" when ref is fine.
-func checkRef(ref, what string) string {
-	switch {
-	case strings.HasPrefix(ref, "*") && len(ref) > 1 && strings.HasSuffix(ref, "*"):
-		return fmt.Sprintf("%s looks like Slack *bold* formatting; send the names as plain text.", show(ref))
-	case strings.HasPrefix(ref, "*"):
-		return fmt.Sprintf("%s starts with `*`, which the cloud would treat as a fuzzy match; "+
-			"I only patch instances named exactly.", show(ref))
-	case strings.HasPrefix(ref, "_"):
-		return fmt.Sprintf("%s looks like Slack _italic_ formatting; send the names as plain text.", show(ref))
-	case strings.HasPrefix(ref, "~"):
-		return fmt.Sprintf("%s looks like Slack ~strikethrough~ formatting; send the names as plain text.", show(ref))
-	}
-	for i, r := range ref {
-		ok := r < utf8.RuneSelf && (isAlnum(byte(r)) || (i > 0 && (r == '-' || r == '_')))
-		if ok {
-			continue
-		}
-		if i == 0 && (r == '-' || r == '_') {
-			return fmt.Sprintf("%s must start with a letter or a digit.", show(ref))
-		}
-		return fmt.Sprintf("%s contains %s, but %s have only letters, digits, `-` and `_`.", show(ref), showRune(r), what)
-	}
-	if n := utf8.RuneCountInString(ref); n > maxRefLen {
-		return fmt.Sprintf("%s is %d characters long, but %s have at most %d.", show(ref), n, what, maxRefLen)
-	}
-	return ""
 }
 
 // usage builds the UsageError for the subcommand kind.
@@ -475,34 +470,4 @@ func asciiLower(s string) string {
 
 func isAlnum(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
-}
-
-// show quotes a user's token for a message: at most maxShown characters,
-// without invisible characters, mrkdwn-escaped, in backticks.
-func show(tok string) string {
-	var b strings.Builder
-	n := 0
-	for _, r := range tok {
-		if !unicode.IsPrint(r) || r == '`' {
-			continue
-		}
-		if n == maxShown {
-			b.WriteString("…")
-			break
-		}
-		b.WriteRune(r)
-		n++
-	}
-	if b.Len() == 0 {
-		return "a word of invisible characters"
-	}
-	return "`" + escape(b.String()) + "`"
-}
-
-// showRune names a character for a message; invisible ones by code point.
-func showRune(r rune) string {
-	if unicode.IsPrint(r) && r != '`' && r != ' ' {
-		return "`" + escape(string(r)) + "`"
-	}
-	return fmt.Sprintf("the invisible character %U", r)
 }

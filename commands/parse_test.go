@@ -103,7 +103,7 @@ var parseCases = []parseCase{
 	{name: "list cassandra", text: "LIST Cassandra", want: Request{Kind: KindList, Engine: EngineCassandra}},
 	{name: "list influxdb", text: "list influxdb", want: Request{Kind: KindList, Engine: EngineInfluxDB}},
 	{name: "list influx", text: "list INFLUX", want: Request{Kind: KindList, Engine: EngineInfluxDB}},
-	{name: "list redis", text: "list redis", wantErr: []string{"not `redis`", "Usage: `/geminidb-patch list [cassandra|influxdb] [--target NAME]`"}},
+	{name: "list redis", text: "list redis", wantErr: []string{"not `redis`", "Usage: `/geminidb-patch list [cassandra|influxdb] [--outdated] [--target NAME]`"}},
 	{name: "list two", text: "list cassandra influxdb", wantErr: []string{"at most one engine"}},
 	{name: "list flag", text: "list --dry-run", wantErr: []string{"`--dry-run` only applies"}},
 	{name: "list unicode fold", text: "list caſsandra", wantErr: []string{"not `caſsandra`"}},
@@ -148,12 +148,80 @@ var parseCases = []parseCase{
 	{name: "help target", text: "help --target x", wantErr: []string{"`help` takes no options"}},
 	{name: "flag value not target", text: "a --force=yes", wantErr: []string{"`--force` takes no value"}},
 
+	// selectors
+	{name: "engine", text: "engine:cassandra", want: Request{Kind: KindPatch, Selectors: Selectors{Engines: []string{EngineCassandra}}}},
+	{name: "engine case and alias", text: "ENGINE:Influx engine:influxdb", want: Request{Kind: KindPatch, Selectors: Selectors{Engines: []string{EngineInfluxDB}}}},
+	{name: "engines", text: "engine:influxdb engine:cassandra", want: Request{Kind: KindPatch, Selectors: Selectors{Engines: []string{EngineInfluxDB, EngineCassandra}}}},
+	{name: "name glob", text: "name:orders-*", want: Request{Kind: KindPatch, Selectors: Selectors{Names: []string{"orders-*"}}}},
+	{name: "name globs keep case", text: "Name:*-Prod-? name:db_1 name:*-Prod-?", want: Request{Kind: KindPatch, Selectors: Selectors{Names: []string{"*-Prod-?", "db_1"}}}},
+	{name: "name star", text: "name:*", want: Request{Kind: KindPatch, Selectors: Selectors{Names: []string{"*"}}}},
+	{name: "tag", text: "tag:env=prod", want: Request{Kind: KindPatch, Selectors: Selectors{Tags: []Tag{{"env", "prod"}}}}},
+	{name: "tags", text: "TAG:Team=DB_ops tag:env=prod tag:Team=DB_ops tag:ver=3.11.2", want: Request{Kind: KindPatch, Selectors: Selectors{Tags: []Tag{{"Team", "DB_ops"}, {"env", "prod"}, {"ver", "3.11.2"}}}}},
+	{name: "all", text: "ALL", want: Request{Kind: KindPatch, Selectors: Selectors{All: true}}},
+	{name: "every kind and names", text: "a all engine:cassandra b name:x-* tag:k=v --dry-run", want: Request{Kind: KindPatch, Instances: []string{"a", "b"}, DryRun: true,
+		Selectors: Selectors{All: true, Engines: []string{EngineCassandra}, Names: []string{"x-*"}, Tags: []Tag{{"k", "v"}}}}},
+	{name: "selectors with commas", text: "engine:cassandra,name:a*,`tag:k=v`", want: Request{Kind: KindPatch, Selectors: Selectors{Engines: []string{EngineCassandra}, Names: []string{"a*"}, Tags: []Tag{{"k", "v"}}}}},
+	{name: "max selectors", text: selectors(MaxSelectors), want: Request{Kind: KindPatch, Selectors: Selectors{Names: strings.Fields(strings.ReplaceAll(selectors(MaxSelectors), "name:", ""))}}},
+
+	// selector errors
+	{name: "engine redis", text: "engine:redis", wantErr: []string{"`engine:cassandra` or `engine:influxdb`, not `engine:redis`"}},
+	{name: "engine empty", text: "engine:", wantErr: []string{"`engine:` needs an engine"}},
+	{name: "name empty", text: "name:", wantErr: []string{"`name:` needs a pattern"}},
+	{name: "name dot", text: "name:a.b", wantErr: []string{"`name:a.b` contains `.`", "name patterns"}},
+	{name: "name brackets", text: "name:db[12]", wantErr: []string{"contains `[`"}},
+	{name: "name too long", text: "name:" + strings.Repeat("a", 65), wantErr: []string{"65 characters", "at most 64"}},
+	{name: "tag no value", text: "tag:env", wantErr: []string{"`tag:env` is not a tag selector", "`tag:KEY=VALUE`"}},
+	{name: "tag empty value", text: "tag:env=", wantErr: []string{"not a tag selector"}},
+	{name: "tag empty key", text: "tag:=prod", wantErr: []string{"not a tag selector"}},
+	{name: "tag bad key", text: "tag:e.nv=prod", wantErr: []string{"`e.nv` contains `.`", "tag keys"}},
+	{name: "tag bad value", text: "tag:env=a=b", wantErr: []string{"`a=b` contains `=`", "tag values"}},
+	{name: "tag key too long", text: "tag:" + strings.Repeat("k", 37) + "=v", wantErr: []string{"37 characters", "at most 36"}},
+	{name: "tag value too long", text: "tag:k=" + strings.Repeat("v", 44), wantErr: []string{"44 characters", "at most 43"}},
+	{name: "unknown selector", text: "region:eu-de", wantErr: []string{"`region:eu-de` is not a selector I know", "`engine:ENGINE`"}},
+	{name: "url is no selector", text: "https://x", wantErr: []string{"not a selector I know"}},
+	{name: "bold selector", text: "*engine:cassandra*", wantErr: []string{"not a selector I know"}},
+	{name: "too many selectors", text: selectors(MaxSelectors + 1), wantErr: []string{"21 selectors", "at most 20"}},
+	{name: "selector on status", text: "status engine:cassandra", wantErr: []string{"contains `:`"}},
+	{name: "all on list", text: "list all", wantErr: []string{"not `all`"}},
+
+	// fleet flags
+	{name: "wave size", text: "engine:cassandra --wave-size 5", want: Request{Kind: KindPatch, Selectors: Selectors{Engines: []string{EngineCassandra}}, WaveSize: 5}},
+	{name: "wave size bounds", text: "a --wave-size=100 --max-errors=1000", want: Request{Kind: KindPatch, Instances: []string{"a"}, WaveSize: 100, MaxErrors: 1000}},
+	{name: "max errors zero", text: "a --max-errors 0 --wave-size 1", want: Request{Kind: KindPatch, Instances: []string{"a"}, WaveSize: 1}},
+	{name: "fleet rollout", text: "tag:env=prod —wave-size 10 --max-errors 2 --canary 3", want: Request{Kind: KindPatch, Selectors: Selectors{Tags: []Tag{{"env", "prod"}}}, Canary: 3, WaveSize: 10, MaxErrors: 2}},
+	{name: "wave size zero", text: "a --wave-size 0", wantErr: []string{"`--wave-size` takes a number from 1 to 100, not `0`"}},
+	{name: "wave size too big", text: "a --wave-size 101", wantErr: []string{"from 1 to 100"}},
+	{name: "wave size missing", text: "a --wave-size", wantErr: []string{"`--wave-size` needs a number", "each wave"}},
+	{name: "max errors negative", text: "a --max-errors -1", wantErr: []string{"`--max-errors` takes a number from 0 to 1000, not `-1`"}},
+	{name: "max errors too big", text: "a --max-errors 1001", wantErr: []string{"from 0 to 1000"}},
+	{name: "max errors huge", text: "a --max-errors 99999999999999999999", wantErr: []string{"from 0 to 1000"}},
+	{name: "max errors missing", text: "a --max-errors", wantErr: []string{"`--max-errors` needs a number"}},
+	{name: "wave size on list", text: "list --wave-size 2", wantErr: []string{"`--wave-size` only applies when patching", "`--outdated` and `--target`"}},
+	{name: "outdated on patch", text: "a --outdated", wantErr: []string{"`--outdated` only applies to `list`", "every option but `--outdated`"}},
+	{name: "outdated on status", text: "status r-1 --outdated", wantErr: []string{"`--outdated` only applies to `list`"}},
+	{name: "outdated on history", text: "history --outdated", wantErr: []string{"`--outdated` only applies to `list`"}},
+	{name: "outdated with value", text: "list --outdated=yes", wantErr: []string{"`--outdated` takes no value"}},
+	{name: "selector only flags", text: "--wave-size 3", wantErr: []string{"Tell me which instances"}},
+
+	// list --outdated
+	{name: "list outdated", text: "list --outdated", want: Request{Kind: KindList, Outdated: true}},
+	{name: "list engine outdated target", text: "--OUTDATED list cassandra --target eu-de", want: Request{Kind: KindList, Engine: EngineCassandra, Outdated: true, Target: "eu-de"}},
+
 	// help
 	{name: "help", text: "help", want: Request{Kind: KindHelp}},
 	{name: "help upper", text: "HELP", want: Request{Kind: KindHelp}},
 	{name: "help kelvin is not a keyword", text: "\u212Aelp", wantErr: []string{"contains `\u212A`"}},
 	{name: "help arg", text: "help status", wantErr: []string{"`help` takes no arguments"}},
 	{name: "help flag", text: "help --force", wantErr: []string{"`--force` only applies"}},
+}
+
+// selectors returns n distinct name: selectors separated by spaces.
+func selectors(n int) string {
+	s := make([]string, n)
+	for i := range s {
+		s[i] = fmt.Sprintf("name:db-%03d-*", i)
+	}
+	return strings.Join(s, " ")
 }
 
 // names returns n distinct instance names separated by spaces.
@@ -259,6 +327,9 @@ func TestRequestString(t *testing.T) {
 		{name: "list target", req: Request{Kind: KindList, Target: "eu-de"}, want: "list --target eu-de"},
 		{name: "status target", req: Request{Kind: KindStatus, ID: "r-1", Target: "eu-de"}, want: "status r-1 --target eu-de"},
 		{name: "patch target", req: Request{Kind: KindPatch, Instances: []string{"a"}, Force: true, Target: "eu-de"}, want: "a --force --target eu-de"},
+		{name: "fleet", req: Request{Kind: KindPatch, Instances: []string{"a"}, Selectors: Selectors{All: true, Engines: []string{"cassandra"}, Names: []string{"x-*"}, Tags: []Tag{{"k", "v"}}},
+			Canary: 1, WaveSize: 5, MaxErrors: 2}, want: "a all engine:cassandra name:x-* tag:k=v --canary 1 --wave-size 5 --max-errors 2"},
+		{name: "list outdated", req: Request{Kind: KindList, Engine: EngineCassandra, Outdated: true, Target: "t"}, want: "list cassandra --outdated --target t"},
 		{name: "help", req: Request{Kind: KindHelp}, want: "help"},
 		{name: "history", req: Request{Kind: KindHistory}, want: "history"},
 		{name: "history user", req: Request{Kind: KindHistory, User: "U1"}, want: "history <@U1>"},
@@ -322,6 +393,15 @@ func TestHelpMentionsEverySubcommand(t *testing.T) {
 	if strings.ContainsAny(help, "<>") {
 		t.Errorf("got help with an unescaped < or >:\n%s", help)
 	}
+	// Slack shows at most 3,000 characters of one text object; the bot cuts there.
+	if n := utf8.RuneCountInString(help); n > 2900 {
+		t.Errorf("got help of %d characters, want at most 2900 (Slack's limit is 3000)", n)
+	}
+	for _, want := range []string{"engine:cassandra", "engine:influxdb", "name:GLOB", "tag:KEY=VALUE", "`all`", "--wave-size N", "--max-errors E", "--outdated"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("got help without %q", want)
+		}
+	}
 }
 
 // TestSubcommandExamplesParse keeps the examples in the help text honest.
@@ -362,8 +442,11 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if r.Kind == KindPatch && (len(r.Instances) == 0 || len(r.Instances) > MaxInstances) {
-			t.Fatalf("Parse(%q): got %d instances, want 1..%d", text, len(r.Instances), MaxInstances)
+		if r.Kind == KindPatch && ((len(r.Instances) == 0 && r.Selectors.Empty()) || len(r.Instances) > MaxInstances) {
+			t.Fatalf("Parse(%q): got %d instances and selectors %+v, want 1..%d instances or a selector", text, len(r.Instances), r.Selectors, MaxInstances)
+		}
+		if r.Selectors.count() > MaxSelectors || r.WaveSize < 0 || r.WaveSize > MaxWaveSize || r.MaxErrors < 0 || r.MaxErrors > MaxErrorBudget {
+			t.Fatalf("Parse(%q): got %+v, out of bounds", text, r)
 		}
 		s := r.String()
 		again, err := Parse(s)

@@ -1,6 +1,6 @@
 // Package demo lets anyone try geminidb-patch-bot in one command, without
 // a Slack workspace, tokens or a cloud account: it runs the real bot,
-// unchanged and configured through its own environment variables, over
+// unchanged and configured by a Config it builds (validated as the environment is), over
 // real Socket Mode against the in-process fake Slack (internal/slacktest)
 // and a fake GeminiDB with a seeded fleet (upgrade/upgradetest), and serves
 // a local page that looks and works like a Slack channel. With

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
 
@@ -170,7 +171,7 @@ func TestFleet(t *testing.T) {
 // newTestWorld is a World whose bot never runs.
 func newTestWorld(t *testing.T) *World {
 	t.Helper()
-	w, err := newWorld(worldOptions{anchor: time.Now(), poll: time.Second}, func(context.Context, map[string]string, io.Writer) int { return 0 })
+	w, err := newWorld(worldOptions{anchor: time.Now(), poll: time.Second}, func(context.Context, config.Config, io.Writer) int { return 0 })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,14 +11,17 @@ import (
 	"sync"
 	"time"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/secret"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade/upgradetest"
 )
 
-// BotRunner runs the real bot, configured by the variables in env, until
-// ctx ends, writing its log to logs; it returns the bot's exit status. The
-// command passes its own run, so the demo runs exactly what users run.
-type BotRunner func(ctx context.Context, env map[string]string, logs io.Writer) int
+// BotRunner runs the real bot, configured by cfg (which it validates as
+// the environment's configuration is), until ctx ends, writing its log to
+// logs; it returns the bot's exit status. The command passes its own, so
+// the demo runs exactly what users run.
+type BotRunner func(ctx context.Context, cfg config.Config, logs io.Writer) int
 
 // Person is one of the demo's Slack users.
 type Person struct {
@@ -128,29 +131,27 @@ func fastClock(speed float64) func() time.Time {
 	}
 }
 
-// env is the bot's whole configuration: the fakes' URLs and tokens, the
+// config is the bot's whole configuration: the fakes' URLs and tokens, the
 // demo's people and channel, a store in the temporary directory.
-func (w *World) env(approvals bool) map[string]string {
-	env := map[string]string{
-		"SLACK_APP_TOKEN":      w.Slack.AppToken(),
-		"SLACK_BOT_TOKEN":      w.Slack.BotToken(),
-		"SLACK_API_URL":        w.Slack.APIURL(),
-		"GEMINIDB_ENDPOINT":    w.GeminiDB.URL,
-		"GEMINIDB_PROJECT_ID":  w.GeminiDB.ProjectID,
-		"GEMINIDB_AUTH_TOKEN":  geminiToken,
-		"BOT_ALLOWED_USERS":    Requester.ID + "," + Approver.ID,
-		"BOT_ALLOWED_CHANNELS": Channel.ID,
-		"BOT_POLL_INTERVAL":    w.opts.poll.String(),
-		"BOT_STORE":            filepath.Join(w.dir, "bot.db"),
-		"BOT_HTTP_ADDR":        "127.0.0.1:0",
-		"BOT_SHUTDOWN_TIMEOUT": "10s",
-		"LOG_FORMAT":           "json",
-		"LOG_LEVEL":            "info",
-	}
+func (w *World) config(approvals bool) config.Config {
+	c := config.Defaults()
+	c.SlackAppToken = secret.Secret(w.Slack.AppToken())
+	c.SlackBotToken = secret.Secret(w.Slack.BotToken())
+	c.SlackAPIURL = w.Slack.APIURL()
+	c.GeminiDBEndpoint = w.GeminiDB.URL
+	c.GeminiDBProjectID = w.GeminiDB.ProjectID
+	c.GeminiDBAuthToken = geminiToken
+	c.AllowedUsers = []string{Requester.ID, Approver.ID}
+	c.AllowedChannels = []string{Channel.ID}
+	c.PollInterval = w.opts.poll
+	c.Store = filepath.Join(w.dir, "bot.db")
+	c.HTTPAddr = "127.0.0.1:0"
+	c.ShutdownTimeout = 10 * time.Second
+	c.LogFormat, c.LogLevel = "json", "info"
 	if approvals {
-		env["BOT_APPROVERS"] = Approver.ID
+		c.Approvers = []string{Approver.ID}
 	}
-	return env
+	return c
 }
 
 // Start runs the bot and waits until its Socket Mode connection is up.
@@ -168,9 +169,9 @@ func (w *World) startLocked(ctx context.Context) error {
 	if w.opts.logs != nil {
 		logs = io.MultiWriter(w.logs, w.opts.logs)
 	}
-	env := w.env(w.approvals)
+	cfg := w.config(w.approvals)
 	go func() {
-		p.status = w.runBot(botCtx, env, logs)
+		p.status = w.runBot(botCtx, cfg, logs)
 		close(p.done)
 		w.mu.Lock()
 		unasked := !p.stopped

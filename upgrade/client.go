@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode"
 )
 
 const (
@@ -33,6 +32,7 @@ const (
 	CallBatchUpgrade  = "batch_upgrade"
 	CallJob           = "job"
 	CallIAMLogin      = "iam_login"
+	CallListByTags    = "list_instances_by_tags"
 )
 
 // RetryPolicy bounds how reads (instance lists, jobs, IAM logins) are retried
@@ -91,7 +91,8 @@ type Option func(*Client)
 // WithHTTPClient makes the Client send its requests through a copy of hc
 // whose Transport is wrapped by the Authenticator and which follows no
 // redirect, whatever hc.CheckRedirect says (see RedirectError); hc itself is
-// not modified.
+// not modified. When hc has no Transport (and without WithHTTPClient), the
+// Client uses a NewTransport of its own, never http.DefaultTransport.
 func WithHTTPClient(hc *http.Client) Option {
 	return func(c *Client) {
 		if hc != nil {
@@ -116,7 +117,7 @@ func WithRetry(p RetryPolicy) Option {
 
 // WithObserver registers fn, called once per API call (after its retries)
 // with the call's name (CallListInstances, CallBatchUpgrade, CallJob,
-// CallIAMLogin), its duration and its final error. Meant for metrics.
+// CallIAMLogin, CallListByTags), its duration and its final error. Meant for metrics.
 // Calls refused without a request during an authentication backoff are
 // reported too, with an error wrapping *AuthBackoffError.
 func WithObserver(fn func(call string, d time.Duration, err error)) Option {
@@ -194,7 +195,12 @@ func NewClient(baseURL, projectID string, auth Authenticator, opts ...Option) (*
 	hc := noRedirects(c.base)
 	rt := hc.Transport
 	if rt == nil {
-		rt = http.DefaultTransport
+		// A pool of its own, not http.DefaultTransport's 2 idle
+		// connections per host; the call timeout bounds each attempt, so
+		// the header timeout must not be shorter.
+		t := NewTransport()
+		t.ResponseHeaderTimeout = max(t.ResponseHeaderTimeout, c.callTimeout)
+		rt = t
 	}
 	hc.Transport = auth.Wrap(sendProbe{rt})
 	c.hc = hc
@@ -445,139 +451,4 @@ func retryAfter(v string) time.Duration {
 		return 0
 	}
 	return time.Duration(n) * time.Second
-}
-
-// parseAPIError builds an *APIError from a non-2xx answer. It understands
-// the GeminiDB body {"error_code","error_msg"}, the batch variant
-// "error_message", APIG bodies and Keystone-style {"error":{"message"}}.
-func parseAPIError(resp *http.Response, body []byte, method, path string) *APIError {
-	e := &APIError{Status: resp.StatusCode, Method: method, Path: path}
-	e.RequestID = resp.Header.Get("X-Request-Id")
-	if e.RequestID == "" {
-		e.RequestID = resp.Header.Get("X-Openstack-Request-Id")
-	}
-	var w struct {
-		ErrorCode    flexString      `json:"error_code"`
-		ErrorMsg     string          `json:"error_msg"`
-		ErrorMessage string          `json:"error_message"`
-		Code         flexString      `json:"code"`
-		Message      string          `json:"message"`
-		Error        json.RawMessage `json:"error"`
-	}
-	if err := json.Unmarshal(body, &w); err == nil {
-		e.Code = string(w.ErrorCode)
-		if e.Code == "" {
-			e.Code = string(w.Code)
-		}
-		e.Message = firstNonEmpty(w.ErrorMsg, w.ErrorMessage, w.Message)
-		if len(w.Error) > 0 {
-			var ks struct {
-				Code    flexString `json:"code"`
-				Message string     `json:"message"`
-				Title   string     `json:"title"`
-			}
-			if json.Unmarshal(w.Error, &ks) == nil {
-				if e.Message == "" {
-					e.Message = firstNonEmpty(ks.Message, ks.Title)
-				}
-			} else if e.Message == "" {
-				var s string
-				if json.Unmarshal(w.Error, &s) == nil {
-					e.Message = s
-				}
-			}
-		}
-		if e.Code != "" || e.Message != "" {
-			return e
-		}
-	}
-	e.Message = snippet(body, 200)
-	if e.Message == "" {
-		e.Message = http.StatusText(resp.StatusCode)
-	}
-	return e
-}
-
-// snippet returns the start of a non-JSON body on one line, trimmed.
-func snippet(b []byte, n int) string {
-	s := strings.Map(func(r rune) rune {
-		if unicode.IsSpace(r) || unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, string(b))
-	s = strings.Join(strings.Fields(s), " ")
-	if r := []rune(s); len(r) > n {
-		s = string(r[:n]) + "…"
-	}
-	return s
-}
-
-func firstNonEmpty(ss ...string) string {
-	for _, s := range ss {
-		if s != "" {
-			return s
-		}
-	}
-	return ""
-}
-
-// flexString decodes a JSON string, number, boolean or null into a string,
-// because the API's examples sometimes show numbers where the schema says strings.
-type flexString string
-
-func (f *flexString) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	switch {
-	case len(b) == 0 || string(b) == "null":
-		*f = ""
-	case b[0] == '"':
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		*f = flexString(s)
-	case b[0] == '{' || b[0] == '[':
-		*f = ""
-	default:
-		*f = flexString(b)
-	}
-	return nil
-}
-
-// flexBool decodes true/false, "true"/"false" and 0/1.
-type flexBool bool
-
-func (f *flexBool) UnmarshalJSON(b []byte) error {
-	var s flexString
-	if err := s.UnmarshalJSON(b); err != nil {
-		return err
-	}
-	switch strings.ToLower(strings.TrimSpace(string(s))) {
-	case "true", "1", "yes":
-		*f = true
-	default:
-		*f = false
-	}
-	return nil
-}
-
-// flexInt decodes a number or a numeric string.
-type flexInt int
-
-func (f *flexInt) UnmarshalJSON(b []byte) error {
-	var s flexString
-	if err := s.UnmarshalJSON(b); err != nil {
-		return err
-	}
-	if s == "" {
-		*f = 0
-		return nil
-	}
-	n, err := strconv.ParseFloat(string(s), 64)
-	if err != nil {
-		return fmt.Errorf("not a number: %q", string(s))
-	}
-	*f = flexInt(n)
-	return nil
 }

@@ -22,7 +22,7 @@ type IAMConfig struct {
 	Domain    string // account (domain) name
 	ProjectID string // the token is scoped to this project
 
-	HTTPClient *http.Client     // for the login call (copied; redirects are never followed); default a plain client
+	HTTPClient *http.Client     // for the login call (copied; redirects are never followed); default a client with a NewTransport of its own
 	Now        func() time.Time // clock for expiry; default time.Now
 }
 
@@ -51,6 +51,9 @@ func NewIAMAuth(cfg IAMConfig) Authenticator {
 	// A redirect would resend the password elsewhere: refuse it, even when
 	// the caller's client would follow it.
 	cfg.HTTPClient = noRedirects(cfg.HTTPClient)
+	if cfg.HTTPClient.Transport == nil {
+		cfg.HTTPClient.Transport = NewTransport()
+	}
 	return &iamAuth{cfg: cfg}
 }
 

@@ -88,6 +88,7 @@ type Server struct {
 	pings       int  // pings sent
 	roundRobin  bool // spread envelopes over the open connections
 	nextConn    int
+	scopes      *[]string // the bot token's scopes; nil: DefaultScopes
 }
 
 // User is a workspace member users.info knows about.

@@ -24,6 +24,7 @@ type reply struct {
 	status     int
 	body       map[string]any
 	retryAfter time.Duration
+	scopes     string // the X-OAuth-Scopes header (auth.test); "" for none
 }
 
 func ok(fields map[string]any) reply {
@@ -53,6 +54,9 @@ func (r reply) write(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	if r.status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(r.retryAfter.Seconds()))))
+	}
+	if r.scopes != "" {
+		w.Header().Set("X-OAuth-Scopes", r.scopes)
 	}
 	w.WriteHeader(r.status)
 	_ = json.NewEncoder(w).Encode(r.body)
@@ -173,10 +177,12 @@ func (s *Server) handleLocked(method, token string, form url.Values, call *Call)
 
 	switch method {
 	case "auth.test":
-		return ok(map[string]any{
+		r := ok(map[string]any{
 			"url": "https://" + TeamDomain + ".slack.com/", "team": "Fake Workspace", "user": "bot",
 			"team_id": TeamID, "user_id": BotUserID, "bot_id": BotID, "is_enterprise_install": false,
 		})
+		r.scopes = s.scopeHeader()
+		return r
 	case "apps.connections.open":
 		if s.revoked {
 			return slackErr("invalid_auth")

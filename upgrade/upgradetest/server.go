@@ -4,9 +4,15 @@
 //
 // It serves GET /v3/{project_id}/instances (id, name, datastore_type,
 // offset, limit), POST /v3/{project_id}/instances/db-upgrade,
-// GET /v3/{project_id}/jobs, GET /v3/{project_id}/instances/{id}/ops-window
+// GET /v3/{project_id}/jobs, GET /v3/{project_id}/instances/{id}/ops-window,
+// the tag query POST /v3/{project_id}/instances/resource-instances/action
 // and POST /v3/auth/tokens, and answers anything else like the API gateway:
-// 404 APIG.0101. Tests drive job states and inject failures and delays.
+// 404 APIG.0101. Tests drive job states, tag instances, and inject failures
+// (before or after the request is handled: FailNext, FailNextAfter,
+// BreakNext), delays and odd batch answers (RewriteNextBatch).
+//
+// The files: server.go the server, routing and failure injection;
+// instances.go, jobs.go, batch.go, tags.go and iam.go one API each.
 package upgradetest
 
 import (
@@ -16,10 +22,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,35 +74,27 @@ func WithBatchEngines(engines ...string) ServerOption {
 	return func(s *Server) { s.batchEngines = engines }
 }
 
-type iamUser struct{ domain, user, password string }
-
 type failure struct {
 	suffix string
 	status int
 	code   string
 	msg    string
 	left   int
+	after  bool  // handle the request first, then answer the failure
+	brk    Break // break the answer instead of answering status
 }
 
-type fakeJob struct {
-	id, name, status, progress, failReason string
-	start, end                             time.Time
-	instanceID, instanceName               string
-	outcome                                *JobOutcome // how it ends by itself; nil: driven by the caller
-}
+// Break is how the fake breaks the answer to a request it has handled (see BreakNext).
+type Break int
 
-// JobOutcome is how the patch jobs the fake starts for an instance end by
-// themselves (see SetJobOutcome).
-type JobOutcome struct {
-	// Duration is how long a job runs, on the fake's clock (WithClock).
-	Duration time.Duration
-	// NewVersion is the instance's whole version after a job that completed;
-	// "" keeps its version (the patch is still no longer available).
-	NewVersion string
-	// FailReason, when set, makes the job fail with this reason instead;
-	// the instance keeps its version and its patch.
-	FailReason string
-}
+// The ways BreakNext breaks an answer.
+const (
+	// BreakReset closes the connection without any answer.
+	BreakReset Break = iota + 1
+	// BreakTruncate sends the status line, the headers with the full
+	// Content-Length and half of the body, then closes the connection.
+	BreakTruncate
+)
 
 // Server is a running fake. URL is the GeminiDB endpoint and IAMURL the IAM
 // endpoint (the same server). Without any of WithToken, WithIAMUser and
@@ -118,18 +115,22 @@ type Server struct {
 	ak, sk        string // guarded by mu: SetAKSK changes them
 	batchEngines  []string
 
+	conns atomic.Int64 // connections accepted
+
 	mu         sync.Mutex
 	instances  []*upgrade.Instance
 	results    map[string][2]string // instance → error code, message for the next batch
 	failures   []*failure
+	rewrite    BatchRewrite // rows of the next batch answer
 	delays     map[string]time.Duration
 	jobs       map[string]*fakeJob
 	jobOrder   []string
 	batchCalls [][]string
 	calls      []string // request paths in arrival order
 	logins     int
-	tokens     map[string]time.Time  // issued IAM token → expiry
-	outcomes   map[string]JobOutcome // instance ID → how its jobs end by themselves
+	tokens     map[string]time.Time         // issued IAM token → expiry
+	outcomes   map[string]JobOutcome        // instance ID → how its jobs end by themselves
+	tags       map[string]map[string]string // instance ID → its tags
 }
 
 // NewServer starts a fake; it is closed when the test ends.
@@ -159,6 +160,7 @@ func Start(opts ...ServerOption) (*Server, error) {
 		jobs:          map[string]*fakeJob{},
 		tokens:        map[string]time.Time{},
 		outcomes:      map[string]JobOutcome{},
+		tags:          map[string]map[string]string{},
 	}
 	for _, o := range opts {
 		o(s)
@@ -167,7 +169,7 @@ func Start(opts ...ServerOption) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on a free port of 127.0.0.1: %w", err)
 	}
-	s.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(s.serveHTTP)}}
+	s.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(s.serveHTTP), ConnState: s.connState}}
 	s.srv.Start()
 	s.URL = s.srv.URL
 	s.IAMURL = s.srv.URL
@@ -186,126 +188,19 @@ func (s *Server) errorf(format string, args ...any) {
 	}
 }
 
-// SetJobOutcome makes every patch job started for instanceID from now on
-// end by itself: Duration after the batch call, on the fake's clock, it is
-// Completed (the instance then runs NewVersion and has no patch available)
-// or, with a FailReason, Failed. While it runs its progress grows with the
-// time passed. The job ends the moment anyone looks (an API call, Job,
-// Instance) at or after its end, with exactly Duration between its start
-// and end times. A zero Duration removes the outcome: jobs then run until
-// the caller ends them (SetJob, CompleteJob, FailJob), as by default.
-func (s *Server) SetJobOutcome(instanceID string, o JobOutcome) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if o.Duration <= 0 {
-		delete(s.outcomes, instanceID)
-		return
-	}
-	s.outcomes[instanceID] = o
-}
-
-// settleLocked ends the jobs whose outcome is due on the fake's clock.
-func (s *Server) settleLocked() {
-	now := s.now()
-	for _, id := range s.jobOrder {
-		j := s.jobs[id]
-		if j.outcome == nil || j.status != upgrade.JobRunning {
-			continue
-		}
-		end := j.start.Add(j.outcome.Duration)
-		if now.Before(end) {
-			continue
-		}
-		j.progress, j.end = "", end
-		if j.outcome.FailReason != "" {
-			j.status, j.failReason = upgrade.JobFailed, j.outcome.FailReason
-		} else {
-			j.status, j.failReason = upgrade.JobCompleted, ""
-			if in := s.find(j.instanceID); in != nil {
-				if j.outcome.NewVersion != "" {
-					in.Version, in.WholeVersion = majorMinor(j.outcome.NewVersion), j.outcome.NewVersion
-				}
-				in.PatchAvailable = false
-			}
-		}
-		s.clearAction(j.instanceID)
+// connState counts the connections the fake accepts.
+func (s *Server) connState(_ net.Conn, st http.ConnState) {
+	if st == http.StateNew {
+		s.conns.Add(1)
 	}
 }
 
-// majorMinor is the datastore version of a whole version: "3.11" of "3.11.3.5".
-func majorMinor(whole string) string {
-	parts := strings.SplitN(whole, ".", 3)
-	if len(parts) < 2 {
-		return whole
-	}
-	return parts[0] + "." + parts[1]
-}
-
-// progressLocked is a running job's progress: the share of its outcome's
-// duration that has passed, or what the caller set.
-func (s *Server) progressLocked(j *fakeJob) string {
-	if j.outcome == nil || j.status != upgrade.JobRunning {
-		return j.progress
-	}
-	done := s.now().Sub(j.start) * 100 / j.outcome.Duration
-	return fmt.Sprintf("%d%%", min(max(done, 0), 99))
-}
+// Connections counts the TCP connections the fake has accepted, e.g. to
+// check that a client reuses keep-alive connections.
+func (s *Server) Connections() int { return int(s.conns.Load()) }
 
 // Client returns an HTTP client that reaches the fake.
 func (s *Server) Client() *http.Client { return s.srv.Client() }
-
-// AddInstance adds inst to the project (replacing an instance with the same ID).
-func (s *Server) AddInstance(inst upgrade.Instance) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c := cloneInstance(inst)
-	for i, in := range s.instances {
-		if in.ID == inst.ID {
-			s.instances[i] = &c
-			return
-		}
-	}
-	s.instances = append(s.instances, &c)
-}
-
-// SetInstance changes the instance with this ID in place.
-func (s *Server) SetInstance(id string, mutate func(*upgrade.Instance)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	in := s.find(id)
-	if in == nil {
-		s.errorf("upgradetest: SetInstance: no instance %s", id)
-		return
-	}
-	mutate(in)
-}
-
-// RemoveInstance deletes the instance with this ID from the project.
-func (s *Server) RemoveInstance(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.instances = slices.DeleteFunc(s.instances, func(in *upgrade.Instance) bool { return in.ID == id })
-}
-
-// Instance returns the current state of the instance with this ID.
-func (s *Server) Instance(id string) (upgrade.Instance, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.settleLocked()
-	in := s.find(id)
-	if in == nil {
-		return upgrade.Instance{}, false
-	}
-	return cloneInstance(*in), true
-}
-
-// SetUpgradeResult makes the next batch call that includes instanceID answer
-// errorCode and errorMessage for it instead of starting a job.
-func (s *Server) SetUpgradeResult(instanceID, errorCode, errorMessage string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.results[instanceID] = [2]string{errorCode, errorMessage}
-}
 
 // FailNext makes the next n requests whose path ends with path (e.g.
 // "/instances/db-upgrade", "/instances", "/jobs", "/v3/auth/tokens") answer
@@ -314,6 +209,25 @@ func (s *Server) FailNext(path string, status int, code, msg string, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failures = append(s.failures, &failure{suffix: path, status: status, code: code, msg: msg, left: n})
+}
+
+// FailNextAfter is FailNext, except that each of those requests is handled
+// first (a batch call starts its jobs) and only then answered status with
+// code and msg, as an API gateway does when it gives up waiting for a backend
+// that goes on working (504 APIG.0201 "Backend timeout").
+func (s *Server) FailNextAfter(path string, status int, code, msg string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failures = append(s.failures, &failure{suffix: path, status: status, code: code, msg: msg, left: n, after: true})
+}
+
+// BreakNext makes the next n requests whose path ends with path be handled
+// (a batch call starts its jobs) and then answered broken, as how says: the
+// connection reset without an answer, or the answer cut off mid-body.
+func (s *Server) BreakNext(path string, how Break, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failures = append(s.failures, &failure{suffix: path, left: n, after: true, brk: how})
 }
 
 // SetDelay delays every answer to requests whose path ends with path by d
@@ -328,90 +242,6 @@ func (s *Server) SetDelay(path string, d time.Duration) {
 	s.delays[path] = d
 }
 
-// SetJob sets a job's status, progress and fail reason; an unknown job ID
-// creates a job (named UpgradeDbVersion, without instance).
-func (s *Server) SetJob(jobID, status, progress, failReason string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	j := s.jobs[jobID]
-	if j == nil {
-		j = &fakeJob{id: jobID, name: "UpgradeDbVersion", start: s.now()}
-		s.jobs[jobID] = j
-		s.jobOrder = append(s.jobOrder, jobID)
-	}
-	j.status, j.progress, j.failReason = status, progress, failReason
-	if status == upgrade.JobCompleted || status == upgrade.JobFailed {
-		if j.end.IsZero() {
-			j.end = s.now()
-		}
-		s.clearAction(j.instanceID)
-	} else {
-		j.end = time.Time{}
-	}
-}
-
-// CompleteJob finishes a job successfully: its instance now runs newVersion
-// (when not empty) and has no patch available.
-func (s *Server) CompleteJob(jobID, newVersion string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	j := s.jobs[jobID]
-	if j == nil {
-		s.errorf("upgradetest: CompleteJob: no job %s", jobID)
-		return
-	}
-	j.status, j.progress, j.failReason, j.end = upgrade.JobCompleted, "", "", s.now()
-	if in := s.find(j.instanceID); in != nil {
-		if newVersion != "" {
-			in.Version = newVersion
-			in.WholeVersion = newVersion
-		}
-		in.PatchAvailable = false
-	}
-	s.clearAction(j.instanceID)
-}
-
-// FailJob finishes a job with a failure reason; the instance keeps its version.
-func (s *Server) FailJob(jobID, reason string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	j := s.jobs[jobID]
-	if j == nil {
-		s.errorf("upgradetest: FailJob: no job %s", jobID)
-		return
-	}
-	j.status, j.progress, j.failReason, j.end = upgrade.JobFailed, "", reason, s.now()
-	s.clearAction(j.instanceID)
-}
-
-// SetAKSK changes the access key and secret key the fake accepts from now
-// on, as rotating the key would; empty keys disable AK/SK authentication.
-func (s *Server) SetAKSK(ak, sk string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.ak, s.sk = ak, sk
-}
-
-// RevokeTokens invalidates every token the fake IAM has issued, as a
-// password change would; the next API call with one of them gets 401.
-func (s *Server) RevokeTokens() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	clear(s.tokens)
-}
-
-// BatchCalls returns the instance_ids of every batch call that reached the
-// batch handler (credentials accepted, no injected failure), in order.
-func (s *Server) BatchCalls() [][]string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([][]string, len(s.batchCalls))
-	for i, c := range s.batchCalls {
-		out[i] = slices.Clone(c)
-	}
-	return out
-}
-
 // Calls counts the requests received whose path ends with pathSuffix,
 // whatever their answer.
 func (s *Server) Calls(pathSuffix string) int {
@@ -424,68 +254,6 @@ func (s *Server) Calls(pathSuffix string) int {
 		}
 	}
 	return n
-}
-
-// Logins counts successful IAM logins.
-func (s *Server) Logins() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.logins
-}
-
-// JobsFor returns the IDs of the jobs started for an instance, oldest first.
-func (s *Server) JobsFor(instanceID string) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
-	for _, id := range s.jobOrder {
-		if s.jobs[id].instanceID == instanceID {
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
-// Job returns a job as the jobs API would report it.
-func (s *Server) Job(jobID string) (upgrade.Job, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.settleLocked()
-	j := s.jobs[jobID]
-	if j == nil {
-		return upgrade.Job{}, false
-	}
-	return upgrade.Job{
-		ID: j.id, Name: j.name, Status: j.status, Progress: s.progressLocked(j),
-		Started: j.start, Ended: j.end, InstanceID: j.instanceID, InstanceName: j.instanceName, FailReason: j.failReason,
-	}, true
-}
-
-func (s *Server) find(id string) *upgrade.Instance {
-	for _, in := range s.instances {
-		if in.ID == id {
-			return in
-		}
-	}
-	return nil
-}
-
-// upgradeAction is what the fake puts in an instance's actions while a patch job runs.
-const upgradeAction = "UPGRADE_DB_VERSION"
-
-func (s *Server) clearAction(instanceID string) {
-	if in := s.find(instanceID); in != nil {
-		in.Actions = slices.DeleteFunc(in.Actions, func(a string) bool { return a == upgradeAction })
-		if len(in.Actions) == 0 {
-			in.Actions = nil
-		}
-	}
-}
-
-func cloneInstance(in upgrade.Instance) upgrade.Instance {
-	in.Actions = slices.Clone(in.Actions)
-	in.Nodes = slices.Clone(in.Nodes)
-	return in
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -535,10 +303,40 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if fail != nil {
+	switch {
+	case fail == nil:
+		s.route(w, r, body)
+	case !fail.after:
 		writeError(w, fail.status, fail.code, fail.msg)
+	default:
+		rec := httptest.NewRecorder()
+		s.route(rec, r, body)
+		if fail.brk == 0 {
+			writeError(w, fail.status, fail.code, fail.msg)
+			return
+		}
+		breakAnswer(w, rec, fail.brk)
+	}
+}
+
+// breakAnswer answers the recorded answer rec broken as how says.
+func breakAnswer(w http.ResponseWriter, rec *httptest.ResponseRecorder, how Break) {
+	conn, buf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
 		return
 	}
+	defer conn.Close()
+	if how == BreakTruncate {
+		b := rec.Body.Bytes()
+		fmt.Fprintf(buf, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", rec.Code, http.StatusText(rec.Code), len(b))
+		_, _ = buf.Write(b[:len(b)/2])
+		_ = buf.Flush()
+	}
+}
+
+// route serves a request that no test hook intercepted.
+func (s *Server) route(w http.ResponseWriter, r *http.Request, body []byte) {
+	path := r.URL.Path
 	if path == "/v3/auth/tokens" {
 		if r.Method != http.MethodPost || s.iam == nil {
 			notFoundAPI(w)
@@ -557,6 +355,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		route = "list"
 	case r.Method == http.MethodPost && sub == "instances/db-upgrade":
 		route = "batch"
+	case r.Method == http.MethodPost && sub == "instances/resource-instances/action":
+		route = "tags"
 	case r.Method == http.MethodGet && sub == "jobs":
 		route = "jobs"
 	case r.Method == http.MethodGet && strings.HasPrefix(sub, "instances/") && strings.HasSuffix(sub, "/ops-window") && strings.Count(sub, "/") == 2:
@@ -581,6 +381,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.batch(w, body)
 	case "jobs":
 		s.listJobs(w, r)
+	case "tags":
+		s.tagQuery(w, body)
 	case "window":
 		s.opsWindow(w, strings.Split(sub, "/")[1])
 	}
@@ -588,243 +390,3 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // authenticate returns "" when the request carries accepted credentials,
 // else the reason, which names no secret.
-func (s *Server) authenticate(r *http.Request, body []byte) string {
-	s.mu.Lock()
-	staticToken, ak, sk := s.staticToken, s.ak, s.sk
-	s.mu.Unlock()
-	if staticToken == "" && s.iam == nil && ak == "" {
-		return ""
-	}
-	if tok := r.Header.Get("X-Auth-Token"); tok != "" {
-		if staticToken != "" && tok == staticToken {
-			return ""
-		}
-		s.mu.Lock()
-		exp, ok := s.tokens[tok]
-		s.mu.Unlock()
-		if ok && s.now().Before(exp) {
-			return ""
-		}
-		if ok {
-			return "token expired"
-		}
-		return "verify token failed"
-	}
-	if strings.HasPrefix(r.Header.Get("Authorization"), "SDK-HMAC-SHA256 ") {
-		if ak == "" {
-			return "AK/SK authentication is not enabled"
-		}
-		if err := verifyAKSK(r, body, ak, sk, s.now()); err != nil {
-			return "verify aksk signature fail: " + err.Error()
-		}
-		return ""
-	}
-	return "no credentials"
-}
-
-func (s *Server) login(w http.ResponseWriter, body []byte) {
-	var req struct {
-		Auth struct {
-			Identity struct {
-				Methods  []string `json:"methods"`
-				Password struct {
-					User struct {
-						Name     string `json:"name"`
-						Password string `json:"password"`
-						Domain   struct {
-							Name string `json:"name"`
-						} `json:"domain"`
-					} `json:"user"`
-				} `json:"password"`
-			} `json:"identity"`
-			Scope struct {
-				Project struct {
-					ID string `json:"id"`
-				} `json:"project"`
-			} `json:"scope"`
-		} `json:"auth"`
-	}
-	if err := json.Unmarshal(body, &req); err != nil || !slices.Contains(req.Auth.Identity.Methods, "password") {
-		writeError(w, http.StatusBadRequest, "IAM.0007", "The request body is invalid.")
-		return
-	}
-	u := req.Auth.Identity.Password.User
-	if u.Name != s.iam.user || u.Password != s.iam.password || u.Domain.Name != s.iam.domain {
-		writeError(w, http.StatusUnauthorized, "APIG.0301", "Incorrect IAM authentication information: the username or password is wrong.")
-		return
-	}
-	if req.Auth.Scope.Project.ID != s.ProjectID {
-		writeError(w, http.StatusUnauthorized, "APIG.0301", "Incorrect IAM authentication information: the project is not accessible.")
-		return
-	}
-	tok := "MIIfake" + randomHex(32)
-	now := s.now()
-	exp := now.Add(s.tokenLifetime)
-	s.mu.Lock()
-	s.tokens[tok] = exp
-	s.logins++
-	s.mu.Unlock()
-	w.Header().Set("X-Subject-Token", tok)
-	writeJSON(w, http.StatusCreated, map[string]any{"token": map[string]any{
-		"expires_at": exp.UTC().Format("2006-01-02T15:04:05.000000Z"),
-		"issued_at":  now.UTC().Format("2006-01-02T15:04:05.000000Z"),
-		"methods":    []string{"password"},
-		"project":    map[string]any{"id": s.ProjectID, "name": "eu-de"},
-		"user":       map[string]any{"name": s.iam.user, "domain": map[string]any{"name": s.iam.domain}},
-	}})
-}
-
-func (s *Server) list(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	offset, limit := 0, 100
-	if v := q.Get("offset"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			writeError(w, http.StatusBadRequest, "DBS.200001", "Invalid parameter: offset.")
-			return
-		}
-		offset = n
-	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 100 {
-			writeError(w, http.StatusBadRequest, "DBS.200001", "Invalid parameter: limit.")
-			return
-		}
-		limit = n
-	}
-	id, name, engine := q.Get("id"), q.Get("name"), strings.ToLower(q.Get("datastore_type"))
-	s.mu.Lock()
-	var match []map[string]any
-	for _, in := range s.instances {
-		if id != "" && in.ID != id {
-			continue
-		}
-		if name != "" {
-			if pat, fuzzy := strings.CutPrefix(name, "*"); fuzzy {
-				if !strings.Contains(in.Name, pat) {
-					continue
-				}
-			} else if in.Name != name {
-				continue
-			}
-		}
-		if engine != "" && in.Engine != engine {
-			continue
-		}
-		match = append(match, InstanceJSON(*in))
-	}
-	s.mu.Unlock()
-	page := []map[string]any{}
-	if offset < len(match) {
-		page = match[offset:min(offset+limit, len(match))]
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"instances": page, "total_count": len(match)})
-}
-
-func (s *Server) batch(w http.ResponseWriter, body []byte) {
-	var req struct {
-		InstanceIDs []string `json:"instance_ids"`
-	}
-	if err := json.Unmarshal(body, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "DBS.280001", "Invalid parameter: the request body is not valid JSON.")
-		return
-	}
-	if len(req.InstanceIDs) == 0 {
-		writeError(w, http.StatusBadRequest, "DBS.280001", "Invalid parameter: instance_ids is required.")
-		return
-	}
-	if len(req.InstanceIDs) > upgrade.MaxBatch {
-		writeError(w, http.StatusBadRequest, "DBS.280001", fmt.Sprintf("Invalid parameter: at most %d instance IDs are allowed.", upgrade.MaxBatch))
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.batchCalls = append(s.batchCalls, slices.Clone(req.InstanceIDs))
-	engine := ""
-	for _, id := range req.InstanceIDs {
-		in := s.find(id)
-		if in == nil {
-			continue
-		}
-		if !slices.Contains(s.batchEngines, in.Engine) {
-			writeError(w, http.StatusBadRequest, "DBS.280001", fmt.Sprintf("Invalid parameter: the engine %s does not support batch patching.", in.Engine))
-			return
-		}
-		if engine != "" && in.Engine != engine {
-			writeError(w, http.StatusBadRequest, "DBS.280001", "Invalid parameter: the instances must be of the same engine type.")
-			return
-		}
-		engine = in.Engine
-	}
-	results := []upgrade.UpgradeResult{}
-	for _, id := range req.InstanceIDs {
-		res := upgrade.UpgradeResult{InstanceID: id}
-		in := s.find(id)
-		if e, ok := s.results[id]; ok {
-			delete(s.results, id)
-			res.ErrorCode, res.ErrorMessage = e[0], e[1]
-		} else if in == nil {
-			res.ErrorCode, res.ErrorMessage = "DBS.200002", "The DB instance does not exist."
-		} else if in.Status != "normal" || len(in.Actions) > 0 {
-			res.ErrorCode, res.ErrorMessage = "DBS.200011", "The status of DB instance does not allow the operation."
-		} else if !in.PatchAvailable {
-			res.ErrorCode, res.ErrorMessage = "DBS.280001", "No patch is available for the DB instance."
-		} else {
-			j := &fakeJob{id: s.nextJobID(), name: "UpgradeDbVersion", status: upgrade.JobRunning, progress: "0%", start: s.now(), instanceID: in.ID, instanceName: in.Name}
-			if o, ok := s.outcomes[in.ID]; ok {
-				j.outcome = &o
-			}
-			s.jobs[j.id] = j
-			s.jobOrder = append(s.jobOrder, j.id)
-			in.Actions = append(in.Actions, upgradeAction)
-			res.JobID = j.id
-		}
-		results = append(results, res)
-	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"upgrade_results": results})
-}
-
-func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
-	id := r.URL.Query().Get("id")
-	s.mu.Lock()
-	jobs := []map[string]any{}
-	for _, jid := range s.jobOrder {
-		if id != "" && jid != id {
-			continue
-		}
-		j := s.jobs[jid]
-		end := ""
-		if !j.end.IsZero() {
-			end = j.end.UTC().Format(JobTimeLayout)
-		}
-		jobs = append(jobs, map[string]any{
-			"id":          j.id,
-			"name":        j.name,
-			"status":      j.status,
-			"created":     j.start.UTC().Format(JobTimeLayout),
-			"start_time":  j.start.UTC().Format(JobTimeLayout),
-			"end_time":    end,
-			"progress":    s.progressLocked(j),
-			"instance":    map[string]any{"id": j.instanceID, "name": j.instanceName},
-			"fail_reason": j.failReason,
-		})
-	}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"total_count": len(jobs), "jobs": jobs})
-}
-
-func (s *Server) opsWindow(w http.ResponseWriter, id string) {
-	s.mu.Lock()
-	in := s.find(id)
-	var win string
-	if in != nil {
-		win = in.MaintenanceWindow
-	}
-	s.mu.Unlock()
-	if in == nil {
-		writeError(w, http.StatusNotFound, "DBS.200002", "The DB instance does not exist.")
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"maintenance_window": win})
-}

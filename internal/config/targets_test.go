@@ -1,12 +1,9 @@
-package main
+package config
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 )
@@ -20,10 +17,10 @@ const (
 	tgtFileTok  = "MIIfile-token-secret-5521"
 )
 
-// targetsEnv is a valid environment without GEMINIDB_* target, with the
-// variables the targets files name, and the targets file (whose text is
-// yaml) and a secret file next to it.
-func targetsEnv(t *testing.T, yaml string) (map[string]string, string) {
+// targetsConfig is a valid configuration without GEMINIDB_* target, with
+// the variables the targets files name (in LookupEnv), and the targets file
+// (whose text is yaml) and a secret file next to it.
+func targetsConfig(t *testing.T, yaml string, env map[string]string) (Config, string) {
 	t.Helper()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "targets.yaml")
@@ -33,14 +30,20 @@ func targetsEnv(t *testing.T, yaml string) (map[string]string, string) {
 	if err := os.WriteFile(filepath.Join(dir, "de.token"), []byte(tgtFileTok+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := validEnvWith(map[string]string{"GEMINIDB_ENDPOINT": "", "GEMINIDB_PROJECT_ID": "", "GEMINIDB_AUTH_TOKEN": ""})
-	env["BOT_TARGETS_FILE"] = file
-	env["BOT_APPROVERS"] = "UBOSS"
-	env["DE_TOKEN"] = tgtToken
-	env["NL_AK"] = tgtAK
-	env["NL_SK"] = tgtSK
-	env["STAGE_PASSWORD"] = tgtPassword
-	return env, file
+	c := validConfig()
+	c.GeminiDBEndpoint, c.GeminiDBProjectID, c.GeminiDBAuthToken = "", "", ""
+	c.TargetsFile = file
+	c.Approvers = []string{"UBOSS"}
+	vars := map[string]string{"DE_TOKEN": tgtToken, "NL_AK": tgtAK, "NL_SK": tgtSK, "STAGE_PASSWORD": tgtPassword}
+	for k, v := range env {
+		if v == "" {
+			delete(vars, k)
+		} else {
+			vars[k] = v
+		}
+	}
+	c.LookupEnv = MapLookup(vars)
+	return c, file
 }
 
 const goodTargets = `targets:
@@ -51,6 +54,8 @@ const goodTargets = `targets:
     auth: {token_env: DE_TOKEN}
     channels: [CDE1, CDE2]
     approvers: [S0LEADS]
+    allowed_channels: [CDE1, CDE2, CDE3]
+    allowed_users: [UALICE, S0DBAS]
   - name: prod-eu-nl
     region: eu-nl
     endpoint: https://gaussdb-nosql.eu-nl.otc.t-systems.com
@@ -79,10 +84,10 @@ const goodTargets = `targets:
 // A valid file: every auth mode, secrets from variables and a file
 // (relative to the targets file), defaults and approver overrides.
 func TestTargetsFile(t *testing.T) {
-	env, file := targetsEnv(t, goodTargets)
-	cfg, err := LoadConfig(MapLookup(env))
-	if err != nil {
-		t.Fatalf("LoadConfig: %v", err)
+	t.Parallel()
+	cfg, file := targetsConfig(t, goodTargets, nil)
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
 	}
 	if len(cfg.Targets) != 4 {
 		t.Fatalf("got %d targets, want 4", len(cfg.Targets))
@@ -99,6 +104,9 @@ func TestTargetsFile(t *testing.T) {
 		{"de engines default", strings.Join(de.BatchEngines, ","), "cassandra,influxdb"},
 		{"de channels", strings.Join(de.Channels, ","), "CDE1,CDE2"},
 		{"de approvers override", strings.Join(de.Approvers, ","), "S0LEADS"},
+		{"de allowed channels", strings.Join(de.AllowedChannels, ","), "CDE1,CDE2,CDE3"},
+		{"de allowed users", strings.Join(de.AllowedUsers, ","), "UALICE,S0DBAS"},
+		{"nl allowed channels: any", len(nl.AllowedChannels), 0},
 		{"nl mode", nl.Auth.Mode, AuthAKSK},
 		{"nl keys", nl.Auth.AccessKey.Reveal() + "/" + nl.Auth.SecretKey.Reveal(), tgtAK + "/" + tgtSK},
 		{"nl engines lowercased", strings.Join(nl.BatchEngines, ","), "cassandra"},
@@ -114,31 +122,14 @@ func TestTargetsFile(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
 		}
 	}
-	// The start-up log line names where the secrets are, not what they are.
-	var logs bytes.Buffer
-	cfg.HTTPAddr, cfg.Store = "127.0.0.1:0", filepath.Join(t.TempDir(), "bot.db")
-	m, err := NewMain(cfg, &logs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Close(); err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range []string{tgtToken, tgtAK, tgtSK, tgtPassword, tgtFileTok} {
-		if strings.Contains(logs.String(), s) {
-			t.Errorf("the start-up log contains a secret (%s…)", s[:6])
-		}
-	}
-	if !strings.Contains(logs.String(), "$DE_TOKEN") {
-		t.Errorf("the start-up log does not say where the token comes from:\n%s", logs.String())
-	}
 }
 
 // Without BOT_TARGETS_FILE the GEMINIDB_* variables are the one target,
 // named default, as before.
 func TestTargetFromVariables(t *testing.T) {
-	cfg, err := LoadConfig(MapLookup(validEnv()))
-	if err != nil {
+	t.Parallel()
+	cfg := validConfig()
+	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	if len(cfg.Targets) != 1 {
@@ -150,8 +141,8 @@ func TestTargetFromVariables(t *testing.T) {
 	}
 }
 
-// A bad targets file stops the bot with status 2 and one line naming the
-// file, the target and the field; no secret is printed, nor the value of a
+// A bad targets file is one problem naming the file, the target and the
+// field; no secret is printed, nor the value of a
 // field meant to name a variable or file (a secret may have been pasted).
 func TestTargetsFileErrors(t *testing.T) {
 	const head = "targets:\n"
@@ -160,8 +151,9 @@ func TestTargetsFileErrors(t *testing.T) {
 	tests := []struct {
 		name   string
 		yaml   string
-		env    map[string]string // changes; "" unsets
-		target string            // `"prod-eu-de"`, `#2`, or "" for the file
+		env    map[string]string // changes to the variables the file names; "" unsets
+		change func(c *Config)
+		target string // `"prod-eu-de"`, `#2`, or "" for the file
 		field  string
 		line   int // 0: not checked
 		want   string
@@ -191,35 +183,39 @@ func TestTargetsFileErrors(t *testing.T) {
 		{name: "secret file missing", yaml: head + de + "    auth: {secret_key_file: " + tgtSK + ", access_key_env: NL_AK}\n", target: `"prod-eu-de"`, field: "auth.secret_key_file", want: "does not exist"},
 		{name: "channel in two targets", yaml: head + de + "    auth: {token_env: DE_TOKEN}\n    channels: [CDE1]\n" + nl + "    channels: [CNL1, CDE1]\n", target: `"prod-eu-nl"`, field: "channels", want: "CDE1 is also a channel of target \"prod-eu-de\""},
 		{name: "channel not an ID", yaml: head + de + "    auth: {token_env: DE_TOKEN}\n    channels: ['#ops']\n", target: `"prod-eu-de"`, field: "channels", want: "not a Slack channel ID"},
-		{name: "channel not allowed", yaml: head + de + "    auth: {token_env: DE_TOKEN}\n    channels: [CDE9]\n", env: map[string]string{"BOT_ALLOWED_CHANNELS": "CDE1"}, target: `"prod-eu-de"`, field: "channels", want: "not in BOT_ALLOWED_CHANNELS"},
+		{name: "channel not allowed", yaml: head + de + "    auth: {token_env: DE_TOKEN}\n    channels: [CDE9]\n", change: func(c *Config) { c.AllowedChannels = []string{"CDE1"} }, target: `"prod-eu-de"`, field: "channels", want: "not in BOT_ALLOWED_CHANNELS"},
 		{name: "approver not an ID", yaml: head + de + "    auth: {token_env: DE_TOKEN}\n    approvers: [bob]\n", target: `"prod-eu-de"`, field: "approvers", want: "not a Slack user ID"},
 		{name: "duplicate names", yaml: head + de + "    auth: {token_env: DE_TOKEN}\n" + strings.Replace(nl, "prod-eu-nl", "PROD-EU-DE", 1), target: `"PROD-EU-DE"`, field: "name", line: 7, want: "also the name of target #1"},
 		{name: "key given twice", yaml: head + de + "    auth: {token_env: DE_TOKEN}\n    region: eu-nl\n", target: `"prod-eu-de"`, field: "region", want: "given twice"},
+		{name: "endpoint with user info", yaml: head + "  - name: prod-eu-de\n    region: eu-de\n    endpoint: https://u:" + tgtToken + "@x.example.com\n    project_id: p\n    auth: {token_env: DE_TOKEN}\n", target: `"prod-eu-de"`, field: "endpoint", line: 4, want: "user name or password"},
+		{name: "iam endpoint with user info", yaml: head + de + "    auth: {iam: {endpoint: 'https://u:" + tgtPassword + "@iam.example.com', username: u, password_env: STAGE_PASSWORD, domain: d}}\n", target: `"prod-eu-de"`, field: "auth.iam.endpoint", want: "user name or password"},
+		{name: "allowed channel not an ID", yaml: head + de + "    auth: {token_env: DE_TOKEN}\n    allowed_channels: [ops]\n", target: `"prod-eu-de"`, field: "allowed_channels", line: 7, want: "not a Slack channel ID"},
+		{name: "allowed channel not in BOT_ALLOWED_CHANNELS", yaml: head + de + "    auth: {token_env: DE_TOKEN}\n    allowed_channels: [CDE9]\n", change: func(c *Config) { c.AllowedChannels = []string{"CDE1"} }, target: `"prod-eu-de"`, field: "allowed_channels", want: "not in BOT_ALLOWED_CHANNELS"},
+		{name: "default channel not allowed", yaml: head + de + "    auth: {token_env: DE_TOKEN}\n    channels: [CDE2]\n    allowed_channels: [CDE1]\n", target: `"prod-eu-de"`, field: "channels", want: "not in the target's allowed_channels"},
+		{name: "allowed user not an ID", yaml: head + de + "    auth: {token_env: DE_TOKEN}\n    allowed_users: [alice]\n", target: `"prod-eu-de"`, field: "allowed_users", line: 7, want: "not a Slack user ID"},
+		{name: "allowed users not a list", yaml: head + de + "    auth: {token_env: DE_TOKEN}\n    allowed_users: UALICE\n", target: `"prod-eu-de"`, field: "allowed_users", want: "must be a list"},
 		{name: "no targets", yaml: "targets: []\n", field: "targets", want: "no target"},
 		{name: "empty file", yaml: "", field: "targets", want: "empty"},
 		{name: "not YAML", yaml: "targets: [\n", want: "not valid YAML"},
-		{name: "file and GEMINIDB_ENDPOINT", yaml: goodTargets, env: map[string]string{"GEMINIDB_ENDPOINT": "https://x.example.com"}, want: "not both"},
+		{name: "file and GEMINIDB_ENDPOINT", yaml: goodTargets, change: func(c *Config) { c.GeminiDBEndpoint = "https://x.example.com" }, want: "not both"},
 	}
 	secrets := []string{tgtToken, tgtAK, tgtSK, tgtPassword, tgtFileTok, cfgAppToken, cfgBotToken}
+	t.Parallel()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			env, file := targetsEnv(t, tt.yaml)
-			for k, v := range tt.env {
-				if v == "" {
-					delete(env, k)
-				} else {
-					env[k] = v
-				}
+			cfg, file := targetsConfig(t, tt.yaml, tt.env)
+			if tt.change != nil {
+				tt.change(&cfg)
 			}
-			var stdout, stderr bytes.Buffer
-			if code := run(context.Background(), nil, MapLookup(env), &stdout, &stderr); code != exitConfig {
-				t.Errorf("got exit status %d, want %d; stderr:\n%s", code, exitConfig, stderr.String())
+			err := cfg.Validate()
+			if err == nil {
+				t.Fatal("Validate accepted it")
 			}
-			out := stdout.String() + stderr.String()
-			lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+			out := err.Error()
+			lines := strings.Split(out, "\n")
 			if len(lines) != 1 {
-				t.Errorf("got %d lines of output, want exactly 1:\n%s", len(lines), out)
+				t.Errorf("got %d problems, want exactly 1:\n%s", len(lines), out)
 			}
 			wants := []string{"BOT_TARGETS_FILE", tt.want}
 			if !strings.Contains(tt.name, "GEMINIDB_ENDPOINT") {
@@ -241,7 +237,6 @@ func TestTargetsFileErrors(t *testing.T) {
 					t.Errorf("the output %q contains a secret (%s…)", out, s[:6])
 				}
 			}
-			_, err := LoadConfig(MapLookup(env))
 			var te *TargetsFileError
 			if tt.target != "" || tt.field != "" {
 				if !errors.As(err, &te) {
@@ -255,25 +250,35 @@ func TestTargetsFileErrors(t *testing.T) {
 	}
 }
 
-// The file's approver and channel lists are what the bot gets, target by
-// target (a smoke test of the wiring; the behaviour is in e2e_targets_test.go).
-func TestTargetsReachTheBot(t *testing.T) {
-	env, _ := targetsEnv(t, goodTargets)
-	cfg, err := LoadConfig(MapLookup(env))
-	if err != nil {
-		t.Fatal(err)
+// Every problem of a targets file is reported at once: of every target,
+// every field.
+func TestTargetsFileEveryProblem(t *testing.T) {
+	t.Parallel()
+	yaml := "targets:\n" +
+		"  - name: prod eu\n    endpoint: ftp://x\n    project_id: p\n    auth: {token_env: NO_SUCH}\n    allowed_users: [bob]\n" +
+		"  - name: ok\n    region: eu-de\n    endpoint: https://x.example.com\n    auth: {access_key_env: NL_AK}\n"
+	cfg, file := targetsConfig(t, yaml, nil)
+	cfg.SlackAppToken = ""
+	err := cfg.Validate()
+	var ps Problems
+	if !errors.As(err, &ps) {
+		t.Fatalf("got %v, want Problems", err)
 	}
-	targets, dbs, err := newTargets(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
+	want := []string{
+		"SLACK_APP_TOKEN: is required",
+		"target #1: field name (line 2)", "target #1: field region", "target #1: field endpoint (line 3)",
+		"target #1: field auth.token_env", "target #1: field allowed_users",
+		`target "ok": field project_id`, `target "ok": field auth.secret_key_env`,
 	}
-	if len(targets) != 4 || len(dbs) != 4 {
-		t.Fatalf("got %d targets and %d clients, want 4 each", len(targets), len(dbs))
+	if len(ps) != len(want) {
+		t.Errorf("got %d problems, want %d:\n%s", len(ps), len(want), err)
 	}
-	if targets[0].Name != "prod-eu-de" || !slices.Equal(targets[0].Approvers, []string{"S0LEADS"}) || !slices.Equal(targets[1].Approvers, []string{"UBOSS"}) || len(targets[2].Approvers) != 0 {
-		t.Errorf("got targets %+v", targets)
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("the problems lack %q:\n%s", w, err)
+		}
 	}
-	if dbs[0] == dbs[3] {
-		t.Error("two targets share a client; each needs its own credentials and breaker")
+	if !strings.Contains(err.Error(), file) {
+		t.Errorf("the problems do not name the file:\n%s", err)
 	}
 }
