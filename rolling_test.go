@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store/storetest"
 )
@@ -20,7 +21,7 @@ import (
 // naming both versions. Once the older one is gone, all is one version.
 func TestMixedVersionsReported(t *testing.T) {
 	addr := storetest.StartRedis(t)
-	h := newHarness(t, func(env map[string]string) { env["BOT_STORE"] = "redis://" + addr + "/0" })
+	h := newHarness(t, func(c *config.Config) { c.Store = "redis://" + addr + "/0" })
 	st, err := store.OpenRedis(context.Background(), "redis://"+addr+"/0")
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +45,7 @@ func TestMixedVersionsReported(t *testing.T) {
 		}
 	}
 	var out bytes.Buffer
-	doctor(t.Context(), MapLookup(h.env), &out)
+	doctor(t.Context(), withConfig(h.cfg).config, &out)
 	if !strings.Contains(out.String(), "WARN  replicas") || !strings.Contains(out.String(), "v0.9.0 (schema 3)") || !strings.Contains(out.String(), "dev (schema 3)") {
 		t.Errorf("doctor with two versions running: got\n%s\nwant a WARN replicas line naming both", out.String())
 	}
@@ -52,7 +53,7 @@ func TestMixedVersionsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	out.Reset()
-	doctor(t.Context(), MapLookup(h.env), &out)
+	doctor(t.Context(), withConfig(h.cfg).config, &out)
 	if !strings.Contains(out.String(), "PASS  replicas             1 running, all dev (schema 3)") {
 		t.Errorf("doctor with one version: got\n%s\nwant a PASS replicas line", out.String())
 	}
@@ -63,7 +64,7 @@ func TestMixedVersionsReported(t *testing.T) {
 // saying to upgrade the replica.
 func TestFencedReplicaStops(t *testing.T) {
 	addr := storetest.StartRedis(t)
-	h := newHarness(t, func(env map[string]string) { env["BOT_STORE"] = "redis://" + addr + "/0" })
+	h := newHarness(t, func(c *config.Config) { c.Store = "redis://" + addr + "/0" })
 	in := h.addInstances("db", "cassandra", 1)[0]
 	c := redis.NewClient(&redis.Options{Addr: addr})
 	defer c.Close()

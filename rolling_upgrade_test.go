@@ -119,13 +119,13 @@ func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
 	addr := storetest.StartRedis(t)
 	sl := slacktest.New(t, slacktest.WithRoundRobin())
 	gdb := upgradetest.NewServer(t, upgradetest.WithToken(testGeminiToken))
-	env := botEnv(t, sl, gdb)
-	env["BOT_STORE"] = "redis://" + addr + "/0"
-	env["BOT_ALLOWED_USERS"] = alice + "," + bob
-	env["BOT_POLL_INTERVAL"] = "40ms"
-	env["BOT_COMMANDS_PER_MINUTE"] = "1000"
-	env["LOG_LEVEL"] = "debug"
-	h := &harness{t: t, slack: sl, gdb: gdb, env: env, logs: &syncBuffer{}, clock: &testClock{}}
+	cfg := botConfig(t, sl, gdb)
+	cfg.Store = "redis://" + addr + "/0"
+	cfg.AllowedUsers = []string{alice, bob}
+	cfg.PollInterval = 40 * time.Millisecond
+	cfg.CommandsPerMin = 1000
+	cfg.LogLevel = "debug"
+	h := &harness{t: t, slack: sl, gdb: gdb, cfg: cfg, logs: &syncBuffer{}, clock: &testClock{}}
 	t.Cleanup(func() {
 		h.stop()
 		if v := sl.Violations(); len(v) > 0 {
@@ -136,7 +136,7 @@ func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
 
 	// The previous release alone, as before the deploy: it submits a patch
 	// whose job is still running when the deploy starts.
-	old := &harness{t: t, slack: sl, gdb: gdb, env: env, logs: &syncBuffer{}}
+	old := &harness{t: t, slack: sl, gdb: gdb, cfg: cfg, logs: &syncBuffer{}}
 	startProcess(t, old, oldBin)
 	if err := sl.WaitConnections(h.ctx(), 1); err != nil {
 		t.Fatalf("the previous release did not connect: %v\nlogs:\n%s", err, old.logs.String())
@@ -234,7 +234,7 @@ func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
 	if err != nil || len(legacy) != 0 {
 		t.Errorf("records where the previous release reads: %q, %v; want none", legacy, err)
 	}
-	restarted := &harness{t: t, slack: sl, gdb: gdb, env: env, logs: &syncBuffer{}}
+	restarted := &harness{t: t, slack: sl, gdb: gdb, cfg: cfg, logs: &syncBuffer{}}
 	if code := startProcess(t, restarted, oldBin).wait(t, restarted); code == 0 || !strings.Contains(restarted.logs.String(), `schema version "3"`) {
 		t.Errorf("the previous release restarted on the migrated store: exit %d, want a refusal naming schema 3\n%s", code, restarted.logs.String())
 	}
