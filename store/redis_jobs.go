@@ -49,6 +49,9 @@ func (s *Redis) saveJob(ctx context.Context, tx *redis.Tx, old *Job, j Job) (Job
 	if err != nil {
 		return Job{}, err
 	}
+	if durable(ctx) {
+		s.waitReplica(ctx, tx)
+	}
 	var out Job
 	if err := json.Unmarshal(data, &out); err != nil {
 		return Job{}, fmt.Errorf("decode: %w", err)
@@ -69,6 +72,7 @@ func (s *Redis) setJob(ctx context.Context, p redis.Pipeliner, old *Job, j Job, 
 	} else {
 		p.SRem(ctx, s.key(keyRedisActiveJobs), j.ID)
 	}
+	s.indexJob(ctx, p, j)
 }
 
 // Job returns the job with the given ID, or an error wrapping ErrNotFound.

@@ -141,7 +141,7 @@ func (s *Redis) moveLegacyRequest(ctx context.Context, id string) error {
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			if n == 0 {
-				s.setRequest(ctx, p, r.State, r, data)
+				s.setRequest(ctx, p, nil, r, data)
 			}
 			p.Del(ctx, oldKey)
 			p.ZRem(ctx, s.legacyKey(keyRedisRequests), id)
