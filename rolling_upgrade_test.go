@@ -115,8 +115,10 @@ func legacyReads(t *testing.T, addr string) *atomic.Int64 {
 // the canary alone, the rest after it, and the scheduled instance when its
 // window opens; a previous-release replica restarted now refuses to start.
 func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
-	oldBin := buildPreviousRelease(t)
+	// Parallel first: the build of the previous release overlaps the
+	// package's other parallel tests.
 	t.Parallel()
+	oldBin := buildPreviousRelease(t)
 	addr := storetest.StartRedis(t)
 	sl := slacktest.New(t, slacktest.WithRoundRobin())
 	gdb := upgradetest.NewServer(t, upgradetest.WithToken(testGeminiToken))
