@@ -117,6 +117,9 @@ func doctor(ctx context.Context, loadConfig func() (config.Config, error), out i
 		for _, w := range redisWarnings(cctx, cfg.Store) {
 			fmt.Fprintf(out, "WARN  %-20s %s\n", "redis durability", w)
 		}
+		if line := replicasLine(cctx, cfg.Store); line != "" {
+			fmt.Fprintln(out, line)
+		}
 		cancel()
 	}
 	if failed {
