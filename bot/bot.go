@@ -34,6 +34,7 @@ type GeminiDB interface {
 	BatchUpgrade(ctx context.Context, ids []string) ([]upgrade.UpgradeResult, error)
 	Job(ctx context.Context, id string) (upgrade.Job, error)
 	AllInstances(ctx context.Context, datastoreType string) ([]upgrade.Instance, error)
+	SelectInstances(ctx context.Context, sel upgrade.Selector) ([]upgrade.Instance, error)
 }
 
 // SlackAPI is every Slack Web API call the bot makes (slack.Client has
@@ -94,6 +95,8 @@ type Config struct {
 	PollConcurrency int           // job reads in flight at once; default 32
 	Retention       time.Duration // final requests older than this are deleted; 0 keeps them
 	Canary          int           // the default --canary; 0 = none
+	MaxInstances    int           // the most instances one request may plan; default 200
+	FleetGuard      int           // above this many instances a canary of 1 is automatic; default 10
 	ConsoleURL      string        // console page of an instance: a template with {region}, {project_id}, {instance_id}; "" = no links
 	Region          string        // replaces {region} in ConsoleURL
 	Now             func() time.Time
@@ -162,6 +165,12 @@ func New(cfg Config, api SlackAPI, sm *socketmode.Client, db GeminiDB, st Store,
 	}
 	if cfg.MaxOpenPlans <= 0 {
 		cfg.MaxOpenPlans = 3
+	}
+	if cfg.MaxInstances <= 0 {
+		cfg.MaxInstances = DefaultMaxInstances
+	}
+	if cfg.FleetGuard <= 0 {
+		cfg.FleetGuard = DefaultFleetGuard
 	}
 	if cfg.BatchTimeout <= 0 {
 		cfg.BatchTimeout = 25 * time.Second
