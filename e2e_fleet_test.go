@@ -158,12 +158,16 @@ func TestFleetMaxInstances(t *testing.T) {
 			t.Errorf("refusal lacks %q: %s", want, msg)
 		}
 	}
-	if len(h.auditEvents("refused")) != 1 {
-		t.Error("the refusal is not audited")
+	ack = h.slash(alice, opsChannel, "orders-cass-1 orders-cass-2 orders-cass-3 orders-cass-4 orders-cass-5 orders-cass-6 --dry-run")
+	if msg := h.reply(ack.ResponseURL, "BOT_MAX_INSTANCES").AllText(); !strings.Contains(msg, "You named 6 instances") {
+		t.Errorf("refusal of named instances: %s", msg)
 	}
 	id, _, _ := h.plan(alice, "engine:cassandra name:orders-cass-1 --dry-run")
 	if id != "" {
 		t.Error("a dry run has a Confirm button")
+	}
+	if n := len(h.auditEvents("refused")); n != 2 {
+		t.Errorf("%d refusals audited, want 2", n)
 	}
 	h.assertBatchCalls(0, "a refused request sends nothing")
 }

@@ -185,7 +185,14 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 			return
 		}
 	}
-	b.audit("requested", a, "dry_run", req.DryRun, "force", req.Force)
+	if req.Selectors.Empty() && len(req.Instances) > b.cfg.MaxInstances {
+		tooMany := &TooManyError{Named: len(req.Instances), Max: b.cfg.MaxInstances}
+		b.metrics.Commands.WithLabelValues("refused").Inc()
+		b.audit("refused", a, "reason", "too many instances")
+		reply(tooMany.Error(), nil)
+		return
+	}
+	b.audit("requested", a, "dry_run", req.DryRun, "force", req.Force, "selectors", req.Selectors.String())
 	now := b.cfg.Now()
 	planOpts := upgrade.PlanOptions{BatchEngines: tg.BatchEngines, Force: req.Force, Now: now.UTC()}
 	var plan upgrade.Plan

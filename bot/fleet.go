@@ -47,11 +47,17 @@ type TooManyError struct {
 // narrow the request, for Slack.
 func (e *TooManyError) Error() string {
 	what := fmt.Sprintf("`%s` picks %s with a patch available", esc(e.Selectors), plural(e.Selected, "instance"))
-	if e.Named > 0 {
+	switch {
+	case e.Selectors == "":
+		what = fmt.Sprintf("You named %s", plural(e.Named, "instance"))
+	case e.Named > 0:
 		what += fmt.Sprintf(" (plus %d named)", e.Named)
 	}
-	return fmt.Sprintf("%s, but one request may plan at most %d (BOT_MAX_INSTANCES); nothing was done. "+
-		"Narrow it: add `engine:…`, `name:GLOB` or `tag:KEY=VALUE` (kinds AND together), or split it into several requests.", what, e.Max)
+	how := "Narrow it: add `engine:…`, `name:GLOB` or `tag:KEY=VALUE` (kinds AND together), or split it into several requests."
+	if e.Selectors == "" {
+		how = "Split it into several requests."
+	}
+	return fmt.Sprintf("%s, but one request may plan at most %d (BOT_MAX_INSTANCES); nothing was done. %s", what, e.Max, how)
 }
 
 // fleetPlan builds the plan of a request with selectors: the target's
