@@ -286,3 +286,23 @@ func TestFleetPlanOf200FitsSlack(t *testing.T) {
 		}
 	}
 }
+
+// The App Home shows what is behind: counts by engine and version.
+func TestFleetHomeShowsWhatIsBehind(t *testing.T) {
+	h := newHarness(t, nil)
+	f := seedMixedFleet(h)
+	h.gdb.SetInstance(f.cass[3].ID, func(in *upgrade.Instance) { in.WholeVersion = "3.11.3.1" })
+	home := h.openHome(alice, 1)
+	want := "8 instances · Cassandra 3.11.3.1: 1 · Cassandra 3.11.3.2: 4 · Influx 3.11.3.2: 3"
+	if !strings.Contains(home, "*What is behind*") || !strings.Contains(home, want) {
+		t.Errorf("the Home lacks %q:\n%s", want, home)
+	}
+	if strings.Index(home, "*What is behind*") > strings.Index(home, "history` lists") {
+		t.Errorf("what is behind is not above the closing hint:\n%s", home)
+	}
+	calls := h.cloudCalls()
+	h.openHome(alice, 2)
+	if n := h.cloudCalls() - calls; n != 0 {
+		t.Errorf("opening the Home again within a minute made %d GeminiDB calls, want 0 (cached)", n)
+	}
+}

@@ -132,7 +132,8 @@ type Bot struct {
 	access  *access
 	kit     kit // builds the messages
 
-	permalinks permalinkCache
+	permalinks  permalinkCache
+	behindCache behindCache // the App Home's "what is behind", per target
 
 	work       chan func(context.Context)
 	notices    chan struct{}                   // the busy and refusal answers in flight

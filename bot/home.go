@@ -43,6 +43,12 @@ func (b *Bot) publishHome(ctx context.Context, user string) {
 		}
 	}
 	view := b.kit.homeView(h, b.cfg.Now())
+	if h.Allowed {
+		// What is behind goes above the tab's closing hint.
+		set := view.Blocks.BlockSet
+		last := len(set) - 1
+		view.Blocks.BlockSet = append(append(set[:last:last], b.homeBehindBlocks(ctx)...), set[last])
+	}
 	if _, err := b.api.PublishViewContext(ctx, slack.PublishViewContextRequest{UserID: user, View: view}); err != nil {
 		log.Error().Err(err).Msg("publish the App Home")
 		return

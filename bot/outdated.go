@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/slack-go/slack"
 
@@ -213,4 +215,85 @@ func (b *Bot) runOutdated(ctx context.Context, rid string, cmd slack.SlashComman
 	}
 	text := fmt.Sprintf("%s behind, in %s", plural(len(found), "instance"), plural(len(groups), "version group"))
 	reply(text, withTarget(b.kitOf(tg).outdatedBlocks(b.cfg.Command, engines, groups, len(found)), b.targets.label(tg)))
+}
+
+// behindTTL is how long the App Home reuses a target's "what is behind":
+// opening the tab again and again lists the fleet at most once a minute.
+const behindTTL = time.Minute
+
+// behindCache remembers each target's outdated instances for the App Home.
+type behindCache struct {
+	mu      sync.Mutex
+	entries map[string]behindEntry // target name →
+}
+
+type behindEntry struct {
+	at     time.Time
+	groups []versionGroup
+	total  int
+}
+
+// behind returns tg's instances with a patch available, grouped, from the
+// cache when it is fresh.
+func (b *Bot) behind(ctx context.Context, tg *target) ([]versionGroup, int, error) {
+	now := b.cfg.Now()
+	b.behindCache.mu.Lock()
+	e, ok := b.behindCache.entries[tg.Name]
+	b.behindCache.mu.Unlock()
+	if ok && now.Sub(e.at) < behindTTL {
+		return e.groups, e.total, nil
+	}
+	var found []upgrade.Instance
+	for _, eng := range tg.BatchEngines {
+		insts, err := tg.DB.AllInstances(ctx, eng)
+		if err != nil {
+			return nil, 0, fmt.Errorf("list %s instances of target %s: %w", eng, tg.Name, err)
+		}
+		for _, in := range insts {
+			if in.PatchAvailable {
+				found = append(found, in)
+			}
+		}
+	}
+	e = behindEntry{at: now, groups: outdatedGroupsOf(tg.BatchEngines, found), total: len(found)}
+	b.behindCache.mu.Lock()
+	if b.behindCache.entries == nil {
+		b.behindCache.entries = map[string]behindEntry{}
+	}
+	b.behindCache.entries[tg.Name] = e
+	b.behindCache.mu.Unlock()
+	return e.groups, e.total, nil
+}
+
+// homeBehindBlocks is the App Home's "What is behind": for each target,
+// its instances with a patch available counted by engine and version,
+// oldest first. A target that cannot be read says so; the rest of the tab
+// is shown anyway.
+func (b *Bot) homeBehindBlocks(ctx context.Context) []slack.Block {
+	var lines []string
+	for _, tg := range b.targets.list {
+		label := ""
+		if l := b.targets.label(tg); l != "" {
+			label = esc(l) + ": "
+		}
+		groups, total, err := b.behind(ctx, tg)
+		if err != nil {
+			b.log.Warn().Err(err).Str("target", tg.Name).Msg("what is behind, for the App Home")
+			lines = append(lines, label+"_GeminiDB could not be read; open the tab again later._")
+			continue
+		}
+		if total == 0 {
+			lines = append(lines, label+"_Nothing is behind._")
+			continue
+		}
+		parts := make([]string, len(groups))
+		for i, g := range groups {
+			parts[i] = fmt.Sprintf("%s %s: %d", esc(engineName(g.Engine)), esc(g.Version), len(g.Instances))
+		}
+		lines = append(lines, label+fmt.Sprintf("%s · %s", plural(total, "instance"), joinWithin(parts, " · ", 1500)))
+	}
+	return append([]slack.Block{slack.NewDividerBlock()},
+		budgetSections("*What is behind* (instances with a patch available, oldest version first; `"+esc(b.cfg.Command)+" list --outdated` in a channel gives the commands)", lines, 10, 2800, func(n int) string {
+			return fmt.Sprintf("… and %d more targets", n)
+		})...)
 }
