@@ -6,6 +6,7 @@ import (
 
 	"github.com/slack-go/slack"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/patch"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
 
@@ -94,8 +95,8 @@ func blockKinds(p upgrade.Plan) string {
 
 // fleetTargetLine is an instance to patch, short: name (linked), engine
 // and version, and a warning when it is forced.
-func (k kit) fleetTargetLine(t upgrade.Target) string {
-	line := fmt.Sprintf("• %s — %s %s", k.name(t.Instance.Name, t.Instance.ID), esc(engineName(t.Instance.Engine)), esc(versionOf(t.Instance)))
+func (k kit) fleetTargetLine(t upgrade.PlanItem) string {
+	line := fmt.Sprintf("• %s — %s %s", k.name(t.Instance.Name, t.Instance.ID), esc(engineName(t.Instance.Engine)), esc(patch.VersionOf(t.Instance)))
 	if t.Warning != "" {
 		line += " :warning: forced (--force)"
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/slack-go/slack"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/patch"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
 
@@ -69,7 +70,7 @@ func outdatedGroupsOf(engines []string, insts []upgrade.Instance) []versionGroup
 		byVersion := map[string][]upgrade.Instance{}
 		var versions []string
 		for _, in := range of {
-			v := versionOf(in)
+			v := patch.VersionOf(in)
 			if _, ok := byVersion[v]; !ok {
 				versions = append(versions, v)
 			}
@@ -106,7 +107,7 @@ func suggestion(g versionGroup, of []upgrade.Instance, only bool) (text string, 
 		glob := prefix + "*"
 		exact := true
 		for _, in := range of {
-			if upgrade.MatchGlob(glob, in.Name) && versionOf(in) != g.Version {
+			if upgrade.MatchGlob(glob, in.Name) && patch.VersionOf(in) != g.Version {
 				exact = false
 				break
 			}
