@@ -6,14 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	neturl "net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // DefaultRedisPrefix is the key prefix of a Redis store when
@@ -103,8 +101,8 @@ type Redis struct {
 }
 
 // OpenRedis connects to the Redis database at url (redis://, rediss:// or
-// unix://, as parsed by go-redis' ParseURL) with default RedisOptions. See
-// OpenRedisWith.
+// unix://, as parsed by go-redis' ParseURL, or a Sentinel set, see
+// IsSentinelURL) with default RedisOptions. See OpenRedisWith.
 func OpenRedis(ctx context.Context, url string) (*Redis, error) {
 	return OpenRedisWith(ctx, url, RedisOptions{})
 }
@@ -127,27 +125,21 @@ func OpenRedisWith(ctx context.Context, url string, opts RedisOptions) (*Redis, 
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	ro, err := redis.ParseURL(url)
+	// A plain client, or a failover client for a Sentinel URL (sentinel.go).
+	rdb, path, err := newRedisClient(url)
 	if err != nil {
-		if ue, ok := errors.AsType[*neturl.Error](err); ok {
-			err = ue.Err // without the URL that net/url quotes
-		}
-		return nil, scrubPassword(fmt.Errorf("open store %s: invalid Redis URL: %w", RedactURL(url), err), url)
+		return nil, err
 	}
-	path := redactedRedisURL(url, ro)
-	// Maintenance notifications are a Redis Enterprise/Cloud feature; in
-	// "auto" mode go-redis probes for them on every new connection.
-	ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	if opts.WaitTimeout <= 0 {
 		opts.WaitTimeout = DefaultWaitTimeout
 	}
-	s := &Redis{rdb: redis.NewClient(ro), prefix: opts.Prefix, path: path, now: opts.Now, waitTimeout: opts.WaitTimeout}
+	s := &Redis{rdb: rdb, prefix: opts.Prefix, path: path, now: opts.Now, waitTimeout: opts.WaitTimeout}
 
 	openCtx, cancel := context.WithTimeout(ctx, redisOpenTimeout)
 	defer cancel()
 	if err := s.rdb.Ping(openCtx).Err(); err != nil {
 		_ = s.rdb.Close()
-		return nil, scrubPassword(fmt.Errorf("open store %s: cannot reach Redis: %w", path, err), url)
+		return nil, scrubURLPasswords(fmt.Errorf("open store %s: cannot reach Redis: %w", path, err), url)
 	}
 	v, err := s.checkSchema(openCtx)
 	if err == nil && v == schemaVersion1 {
@@ -162,7 +154,7 @@ func OpenRedisWith(ctx context.Context, url string, opts RedisOptions) (*Redis, 
 	}
 	if err != nil {
 		_ = s.rdb.Close()
-		return nil, scrubPassword(fmt.Errorf("open store %s: %w", path, err), url)
+		return nil, scrubURLPasswords(fmt.Errorf("open store %s: %w", path, err), url)
 	}
 	return s, nil
 }
