@@ -2,6 +2,7 @@ package bot
 
 import (
 	"context"
+	"slices"
 
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/slackevents"
@@ -46,8 +47,7 @@ func (b *Bot) publishHome(ctx context.Context, user string) {
 	if h.Allowed {
 		// What is behind goes above the tab's closing hint.
 		set := view.Blocks.BlockSet
-		last := len(set) - 1
-		view.Blocks.BlockSet = append(append(set[:last:last], b.homeBehindBlocks(ctx)...), set[last])
+		view.Blocks.BlockSet = slices.Insert(set, len(set)-1, b.homeBehindBlocks(ctx)...)
 	}
 	if _, err := b.api.PublishViewContext(ctx, slack.PublishViewContextRequest{UserID: user, View: view}); err != nil {
 		log.Error().Err(err).Msg("publish the App Home")
