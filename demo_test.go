@@ -54,6 +54,9 @@ func TestDemoTranscript(t *testing.T) {
 		"— job ", " Completed, took 14s", " Failed, took 21s: ",
 		"✅ cass-orders-prod-1 ", ": 3.11.3.2 → 3.11.3.5 (Completed)",
 		"has finished.",
+		"ana      /geminidb-patch tag:env=staging --dry-run",
+		"GeminiDB patch plan r-000000000002 for tag:env=staging",
+		"9 matched: 8 to patch (5 Cassandra, 3 Influx) in 2 batch calls, 1 already up to date, 0 blocked.",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("transcript lacks %q; it is:\n%s", want, got)
