@@ -237,3 +237,29 @@ func TestHealthcheckSubcommand(t *testing.T) {
 		t.Errorf("healthcheck with nothing listening: got %d, want %d", code, exitFailed)
 	}
 }
+
+// The profiler is not served unless BOT_PPROF asks for it; then the ops
+// listener serves its index and a goroutine profile of the running bot.
+func TestPprofEndpoint(t *testing.T) {
+	t.Run("off by default", func(t *testing.T) {
+		h := newHarness(t, nil)
+		if status, _ := h.httpGet("/debug/pprof/"); status != http.StatusNotFound {
+			t.Errorf("/debug/pprof/ with BOT_PPROF unset: got %d, want 404", status)
+		}
+	})
+	t.Run("on", func(t *testing.T) {
+		h := newHarness(t, func(c *config.Config) { c.Pprof = true })
+		status, body := h.httpGet("/debug/pprof/")
+		if status != http.StatusOK || !strings.Contains(body, "goroutine") {
+			t.Errorf("/debug/pprof/ with BOT_PPROF=true: got %d %.200q, want 200 and the profile index", status, body)
+		}
+		// The bot's own goroutines are in the profile: it is this process's.
+		status, body = h.httpGet("/debug/pprof/goroutine?debug=1")
+		if status != http.StatusOK || !strings.Contains(body, "geminidb-patch-bot/bot.") {
+			t.Errorf("goroutine profile: got %d %.300q, want 200 naming the bot's goroutines", status, body)
+		}
+		if !strings.Contains(h.logs.String(), "/debug/pprof/") {
+			t.Error("the start-up log does not say the profiler is served")
+		}
+	})
+}
