@@ -12,11 +12,15 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/demo"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
 )
 
-var updateDemo = flag.Bool("update-demo", false, "rewrite the README's example conversation and docs/demo.png from the demo")
+var updateDemo = flag.Bool("update-demo", false, "rewrite the README's example conversation from the demo")
 
 // readmeExample is where the README keeps the transcript: the fenced block
 // after this marker.
@@ -109,12 +113,32 @@ func fencedAfter(s, marker string) (content string, from, to int, ok bool) {
 // stops (and must stop cleanly) when the test ends.
 func startDemo(t *testing.T, args ...string) string {
 	t.Helper()
+	return startDemoWith(t, func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+		return run(ctx, append([]string{"demo"}, args...), noEnv, stdout, stderr)
+	}, args...)
+}
+
+// startDemoOn runs "demo" with args on the clock now (the bot's and the
+// fake cloud's) and returns the page's URL, as startDemo.
+func startDemoOn(t *testing.T, now func() time.Time, args ...string) string {
+	t.Helper()
+	return startDemoWith(t, func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+		return demo.Main(ctx, args, stdout, stderr, func(ctx context.Context, cfg config.Config, logs io.Writer) int {
+			return serve(ctx, cfg, logs)
+		}, demo.WithClock(now))
+	}, args...)
+}
+
+// startDemoWith starts the demo with main (given the arguments after
+// "demo") and returns the page's URL, as startDemo.
+func startDemoWith(t *testing.T, main func(ctx context.Context, args []string, stdout, stderr io.Writer) int, args ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	errs := &syncBuffer{}
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, append([]string{"demo", "--addr", "127.0.0.1:0"}, args...), noEnv, pw, errs)
+		done <- main(ctx, append([]string{"--addr", "127.0.0.1:0"}, args...), pw, errs)
 		pw.Close()
 	}()
 	t.Cleanup(func() {
@@ -252,6 +276,65 @@ func TestDemoApprovalsAndRefusals(t *testing.T) {
 		for _, r := range m.Replies {
 			if strings.Contains(allText(r), "Completed, took 12s") {
 				return strings.Contains(allText(m), "Approved by")
+			}
+		}
+		return false
+	})
+}
+
+// manualClock is a clock a test advances.
+type manualClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *manualClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// The demo's clock is the bot's too: one instance's maintenance window
+// opens minutes after the start, and a --wait-for-window request for it is
+// sent when the clock gets there, not before.
+func TestDemoWindowOpensOnTheDemoClock(t *testing.T) {
+	clock := &manualClock{now: time.Now().UTC()}
+	api := demoAPI{t: t, base: startDemoOn(t, clock.Now, "--speed", "20")}
+	ana := "U01ANA"
+	api.post("/api/command", map[string]string{"user": ana, "text": "/geminidb-patch influx-alerts-prod --wait-for-window"})
+	plan := api.waitFor(ana, "the plan", func(m demoMessage) bool { return m.Kind == "ephemeral" && m.button("patch_confirm") != "" })
+	if !strings.Contains(allText(plan), "influx-alerts-prod") || !strings.Contains(allText(plan), "opens in") {
+		t.Fatalf("got plan %s, want influx-alerts-prod scheduled for its window minutes away", allText(plan))
+	}
+	id := plan.button("patch_confirm")
+	api.post("/api/click", map[string]any{"user": ana, "target": map[string]int{"eph": plan.Eph}, "action_id": "patch_confirm", "value": id})
+	msg := api.waitFor(ana, "the request's channel message", func(m demoMessage) bool {
+		return m.Kind == "message" && strings.Contains(allText(m), id)
+	})
+	sent := func(m demoMessage) bool {
+		for _, r := range m.Replies {
+			if strings.Contains(allText(r), "Batch results") {
+				return true
+			}
+		}
+		return false
+	}
+	if sent(msg) {
+		t.Fatalf("the wave went out before its window opened: %+v", msg)
+	}
+	clock.Advance(5 * time.Minute)
+	api.waitFor(ana, "the wave sent once the window opened", func(m demoMessage) bool { return m.TS == msg.TS && sent(m) })
+	clock.Advance(time.Minute)
+	api.waitFor(ana, "the job completing", func(m demoMessage) bool {
+		for _, r := range m.Replies {
+			if strings.Contains(allText(r), "Completed, took 13s") {
+				return m.TS == msg.TS
 			}
 		}
 		return false

@@ -7,9 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +63,7 @@ type Store interface {
 	Recent(ctx context.Context, n int, keep func(store.Request) bool, states ...store.State) ([]store.Request, error)
 	Jobs(ctx context.Context, requestID string) ([]store.Job, error)
 	ActiveJobs(ctx context.Context) ([]store.Job, error)
+	OpenPlans(ctx context.Context, user string, now time.Time) (int, error)
 }
 
 var (
@@ -217,9 +216,6 @@ func (b *Bot) Connected() bool { return b.connected.Load() }
 // ackTimeout bounds how long the event loop waits to queue an ack.
 const ackTimeout = 2 * time.Second
 
-// ErrFatalAuth marks a Socket Mode failure that retrying cannot fix.
-var ErrFatalAuth = errors.New("slack refused the credentials")
-
 // Run connects to Slack and serves until ctx is cancelled or Slack refuses
 // the credentials. On cancellation it stops taking events, lets the work in
 // flight finish (batch calls are never abandoned half-recorded) and returns nil.
@@ -279,52 +275,6 @@ loop:
 	b.inflight.Wait()
 	<-followerDone
 	return runErr
-}
-
-// superviseSocket keeps the Socket Mode connection up: slack-go reconnects
-// on Slack's disconnect message itself; when RunContext gives up we redial
-// with backoff, unless Slack refused the credentials.
-func (b *Bot) superviseSocket(ctx context.Context) error {
-	const minBackoff, maxBackoff = time.Second, time.Minute
-	backoff := minBackoff
-	for {
-		started := time.Now()
-		err := b.sm.RunContext(ctx)
-		b.connected.Store(false)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if isFatalSlackError(err) {
-			// Logged once, by whoever handles Run's error.
-			return fmt.Errorf("socket mode: %w: %w (check SLACK_APP_TOKEN, its connections:write scope, and that Socket Mode is enabled)", ErrFatalAuth, err)
-		}
-		// A connection that lived a while was healthy: start the backoff over.
-		if time.Since(started) > maxBackoff {
-			backoff = minBackoff
-		}
-		b.metrics.Reconnects.Inc()
-		b.log.Warn().Err(err).Dur("backoff", backoff).Msg("socket mode connection lost; redialling")
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, maxBackoff)
-	}
-}
-
-// isFatalSlackError tells whether Slack refused the credentials, which no
-// amount of redialling fixes.
-func isFatalSlackError(err error) bool {
-	var se slack.SlackErrorResponse
-	if errors.As(err, &se) {
-		switch se.Err {
-		case "invalid_auth", "account_inactive", "not_authed", "token_revoked", "token_expired", "not_allowed_token_type":
-			return true
-		}
-	}
-	var sc slack.StatusCodeError
-	return errors.As(err, &sc) && sc.Code == http.StatusNotFound
 }
 
 // HandleEvent routes one Socket Mode event: it acks first and hands slow

@@ -217,18 +217,12 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 	reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), b.kitOf(tg).planBlocks(plan, view))
 }
 
-// openPlans counts the user's plans still waiting for a decision.
+// openPlans counts the user's plans still waiting for a decision, from
+// the store's per-person index: no plan is read.
 func (b *Bot) openPlans(ctx context.Context, user string) (int, error) {
-	rs, err := b.st.List(ctx, store.Planned, store.AwaitingApproval)
+	n, err := b.st.OpenPlans(ctx, user, b.cfg.Now())
 	if err != nil {
-		return 0, fmt.Errorf("list open plans: %w", err)
-	}
-	now := b.cfg.Now()
-	n := 0
-	for _, r := range rs {
-		if r.Requester == user && now.Before(r.ExpiresAt) {
-			n++
-		}
+		return 0, fmt.Errorf("count open plans: %w", err)
 	}
 	return n, nil
 }

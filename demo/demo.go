@@ -33,19 +33,39 @@ const (
 // DefaultAddr is where the page is served unless --addr says otherwise.
 const DefaultAddr = "127.0.0.1:8080"
 
+// maxConfirmTTL is the longest BOT_CONFIRM_TTL the bot takes.
+const maxConfirmTTL = 30 * time.Minute
+
 // interactivePoll is BOT_POLL_INTERVAL on the page at normal speed: jobs of
 // 10–30 s are seen to end within two seconds.
 const interactivePoll = 2 * time.Second
 
+// Option changes how Main runs the demo, for tests.
+type Option func(*settings)
+
+// settings are what Options set.
+type settings struct {
+	now func() time.Time
+}
+
+// WithClock makes now the demo's clock (the bot's and the fake cloud's)
+// instead of one that runs --speed times faster than the real one: a test
+// advances it to see a maintenance window open without waiting.
+func WithClock(now func() time.Time) Option { return func(s *settings) { s.now = now } }
+
 // Main runs "geminidb-patch-bot demo [flags]": args are the flags after
 // "demo". runBot runs the real bot (the command's own run). It returns the
 // exit status.
-func Main(ctx context.Context, args []string, stdout, stderr io.Writer, runBot BotRunner) int {
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer, runBot BotRunner, opts ...Option) int {
+	var set settings
+	for _, o := range opts {
+		o(&set)
+	}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", DefaultAddr, "address of the demo page (loopback only, unless you mean it)")
 	transcript := fs.Bool("transcript", false, "play a scripted tour and print the conversation, then exit")
-	speed := fs.Float64("speed", 1, "run the fake cloud's clock this many times faster (jobs end sooner)")
+	speed := fs.Float64("speed", 1, "run the clock of the bot and the fake cloud this many times faster (jobs end, windows open and plans expire sooner)")
 	verbose := fs.Bool("verbose", false, "also write the bot's log (JSON lines) to stderr")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: geminidb-patch-bot demo [--addr %s] [--speed N] [--transcript] [--verbose]\n\n", DefaultAddr)
@@ -80,25 +100,41 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, runBot B
 		}
 		return exitOK
 	}
-	if err := serve(ctx, *addr, *speed, stdout, stderr, logs, runBot); err != nil {
+	if err := serve(ctx, *addr, *speed, set.now, stdout, stderr, logs, runBot); err != nil {
 		fmt.Fprintf(stderr, "demo: %v\n", err)
 		return exitFailed
 	}
 	return exitOK
 }
 
-// serve runs the World and the page until ctx ends (Ctrl-C).
-func serve(ctx context.Context, addr string, speed float64, stdout, stderr, logs io.Writer, runBot BotRunner) error {
+// serve runs the World and the page until ctx ends (Ctrl-C). now is the
+// demo's clock; nil means one speed times faster than the real one.
+func serve(ctx context.Context, addr string, speed float64, now func() time.Time, stdout, stderr, logs io.Writer, runBot BotRunner) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("serve the demo page on %s: %w (choose another with --addr)", addr, err)
 	}
 	defer ln.Close()
-	if host, _, _ := net.SplitHostPort(ln.Addr().String()); !isLoopback(host) {
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	var extraHosts []string
+	if ip := net.ParseIP(host); !ip.IsLoopback() {
 		fmt.Fprintf(stderr, "demo: warning: the page is served on %s, beyond this machine; it has no login\n", ln.Addr())
+		if !ip.IsUnspecified() {
+			extraHosts = append(extraHosts, ln.Addr().String())
+		}
 	}
+	base := pageURL(host, port)
 	poll := max(time.Duration(float64(interactivePoll)/speed), 100*time.Millisecond)
-	w, err := newWorld(worldOptions{anchor: time.Now().UTC().Truncate(time.Hour), speed: speed, poll: poll, logs: logs}, runBot)
+	if now == nil {
+		now = fastClock(speed, time.Now)
+	}
+	opts := worldOptions{anchor: now().UTC().Truncate(time.Hour), speed: speed, now: now, poll: poll, logs: logs, permalinkBase: base}
+	if speed > 1 {
+		// Plans expire on the bot's clock: on a fast one, give them the
+		// longest life Slack's response URLs allow.
+		opts.confirmTTL = maxConfirmTTL
+	}
+	w, err := newWorld(opts, runBot)
 	if err != nil {
 		return err
 	}
@@ -106,11 +142,11 @@ func serve(ctx context.Context, addr string, speed float64, stdout, stderr, logs
 		_ = w.Close()
 		return err
 	}
-	srv := &http.Server{Handler: newHandler(w), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: newHandler(w, port, extraHosts...), ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	fmt.Fprintf(stdout, "geminidb-patch-bot demo: the real bot is running against an embedded Slack and GeminiDB.\n")
-	fmt.Fprintf(stdout, "Open http://%s/ and type %s help. Ctrl-C stops it.\n", ln.Addr(), Command)
+	fmt.Fprintf(stdout, "Open %s/ and type %s help. Ctrl-C stops it.\n", base, Command)
 
 	var runErr error
 	select {
@@ -132,8 +168,11 @@ func serve(ctx context.Context, addr string, speed float64, stdout, stderr, logs
 	return runErr
 }
 
-// isLoopback tells whether host is a loopback address.
-func isLoopback(host string) bool {
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+// pageURL is the page's URL (no trailing slash) for the address it is
+// served on: on a wildcard address, the loopback one.
+func pageURL(host, port string) string {
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -132,10 +133,10 @@ func TestNormalise(t *testing.T) {
 func TestFleet(t *testing.T) {
 	anchor := time.Date(2025, 5, 1, 14, 0, 0, 0, time.UTC)
 	now := anchor.Add(30 * time.Minute)
-	var noPatch, abnormal, outside, patchable, failing int
+	var noPatch, abnormal, outside, patchable, failing, soon int
 	for _, s := range fleet {
-		in := s.instance(anchor)
-		if in.ID != s.instance(anchor.Add(time.Hour)).ID {
+		in := s.instance(anchor, now)
+		if in.ID != s.instance(anchor.Add(time.Hour), now).ID {
 			t.Errorf("%s: its ID changes between runs", s.name)
 		}
 		inWin := true
@@ -158,13 +159,25 @@ func TestFleet(t *testing.T) {
 		if s.fail != "" {
 			failing++
 		}
+		if s.window == openSoon {
+			soon++
+			// It opens within soonAfter of the start, not before.
+			for _, tt := range []struct {
+				at   time.Time
+				want bool
+			}{{now, false}, {now.Add(soonAfter - time.Minute), false}, {now.Add(soonAfter), true}} {
+				if got, _ := upgrade.InWindow(in.MaintenanceWindow, tt.at); got != tt.want {
+					t.Errorf("%s (window %s): in its window %s after the start: got %v, want %v", s.name, in.MaintenanceWindow, tt.at.Sub(now), got, tt.want)
+				}
+			}
+		}
 		if in.PatchAvailable && in.Status == "normal" && (s.job < 10*time.Second || s.job > 30*time.Second) {
 			t.Errorf("%s: job of %s, want 10–30 s", s.name, s.job)
 		}
 	}
-	if noPatch != 1 || abnormal != 1 || outside != 3 || failing != 1 || patchable < 7 {
-		t.Errorf("got %d without patch, %d abnormal, %d outside the window, %d patchable, %d failing; want 1, 1, 3, 7+, 1",
-			noPatch, abnormal, outside, patchable, failing)
+	if noPatch != 1 || abnormal != 1 || outside != 3 || failing != 1 || patchable < 7 || soon != 1 {
+		t.Errorf("got %d without patch, %d abnormal, %d outside the window, %d patchable, %d failing, %d opening soon; want 1, 1, 3, 7+, 1, 1",
+			noPatch, abnormal, outside, patchable, failing, soon)
 	}
 }
 
@@ -217,7 +230,9 @@ func TestCommandsWithoutTheBot(t *testing.T) {
 
 func TestHandler(t *testing.T) {
 	w := newTestWorld(t)
-	srv := httptest.NewServer(newHandler(w))
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Config.Handler = newHandler(w, portOf(t, srv.Listener.Addr().String()))
+	srv.Start()
 	defer srv.Close()
 
 	res, err := http.Get(srv.URL + "/")
@@ -281,5 +296,119 @@ func TestHandler(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusBadRequest {
 		t.Errorf("state of an unknown person: got %s, want 400", res.Status)
+	}
+}
+
+func portOf(t *testing.T, addr string) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// DNS rebinding: a page of attacker.example whose name the attacker points
+// at 127.0.0.1 reaches the demo with its own name in Host and Origin. Every
+// route refuses it; the page's own names with its port are answered.
+func TestHandlerRefusesOtherHosts(t *testing.T) {
+	w := newTestWorld(t)
+	srv := httptest.NewUnstartedServer(nil)
+	port := portOf(t, srv.Listener.Addr().String())
+	srv.Config.Handler = newHandler(w, port)
+	srv.Start()
+	defer srv.Close()
+
+	routes := []struct{ method, path, body string }{
+		{"GET", "/", ""},
+		{"GET", "/archives/C0DBOPS01/p1700000000000100", ""},
+		{"GET", "/api/meta", ""},
+		{"GET", "/api/state?user=U01ANA", ""},
+		{"POST", "/api/command", `{"user":"U01ANA","text":"hello"}`},
+		{"POST", "/api/click", `{"user":"U01ANA","target":{"ts":"1.2"},"action_id":"patch_confirm","value":"r"}`},
+		{"POST", "/api/home", `{"user":"U01ANA"}`},
+		{"POST", "/api/approvals", `{"on":false}`},
+		{"GET", "/no/such/route", ""},
+	}
+	do := func(method, path, body, host, origin string) int {
+		t.Helper()
+		req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	refused := func(code int) bool { return code == http.StatusForbidden || code == http.StatusMisdirectedRequest }
+	for _, r := range routes {
+		for _, bad := range []struct{ host, origin string }{
+			{"attacker.example:" + port, "http://attacker.example:" + port}, // DNS rebinding
+			{"attacker.example:" + port, ""},                                // the same, without Origin
+			{"attacker.example", "http://attacker.example"},                 // another port
+			{"127.0.0.1:1", ""},                                             // another port of loopback
+			{"127.0.0.1:" + port, "http://attacker.example:" + port},        // another site's page posting here
+			{"127.0.0.1:" + port, "https://127.0.0.1:" + port},              // another scheme
+			{"localhost:" + port, "http://127.0.0.1:" + port},               // another origin, though the same machine
+			{"127.0.0.1:" + port, "null"},                                   // a sandboxed frame
+		} {
+			if got := do(r.method, r.path, r.body, bad.host, bad.origin); !refused(got) {
+				t.Errorf("%s %s with Host %q, Origin %q: got %d, want 403 or 421", r.method, r.path, bad.host, bad.origin, got)
+			}
+		}
+	}
+	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "[::1]:" + port, "LOCALHOST:" + port} {
+		for _, origin := range []string{"", "http://" + host} {
+			if got := do("GET", "/api/meta", "", host, origin); got != http.StatusOK {
+				t.Errorf("GET /api/meta with Host %q, Origin %q: got %d, want 200", host, origin, got)
+			}
+		}
+	}
+}
+
+// A permalink the bot posted opens its thread on the page.
+func TestPermalinkOpensThePage(t *testing.T) {
+	w := newTestWorld(t)
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Config.Handler = newHandler(w, portOf(t, srv.Listener.Addr().String()))
+	srv.Start()
+	defer srv.Close()
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tt := range []struct{ path, want string }{
+		{"/archives/C0DBOPS01/p1700000000000100", "/#thread=1700000000.000100"},
+		{"/archives/C0DBOPS01/p1700000000000100?thread_ts=1700000000.000050&cid=C0DBOPS01", "/#thread=1700000000.000050"},
+		{"/archives/C0DBOPS01/p1700000000000100?thread_ts=javascript:alert(1)", "/#thread=1700000000.000100"},
+		{"/archives/C0OTHER/p1700000000000100", ""},
+		{"/archives/C0DBOPS01/p17", ""},
+	} {
+		res, err := client.Get(srv.URL + tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if got := res.Header.Get("Location"); got != tt.want || (tt.want == "" && res.StatusCode != http.StatusNotFound) {
+			t.Errorf("GET %s: got %d to %q, want %q", tt.path, res.StatusCode, got, tt.want)
+		}
+	}
+}
+
+// fastClock runs speed times faster than the clock it is built on.
+func TestFastClock(t *testing.T) {
+	real := time.Date(2026, 1, 15, 3, 0, 0, 0, time.UTC)
+	clock := fastClock(10, func() time.Time { return real })
+	if got := clock(); !got.Equal(real) {
+		t.Errorf("at the start got %s, want %s", got, real)
+	}
+	real = real.Add(3 * time.Second)
+	if got, want := clock(), real.Add(27*time.Second); !got.Equal(want) {
+		t.Errorf("3 s later got %s, want %s (30 s on)", got, want)
 	}
 }

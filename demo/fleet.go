@@ -19,7 +19,13 @@ const (
 	openNow           // opened an hour or two ago, closes hours from now
 	openLater         // opens in five hours
 	openLater2        // opens in seven hours
+	openSoon          // opens a few minutes after the demo starts, to watch --wait-for-window
 )
+
+// soonAfter is how long after the demo starts (its clock) an openSoon
+// window opens, at most: the start's minute plus this, as windows are
+// whole minutes. At --speed 10 that is under half a minute.
+const soonAfter = 4 * time.Minute
 
 // seed is one instance of the demo fleet.
 type seed struct {
@@ -53,7 +59,7 @@ var fleet = []seed{
 	{name: "influx-metrics-eu-2", engine: "influxdb", whole: "1.8.4.1", next: "1.8.4.3", status: "normal", window: openNow, startAgo: time.Hour, job: 16 * time.Second},
 	{name: "influx-billing-staging", engine: "influxdb", whole: "1.8.4.2", next: "1.8.4.3", status: "normal", window: noWindow, job: 28 * time.Second},
 	{name: "influx-iot-prod", engine: "influxdb", whole: "1.8.4.1", next: "1.8.4.3", status: "normal", window: openLater2, job: 23 * time.Second},
-	{name: "influx-alerts-prod", engine: "influxdb", whole: "1.8.4.1", next: "1.8.4.3", status: "normal", window: openLater, job: 13 * time.Second},
+	{name: "influx-alerts-prod", engine: "influxdb", whole: "1.8.4.1", next: "1.8.4.3", status: "normal", window: openSoon, job: 13 * time.Second},
 	{name: "influx-legacy-1", engine: "influxdb", whole: "1.7.10.2", status: "normal", window: openNow, startAgo: time.Hour},
 }
 
@@ -72,8 +78,10 @@ func clockWindow(from time.Time, d time.Duration) string {
 	return from.UTC().Format("15:04") + "-" + from.Add(d).UTC().Format("15:04")
 }
 
-// instance builds the seed's instance; windows are placed relative to anchor.
-func (s seed) instance(anchor time.Time) upgrade.Instance {
+// instance builds the seed's instance; windows are placed relative to
+// anchor, and an openSoon window relative to start (the demo's clock when
+// it starts).
+func (s seed) instance(anchor, start time.Time) upgrade.Instance {
 	in := upgrade.Instance{
 		ID:             stableHex(s.name) + idSuffix[s.engine],
 		Name:           s.name,
@@ -91,6 +99,8 @@ func (s seed) instance(anchor time.Time) upgrade.Instance {
 		in.MaintenanceWindow = clockWindow(anchor.Add(5*time.Hour), 4*time.Hour)
 	case openLater2:
 		in.MaintenanceWindow = clockWindow(anchor.Add(7*time.Hour), 3*time.Hour)
+	case openSoon:
+		in.MaintenanceWindow = clockWindow(start.Truncate(time.Minute).Add(soonAfter), 2*time.Hour)
 	}
 	for i := 1; i <= 3; i++ {
 		node := upgrade.Node{
@@ -120,10 +130,11 @@ func majorMinor(whole string) string {
 }
 
 // seedFleet adds the fleet to the fake GeminiDB, with maintenance windows
-// placed relative to anchor and every patch job's outcome set.
-func seedFleet(gdb *upgradetest.Server, anchor time.Time) {
+// placed relative to anchor (and start, see seed.instance) and every patch
+// job's outcome set.
+func seedFleet(gdb *upgradetest.Server, anchor, start time.Time) {
 	for _, s := range fleet {
-		in := s.instance(anchor)
+		in := s.instance(anchor, start)
 		gdb.AddInstance(in)
 		if s.job > 0 {
 			gdb.SetJobOutcome(in.ID, upgradetest.JobOutcome{Duration: s.job, NewVersion: s.next, FailReason: s.fail})

@@ -5,9 +5,12 @@ import (
 	_ "embed"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
@@ -32,30 +35,54 @@ const longPoll = 15 * time.Second
 //	POST /api/click     {"user","target":{"eph"|"ts"},"action_id","value"}
 //	POST /api/approvals {"on"}      restart the bot with or without BOT_APPROVERS
 type handler struct {
-	w   *World
-	mux *http.ServeMux
+	w     *World
+	mux   *http.ServeMux
+	hosts map[string]bool // the Host headers the page answers
 }
 
-func newHandler(w *World) http.Handler {
-	h := &handler{w: w, mux: http.NewServeMux()}
+// newHandler serves the World's page on port: only to requests whose Host
+// names this machine's loopback with that port (see allowedHosts).
+func newHandler(w *World, port string, extraHosts ...string) http.Handler {
+	h := &handler{w: w, mux: http.NewServeMux(), hosts: allowedHosts(port, extraHosts...)}
 	h.mux.HandleFunc("GET /{$}", h.page)
+	h.mux.HandleFunc("GET /archives/{channel}/{message}", h.permalink)
 	h.mux.HandleFunc("GET /api/meta", h.meta)
 	h.mux.HandleFunc("GET /api/state", h.state)
 	h.mux.HandleFunc("POST /api/command", h.command)
 	h.mux.HandleFunc("POST /api/click", h.click)
+	h.mux.HandleFunc("POST /api/home", h.home)
 	h.mux.HandleFunc("POST /api/approvals", h.approvals)
 	return h
 }
 
+// allowedHosts are the Host headers the page answers: 127.0.0.1, localhost
+// and [::1] with the serving port, and any extra host:port (the address
+// --addr names, when it is an IP literal beyond loopback: an IP literal
+// cannot be rebound, a name can).
+func allowedHosts(port string, extra ...string) map[string]bool {
+	hosts := map[string]bool{}
+	for _, h := range []string{"127.0.0.1", "localhost", "::1"} {
+		hosts[net.JoinHostPort(h, port)] = true
+	}
+	for _, h := range extra {
+		hosts[strings.ToLower(h)] = true
+	}
+	return hosts
+}
+
+// ServeHTTP refuses, on every route, what a DNS-rebinding or cross-site
+// attack sends: a page of another site that resolves its own name to
+// 127.0.0.1 reaches this server with its name in Host (421), and a page of
+// another origin that posts here sends its Origin (403).
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// Only the page itself may post: another site open in the same browser
-	// must not drive the demo.
-	if r.Method == http.MethodPost {
-		if origin := r.Header.Get("Origin"); origin != "" {
-			if u, err := url.Parse(origin); err != nil || u.Host != r.Host {
-				http.Error(w, "cross-origin requests are not allowed", http.StatusForbidden)
-				return
-			}
+	if !h.hosts[strings.ToLower(r.Host)] {
+		http.Error(w, "this demo page answers only http://127.0.0.1, http://localhost or http://[::1] on its port", http.StatusMisdirectedRequest)
+		return
+	}
+	if origin := r.Header.Get("Origin"); origin != "" {
+		if u, err := url.Parse(origin); err != nil || u.Scheme != "http" || !strings.EqualFold(u.Host, r.Host) {
+			http.Error(w, "cross-origin requests are not allowed", http.StatusForbidden)
+			return
 		}
 	}
 	h.mux.ServeHTTP(w, r)
@@ -81,16 +108,23 @@ func (h *handler) meta(w http.ResponseWriter, _ *http.Request) {
 		"bot":     map[string]string{"id": slacktest.BotUserID, "name": BotName},
 		"command": Command,
 		"emoji":   Emoji,
+		"speed":   h.w.opts.speed,
 	})
 }
 
 // stateView is what /api/state answers.
 type stateView struct {
-	Version    int           `json:"version"`
-	User       string        `json:"user"`
-	Approvals  bool          `json:"approvals"`
-	Restarting bool          `json:"restarting"`
-	Timeline   []ViewMessage `json:"timeline"`
+	Version    int    `json:"version"`
+	User       string `json:"user"`
+	Approvals  bool   `json:"approvals"`
+	Restarting bool   `json:"restarting"`
+	// Now is the demo's clock (the bot's and the cloud's), which --speed
+	// runs fast: the page shows it, to watch a maintenance window open.
+	Now      time.Time     `json:"now"`
+	Timeline []ViewMessage `json:"timeline"`
+	// Home is the blocks of the Home tab the bot last published for the
+	// user (views.publish), absent when it published none.
+	Home json.RawMessage `json:"home,omitempty"`
 }
 
 func (h *handler) state(w http.ResponseWriter, r *http.Request) {
@@ -107,10 +141,14 @@ func (h *handler) state(w http.ResponseWriter, r *http.Request) {
 	}
 	version := h.w.Conv.Version()
 	on, restarting := h.w.Approvals()
-	writeJSON(w, http.StatusOK, stateView{
-		Version: version, User: user, Approvals: on, Restarting: restarting,
+	view := stateView{
+		Version: version, User: user, Approvals: on, Restarting: restarting, Now: h.w.opts.now().UTC(),
 		Timeline: h.w.Conv.View(user).Timeline,
-	})
+	}
+	if home, ok := h.w.Slack.HomeView(user); ok {
+		view.Home = home.Blocks
+	}
+	writeJSON(w, http.StatusOK, view)
 }
 
 func knownPerson(id string) bool {
@@ -175,6 +213,50 @@ func (h *handler) click(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 	}
 }
+
+// home opens the app's Home tab as user: Slack sends the bot
+// app_home_opened, and the bot publishes the tab with views.publish (which
+// /api/state then shows).
+func (h *handler) home(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		User string `json:"user"`
+	}
+	if !decode(w, r, &req) {
+		return
+	}
+	if !knownPerson(req.User) {
+		http.Error(w, "unknown user", http.StatusBadRequest)
+		return
+	}
+	if _, err := h.w.Slack.AppHomeOpened(r.Context(), req.User, "home"); err != nil {
+		http.Error(w, slackFailure(err), http.StatusBadGateway)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+}
+
+// permalinkPath is a message's path in the demo's permalinks, as Slack's:
+// /archives/C0DBOPS01/p1700000000000100.
+var permalinkPath = regexp.MustCompile(`^p([0-9]{10})([0-9]{6})$`)
+
+// permalink opens a permalink the bot posted (history's and other
+// messages' links, from chat.getPermalink) on the page: the message's
+// thread, or the thread the reply is in.
+func (h *handler) permalink(w http.ResponseWriter, r *http.Request) {
+	m := permalinkPath.FindStringSubmatch(r.PathValue("message"))
+	if m == nil || r.PathValue("channel") != Channel.ID {
+		http.NotFound(w, r)
+		return
+	}
+	thread := m[1] + "." + m[2]
+	if ts := r.URL.Query().Get("thread_ts"); slackTS.MatchString(ts) {
+		thread = ts
+	}
+	http.Redirect(w, r, "/#thread="+thread, http.StatusFound)
+}
+
+// slackTS is a message timestamp, as "1700000000.000100".
+var slackTS = regexp.MustCompile(`^[0-9]{10}\.[0-9]{6}$`)
 
 func (h *handler) approvals(w http.ResponseWriter, r *http.Request) {
 	var req struct {

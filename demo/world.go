@@ -18,9 +18,9 @@ import (
 )
 
 // BotRunner runs the real bot, configured by cfg (which it validates as
-// the environment's configuration is), until ctx ends, writing its log to
-// logs; it returns the bot's exit status. The command passes its own, so
-// the demo runs exactly what users run.
+// the environment's configuration is; its Now is the demo's clock), until
+// ctx ends, writing its log to logs; it returns the bot's exit status. The
+// command passes its own, so the demo runs exactly what users run.
 type BotRunner func(ctx context.Context, cfg config.Config, logs io.Writer) int
 
 // Person is one of the demo's Slack users.
@@ -55,9 +55,18 @@ const geminiToken = "demo-geminidb-token"
 // worldOptions shape a World.
 type worldOptions struct {
 	anchor time.Time     // maintenance windows are placed relative to it
-	speed  float64       // the fake cloud's clock runs this many times faster
+	speed  float64       // the fake cloud's and the bot's clock run this many times faster
 	poll   time.Duration // BOT_POLL_INTERVAL
 	logs   io.Writer     // where the bot's log goes, besides the World's own tail
+	// now is the demo's clock, the bot's and the fake cloud's; nil means
+	// one that runs speed times faster than the real one from newWorld on.
+	now func() time.Time
+	// permalinkBase is the page's URL, under which chat.getPermalink's
+	// links point (so they open the thread on the page); "" keeps the fake
+	// Slack's.
+	permalinkBase string
+	// confirmTTL is BOT_CONFIRM_TTL; 0 keeps the bot's default.
+	confirmTTL time.Duration
 }
 
 // World is the demo's world: the fake Slack and the fake GeminiDB with its
@@ -96,6 +105,9 @@ func newWorld(opts worldOptions, runBot BotRunner) (*World, error) {
 	if opts.speed <= 0 {
 		opts.speed = 1
 	}
+	if opts.now == nil {
+		opts.now = fastClock(opts.speed, time.Now)
+	}
 	dir, err := os.MkdirTemp("", "geminidb-patch-demo-")
 	if err != nil {
 		return nil, fmt.Errorf("make a temporary directory for the store: %w", err)
@@ -106,28 +118,33 @@ func newWorld(opts worldOptions, runBot BotRunner) (*World, error) {
 		users = append(users, slacktest.WithUser(slacktest.User{ID: p.ID, Name: p.Name, RealName: p.RealName}))
 	}
 	// Pings keep a connection alive; on loopback every ten seconds is plenty.
-	w.Slack, err = slacktest.NewServer(append(users, slacktest.WithPingInterval(10*time.Second))...)
+	users = append(users, slacktest.WithPingInterval(10*time.Second))
+	if opts.permalinkBase != "" {
+		users = append(users, slacktest.WithPermalinkBase(opts.permalinkBase))
+	}
+	w.Slack, err = slacktest.NewServer(users...)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start the fake Slack: %w", err)
 	}
-	w.GeminiDB, err = upgradetest.Start(upgradetest.WithToken(geminiToken), upgradetest.WithClock(fastClock(opts.speed)), upgradetest.WithJobIDs(jobIDs()))
+	w.GeminiDB, err = upgradetest.Start(upgradetest.WithToken(geminiToken), upgradetest.WithClock(opts.now), upgradetest.WithJobIDs(jobIDs()))
 	if err != nil {
 		w.Slack.Close()
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start the fake GeminiDB: %w", err)
 	}
-	seedFleet(w.GeminiDB, opts.anchor)
+	seedFleet(w.GeminiDB, opts.anchor, opts.now())
 	w.Conv = newConversation(w.Slack, w.version)
 	return w, nil
 }
 
 // fastClock is a clock that runs speed times faster than the real one,
-// from now on.
-func fastClock(speed float64) func() time.Time {
-	base := time.Now()
+// (real) from now on. The bot and the fake cloud share it, so a maintenance
+// window the fleet places minutes ahead opens for both at once.
+func fastClock(speed float64, real func() time.Time) func() time.Time {
+	base := real()
 	return func() time.Time {
-		return base.Add(time.Duration(float64(time.Since(base)) * speed))
+		return base.Add(time.Duration(float64(real().Sub(base)) * speed))
 	}
 }
 
@@ -148,6 +165,12 @@ func (w *World) config(approvals bool) config.Config {
 	c.HTTPAddr = "127.0.0.1:0"
 	c.ShutdownTimeout = 10 * time.Second
 	c.LogFormat, c.LogLevel = "json", "info"
+	// The bot runs on the demo's clock, which --speed runs fast, as the
+	// fake cloud does.
+	c.Now = w.opts.now
+	if w.opts.confirmTTL > 0 {
+		c.ConfirmTTL = w.opts.confirmTTL
+	}
 	if approvals {
 		c.Approvers = []string{Approver.ID}
 	}

@@ -35,8 +35,8 @@ var (
 	bucketRequestsByState = []byte("requests_by_state")
 	bucketJobsByRequest   = []byte("jobs_by_request")
 	bucketJobsActive      = []byte("jobs_active")
-	allBuckets            = [][]byte{bucketMeta, bucketRequests, bucketJobs, bucketRequestsByState, bucketJobsByRequest, bucketJobsActive}
-	indexBuckets          = [][]byte{bucketRequestsByState, bucketJobsByRequest, bucketJobsActive}
+	allBuckets            = [][]byte{bucketMeta, bucketRequests, bucketJobs, bucketRequestsByState, bucketJobsByRequest, bucketJobsActive, bucketPlansByUser, bucketRequestsDue, bucketJobsDue, bucketLocks, bucketLocksByRequest}
+	indexBuckets          = [][]byte{bucketRequestsByState, bucketJobsByRequest, bucketJobsActive, bucketPlansByUser, bucketRequestsDue, bucketJobsDue}
 
 	// legacyBuckets held the state of Allow and Remember in schema 1, which
 	// now lives in memory; opening a file deletes them.
@@ -77,6 +77,10 @@ type Options struct {
 // functions given to Transition, Update and UpdateJob may run more than
 // once, each time on a freshly read record; they should change only the
 // record they are given (as with Redis).
+//
+// The Create of a plan waiting for a decision commits without waiting for
+// fsync when every write of its group is such a Create (see the package
+// doc for what a crash can lose); WithDurable makes it sync.
 //
 // The state of Allow and Remember is kept in memory, not in the file: it
 // only guards against bursts and redeliveries over seconds or minutes, which
@@ -206,31 +210,7 @@ func rebuildIndexes(tx *bolt.Tx) error {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
 	}
-	byState := tx.Bucket(bucketRequestsByState)
-	err := tx.Bucket(bucketRequests).ForEach(func(k, v []byte) error {
-		var r Request
-		if err := json.Unmarshal(v, &r); err != nil {
-			return fmt.Errorf("decode request %q: %w", k, err)
-		}
-		return byState.Put(stateKey(r.State, r.UpdatedAt, string(k)), nil)
-	})
-	if err != nil {
-		return err
-	}
-	byRequest, active := tx.Bucket(bucketJobsByRequest), tx.Bucket(bucketJobsActive)
-	return tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
-		var j Job
-		if err := json.Unmarshal(v, &j); err != nil {
-			return fmt.Errorf("decode job %q: %w", k, err)
-		}
-		if err := byRequest.Put(indexKey(j.RequestID, string(k)), nil); err != nil {
-			return err
-		}
-		if j.Active() {
-			return active.Put(k, nil)
-		}
-		return nil
-	})
+	return indexAll(tx)
 }
 
 // describeOpenError turns bbolt's open errors into ones an operator can act
@@ -312,10 +292,8 @@ func walk(tx *bolt.Tx) (stale bool, err error) {
 			err = fmt.Errorf("reading the file failed: %v", r)
 		}
 	}()
-	byState, byRequest, active := tx.Bucket(bucketRequestsByState), tx.Bucket(bucketJobsByRequest), tx.Bucket(bucketJobsActive)
-	stale = byState == nil || byRequest == nil || active == nil
-	has := func(b *bolt.Bucket, key []byte) bool { return b != nil && b.Get(key) != nil }
-	var nRequests, nJobs, nActive int
+	reqs := indexChecker[Request]{indexes: requestIndexes}
+	jobs := indexChecker[Job]{indexes: jobIndexes}
 	var foreign []string
 	err = tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 		switch {
@@ -325,10 +303,7 @@ func walk(tx *bolt.Tx) (stale bool, err error) {
 				if err := json.Unmarshal(v, &r); err != nil {
 					return fmt.Errorf("request %q: %w", k, err)
 				}
-				nRequests++
-				if !has(byState, stateKey(r.State, r.UpdatedAt, string(k))) {
-					stale = true
-				}
+				reqs.check(tx, string(k), &r)
 				return nil
 			})
 		case bytes.Equal(name, bucketJobs):
@@ -337,13 +312,7 @@ func walk(tx *bolt.Tx) (stale bool, err error) {
 				if err := json.Unmarshal(v, &j); err != nil {
 					return fmt.Errorf("job %q: %w", k, err)
 				}
-				nJobs++
-				if j.Active() {
-					nActive++
-				}
-				if !has(byRequest, indexKey(j.RequestID, string(k))) || j.Active() != has(active, k) {
-					stale = true
-				}
+				jobs.check(tx, string(k), &j)
 				return nil
 			})
 		case bytes.Equal(name, bucketMeta), isIndexOrLegacy(name):
@@ -358,15 +327,15 @@ func walk(tx *bolt.Tx) (stale bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	// Every record has its entry; more entries than records means stale
-	// ones.
-	if !stale && (keyCount(byState) != nRequests || keyCount(byRequest) != nJobs || keyCount(active) != nActive) {
-		stale = true
-	}
+	// Every record has its entries; more entries than records give means
+	// stale ones.
+	stale = reqs.done(tx)
+	stale = jobs.done(tx) || stale
 	return stale, nil
 }
 
-// isIndexOrLegacy reports whether name is an index bucket or a legacy one.
+// isIndexOrLegacy reports whether name is an index bucket, a lock bucket
+// or a legacy one.
 func isIndexOrLegacy(name []byte) bool {
 	for _, n := range indexBuckets {
 		if bytes.Equal(name, n) {
@@ -374,6 +343,11 @@ func isIndexOrLegacy(name []byte) bool {
 		}
 	}
 	for _, n := range legacyBuckets {
+		if bytes.Equal(name, n) {
+			return true
+		}
+	}
+	for _, n := range lockBuckets {
 		if bytes.Equal(name, n) {
 			return true
 		}
@@ -426,7 +400,7 @@ func indexKey(requestID, jobID string) []byte {
 
 // Close closes the file. The Bolt must not be used afterwards.
 func (b *Bolt) Close() error {
-	if err := b.db.Close(); err != nil {
+	if err := errors.Join(b.commits.flush(), b.db.Close()); err != nil {
 		return fmt.Errorf("close store %s: %w", b.path, err)
 	}
 	return nil

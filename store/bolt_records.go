@@ -34,7 +34,19 @@ func (b *Bolt) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 	if b.writeVia != nil {
 		return b.writeVia(fn)
 	}
-	return b.commits.update(ctx, fn)
+	return b.commits.update(ctx, fn, false)
+}
+
+// updateLazy is update for a write that may commit without waiting for
+// fsync (see Bolt.Create), unless ctx asks for durability (WithDurable).
+func (b *Bolt) updateLazy(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if b.writeVia != nil {
+		return b.writeVia(fn)
+	}
+	return b.commits.update(ctx, fn, !durable(ctx))
 }
 
 // view runs fn in a read transaction, unless ctx has ended.
@@ -65,7 +77,11 @@ func (b *Bolt) Create(ctx context.Context, r Request) error {
 		return err
 	}
 	var exists bool
-	err := b.update(ctx, func(tx *bolt.Tx) error {
+	write := b.update
+	if openPlan(r) {
+		write = b.updateLazy
+	}
+	err := write(ctx, func(tx *bolt.Tx) error {
 		exists = tx.Bucket(bucketRequests).Get([]byte(r.ID)) != nil
 		if exists {
 			return nil
@@ -82,10 +98,10 @@ func (b *Bolt) Create(ctx context.Context, r Request) error {
 	return nil
 }
 
-// putRequest saves r and moves its entry in the state index from oldKey
-// (nil for a new request) to its state and UpdatedAt; it returns r as
-// stored.
-func putRequest(tx *bolt.Tx, oldKey []byte, r Request) (Request, error) {
+// putRequest saves r, which was old before (nil for a new request), and
+// moves its index entries from what they were to what they are; it returns
+// r as stored.
+func putRequest(tx *bolt.Tx, old *Request, r Request) (Request, error) {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return Request{}, fmt.Errorf("encode: %w", err)
@@ -93,14 +109,8 @@ func putRequest(tx *bolt.Tx, oldKey []byte, r Request) (Request, error) {
 	if err := tx.Bucket(bucketRequests).Put([]byte(r.ID), data); err != nil {
 		return Request{}, fmt.Errorf("save: %w", err)
 	}
-	idx := tx.Bucket(bucketRequestsByState)
-	if oldKey != nil {
-		if err := idx.Delete(oldKey); err != nil {
-			return Request{}, fmt.Errorf("index: %w", err)
-		}
-	}
-	if err := idx.Put(stateKey(r.State, r.UpdatedAt, r.ID), nil); err != nil {
-		return Request{}, fmt.Errorf("index: %w", err)
+	if err := reindex(tx, requestIndexes, r.ID, old, &r); err != nil {
+		return Request{}, err
 	}
 	var out Request
 	if err := json.Unmarshal(data, &out); err != nil {
@@ -142,11 +152,11 @@ func (b *Bolt) TransitionIf(ctx context.Context, id string, from []State, to Sta
 	if err := checkTransition(id, from, to); err != nil {
 		return Request{}, err
 	}
-	var oldKey []byte
+	var old Request
 	out, refused, err := modify(ctx, b, bucketRequests, id, func(r *Request) error {
-		oldKey = stateKey(r.State, r.UpdatedAt, id)
+		old = *r
 		return applyTransition(r, id, from, to, user, b.now, mutate)
-	}, func(tx *bolt.Tx, r Request) (Request, error) { return putRequest(tx, oldKey, r) })
+	}, func(tx *bolt.Tx, r Request) (Request, error) { return putRequest(tx, &old, r) })
 	if _, ok := errors.AsType[*ConflictError](refused); ok && err == nil {
 		return Request{}, refused
 	}
@@ -164,11 +174,11 @@ func (b *Bolt) TransitionIf(ctx context.Context, id string, from []State, to Sta
 // Transition). It sets UpdatedAt and returns the request as stored. mutate
 // may run more than once (see Bolt).
 func (b *Bolt) Update(ctx context.Context, id string, mutate func(*Request) error) (Request, error) {
-	var oldKey []byte
+	var old Request
 	out, refused, err := modify(ctx, b, bucketRequests, id, func(r *Request) error {
-		oldKey = stateKey(r.State, r.UpdatedAt, id)
+		old = *r
 		return applyUpdate(r, id, b.now, mutate)
-	}, func(tx *bolt.Tx, r Request) (Request, error) { return putRequest(tx, oldKey, r) })
+	}, func(tx *bolt.Tx, r Request) (Request, error) { return putRequest(tx, &old, r) })
 	if err == nil {
 		err = refused
 	}
@@ -259,22 +269,8 @@ func putJob(tx *bolt.Tx, old *Job, j Job) (Job, error) {
 	if err := tx.Bucket(bucketJobs).Put([]byte(j.ID), data); err != nil {
 		return Job{}, fmt.Errorf("save: %w", err)
 	}
-	byRequest, active := tx.Bucket(bucketJobsByRequest), tx.Bucket(bucketJobsActive)
-	if old != nil && old.RequestID != j.RequestID {
-		if err := byRequest.Delete(indexKey(old.RequestID, j.ID)); err != nil {
-			return Job{}, fmt.Errorf("index: %w", err)
-		}
-	}
-	if err := byRequest.Put(indexKey(j.RequestID, j.ID), nil); err != nil {
-		return Job{}, fmt.Errorf("index: %w", err)
-	}
-	if j.Active() {
-		err = active.Put([]byte(j.ID), nil)
-	} else {
-		err = active.Delete([]byte(j.ID))
-	}
-	if err != nil {
-		return Job{}, fmt.Errorf("index: %w", err)
+	if err := reindex(tx, jobIndexes, j.ID, old, &j); err != nil {
+		return Job{}, err
 	}
 	var out Job
 	if err := json.Unmarshal(data, &out); err != nil {
@@ -375,11 +371,13 @@ func (b *Bolt) ActiveJobs(ctx context.Context) ([]Job, error) {
 const pruneTxRequests = 64
 
 // Prune deletes at most max requests that are in a final state (see
-// State.Final) and were last updated before before, oldest first, with
-// their jobs and index entries, and returns how many it deleted. It reads
-// only the index entries of the requests it deletes (a few more at most)
-// and decodes no record, so its cost follows what it deletes, not how much
-// the file holds; it commits every pruneTxRequests requests. Call it again
+// State.Final), were last updated before before and are no longer live
+// (no job of theirs is still followed, they hold no instance lock), oldest
+// first, with their jobs and index entries, and returns how many it
+// deleted. It reads the index entries of the requests it deletes (a few
+// more at most, and those of the live ones it passes over) and decodes
+// only the requests it deletes, so its cost follows what it deletes, not
+// how much the file holds; it commits every pruneTxRequests requests. Call it again
 // until it returns less than max to delete everything due; a max of 0 or
 // less deletes nothing. Requests in other states are never deleted.
 //
@@ -393,11 +391,11 @@ func (b *Bolt) Prune(ctx context.Context, before time.Time, max int) (int, error
 		}
 		want := min(pruneTxRequests, max-deleted)
 		n := 0
-		err := b.db.Update(func(tx *bolt.Tx) error {
+		err := syncedUpdate(b.db, func(tx *bolt.Tx) error {
 			n = 0
 			due := oldestFinal(tx, before, want)
 			for _, k := range due {
-				if err := deleteRequest(tx, k); err != nil {
+				if err := b.deleteRequest(tx, k); err != nil {
 					return err
 				}
 			}
@@ -425,8 +423,9 @@ type finalKey struct {
 func (f finalKey) when() []byte { return f.key[f.prefix : f.prefix+timeKeyLen] }
 
 // oldestFinal returns the state index entries of at most n requests in
-// final states last updated before before, oldest first. It reads at most
-// n entries of each final state.
+// final states last updated before before, oldest first, leaving out the
+// requests that are still live (see live). It reads at most n entries of
+// each final state, and the ones it leaves out.
 func oldestFinal(tx *bolt.Tx, before time.Time, n int) []finalKey {
 	limit := timeKey(before)
 	var due []finalKey
@@ -438,6 +437,9 @@ func oldestFinal(tx *bolt.Tx, before time.Time, n int) []finalKey {
 			if len(k) < len(p)+timeKeyLen || bytes.Compare(k[len(p):len(p)+timeKeyLen], limit) >= 0 {
 				break
 			}
+			if live(tx, k[len(p)+timeKeyLen:]) {
+				continue
+			}
 			due = append(due, finalKey{key: bytes.Clone(k), prefix: len(p)})
 			taken++
 		}
@@ -446,11 +448,39 @@ func oldestFinal(tx *bolt.Tx, before time.Time, n int) []finalKey {
 	return due[:min(n, len(due))]
 }
 
-// deleteRequest deletes the request of state index entry f, the entry, and
-// the request's jobs with their index entries.
-func deleteRequest(tx *bolt.Tx, f finalKey) error {
+// live reports whether request id, in a final state, still has work that
+// retention must not delete: a job still followed (Active), or an instance
+// lock. It reads index entries only.
+func live(tx *bolt.Tx, id []byte) bool {
+	prefix := indexKey(string(id), "")
+	if k, _ := tx.Bucket(bucketLocksByRequest).Cursor().Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) {
+		return true
+	}
+	active := tx.Bucket(bucketJobsActive)
+	c := tx.Bucket(bucketJobsByRequest).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if active.Get(k[len(prefix):]) != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// deleteRequest deletes the request of state index entry f, its index
+// entries, and the request's jobs with theirs. The request is read (and
+// counted) to find its entries; its jobs are not, since they are all
+// inactive (see live) and so have only their by-request entry.
+func (b *Bolt) deleteRequest(tx *bolt.Tx, f finalKey) error {
 	id := f.key[f.prefix+timeKeyLen:]
-	if err := tx.Bucket(bucketRequests).Delete(id); err != nil {
+	reqs := tx.Bucket(bucketRequests)
+	var r Request
+	if err := b.get(reqs, string(id), &r); err != nil {
+		return fmt.Errorf("delete request %q: %w", id, err)
+	}
+	if err := reqs.Delete(id); err != nil {
+		return fmt.Errorf("delete request %q: %w", id, err)
+	}
+	if err := reindex(tx, requestIndexes, string(id), &r, nil); err != nil {
 		return fmt.Errorf("delete request %q: %w", id, err)
 	}
 	if err := tx.Bucket(bucketRequestsByState).Delete(f.key); err != nil {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -29,16 +30,29 @@ import (
 // must change nothing outside its transaction but variables it reports
 // through.
 type committer struct {
-	db      *bolt.DB
+	db *bolt.DB
+	// syncDelay is how long after a commit without fsync (a group of lazy
+	// writes only) the file is synced at the latest; 0 means
+	// defaultSyncDelay.
+	syncDelay time.Duration
+	syncMu    sync.Mutex
+	syncTimer *time.Timer  // set while a sync is pending
+	unsynced  atomic.Int64 // commits made without fsync
+
 	mu      sync.Mutex
 	busy    bool          // a leader is running a group
 	waiting []*commitCall // the next group, in order of arrival
 	done    atomic.Int64  // write transactions committed (or rolled back)
 }
 
+// defaultSyncDelay bounds how long a lazy write stays unsynced when no
+// synced commit comes first.
+const defaultSyncDelay = 100 * time.Millisecond
+
 // commitCall is one write waiting for its group.
 type commitCall struct {
 	fn   func(*bolt.Tx) error
+	lazy bool       // may commit without fsync (see Bolt.Create)
 	done chan error // gets the result, errLead or errAlone; buffered
 }
 
@@ -52,8 +66,12 @@ var (
 // While the write waits for its group, ctx ending takes it out of the
 // queue and update returns ctx's error with fn never run; once its group
 // is running, update waits for the commit (fn may have written).
-func (c *committer) update(ctx context.Context, fn func(*bolt.Tx) error) error {
-	call := &commitCall{fn: fn, done: make(chan error, 1)}
+//
+// A lazy write may be committed without waiting for fsync, when every
+// write of its group is lazy; the file is then synced by the next synced
+// commit or syncDelay later, whichever comes first.
+func (c *committer) update(ctx context.Context, fn func(*bolt.Tx) error, lazy bool) error {
+	call := &commitCall{fn: fn, lazy: lazy, done: make(chan error, 1)}
 	c.mu.Lock()
 	if c.busy {
 		c.waiting = append(c.waiting, call)
@@ -85,7 +103,7 @@ func (c *committer) update(ctx context.Context, fn func(*bolt.Tx) error) error {
 				return err
 			}
 			c.done.Add(1)
-			return c.db.Update(fn)
+			return syncedUpdate(c.db, fn)
 		default:
 			return err
 		}
@@ -137,7 +155,11 @@ func (c *committer) run(group []*commitCall) {
 	for len(group) > 0 {
 		failed := -1
 		c.done.Add(1)
+		lazy := !slices.ContainsFunc(group, func(call *commitCall) bool { return !call.lazy })
 		err := c.db.Update(func(tx *bolt.Tx) error {
+			// Read by this transaction's commit, under the write lock
+			// every write transaction holds: so each sets it.
+			tx.DB().NoSync = lazy
 			for i, call := range group {
 				if err := callSafely(call.fn, tx); err != nil {
 					failed = i
@@ -150,6 +172,10 @@ func (c *committer) run(group []*commitCall) {
 			group[failed].done <- errAlone
 			group = slices.Delete(group, failed, failed+1)
 			continue
+		}
+		if lazy && err == nil {
+			c.unsynced.Add(1)
+			c.syncLater()
 		}
 		for _, call := range group {
 			call.done <- err
@@ -168,4 +194,44 @@ func callSafely(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
 		}
 	}()
 	return fn(tx)
+}
+
+// syncedUpdate runs fn in a write transaction of db whose commit is synced
+// (see committer.run for why it must say so). Every write transaction on
+// a store's db goes through it or through a committer.
+func syncedUpdate(db *bolt.DB, fn func(*bolt.Tx) error) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		tx.DB().NoSync = false
+		return fn(tx)
+	})
+}
+
+// syncLater makes sure the file is synced within syncDelay.
+func (c *committer) syncLater() {
+	c.syncMu.Lock()
+	defer c.syncMu.Unlock()
+	if c.syncTimer != nil {
+		return
+	}
+	d := c.syncDelay
+	if d <= 0 {
+		d = defaultSyncDelay
+	}
+	c.syncTimer = time.AfterFunc(d, func() { _ = c.flush() })
+}
+
+// flush syncs the file now if a sync is pending. A synced commit meanwhile
+// made it unnecessary, but the pending sync is cheap and harmless.
+func (c *committer) flush() error {
+	c.syncMu.Lock()
+	defer c.syncMu.Unlock()
+	if c.syncTimer == nil {
+		return nil
+	}
+	c.syncTimer.Stop()
+	c.syncTimer = nil
+	if err := c.db.Sync(); err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	return nil
 }

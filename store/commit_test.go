@@ -67,7 +67,7 @@ func TestCommitterFailuresStayTheirOwn(t *testing.T) {
 					return errBoom
 				}
 				return nil
-			})
+			}, i%2 == 0)
 			results[i] = err
 		})
 	}
@@ -147,16 +147,16 @@ func TestCommitterCancelWhileQueued(t *testing.T) {
 			close(entered)
 			<-release
 			return put("lead", nil)(tx)
-		})
+		}, false)
 	}()
 	<-entered
 	ctx, cancel := context.WithCancel(t.Context())
 	var ranCancelled atomic.Bool
 	cancelled := make(chan error, 1)
-	go func() { cancelled <- c.update(ctx, put("cancelled", &ranCancelled)) }()
+	go func() { cancelled <- c.update(ctx, put("cancelled", &ranCancelled), false) }()
 	waitFor(t, "the write to cancel is queued", func() bool { return queued() == 1 })
 	behind := make(chan error, 1)
-	go func() { behind <- c.update(t.Context(), put("behind", nil)) }()
+	go func() { behind <- c.update(t.Context(), put("behind", nil), false) }()
 	waitFor(t, "the write behind it is queued", func() bool { return queued() == 2 })
 
 	cancel()

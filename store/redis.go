@@ -9,6 +9,7 @@ import (
 	neturl "net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -58,6 +59,10 @@ type RedisOptions struct {
 	// Now returns the current time for CreatedAt, UpdatedAt and events;
 	// nil means time.Now. Tests inject a fixed clock here.
 	Now func() time.Time
+	// WaitTimeout bounds how long a durable write (WithDurable,
+	// TransitionLock, Unlock) waits for a replica's acknowledgement; 0
+	// means DefaultWaitTimeout.
+	WaitTimeout time.Duration
 }
 
 // Redis is the store in a Redis database, which several processes (bot
@@ -91,6 +96,10 @@ type Redis struct {
 	path    string // the URL without credentials, for messages
 	now     func() time.Time
 	decodes decodeCounter
+
+	waitTimeout       time.Duration
+	replicas          atomic.Pointer[replicaCount]
+	waits, waitsShort atomic.Int64
 }
 
 // OpenRedis connects to the Redis database at url (redis://, rediss:// or
@@ -129,7 +138,10 @@ func OpenRedisWith(ctx context.Context, url string, opts RedisOptions) (*Redis, 
 	// Maintenance notifications are a Redis Enterprise/Cloud feature; in
 	// "auto" mode go-redis probes for them on every new connection.
 	ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	s := &Redis{rdb: redis.NewClient(ro), prefix: opts.Prefix, path: path, now: opts.Now}
+	if opts.WaitTimeout <= 0 {
+		opts.WaitTimeout = DefaultWaitTimeout
+	}
+	s := &Redis{rdb: redis.NewClient(ro), prefix: opts.Prefix, path: path, now: opts.Now, waitTimeout: opts.WaitTimeout}
 
 	openCtx, cancel := context.WithTimeout(ctx, redisOpenTimeout)
 	defer cancel()
@@ -142,6 +154,11 @@ func OpenRedisWith(ctx context.Context, url string, opts RedisOptions) (*Redis, 
 		migrateCtx, cancel := context.WithTimeout(ctx, redisMigrateTimeout)
 		defer cancel()
 		err = s.migrate1(migrateCtx)
+	}
+	if err == nil {
+		buildCtx, cancel := context.WithTimeout(ctx, redisMigrateTimeout)
+		defer cancel()
+		err = s.buildIndexes(buildCtx)
 	}
 	if err != nil {
 		_ = s.rdb.Close()

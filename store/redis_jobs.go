@@ -53,10 +53,14 @@ func (s *Redis) saveJob(ctx context.Context, tx *redis.Tx, old *Job, j Job) (Job
 		} else {
 			p.SRem(ctx, s.key(keyRedisActiveJobs), j.ID)
 		}
+		s.indexJob(ctx, p, j)
 		return nil
 	})
 	if err != nil {
 		return Job{}, err
+	}
+	if durable(ctx) {
+		s.waitReplica(ctx, tx)
 	}
 	var out Job
 	if err := json.Unmarshal(data, &out); err != nil {

@@ -14,8 +14,11 @@ import (
 )
 
 // Prune deletes at most max requests that are in a final state (see
-// State.Final) and were last updated before before, oldest first, with
-// their jobs and index entries, and returns how many it deleted. It reads
+// State.Final), were last updated before before and are no longer live
+// (no job of theirs is still followed, they hold no instance lock), oldest
+// first, with their jobs and index entries, and returns how many it
+// deleted. Live requests are passed over (their index entries are read
+// again on each call, their records are not). It reads
 // the oldest entries of the final states' indexes (at most max of each)
 // and then each candidate, so its cost follows what it deletes, not how
 // much the database holds. Each request goes in its own transaction,
@@ -28,18 +31,30 @@ func (s *Redis) Prune(ctx context.Context, before time.Time, max int) (int, erro
 	if max <= 0 {
 		return 0, nil
 	}
-	cands, err := s.pruneCandidates(ctx, before, max)
-	if err != nil {
-		return 0, fmt.Errorf("prune requests final before %s: %w", before.Format(time.RFC3339Nano), err)
-	}
 	deleted := 0
-	for _, c := range cands {
-		ok, err := s.pruneRequest(ctx, c.id, c.state, before)
+	passed := map[string]bool{} // live or changed requests left alone
+	for deleted < max {
+		cands, err := s.pruneCandidates(ctx, before, max-deleted+len(passed))
 		if err != nil {
-			return deleted, fmt.Errorf("prune requests final before %s: request %s: %w", before.Format(time.RFC3339Nano), c.id, err)
+			return deleted, fmt.Errorf("prune requests final before %s: %w", before.Format(time.RFC3339Nano), err)
 		}
-		if ok {
-			deleted++
+		cands = slices.DeleteFunc(cands, func(c pruneCandidate) bool { return passed[c.id] })
+		if len(cands) == 0 {
+			break
+		}
+		for _, c := range cands {
+			if deleted == max {
+				break
+			}
+			ok, err := s.pruneRequest(ctx, c.id, c.state, before)
+			if err != nil {
+				return deleted, fmt.Errorf("prune requests final before %s: request %s: %w", before.Format(time.RFC3339Nano), c.id, err)
+			}
+			if ok {
+				deleted++
+			} else {
+				passed[c.id] = true
+			}
 		}
 	}
 	return deleted, nil
@@ -98,10 +113,14 @@ func (s *Redis) pruneCandidates(ctx context.Context, before time.Time, max int) 
 func (s *Redis) pruneRequest(ctx context.Context, id string, st State, before time.Time) (bool, error) {
 	ctx, cancel := s.opCtx(ctx)
 	defer cancel()
-	key, jobsKey := s.key(keyRedisRequest+id), s.key(keyRedisRequestJobs+id)
+	key, jobsKey, locksKey := s.key(keyRedisRequest+id), s.key(keyRedisRequestJobs+id), s.key(keyRedisRequestLocks+id)
 	deleted := false
 	err := s.atomically(ctx, func(tx *redis.Tx) error {
 		deleted = false
+		jobIDs, live, err := s.live(ctx, tx, jobsKey, locksKey)
+		if err != nil || live {
+			return err
+		}
 		var r Request
 		switch err := s.getJSON(ctx, tx, key, &r); {
 		case errors.Is(err, ErrNotFound):
@@ -119,14 +138,14 @@ func (s *Redis) pruneRequest(ctx context.Context, id string, st State, before ti
 		if !r.UpdatedAt.Before(before) {
 			return nil
 		}
-		jobIDs, err := tx.SMembers(ctx, jobsKey).Result()
-		if err != nil {
-			return fmt.Errorf("read %s: %w", jobsKey, err)
-		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Del(ctx, key, jobsKey)
 			p.ZRem(ctx, s.key(keyRedisRequests), id)
 			p.ZRem(ctx, s.stateKey(st), id)
+			p.ZRem(ctx, s.key(keyRedisDue), id)
+			if openPlan(r) {
+				p.ZRem(ctx, s.key(keyRedisOpenPlans+r.Requester), id)
+			}
 			if len(jobIDs) > 0 {
 				keys := make([]string, len(jobIDs))
 				members := make([]any, len(jobIDs))
@@ -135,11 +154,46 @@ func (s *Redis) pruneRequest(ctx context.Context, id string, st State, before ti
 				}
 				p.Del(ctx, keys...)
 				p.SRem(ctx, s.key(keyRedisActiveJobs), members...)
+				p.ZRem(ctx, s.key(keyRedisJobsDue), members...)
 			}
 			return nil
 		})
 		deleted = err == nil
 		return err
-	}, key, jobsKey)
+	}, key, jobsKey, locksKey)
 	return deleted, err
+}
+
+// live reads, in tx (which watches jobsKey and locksKey), the job IDs of a
+// request and whether it is live: it holds a lock, or one of its jobs is
+// active. It watches the jobs' keys too, so that a job that becomes active
+// again before the delete makes the transaction run again.
+func (s *Redis) live(ctx context.Context, tx *redis.Tx, jobsKey, locksKey string) ([]string, bool, error) {
+	n, err := tx.SCard(ctx, locksKey).Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s: %w", locksKey, err)
+	}
+	if n > 0 {
+		return nil, true, nil
+	}
+	jobIDs, err := tx.SMembers(ctx, jobsKey).Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s: %w", jobsKey, err)
+	}
+	if len(jobIDs) == 0 {
+		return nil, false, nil
+	}
+	keys := make([]string, len(jobIDs))
+	members := make([]any, len(jobIDs))
+	for i, jid := range jobIDs {
+		keys[i], members[i] = s.key(keyRedisJob+jid), jid
+	}
+	if err := tx.Watch(ctx, keys...).Err(); err != nil {
+		return nil, false, fmt.Errorf("watch %s…: %w", keys[0], err)
+	}
+	active, err := tx.SMIsMember(ctx, s.key(keyRedisActiveJobs), members...).Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s: %w", s.key(keyRedisActiveJobs), err)
+	}
+	return jobIDs, slices.Contains(active, true), nil
 }

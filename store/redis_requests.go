@@ -11,15 +11,16 @@ import (
 )
 
 // setRequest queues the writes that save request r, encoded as data, and
-// keep its indexes in step; from is the state it was in (for a new
-// request: its own).
-func (s *Redis) setRequest(ctx context.Context, p redis.Pipeliner, from State, r Request, data []byte) {
+// keep its indexes in step; old is the request as it was (nil for a new
+// request).
+func (s *Redis) setRequest(ctx context.Context, p redis.Pipeliner, old *Request, r Request, data []byte) {
 	p.Set(ctx, s.key(keyRedisRequest+r.ID), data, 0)
 	p.ZAdd(ctx, s.key(keyRedisRequests), redis.Z{Score: msScore(r.CreatedAt), Member: r.ID})
-	if from != r.State {
-		p.ZRem(ctx, s.stateKey(from), r.ID)
+	if old != nil && old.State != r.State {
+		p.ZRem(ctx, s.stateKey(old.State), r.ID)
 	}
 	p.ZAdd(ctx, s.stateKey(r.State), redis.Z{Score: usScore(r.UpdatedAt), Member: r.ID})
+	s.indexRequest(ctx, p, old, r)
 }
 
 // Create stores a new request. It sets CreatedAt and UpdatedAt to now when
@@ -44,9 +45,12 @@ func (s *Redis) Create(ctx context.Context, r Request) error {
 			return ErrExists
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			s.setRequest(ctx, p, r.State, r, data)
+			s.setRequest(ctx, p, nil, r, data)
 			return nil
 		})
+		if err == nil && durable(ctx) {
+			s.waitReplica(ctx, tx)
+		}
 		return err
 	}, key)
 	if err != nil {
@@ -96,12 +100,12 @@ func (s *Redis) TransitionIf(ctx context.Context, id string, from []State, to St
 		if err := s.getJSON(ctx, tx, key, &r); err != nil {
 			return err
 		}
-		old := r.State
+		old := r
 		if err := applyTransition(&r, id, from, to, user, s.now, mutate); err != nil {
 			return err
 		}
 		var err error
-		out, err = s.saveRequest(ctx, tx, old, r)
+		out, err = s.saveRequest(ctx, tx, &old, r)
 		return err
 	}, key)
 	if _, ok := errors.AsType[*ConflictError](err); ok {
@@ -113,18 +117,22 @@ func (s *Redis) TransitionIf(ctx context.Context, id string, from []State, to St
 	return out, nil
 }
 
-// saveRequest writes r, whose key tx watches and which was in state from,
-// and its indexes in one MULTI/EXEC, and returns r as stored.
-func (s *Redis) saveRequest(ctx context.Context, tx *redis.Tx, from State, r Request) (Request, error) {
+// saveRequest writes r, whose key tx watches and which was old before,
+// and its indexes in one MULTI/EXEC, and returns r as stored. With a ctx
+// from WithDurable it then waits for a replica (waitReplica).
+func (s *Redis) saveRequest(ctx context.Context, tx *redis.Tx, old *Request, r Request) (Request, error) {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return Request{}, fmt.Errorf("encode: %w", err)
 	}
 	if _, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		s.setRequest(ctx, p, from, r, data)
+		s.setRequest(ctx, p, old, r, data)
 		return nil
 	}); err != nil {
 		return Request{}, err
+	}
+	if durable(ctx) {
+		s.waitReplica(ctx, tx)
 	}
 	var out Request
 	if err := json.Unmarshal(data, &out); err != nil {
@@ -146,11 +154,12 @@ func (s *Redis) Update(ctx context.Context, id string, mutate func(*Request) err
 		if err := s.getJSON(ctx, tx, key, &r); err != nil {
 			return err
 		}
+		old := r
 		if err := applyUpdate(&r, id, s.now, mutate); err != nil {
 			return err
 		}
 		var err error
-		out, err = s.saveRequest(ctx, tx, r.State, r)
+		out, err = s.saveRequest(ctx, tx, &old, r)
 		return err
 	}, key)
 	if err != nil {

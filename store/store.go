@@ -20,6 +20,43 @@
 // Bolt files and Redis prefixes written before the indexes existed get them
 // when opened.
 //
+// Counting and housekeeping read indexes too, never the whole open set:
+// OpenPlans counts one person's plans waiting for a decision from a
+// per-person index of their expiries (decoding nothing); Due returns the
+// requests whose DueAt (WakeAt, a plan's ExpiresAt, a submission's
+// LeaseUntil, owed batch answers) has come, and DueJobs the active jobs
+// whose NextPoll has come, each reading only what it returns. The engine
+// sets WakeAt and NextPoll; a request stays due until a write moves its
+// DueAt. Requests written before WakeAt existed have none: the engine
+// should look at the open states once (List) after it starts.
+//
+// Instance locks (TransitionLock, Unlock, LockHolders, Locks) make "one
+// instance, one patch at a time" a property of the store: a lock key
+// (LockKey: "<target>/<instance-id>") names the request holding it, and is
+// taken only in the same transaction as a request's swap, so of two swaps
+// asking for one instance exactly one gets it and the other gets a
+// *LockedError. Prune never deletes a request that holds a lock or has a
+// job still followed.
+//
+// What a crash can lose. Every write but one is committed durably before
+// the method returns: every transition (into submitting above all), every
+// claim, lock, job and outcome. The exception is the Create of a plan
+// waiting for a decision, which Bolt commits without waiting for fsync:
+// it is synced by the next synced commit or within 100 ms. A crash of the
+// process loses nothing (the write is in the operating system's cache); a
+// power loss or kernel crash in those 100 ms can lose the plans written in
+// them, which costs nothing (the click on a lost plan is refused, the user
+// runs the command again), and, rarely, leave the file's last commit
+// pointing at pages that never reached the disk: OpenWith's check then
+// refuses the file (restore it from a backup). Never a submission or a
+// claim. On Redis what survives a crash is Redis' own persistence; after a
+// failover to a replica, the last writes of the old primary can be lost.
+// Writes made with a ctx from WithDurable (the claim of a wave and the
+// write before a batch call) and TransitionLock and Unlock wait, on their
+// own connection, for one replica to acknowledge them (WAIT, at most
+// RedisOptions.WaitTimeout, only when the server has replicas, never
+// failing the write), so that a failover is unlikely to lose them.
+//
 // Allow and Remember (the per-person command limit and the redelivery
 // check) are kept in Redis by Redis, so that replicas share them, and in
 // memory by Bolt, whose file only one process can hold: they matter for
@@ -186,6 +223,13 @@ type Request struct {
 	// belongs to for its whole life; "" (a request stored before targets
 	// existed) means the bot's default target.
 	Target string `json:"target,omitempty"`
+
+	// WakeAt is when the engine next wants to look at the request (a
+	// window opens, a summary is owed: now); zero means only an event (a
+	// job's end, a click) makes it due. Due returns a request once the
+	// earliest of WakeAt and the times the store knows (see DueAt) has
+	// come, and keeps returning it until a write moves that time.
+	WakeAt time.Time `json:"wake_at,omitzero"`
 }
 
 // Job is one instance's patch job in the cloud, as far as the bot follows it.
@@ -209,6 +253,11 @@ type Job struct {
 	// several replicas one reads it per poll interval.
 	PollBy    string    `json:"poll_by,omitempty"`
 	PollUntil time.Time `json:"poll_until,omitzero"`
+	// NextPoll is when the job is next due to be read; zero (a new job, or
+	// one stored before the field existed) means now. DueJobs returns the
+	// active jobs whose NextPoll has come; the poller sets it with each
+	// read it records.
+	NextPoll time.Time `json:"next_poll,omitzero"`
 }
 
 // Active reports whether the job is still followed: not yet reported and

@@ -272,6 +272,13 @@ func BlocksText(blocks json.RawMessage) string {
 		return ""
 	}
 	var parts []string
+	walkText(blocks, func(t string) { parts = append(parts, t) })
+	return strings.Join(parts, "\n")
+}
+
+// walkText calls fn with every non-empty string field named "text" in
+// blocks, in document order, up to any malformed JSON.
+func walkText(blocks json.RawMessage, fn func(string)) {
 	dec := json.NewDecoder(bytes.NewReader(blocks))
 	// Every Block Kit text lives in a string field named "text"; walking the
 	// tokens keeps document order, which decoding into maps would lose.
@@ -304,11 +311,19 @@ func BlocksText(blocks json.RawMessage) string {
 				continue
 			}
 			if inObject && key == "text" && t != "" {
-				parts = append(parts, t)
+				fn(t)
 			}
 		}
 		// A value ended; inside an object the next token is a key.
 		expectKey = len(stack) > 0 && stack[len(stack)-1]
 	}
-	return strings.Join(parts, "\n")
+}
+
+// BlocksTextLen is how many characters of text blocks (a JSON array) hold in
+// all: the sum over every text BlocksText finds, which is what Slack's
+// msg_blocks_too_long limit counts (see Limits.BlockText).
+func BlocksTextLen(blocks json.RawMessage) int {
+	n := 0
+	walkText(blocks, func(t string) { n += utf8.RuneCountInString(t) })
+	return n
 }

@@ -16,12 +16,14 @@ func WithScopes(scopes ...string) Option {
 	}
 }
 
-// scopeHeader is the X-OAuth-Scopes header of auth.test: the scopes
-// separated by commas.
-func (s *Server) scopeHeader() string {
-	scopes := DefaultScopes
+// scopeList is the bot token's scopes.
+func (s *Server) scopeList() []string {
 	if s.scopes != nil {
-		scopes = *s.scopes
+		return *s.scopes
 	}
-	return strings.Join(scopes, ",")
+	return DefaultScopes
 }
+
+// scopeHeader is the X-OAuth-Scopes header of Web API answers: the scopes
+// separated by commas.
+func (s *Server) scopeHeader() string { return strings.Join(s.scopeList(), ",") }

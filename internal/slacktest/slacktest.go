@@ -9,6 +9,16 @@
 // current state of channel messages (Messages, Thread), and answers the errors real
 // Slack answers when a message breaks Slack's limits, so a bot that would fail in
 // production fails in tests too.
+//
+// Which of Slack's rules the Server enforces is a Limits value (WithLimits):
+// DefaultLimits holds the rules every existing test meets, Strict all of them —
+// the cumulative block-text limit (msg_blocks_too_long), per-channel and
+// per-method rate limits (HTTP 429 with Retry-After), unknown channels not
+// found, response URL expiry, at most 10 Socket Mode connections, irregular
+// pings and event redelivery. Channels with members (AddChannel) make the bot
+// an outsider where it is not a member (not_in_channel, channel_not_found) and
+// answer users.conversations; DisableLink and Disconnect send Slack's
+// link_disabled, warning, refresh_requested and too_many_websockets messages.
 package slacktest
 
 import (
@@ -60,6 +70,9 @@ type Server struct {
 	ackTimeout time.Duration
 	groups     map[string][]string
 	users      map[string]User
+	rules      Limits
+	now        func() time.Time
+	warnLead   time.Duration
 
 	wg        sync.WaitGroup // connection goroutines
 	done      chan struct{}  // closed when the server shuts down
@@ -83,6 +96,10 @@ type Server struct {
 	fails       map[string]*failure
 	limits      map[string]*rateLimit
 	homes       map[string]*HomeView // published Home tabs, by user
+	channels    map[string]*Channel  // channels the test added, by ID
+	buckets     map[string]*bucket   // rate limit state, by method (and channel)
+	linkOff     bool                 // Socket Mode disabled for the app (link_disabled)
+	refusals    int                  // connections answered with a disconnect instead of hello
 	nextView    int
 	revoked     bool
 	pingsPaused bool
@@ -90,6 +107,8 @@ type Server struct {
 	roundRobin  bool // spread envelopes over the open connections
 	nextConn    int
 	scopes      *[]string // the bot token's scopes; nil: DefaultScopes
+	// permalinkBase replaces https://fake.slack.com in permalinks (WithPermalinkBase).
+	permalinkBase string
 
 	httpConns atomic.Int64 // TCP connections accepted (Web API, response URLs, Socket Mode)
 }
@@ -131,9 +150,21 @@ func WithUserGroup(id string, members ...string) Option {
 	return func(s *Server) { s.groups[id] = slices.Clone(members) }
 }
 
+// WithPermalinkBase makes chat.getPermalink answer links under base (e.g.
+// "http://127.0.0.1:8080", a page that shows the workspace, as the demo's)
+// instead of https://fake.slack.com; path and query keep Slack's shape.
+func WithPermalinkBase(base string) Option {
+	return func(s *Server) { s.permalinkBase = strings.TrimSuffix(base, "/") }
+}
+
 // WithUser makes users.info answer u for u.ID. Without it users.info invents a
 // minimal user for any ID that starts with U or W.
 func WithUser(u User) Option { return func(s *Server) { s.users[u.ID] = u } }
+
+// WithWarningLead sets how long after a "warning" disconnect message the
+// Server sends "refresh_requested" and stops sending envelopes on the
+// connection (default 10s, about what Slack leaves).
+func WithWarningLead(d time.Duration) Option { return func(s *Server) { s.warnLead = d } }
 
 // New starts a fake Slack that is shut down when the test ends.
 func New(tb testing.TB, opts ...Option) *Server {
@@ -166,6 +197,11 @@ func NewServer(opts ...Option) (*Server, error) {
 		fails:      map[string]*failure{},
 		limits:     map[string]*rateLimit{},
 		homes:      map[string]*HomeView{},
+		channels:   map[string]*Channel{},
+		buckets:    map[string]*bucket{},
+		rules:      DefaultLimits(),
+		now:        time.Now,
+		warnLead:   10 * time.Second,
 	}
 	for _, opt := range opts {
 		opt(s)
@@ -249,7 +285,7 @@ func (s *Server) NewResponseURL(channel, original string) string {
 func (s *Server) mintResponseURLLocked(channel, original string) string {
 	s.nextRespURL++
 	u := fmt.Sprintf("%s/response/%d", s.http.URL, s.nextRespURL)
-	s.respURLs[u] = &responseURL{channel: channel, original: original}
+	s.respURLs[u] = &responseURL{channel: channel, original: original, minted: s.now()}
 	return u
 }
 
@@ -511,4 +547,5 @@ type responseURL struct {
 	channel  string // where in_channel responses are posted
 	original string // ts of the channel message to replace or delete, if any
 	uses     int
+	minted   time.Time
 }

@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mathrand "math/rand/v2"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +34,9 @@ type Ack struct {
 	Latency time.Duration
 	// ResponseURL is the response URL the envelope's payload carried, if any.
 	ResponseURL string
+	// RetryAttempt is the acked envelope's retry_attempt: 0 for the first
+	// delivery.
+	RetryAttempt int
 }
 
 // SlashCommand is an invocation of a slash command. Empty TeamID, ResponseURL and
@@ -106,6 +109,7 @@ type envelope struct {
 type pendingAck struct {
 	sent        time.Time
 	responseURL string
+	retry       int
 	result      chan ackResult // buffered: the reader never blocks
 }
 
@@ -148,17 +152,34 @@ func (s *Server) serveLink(w http.ResponseWriter, r *http.Request) {
 	s.conns = append(s.conns, c)
 	s.connCount++
 	live := s.openLocked()
+	refusal := ""
+	switch {
+	case s.linkOff:
+		refusal = DisconnectLinkDisabled
+	case s.rules.MaxConnections > 0 && live > s.rules.MaxConnections:
+		refusal = DisconnectTooManyWebsockets
+	}
+	if refusal != "" {
+		// Slack answers such a connection with a disconnect message instead
+		// of hello; it takes no envelopes.
+		c.draining = true
+		s.refusals++
+	}
 	s.wg.Add(2)
 	s.notifyLocked()
 	s.mu.Unlock()
 
-	hello, _ := json.Marshal(map[string]any{
-		"type":            "hello",
-		"num_connections": live,
-		"debug_info":      map[string]any{"host": "fake", "build_number": 1, "approximate_connection_time": 18060},
-		"connection_info": map[string]any{"app_id": AppID},
-	})
-	_ = c.write(hello)
+	if refusal != "" {
+		_ = c.write(disconnectFrame(refusal))
+	} else {
+		hello, _ := json.Marshal(map[string]any{
+			"type":            "hello",
+			"num_connections": live,
+			"debug_info":      map[string]any{"host": "fake", "build_number": 1, "approximate_connection_time": 18060},
+			"connection_info": map[string]any{"app_id": AppID},
+		})
+		_ = c.write(hello)
+	}
 
 	go func() {
 		defer s.wg.Done()
@@ -168,12 +189,17 @@ func (s *Server) serveLink(w http.ResponseWriter, r *http.Request) {
 	s.read(c)
 }
 
-// ping sends a WebSocket ping every PingInterval until the connection ends.
+// ping sends a WebSocket ping every ping interval, irregularly by
+// Limits.PingJitter, until the connection ends.
 func (s *Server) ping(c *conn) {
 	if s.pingEvery <= 0 {
 		return
 	}
-	tick := time.NewTicker(s.pingEvery)
+	next := func() time.Duration {
+		j := max(0, min(1, s.rules.PingJitter))
+		return time.Duration(float64(s.pingEvery) * (1 - j + 2*j*mathrand.Float64()))
+	}
+	tick := time.NewTimer(next())
 	defer tick.Stop()
 	for {
 		select {
@@ -182,6 +208,7 @@ func (s *Server) ping(c *conn) {
 		case <-c.gone:
 			return
 		case <-tick.C:
+			tick.Reset(next())
 			s.mu.Lock()
 			paused := s.pingsPaused
 			s.mu.Unlock()
@@ -270,11 +297,12 @@ func (s *Server) ackLocked(typ int, data []byte, now time.Time) {
 		frame.Payload = nil
 	}
 	res := ackResult{ack: Ack{
-		EnvelopeID:  id,
-		Payload:     frame.Payload,
-		Size:        len(data),
-		Latency:     now.Sub(p.sent),
-		ResponseURL: p.responseURL,
+		EnvelopeID:   id,
+		Payload:      frame.Payload,
+		Size:         len(data),
+		Latency:      now.Sub(p.sent),
+		ResponseURL:  p.responseURL,
+		RetryAttempt: p.retry,
 	}}
 	if len(data) >= maxAckSize {
 		s.violationLocked("ack for envelope_id %s is %d bytes; Slack drops acks of %d bytes or more", id, len(data), maxAckSize)
@@ -326,27 +354,105 @@ func (s *Server) WaitConnections(ctx context.Context, n int) error {
 	})
 }
 
+// The reasons of Slack's Socket Mode disconnect messages.
+const (
+	// DisconnectRefresh: Slack recycles the connection; reconnect.
+	DisconnectRefresh = "refresh_requested"
+	// DisconnectWarning: a refresh_requested follows in about 10 seconds;
+	// the connection works until then.
+	DisconnectWarning = "warning"
+	// DisconnectTooManyWebsockets: the app holds more connections than
+	// Slack allows (10); the new one is refused.
+	DisconnectTooManyWebsockets = "too_many_websockets"
+	// DisconnectLinkDisabled: Socket Mode was turned off for the app; the
+	// client must not reconnect.
+	DisconnectLinkDisabled = "link_disabled"
+)
+
+func disconnectFrame(reason string) []byte {
+	frame, _ := json.Marshal(map[string]any{"type": "disconnect", "reason": reason, "debug_info": map[string]any{"host": "fake"}})
+	return frame
+}
+
 // Disconnect sends Slack's disconnect message to every open connection, as Slack
-// does before it recycles a connection; reason "" means "refresh_requested". No
+// does before it recycles a connection; reason "" means DisconnectRefresh. No
 // more envelopes go to those connections, and the client must reconnect without
-// acking the message.
+// acking the message. DisconnectWarning is different, as with Slack: the
+// connections keep taking envelopes until the refresh_requested that follows
+// after the warning lead (WithWarningLead). DisconnectLinkDisabled also
+// disables the link: see DisableLink.
 func (s *Server) Disconnect(reason string) {
 	if reason == "" {
-		reason = "refresh_requested"
+		reason = DisconnectRefresh
 	}
-	frame, _ := json.Marshal(map[string]any{"type": "disconnect", "reason": reason, "debug_info": map[string]any{"host": "fake"}})
+	warning := reason == DisconnectWarning
 	s.mu.Lock()
+	if reason == DisconnectLinkDisabled {
+		s.linkOff = true
+	}
 	var targets []*conn
 	for _, c := range s.conns {
 		if !c.draining && !c.dropped {
+			c.draining = !warning
+			targets = append(targets, c)
+		}
+	}
+	if warning && len(targets) > 0 && !s.closed {
+		s.wg.Add(1)
+		go s.refreshAfterWarning(targets)
+	}
+	s.mu.Unlock()
+	frame := disconnectFrame(reason)
+	for _, c := range targets {
+		_ = c.write(frame)
+	}
+}
+
+// refreshAfterWarning sends refresh_requested to the warned connections that
+// are still open once the warning lead has passed.
+func (s *Server) refreshAfterWarning(warned []*conn) {
+	defer s.wg.Done()
+	t := time.NewTimer(s.warnLead)
+	defer t.Stop()
+	select {
+	case <-s.done:
+		return
+	case <-t.C:
+	}
+	s.mu.Lock()
+	var targets []*conn
+	for _, c := range warned {
+		if !c.draining && !c.dropped && slices.Contains(s.conns, c) {
 			c.draining = true
 			targets = append(targets, c)
 		}
 	}
 	s.mu.Unlock()
+	frame := disconnectFrame(DisconnectRefresh)
 	for _, c := range targets {
 		_ = c.write(frame)
 	}
+}
+
+// DisableLink turns Socket Mode off for the app, as an admin switching it off
+// in the app's settings does: every open connection gets a link_disabled
+// disconnect message, and so does every connection opened from now on, in
+// place of hello. EnableLink turns it back on.
+func (s *Server) DisableLink() { s.Disconnect(DisconnectLinkDisabled) }
+
+// EnableLink turns Socket Mode back on after DisableLink.
+func (s *Server) EnableLink() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.linkOff = false
+}
+
+// Refusals counts the connections answered with a disconnect message in
+// place of hello (too_many_websockets, link_disabled).
+func (s *Server) Refusals() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refusals
 }
 
 // DropConnections closes every connection abruptly, without a close frame, as a
@@ -423,7 +529,7 @@ func (s *Server) send(ctx context.Context, envType string, payload json.RawMessa
 		s.mu.Unlock()
 		return Ack{}, fmt.Errorf("send %s envelope: %w", envType, ErrNoConnection)
 	}
-	p := &pendingAck{sent: time.Now(), responseURL: responseURL, result: make(chan ackResult, 1)}
+	p := &pendingAck{sent: time.Now(), responseURL: responseURL, retry: retryAttempt, result: make(chan ackResult, 1)}
 	s.pending[env.EnvelopeID] = p
 	s.mu.Unlock()
 
@@ -458,178 +564,4 @@ func (s *Server) abandon(id string) bool {
 	delete(s.pending, id)
 	s.acked[id] = envAbandoned
 	return true
-}
-
-// slashPayload is a slash_commands payload, fields in Slack's order.
-type slashPayload struct {
-	Token               string `json:"token"`
-	TeamID              string `json:"team_id"`
-	TeamDomain          string `json:"team_domain"`
-	ChannelID           string `json:"channel_id"`
-	ChannelName         string `json:"channel_name"`
-	UserID              string `json:"user_id"`
-	UserName            string `json:"user_name"`
-	Command             string `json:"command"`
-	Text                string `json:"text"`
-	APIAppID            string `json:"api_app_id"`
-	IsEnterpriseInstall string `json:"is_enterprise_install"`
-	ResponseURL         string `json:"response_url"`
-	TriggerID           string `json:"trigger_id"`
-}
-
-// verificationToken is the deprecated token Slack still puts in payloads.
-const verificationToken = "fake-verification-token"
-
-// SlashCommand sends a slash_commands envelope, as Slack does when a user runs
-// cmd, and waits for its ack. The Ack carries the response URL the payload used.
-// Like Slack with no app connected, it fails at once with ErrNoConnection when no
-// connection is open, so tests call WaitConnections first.
-func (s *Server) SlashCommand(ctx context.Context, cmd SlashCommand) (Ack, error) {
-	s.fillIDs(&cmd.TeamID, &cmd.TriggerID, &cmd.ResponseURL, cmd.ChannelID, "")
-	p := slashPayload{
-		Token:               verificationToken,
-		TeamID:              cmd.TeamID,
-		TeamDomain:          TeamDomain,
-		ChannelID:           cmd.ChannelID,
-		ChannelName:         orLower(cmd.ChannelName, cmd.ChannelID),
-		UserID:              cmd.UserID,
-		UserName:            orLower(cmd.UserName, cmd.UserID),
-		Command:             cmd.Command,
-		Text:                cmd.Text,
-		APIAppID:            AppID,
-		IsEnterpriseInstall: "false", // Slack sends this one as a string
-		ResponseURL:         cmd.ResponseURL,
-		TriggerID:           cmd.TriggerID,
-	}
-	raw, err := json.Marshal(p)
-	if err != nil {
-		return Ack{}, err
-	}
-	return s.send(ctx, "slash_commands", raw, cmd.RetryAttempt, cmd.ResponseURL)
-}
-
-// BlockAction sends an interactive envelope with a block_actions payload, as
-// Slack does when a user clicks a button, and waits for its ack. retryAttempt > 0
-// marks it as Slack's redelivery. If MessageTS names a channel message the Server
-// knows, the payload carries that message as Slack's does.
-func (s *Server) BlockAction(ctx context.Context, a BlockAction, retryAttempt int) (Ack, error) {
-	original := a.MessageTS
-	if a.Ephemeral {
-		original = ""
-	}
-	s.fillIDs(&a.TeamID, &a.TriggerID, &a.ResponseURL, a.ChannelID, original)
-	if a.Text == "" {
-		a.Text = a.ActionID
-	}
-	userName := orLower(a.UserName, a.UserID)
-	container := map[string]any{"type": "message", "message_ts": a.MessageTS, "channel_id": a.ChannelID, "is_ephemeral": a.Ephemeral}
-	if a.ThreadTS != "" {
-		container["thread_ts"] = a.ThreadTS
-	}
-	now := time.Now()
-	payload := map[string]any{
-		"type":                  "block_actions",
-		"user":                  map[string]any{"id": a.UserID, "username": userName, "name": userName, "team_id": a.TeamID},
-		"api_app_id":            AppID,
-		"token":                 verificationToken,
-		"container":             container,
-		"trigger_id":            a.TriggerID,
-		"team":                  map[string]any{"id": a.TeamID, "domain": TeamDomain},
-		"enterprise":            nil,
-		"is_enterprise_install": false,
-		"channel":               map[string]any{"id": a.ChannelID, "name": orLower(a.ChannelName, a.ChannelID)},
-		"state":                 map[string]any{"values": map[string]any{}},
-		"response_url":          a.ResponseURL,
-		"actions": []any{map[string]any{
-			"action_id": a.ActionID,
-			"block_id":  a.BlockID,
-			"text":      map[string]any{"type": "plain_text", "text": a.Text, "emoji": true},
-			"value":     a.Value,
-			"type":      "button",
-			"action_ts": fmt.Sprintf("%d.%06d", now.Unix(), now.Nanosecond()/1000),
-		}},
-	}
-	if original != "" {
-		s.mu.Lock()
-		if m := s.findLocked(a.ChannelID, original); m != nil {
-			payload["message"] = messageJSON(m)
-		}
-		s.mu.Unlock()
-	}
-	raw, err := json.Marshal(payload)
-	if err != nil {
-		return Ack{}, err
-	}
-	return s.send(ctx, "interactive", raw, retryAttempt, a.ResponseURL)
-}
-
-// fillIDs fills in an envelope's defaults: team, trigger ID and a response URL for
-// channel whose replace_original acts on original.
-func (s *Server) fillIDs(team, trigger, respURL *string, channel, original string) {
-	if *team == "" {
-		*team = TeamID
-	}
-	if *trigger == "" {
-		id := strings.ReplaceAll(newID(), "-", "")
-		*trigger = fmt.Sprintf("%d.%d.%s", time.Now().Unix(), 1000+len(id), id[:20])
-	}
-	if *respURL == "" {
-		s.mu.Lock()
-		*respURL = s.mintResponseURLLocked(channel, original)
-		s.mu.Unlock()
-	}
-}
-
-func orLower(s, fallback string) string {
-	if s != "" {
-		return s
-	}
-	return strings.ToLower(fallback)
-}
-
-// Event sends an events_api envelope carrying event (the inner event, e.g.
-// {"type":"app_home_opened",…}) in Slack's event_callback wrapper, and waits
-// for its ack.
-func (s *Server) Event(ctx context.Context, event map[string]any) (Ack, error) {
-	now := time.Now()
-	id := strings.ToUpper(strings.ReplaceAll(newID(), "-", ""))[:10]
-	payload := map[string]any{
-		"token":      verificationToken,
-		"team_id":    TeamID,
-		"api_app_id": AppID,
-		"event":      event,
-		"type":       "event_callback",
-		"event_id":   "Ev" + id,
-		"event_time": now.Unix(),
-		"authorizations": []any{map[string]any{
-			"enterprise_id": nil, "team_id": TeamID, "user_id": BotUserID, "is_bot": true, "is_enterprise_install": false,
-		}},
-		"is_ext_shared_channel": false,
-		"event_context":         "4-fake-" + id,
-	}
-	raw, err := json.Marshal(payload)
-	if err != nil {
-		return Ack{}, err
-	}
-	return s.send(ctx, "events_api", raw, 0, "")
-}
-
-// AppHomeOpened sends the app_home_opened event Slack sends when user opens
-// the app's tab ("home" or "messages"), and waits for its ack. Like Slack's,
-// the event carries the Home tab last published for the user, if any.
-func (s *Server) AppHomeOpened(ctx context.Context, user, tab string) (Ack, error) {
-	now := time.Now()
-	event := map[string]any{
-		"type":     "app_home_opened",
-		"user":     user,
-		"channel":  "D" + strings.TrimLeft(user, "UW") + "APP",
-		"tab":      tab,
-		"event_ts": fmt.Sprintf("%d.%06d", now.Unix(), now.Nanosecond()/1000),
-	}
-	s.mu.Lock()
-	if v := s.homes[user]; v != nil && tab == "home" {
-		event["view"] = viewJSON(v)
-	}
-	s.mu.Unlock()
-	return s.Event(ctx, event)
 }

@@ -24,7 +24,6 @@ type reply struct {
 	status     int
 	body       map[string]any
 	retryAfter time.Duration
-	scopes     string // the X-OAuth-Scopes header (auth.test); "" for none
 }
 
 func ok(fields map[string]any) reply {
@@ -53,10 +52,7 @@ func (r reply) errorCode() string {
 func (r reply) write(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	if r.status == http.StatusTooManyRequests {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(r.retryAfter.Seconds()))))
-	}
-	if r.scopes != "" {
-		w.Header().Set("X-OAuth-Scopes", r.scopes)
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(r.retryAfter.Seconds())))))
 	}
 	w.WriteHeader(r.status)
 	_ = json.NewEncoder(w).Encode(r.body)
@@ -96,8 +92,14 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	call.At = time.Now()
 	s.calls = append(s.calls, call)
 	s.notifyLocked()
+	scopes := s.scopeHeader()
 	s.mu.Unlock()
 
+	if token != "" && token == s.botToken {
+		// Slack reports a token's scopes on every Web API answer (auth.test
+		// included), as an empty header when it has none.
+		w.Header().Set("X-OAuth-Scopes", scopes)
+	}
 	rep.write(w)
 }
 
@@ -174,15 +176,16 @@ func (s *Server) handleLocked(method, token string, form url.Values, call *Call)
 		}
 		return slackErr(f.code)
 	}
+	if allowed, wait := s.throttleLocked(method, form.Get("channel")); !allowed {
+		return reply{status: http.StatusTooManyRequests, body: map[string]any{"ok": false, "error": "ratelimited"}, retryAfter: wait}
+	}
 
 	switch method {
 	case "auth.test":
-		r := ok(map[string]any{
+		return ok(map[string]any{
 			"url": "https://" + TeamDomain + ".slack.com/", "team": "Fake Workspace", "user": "bot",
 			"team_id": TeamID, "user_id": BotUserID, "bot_id": BotID, "is_enterprise_install": false,
 		})
-		r.scopes = s.scopeHeader()
-		return r
 	case "apps.connections.open":
 		if s.revoked {
 			return slackErr("invalid_auth")
@@ -211,6 +214,8 @@ func (s *Server) handleLocked(method, token string, form url.Values, call *Call)
 		return s.permalinkLocked(form, call)
 	case "views.publish":
 		return s.publishLocked(form, call)
+	case "users.conversations":
+		return s.usersConversationsLocked(form)
 	}
 	return slackErr("unknown_method")
 }
@@ -220,7 +225,10 @@ func (s *Server) postMessageLocked(form url.Values, call *Call) reply {
 	if channel == "" {
 		return slackErr("channel_not_found")
 	}
-	if rep, bad := checkPost(form); bad {
+	if code := s.postAccessLocked(channel); code != "" {
+		return slackErr(code)
+	}
+	if rep, bad := s.checkPostLocked(form); bad {
 		return rep
 	}
 	m := &Message{Channel: channel, ThreadTS: form.Get("thread_ts"), User: BotUserID, Text: form.Get("text")}
@@ -233,13 +241,17 @@ func (s *Server) postMessageLocked(form url.Values, call *Call) reply {
 }
 
 func (s *Server) postEphemeralLocked(form url.Values, call *Call) reply {
-	if form.Get("channel") == "" {
+	channel, user := form.Get("channel"), form.Get("user")
+	if channel == "" {
 		return slackErr("channel_not_found")
 	}
-	if form.Get("user") == "" {
+	if code := s.postAccessLocked(channel); code != "" {
+		return slackErr(code)
+	}
+	if user == "" || !s.isMemberLocked(channel, user) {
 		return slackErr("user_not_in_channel")
 	}
-	if rep, bad := checkPost(form); bad {
+	if rep, bad := s.checkPostLocked(form); bad {
 		return rep
 	}
 	call.TS = s.newTSLocked()
@@ -251,12 +263,15 @@ func (s *Server) updateLocked(form url.Values, call *Call) reply {
 	if m == nil {
 		return fail
 	}
+	if s.accessLocked(m.Channel) == accessHidden {
+		return slackErr("channel_not_found")
+	}
 	_, hasText := form["text"]
 	_, hasBlocks := form["blocks"]
 	if !hasText && !hasBlocks && form.Get("attachments") == "" {
 		return slackErr("no_text")
 	}
-	if code, details := checkMessage(form.Get("text"), form.Get("blocks")); code != "" {
+	if code, details := s.checkMessageLocked(form.Get("text"), form.Get("blocks")); code != "" {
 		return slackErr(code, details...)
 	}
 	// Like Slack, keep what the update leaves out.
@@ -294,21 +309,21 @@ func (s *Server) userInfoLocked(id string) reply {
 	}})
 }
 
-// checkPost applies the checks chat.postMessage and chat.postEphemeral share.
-func checkPost(form url.Values) (reply, bool) {
+// checkPostLocked applies the checks chat.postMessage and chat.postEphemeral share.
+func (s *Server) checkPostLocked(form url.Values) (reply, bool) {
 	text, blocks := form.Get("text"), form.Get("blocks")
 	if text == "" && (blocks == "" || blocks == "[]") && form.Get("attachments") == "" {
 		return slackErr("no_text"), true
 	}
-	if code, details := checkMessage(text, blocks); code != "" {
+	if code, details := s.checkMessageLocked(text, blocks); code != "" {
 		return slackErr(code, details...), true
 	}
 	return reply{}, false
 }
 
-// checkMessage enforces Slack's message limits; it returns the error code and
-// Slack-style details for the first violation, or "".
-func checkMessage(text, blocks string) (string, []string) {
+// checkMessageLocked enforces Slack's message limits; it returns the error
+// code and Slack-style details for the first violation, or "".
+func (s *Server) checkMessageLocked(text, blocks string) (string, []string) {
 	if n := runeCount(text); n > maxTextLen {
 		return "msg_too_long", []string{fmt.Sprintf("[ERROR] text is %d characters; Slack allows %d", n, maxTextLen)}
 	}
@@ -318,6 +333,10 @@ func checkMessage(text, blocks string) (string, []string) {
 	var bad *BlocksError
 	if errors.As(ValidateBlocks(json.RawMessage(blocks)), &bad) {
 		return bad.Code, bad.Details
+	}
+	if s.rules.BlockText > 0 && BlocksTextLen(json.RawMessage(blocks)) > s.rules.BlockText {
+		// Slack gives no details for this one.
+		return "msg_blocks_too_long", nil
 	}
 	return "", nil
 }
@@ -425,6 +444,9 @@ func (s *Server) respondLocked(full string, p responsePayload, jsonErr error, ca
 		return reply{status: http.StatusNotFound, body: map[string]any{"ok": false, "error": "expired_url"}}
 	}
 	call.Channel = ru.channel
+	if ttl := s.rules.ResponseURLTTL; ttl > 0 && s.now().Sub(ru.minted) > ttl {
+		return reply{status: http.StatusNotFound, body: map[string]any{"ok": false, "error": "expired_url"}}
+	}
 	if ru.uses++; ru.uses > maxResponseURLUses {
 		return reply{status: http.StatusNotFound, body: map[string]any{"ok": false, "error": "used_url"}}
 	}
@@ -446,7 +468,7 @@ func (s *Server) respondLocked(full string, p responsePayload, jsonErr error, ca
 	if p.Text == "" && len(p.Blocks) == 0 {
 		return bad("no_text")
 	}
-	if code, details := checkMessage(p.Text, string(p.Blocks)); code != "" {
+	if code, details := s.checkMessageLocked(p.Text, string(p.Blocks)); code != "" {
 		return bad(code, details...)
 	}
 	switch {
@@ -471,7 +493,11 @@ func (s *Server) permalinkLocked(form url.Values, call *Call) reply {
 		return fail
 	}
 	channel := form.Get("channel")
-	return ok(map[string]any{"channel": channel, "permalink": Permalink(channel, m)})
+	link := Permalink(channel, m)
+	if s.permalinkBase != "" {
+		link = s.permalinkBase + strings.TrimPrefix(link, "https://"+TeamDomain+".slack.com")
+	}
+	return ok(map[string]any{"channel": channel, "permalink": link})
 }
 
 // messageLocked finds the message a call names by its channel and the ts
