@@ -130,6 +130,7 @@ type peersResult struct {
 	rounds map[string]map[string][]runResult // scenario → program → rounds
 	idle   time.Duration                     // the bot's CPU per minute, idle with 1,000 open plans
 	idle0  time.Duration                     // the same with no open plan
+	idleFl time.Duration                     // the floor's, idle: the cost of the Socket Mode pings alone
 	idleOn time.Duration                     // the window idle was measured over
 }
 
@@ -182,6 +183,7 @@ func runPeers(tb testing.TB, s peersSettings) *peersResult {
 	res.idleOn = s.idle
 	res.idle0 = measureIdle(tb, bot, work, 0, s.idle)
 	res.idle = measureIdle(tb, bot, work, 1000, s.idle)
+	res.idleFl = measureIdle(tb, floor, work, 0, s.idle)
 	return res
 }
 

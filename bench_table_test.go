@@ -65,8 +65,8 @@ func (p *peersResult) table() string {
 			row.format(median(runs["bot"], row.f)), row.format(median(runs["bot+300"], row.f)), p.ratio(openPlans, "bot+300", "bot", row.f))
 	}
 	perMin := func(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
-	fmt.Fprintf(&b, "\nIdle CPU of the bot at a 30 s poll, per minute (measured over %v, scaled): %s with 1,000 open plans, %s with none\n",
-		p.idleOn, perMin(p.idle), perMin(p.idle0))
+	fmt.Fprintf(&b, "\nIdle CPU per minute (measured over %v, scaled; Socket Mode pings every 5 s), the bot at a 30 s poll: %s with 1,000 open plans, %s with none; the floor: %s\n",
+		p.idleOn, perMin(p.idle), perMin(p.idle0), perMin(p.idleFl))
 
 	b.WriteString("\nTargets of issue 20\n\n| target | now | |\n|---|---|---|\n")
 	mark := func(ok bool) string {
