@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -262,4 +264,28 @@ func TestPprofEndpoint(t *testing.T) {
 			t.Error("the start-up log does not say the profiler is served")
 		}
 	})
+}
+
+// The Slack Web API client keeps its connections (upgrade.NewTransport's
+// pool, not http.DefaultTransport's 2 idle per host): a second wave of 20
+// plans posted at once opens (almost) no new connection to Slack.
+func TestSlackClientReusesConnections(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) {
+		c.AllowedUsers = []string{"*"}
+		c.LogLevel = "info"
+	})
+	in := h.addInstances("db", "cassandra", 1)[0]
+	wave := func(n int) {
+		var wg sync.WaitGroup
+		for i := range 20 {
+			wg.Go(func() { h.plan(fmt.Sprintf("U%03d%02d", n, i), in.Name) })
+		}
+		wg.Wait()
+	}
+	wave(1)
+	before := h.slack.HTTPConnections()
+	wave(2)
+	if opened := h.slack.HTTPConnections() - before; opened > 4 {
+		t.Errorf("second wave of 20 plans opened %d new connections to Slack, want at most 4 (a pool keeps them)", opened)
+	}
 }
