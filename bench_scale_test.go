@@ -90,6 +90,7 @@ func TestTickCostFollowsOpenWork(t *testing.T) {
 	t.Run("stores", func(t *testing.T) {
 		for _, past := range []int{10, 3000} {
 			t.Run(fmt.Sprint(past), func(t *testing.T) {
+				t.Parallel()
 				h := newHarness(t, func(c *config.Config) { seedStore(t, c.Store, past, 2) })
 				h.quiesce()
 				// The fewest of three windows: whether a running job's

@@ -14,6 +14,7 @@ import (
 // Someone not in BOT_ALLOWED_USERS is refused with the reason, and nothing
 // is looked up in the cloud for them.
 func TestRefusedUser(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	in := h.addInstances("db", "cassandra", 1)[0]
 	ack := h.slash(carol, opsChannel, in.Name)
@@ -36,6 +37,7 @@ func TestRefusedUser(t *testing.T) {
 
 // Outside BOT_ALLOWED_CHANNELS the command is refused.
 func TestRefusedChannel(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.AllowedChannels = []string{opsChannel} })
 	in := h.addInstances("db", "cassandra", 1)[0]
 	ack := h.slash(alice, "CRANDOM", in.Name)
@@ -53,6 +55,7 @@ func TestRefusedChannel(t *testing.T) {
 // the membership lookup, and once the members are cached, already in the
 // ack, before taking a place in the work queue.
 func TestUserGroupMemberAllowed(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.AllowedUsers = []string{"SDBOPS"} },
 		slacktest.WithUserGroup("SDBOPS", carol))
 	in := h.addInstances("db", "cassandra", 1)[0]
@@ -96,6 +99,7 @@ func (h *harness) approvalClick(user, action, id string, retry int) {
 // Two-person rule: the requester cannot approve, a stranger cannot approve,
 // an approver approves once; approve clicked twice → one batch call.
 func TestApprovalFlow(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.Approvers = []string{bob} })
 	insts := h.addInstances("db", "cassandra", 2)
 	id, planMsg, ack := h.plan(alice, insts[0].Name+" "+insts[1].Name)
@@ -136,6 +140,7 @@ func TestApprovalFlow(t *testing.T) {
 
 // Approvers may be a user group; its members approve, the requester still cannot.
 func TestApproverGroup(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.Approvers = []string{"SLEADS"} },
 		slacktest.WithUserGroup("SLEADS", alice, carol))
 	in := h.addInstances("db", "cassandra", 1)[0]
@@ -150,6 +155,7 @@ func TestApproverGroup(t *testing.T) {
 
 // Reject: nothing is patched and the requester is told who rejected.
 func TestReject(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.Approvers = []string{bob} })
 	in := h.addInstances("db", "cassandra", 1)[0]
 	id, _, ack := h.plan(alice, in.Name)
@@ -167,6 +173,7 @@ func TestReject(t *testing.T) {
 
 // A plan past BOT_CONFIRM_TTL cannot be confirmed; the message shows it expired.
 func TestExpiredPlan(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	in := h.addInstances("db", "cassandra", 1)[0]
 	id, _, ack := h.plan(alice, in.Name)
@@ -184,6 +191,7 @@ func TestExpiredPlan(t *testing.T) {
 
 // An expired approval request cannot be approved.
 func TestExpiredApproval(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) {
 		c.ConfirmTTL = 10 * time.Minute
 		c.Approvers = []string{bob}
@@ -201,6 +209,7 @@ func TestExpiredApproval(t *testing.T) {
 // What is approved is what is submitted: if an instance changed after the
 // plan was shown, the bot refuses and offers a fresh plan.
 func TestDriftOffersAFreshPlan(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 2)
 	id, _, ack := h.plan(alice, insts[0].Name+" "+insts[1].Name)
@@ -220,6 +229,7 @@ func TestDriftOffersAFreshPlan(t *testing.T) {
 
 // A person cannot flood the bot: commands per minute and open plans are limited.
 func TestRateLimits(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) {
 		c.CommandsPerMin = 4
 		c.MaxOpenPlans = 2
@@ -241,6 +251,7 @@ func TestRateLimits(t *testing.T) {
 // An unanswered plan's message is replaced when it expires, without a click,
 // and so is an unanswered approval request.
 func TestStalePlansExpireOnTheirOwn(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.Approvers = []string{bob} })
 	in := h.addInstances("db", "cassandra", 1)[0]
 	_, _, ack := h.plan(alice, in.Name)
@@ -267,6 +278,7 @@ func TestStalePlansExpireOnTheirOwn(t *testing.T) {
 // When the approval request cannot be posted, nothing changes: the plan can
 // be confirmed again once the bot can post.
 func TestApprovalPostRefused(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.Approvers = []string{bob} })
 	in := h.addInstances("db", "cassandra", 1)[0]
 	id, _, ack := h.plan(alice, in.Name)

@@ -15,6 +15,7 @@ import (
 
 // The seed's example: one instance gets a job, the other DBS.200011.
 func TestSeedExample(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("cass-prod", "cassandra", 2)
 	h.gdb.SetUpgradeResult(insts[1].ID, "DBS.200011", "The status of DB instance does not allow the operation.")
@@ -60,6 +61,7 @@ func TestSeedExample(t *testing.T) {
 // 23 instances across both engines: every call ≤ 10 IDs of one engine,
 // nothing twice, nothing left out.
 func TestTwentyThreeInstancesAcrossEngines(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	cass := h.addInstances("cass", "cassandra", 13)
 	influx := h.addInstances("influx", "influxdb", 10)
@@ -105,6 +107,7 @@ func TestTwentyThreeInstancesAcrossEngines(t *testing.T) {
 // Unknown instances, other engines and no patch available are skipped with
 // the reason; only the rest is patched.
 func TestSkippedInstances(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	ok := h.addInstances("good", "cassandra", 1)[0]
 	mongo := h.addInstances("mongo", "mongodb", 1)[0]
@@ -128,6 +131,7 @@ func TestSkippedInstances(t *testing.T) {
 
 // Nothing patchable: the plan has no button and nothing is stored to confirm.
 func TestNothingPatchableHasNoButton(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	id, planMsg, _ := h.plan(alice, "ghost-1 ghost-2")
 	if id != "" {
@@ -151,6 +155,7 @@ func TestBatchCallErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			h := newHarness(t, nil)
 			insts := h.addInstances("db", "cassandra", 2)
 			h.gdb.FailNext("/instances/db-upgrade", tt.status, tt.code, tt.message, 5)
@@ -169,6 +174,7 @@ func TestBatchCallErrors(t *testing.T) {
 
 // Cancel calls nothing and says cancelled; a later Confirm does nothing.
 func TestCancel(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	in := h.addInstances("db", "cassandra", 1)[0]
 	id, _, ack := h.plan(alice, in.Name)
@@ -184,6 +190,7 @@ func TestCancel(t *testing.T) {
 
 // A double click and a Slack redelivery never call the batch API twice.
 func TestDoubleClickAndRedelivery(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	in := h.addInstances("db", "cassandra", 1)[0]
 	h.gdb.SetDelay("/instances/db-upgrade", 200*time.Millisecond)
@@ -209,6 +216,7 @@ func TestDoubleClickAndRedelivery(t *testing.T) {
 
 // A redelivered slash command (retry_attempt > 0) does not plan twice.
 func TestSlashCommandRedelivery(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	in := h.addInstances("db", "cassandra", 1)[0]
 	cmd := slacktest.SlashCommand{UserID: alice, ChannelID: opsChannel, Command: "/geminidb-patch", Text: in.Name, TriggerID: "trig-1", ResponseURL: h.slack.ResponseURL()}
@@ -234,6 +242,7 @@ func TestSlashCommandRedelivery(t *testing.T) {
 
 // Only the requester can confirm or cancel.
 func TestNotTheRequester(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	in := h.addInstances("db", "cassandra", 1)[0]
 	id, _, ack := h.plan(alice, in.Name)
@@ -250,6 +259,7 @@ func TestNotTheRequester(t *testing.T) {
 // Slack's disconnect message and a dropped socket both lead to a new
 // connection, and the bot keeps answering.
 func TestReconnect(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	in := h.addInstances("db", "cassandra", 1)[0]
 	h.slack.Disconnect("refresh_requested")
@@ -274,6 +284,7 @@ func TestReconnect(t *testing.T) {
 
 // The ack comes before the slow GeminiDB lookup finishes.
 func TestAckDoesNotWaitForGeminiDB(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	in := h.addInstances("db", "cassandra", 1)[0]
 	h.gdb.SetDelay("/instances", 2*time.Second)
@@ -289,6 +300,7 @@ func TestAckDoesNotWaitForGeminiDB(t *testing.T) {
 
 // Bad input gets a usage message in the ack, and nothing is looked up.
 func TestBadInputIsAnswered(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	tests := []struct{ name, text, want string }{
 		{"empty", "", "Usage"},
@@ -326,6 +338,7 @@ func manyNames(n int) string {
 
 // A revoked app token stops the bot with an error instead of redialling forever.
 func TestRevokedAppTokenStopsTheBot(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	h.slack.RevokeAppToken()
 	h.slack.DropConnections()
@@ -347,6 +360,7 @@ func TestRevokedAppTokenStopsTheBot(t *testing.T) {
 // rejects what real Slack rejects), every call ≤ 10 IDs, and the thread
 // lists every instance.
 func TestHundredInstances(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := append(h.addInstances("cassandra-instance-with-a-long-name", "cassandra", 50),
 		h.addInstances("influxdb-instance-with-a-long-name", "influxdb", 50)...)
@@ -435,6 +449,7 @@ func BenchmarkSlashCommandAck(b *testing.B) {
 // Slack's rate limit (429 with Retry-After) on a thread reply is waited out,
 // not lost.
 func TestSlackRateLimitIsWaitedOut(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	in := h.addInstances("db", "cassandra", 1)[0]
 	id, _, ack := h.plan(alice, in.Name)
@@ -455,6 +470,7 @@ func TestSlackRateLimitIsWaitedOut(t *testing.T) {
 // When the bot cannot post in the channel, nothing is patched and the
 // requester is told why.
 func TestChannelPostRefusedPatchesNothing(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	in := h.addInstances("db", "cassandra", 1)[0]
 	id, _, ack := h.plan(alice, in.Name)
@@ -471,6 +487,7 @@ func TestChannelPostRefusedPatchesNothing(t *testing.T) {
 // finishes and is recorded; the batches not yet sent are not sent, and the
 // thread says so.
 func TestShutdownBetweenBatches(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 12) // two batch calls: 10 + 2
 	names := make([]string, len(insts))

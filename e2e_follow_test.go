@@ -58,6 +58,7 @@ func (h *harness) count(ts, s string) int {
 // Jobs that complete and fail are reported once each in the thread, the
 // parent's counts follow, and a final summary shows versions before → after.
 func TestFollowJobsToTheEnd(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 3)
 	id, ts, jobs := h.submitted(insts)
@@ -110,6 +111,7 @@ func (h *harness) waitParentText(id, want string) {
 // A restart between submit and completion continues in the same thread,
 // with no duplicate replies.
 func TestRestartContinuesInTheSameThread(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "influxdb", 2)
 	id, ts, jobs := h.submitted(insts)
@@ -138,6 +140,7 @@ func TestRestartContinuesInTheSameThread(t *testing.T) {
 
 // A restart with a job still running picks it up and reports it later.
 func TestRestartPicksUpRunningJobs(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 1)
 	_, ts, jobs := h.submitted(insts)
@@ -150,6 +153,7 @@ func TestRestartPicksUpRunningJobs(t *testing.T) {
 // request shows every instance's outcome, the cloud's refusals included,
 // and only in the request's own channel.
 func TestStatusCommand(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 3)
 	h.gdb.SetUpgradeResult(insts[2].ID, "DBS.200011", "The status of DB instance does not allow the operation.")
@@ -183,6 +187,7 @@ func TestStatusCommand(t *testing.T) {
 // says so: not as a failure (it may still be running), in its reply and in
 // the summary.
 func TestStopFollowingAfterBound(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.FollowFor = 300 * time.Millisecond })
 	insts := h.addInstances("db", "cassandra", 1)
 	_, ts, _ := h.submitted(insts)
@@ -195,6 +200,7 @@ func TestStopFollowingAfterBound(t *testing.T) {
 // A corrupted store stops the bot at start with a clear error, and the file
 // is left as it was.
 func TestCorruptedStoreStopsTheBot(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	h.stop()
 	path := h.cfg.Store
@@ -238,6 +244,7 @@ func TestRestartWhileSubmitting(t *testing.T) {
 		{"died before the call", false, []string{"NOT_SENT", "nothing was started"}, "outcome unknown"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			h := newHarness(t, nil)
 			insts := h.addInstances("db", "cassandra", 2)
 			// The second instance gets no job, so the store can be rewound to a
@@ -316,15 +323,19 @@ func (h *harness) rewindToSubmitting(id string, keep int, inFlight bool, ids ...
 // A finished request older than BOT_RETENTION is deleted with its jobs by
 // the housekeeping, and status then says why it is not known.
 func TestRetentionDeletesOldRequests(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.Retention = 24 * time.Hour })
 	insts := h.addInstances("db", "cassandra", 2)
 	id, ts, jobs := h.submitted(insts[:1])
 	h.gdb.CompleteJob(jobs[insts[0].ID], "3.11.3.5")
 	h.threadText(ts, "finished")
-	h.waitLog(`"event":"done"`)
+	h.quiesce() // the summary is out and the request finished
+	if n := len(h.auditEvents("done")); n != 1 {
+		t.Fatalf("%d done audit events, want 1", n)
+	}
 	open, _, _ := h.plan(alice, insts[1].Name) // expires with the clock, but too recently to be deleted
 	h.clock.Advance(25 * time.Hour)
-	h.waitLog("deleted final requests older than the retention")
+	h.quiesce() // two housekeeping ticks on: the old request is deleted
 	ack := h.slash(alice, opsChannel, "status "+id)
 	h.reply(ack.ResponseURL, "Finished requests are deleted 1 day")
 	if n := len(h.auditEvents("done")); n != 1 {

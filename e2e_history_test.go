@@ -14,6 +14,7 @@ import (
 // each with a link to its thread (chat.getPermalink); by a person or
 // naming an instance when asked; never another channel's.
 func TestHistory(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 3)
 
@@ -72,6 +73,7 @@ func TestHistory(t *testing.T) {
 
 // history shows the last 20 requests, newest first.
 func TestHistoryShowsTheLastTwenty(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	base := time.Now().Add(-48 * time.Hour)
 	for i := range 25 {

@@ -28,6 +28,7 @@ func (h *harness) openHome(user string, n int) string {
 // requests running now and the last finished, each with its state, counts
 // and thread link; someone not allowed sees only why.
 func TestAppHome(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 2)
 

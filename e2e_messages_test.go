@@ -12,6 +12,7 @@ import (
 // date: every reader sees their own time, clients that cannot the UTC
 // fallback.
 func TestPlanDeadlineIsASlackDate(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 1)
 	id, plan, _ := h.plan(alice, insts[0].Name)
@@ -29,6 +30,7 @@ func TestPlanDeadlineIsASlackDate(t *testing.T) {
 // With BOT_CONSOLE_URL set, instance names link to their console page in
 // the plan, list and status answers.
 func TestConsoleLinks(t *testing.T) {
+	t.Parallel()
 	const tmpl = "https://console.example.com/nosql/?region={region}&project={project_id}#/instances/{instance_id}"
 	h := newHarness(t, func(c *config.Config) {
 		c.ConsoleURL = tmpl

@@ -55,6 +55,7 @@ func (h *harness) startReplica() {
 // through the other, clicks spread over both submit exactly once, and each
 // job's end is reported once although both follow it.
 func TestTwoReplicasShareARedisStore(t *testing.T) {
+	t.Parallel()
 	addr := storetest.StartRedis(t)
 	h := newHarness(t, func(c *config.Config) {
 		c.Store = "redis://" + addr + "/0"
@@ -96,6 +97,7 @@ func TestTwoReplicasShareARedisStore(t *testing.T) {
 // A replica that starts while another is submitting leaves that submission
 // alone: the submitter holds a live lease.
 func TestReplicaStartingDuringASubmission(t *testing.T) {
+	t.Parallel()
 	addr := storetest.StartRedis(t)
 	h := newHarness(t, func(c *config.Config) { c.Store = "redis://" + addr + "/0" })
 	in := h.addInstances("db", "cassandra", 1)[0]
@@ -126,6 +128,7 @@ func TestReplicaStartingDuringASubmission(t *testing.T) {
 // Replicas on one Redis share the per-person command limit and recognise a
 // redelivered command that lands on the other replica.
 func TestReplicasShareLimitsAndRedeliveries(t *testing.T) {
+	t.Parallel()
 	addr := storetest.StartRedis(t)
 	h := newHarness(t, func(c *config.Config) {
 		c.Store = "redis://" + addr + "/0"
@@ -160,6 +163,7 @@ func TestReplicasShareLimitsAndRedeliveries(t *testing.T) {
 // logged, nothing is patched, and the request is left planned, so a second
 // click (once the store works) patches exactly once.
 func TestStoreFailureOnConfirmIsToldNotSwallowed(t *testing.T) {
+	t.Parallel()
 	addr := storetest.StartRedis(t)
 	h := newHarness(t, func(c *config.Config) {
 		c.Store = "redis://" + addr + "/0"

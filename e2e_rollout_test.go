@@ -62,6 +62,7 @@ func (h *harness) threadClick(user, action, id string, retry int) {
 // --canary 1: the canary goes alone; once its job Completed, the rest goes
 // by itself, once, and the summary offers no Retry.
 func TestCanaryThenTheRest(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 3)
 	_, plan, _ := h.plan(alice, names(insts)+" --canary 1 --dry-run")
@@ -92,6 +93,7 @@ func TestCanaryThenTheRest(t *testing.T) {
 // A failed canary pauses the request; Stop ends it and nothing more is
 // sent; the summary names what was not sent and offers Retry.
 func TestFailedCanaryThenStop(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 3)
 	id, ts := h.confirmed(names(insts) + " --canary 1")
@@ -117,6 +119,7 @@ func TestFailedCanaryThenStop(t *testing.T) {
 // Continue after a failed canary sends the rest exactly once, however many
 // times it is pressed or redelivered.
 func TestFailedCanaryThenContinueTwice(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 3)
 	id, ts := h.confirmed(names(insts) + " --canary 1")
@@ -141,6 +144,7 @@ func TestFailedCanaryThenContinueTwice(t *testing.T) {
 // --wait-for-window: an instance outside its window is scheduled, shown in
 // the channel message, and sent when its window opens, once.
 func TestWaitForWindow(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 2)
 	now, later := insts[0], insts[1]
@@ -168,6 +172,7 @@ func TestWaitForWindow(t *testing.T) {
 // Retry on a summary builds a fresh plan of just the instances that were
 // not patched, shown to the clicker, who becomes its requester.
 func TestRetryWhatFailed(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 2)
 	id, ts := h.confirmed(names(insts))
@@ -194,6 +199,7 @@ func TestRetryWhatFailed(t *testing.T) {
 // still works, the scheduled wave still goes when its window opens, and
 // nothing is sent twice.
 func TestRestartMidRollout(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 3)
 	h.gdb.SetInstance(insts[2].ID, func(in *upgrade.Instance) { in.MaintenanceWindow = window(2, 2) })
@@ -227,6 +233,7 @@ func TestRestartMidRollout(t *testing.T) {
 
 // Two replicas on one Redis: the rest after a canary is sent once.
 func TestRolloutOnTwoReplicas(t *testing.T) {
+	t.Parallel()
 	addr := storetest.StartRedis(t)
 	h := newHarness(t, func(c *config.Config) {
 		c.Store = "redis://" + addr + "/0"
@@ -249,6 +256,7 @@ func TestRolloutOnTwoReplicas(t *testing.T) {
 // With approvals on, the approval covers the whole rollout, and Continue
 // after a failed canary needs an approver who is not the requester.
 func TestContinueNeedsAnApprover(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, func(c *config.Config) { c.Approvers = []string{bob} })
 	insts := h.addInstances("db", "cassandra", 2)
 	id, _, ack := h.plan(alice, names(insts)+" --canary 1")

@@ -108,8 +108,7 @@ func newTargetsHarness(t *testing.T, deExtra, nlExtra string, tweak func(c *conf
 func (h *harness) waitStartupCalls(n int) {
 	h.t.Helper()
 	if err := h.slack.WaitFor(h.ctx(), fmt.Sprintf("%d start-up calls", n), func(*slacktest.Server) bool {
-		logs := h.logs.String()
-		return strings.Count(logs, "fleet size learned")+strings.Count(logs, "GeminiDB not reachable at start") >= n
+		return h.main.sized.Load() >= int64(n)
 	}); err != nil {
 		h.t.Fatalf("%v\nlogs:\n%s", err, h.logs.String())
 	}
@@ -186,6 +185,7 @@ func (th *targetsHarness) twin(name string) (de, nl upgrade.Instance) {
 // every message about the request names the target; the jobs are followed
 // to the summary with each target's own client.
 func TestTargetsChannelPicksTarget(t *testing.T) {
+	t.Parallel()
 	th := newTargetsHarness(t, "", "", nil)
 	de, nl := th.twin("cass-orders")
 
@@ -255,6 +255,7 @@ func TestTargetsChannelPicksTarget(t *testing.T) {
 // the bot asks (listing them) and calls no GeminiDB; list and status use
 // the chosen target.
 func TestTargetsFlagAndAsking(t *testing.T) {
+	t.Parallel()
 	th := newTargetsHarness(t, "", "", nil)
 	de, nl := th.twin("cass-users")
 	deCalls, nlCalls := th.gdb.Calls(""), th.nl.Calls("")
@@ -303,6 +304,7 @@ func TestTargetsFlagAndAsking(t *testing.T) {
 // replaces BOT_APPROVERS, prod-eu-nl uses BOT_APPROVERS, staging's empty
 // list turns approval off.
 func TestTargetsApprovers(t *testing.T) {
+	t.Parallel()
 	th := newTargetsHarness(t, "    approvers: ["+carol+"]", "", func(c *config.Config) { c.Approvers = []string{bob} })
 	de, nl := th.twin("cass-billing")
 
@@ -359,6 +361,7 @@ func TestTargetsApprovers(t *testing.T) {
 // client; a request stored before targets existed (no target recorded)
 // belongs to the first target.
 func TestTargetsRestartFollowsEachRequestsTarget(t *testing.T) {
+	t.Parallel()
 	th := newTargetsHarness(t, "", "", nil)
 	de, nl := th.twin("cass-ledger")
 	deID, deTS := th.submitIn(deChannel, "cass-ledger")
@@ -392,6 +395,7 @@ func TestTargetsRestartFollowsEachRequestsTarget(t *testing.T) {
 // One target answering 500s (slowly) does not hold up the other: its jobs'
 // ends are reported at once and its new requests are patched.
 func TestTargetsOutageLeavesOthersWorking(t *testing.T) {
+	t.Parallel()
 	th := newTargetsHarness(t, "", "", nil)
 	de, nl := th.twin("cass-events")
 	_, deTS := th.submitIn(deChannel, "cass-events")
@@ -435,6 +439,7 @@ func (h *harness) waitCalls(fake *upgradetest.Server, suffix string, n int) {
 // A target whose credentials are refused answers with the cloud's error in
 // its own channel; the other target plans and patches as usual.
 func TestTargetsRefusedCredentialsStayInTheirTarget(t *testing.T) {
+	t.Parallel()
 	th := newTargetsHarness(t, "", "", func(c *config.Config) {
 		c.LookupEnv = config.MapLookup(map[string]string{"EU_DE_TOKEN": "MIIwrong-eu-de-token-0000", "EU_NL_PASSWORD": nlPassword})
 	})

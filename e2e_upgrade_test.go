@@ -24,6 +24,7 @@ func window(from, length int) string {
 // Outside its maintenance window an instance is skipped unless --force;
 // with --force it is patched and the channel message records the override.
 func TestMaintenanceWindowAndForce(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 2)
 	inside, outside := insts[0], insts[1]
@@ -50,6 +51,7 @@ func TestMaintenanceWindowAndForce(t *testing.T) {
 
 // --dry-run shows the plan with no buttons and stores nothing to confirm.
 func TestDryRun(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	in := h.addInstances("db", "cassandra", 1)[0]
 	id, planMsg, _ := h.plan(alice, in.Name+" --dry-run")
@@ -63,6 +65,7 @@ func TestDryRun(t *testing.T) {
 
 // list shows the instances that have a patch available, with versions.
 func TestListCommand(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	cass := h.addInstances("cass", "cassandra", 2)
 	influx := h.addInstances("influx", "influxdb", 1)[0]
@@ -86,6 +89,7 @@ func TestListCommand(t *testing.T) {
 
 // An ambiguous name is not patched: the plan lists the matching IDs.
 func TestAmbiguousName(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	a := upgradetest.NewInstance("twin", "cassandra")
 	b := upgradetest.NewInstance("twin", "cassandra")
@@ -105,6 +109,7 @@ func TestAmbiguousName(t *testing.T) {
 // An API error during lookup reaches the user with its code, message and
 // the call that failed.
 func TestLookupErrorIsShown(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	in := h.addInstances("db", "cassandra", 1)[0]
 	h.gdb.FailNext("/instances", 403, "DBS.280032", "The IAM user does not have the permission.", 100)
@@ -143,6 +148,7 @@ func TestAuthModesEndToEnd(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			h := newHarnessWith(t, tt.opts, func(c *config.Config) { tt.cfg(c, c.GeminiDBEndpoint) })
 			insts := h.addInstances("db", "cassandra", 2)
 			id, _, ack := h.plan(alice, insts[0].Name+" "+insts[1].Name)
@@ -161,6 +167,7 @@ func TestAuthModesEndToEnd(t *testing.T) {
 // Looking up N instances in a fleet of 250 costs at most min(N, 3) list
 // calls, from the first command on (the bot learns the fleet size at start).
 func TestLookupCostStaysWithinBound(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	insts := h.addInstances("db", "cassandra", 250)
 	h.restart() // a bot starting against an existing fleet

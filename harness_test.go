@@ -129,10 +129,8 @@ func newHarness(t testing.TB, tweak func(c *config.Config), slackOpts ...slackte
 func newHarnessWith(t testing.TB, gdbOpts []upgradetest.ServerOption, tweak func(c *config.Config), slackOpts ...slacktest.Option) *harness {
 	t.Helper()
 	// Every harness has its own fakes, store, port and clock, and no test
-	// touches the process environment, so tests run side by side.
-	if pt, ok := t.(*testing.T); ok {
-		pt.Parallel()
-	}
+	// touches the process environment, so tests run side by side: each
+	// test says so itself (t.Parallel) before building its harness.
 	sl := slacktest.New(t, slackOpts...)
 	gdb := upgradetest.NewServer(t, gdbOpts...)
 	cfg := botConfig(t, sl, gdb)
@@ -162,8 +160,7 @@ func (h *harness) start() {
 		h.t.Fatalf("Validate: %v", err)
 	}
 	cfg.Now = h.clock.Now
-	before, calls := h.slack.Connections(), h.gdb.Calls("/instances")
-	logged := strings.Count(h.logs.String(), "fleet size learned")
+	before := h.slack.Connections()
 	m, err := NewMain(cfg, h.logs)
 	if err != nil {
 		h.t.Fatalf("NewMain: %v", err)
@@ -177,7 +174,7 @@ func (h *harness) start() {
 	// At start the bot asks GeminiDB once for the fleet's size; wait for it
 	// so tests can count the calls their own actions cause.
 	if err := h.slack.WaitFor(h.ctx(), "the start-up fleet-size call", func(*slacktest.Server) bool {
-		return h.gdb.Calls("/instances") > calls && strings.Count(h.logs.String(), "fleet size learned") > logged
+		return m.sized.Load() == int64(len(m.GeminiDB))
 	}); err != nil {
 		h.t.Fatal(err)
 	}
@@ -215,7 +212,7 @@ func (h *harness) restart() {
 }
 
 func (h *harness) ctx() context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	h.t.Cleanup(cancel)
 	return ctx
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/slack-go/slack/socketmode"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/bot"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/commands"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/demo"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/ops"
@@ -198,12 +199,15 @@ type Main struct {
 	// stopping is set when shutdown begins, so /readyz turns 503 at once
 	// and a load balancer stops sending traffic before the socket closes.
 	stopping atomic.Bool
+	// sized counts the targets whose fleet size the start-up call learned
+	// (or failed to): tests wait on it instead of on a log line.
+	sized atomic.Int64
 }
 
 // Store is the bot's durable state: the embedded bbolt file or a Redis
 // shared by replicas.
 type Store interface {
-	bot.Store
+	bot.Storage
 	Ping(ctx context.Context) error
 	Close() error
 }
@@ -346,8 +350,8 @@ func NewMain(cfg config.Config, logOut io.Writer) (*Main, error) {
 	}
 	api := NewSlack(cfg)
 	sm := socketmode.New(api)
-	b := bot.New(bot.Config{
-		Command: bot.Command, Targets: targets,
+	b := bot.New(bot.Options{Config: bot.Config{
+		Command: commands.Command, Targets: targets,
 		AllowedUsers: cfg.AllowedUsers, AllowedChannels: cfg.AllowedChannels,
 		ConfirmTTL: cfg.ConfirmTTL, PollInterval: cfg.PollInterval, FollowFor: cfg.FollowFor,
 		CommandsPerMin: cfg.CommandsPerMin, MaxOpenPlans: cfg.MaxOpenPlans,
@@ -361,7 +365,7 @@ func NewMain(cfg config.Config, logOut io.Writer) (*Main, error) {
 		PollConcurrency: cfg.PollConcurrency,
 		Retention:       cfg.Retention,
 		Canary:          cfg.Canary,
-	}, api, sm, nil, st, log, metrics)
+	}, Slack: api, Socket: sm, Store: st, Log: log, Metrics: metrics})
 
 	m := &Main{Config: cfg, Log: log, Store: st, Bot: b, Registry: reg, Slack: api, GeminiDB: dbs}
 	h := ops.Handler(map[string]ops.Check{
@@ -408,6 +412,7 @@ func (m *Main) Run(ctx context.Context) error {
 	for i, db := range m.GeminiDB {
 		name := m.Config.Targets[i].Name
 		go func() {
+			defer m.sized.Add(1)
 			page, err := db.ListInstances(botCtx, upgrade.ListOptions{Limit: 1})
 			if err != nil {
 				m.Log.Warn().Err(err).Str("target", name).Msg("GeminiDB not reachable at start; instance lookups will tell users why")

@@ -8,7 +8,6 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/geminidb-patch-bot/geminidb-patch-bot/bot"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/commands"
 )
 
@@ -56,8 +55,8 @@ func TestManifestMatchesCode(t *testing.T) {
 	for _, c := range m.Features.SlashCommands {
 		cmds = append(cmds, c.Command)
 	}
-	if !slices.Equal(cmds, []string{bot.Command}) {
-		t.Errorf("manifest slash commands = %v, want exactly [%s] (bot.Command)", cmds, bot.Command)
+	if !slices.Equal(cmds, []string{commands.Command}) {
+		t.Errorf("manifest slash commands = %v, want exactly [%s] (commands.Command)", cmds, commands.Command)
 	}
 	if !m.Settings.SocketMode {
 		t.Error("manifest socket_mode_enabled = false, want true: the bot only speaks Socket Mode")

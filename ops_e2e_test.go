@@ -81,6 +81,7 @@ var nonZeroSample = regexp.MustCompile(` [1-9][0-9]*(\.[0-9]+)?(e[+-]?[0-9]+)?$`
 // A connected bot is alive and ready; after a slash command /metrics shows
 // the command, the GeminiDB call it made and the ack.
 func TestOpsEndpointsWhenConnected(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	if status, body := h.httpGet("/healthz"); status != http.StatusOK {
 		t.Errorf("/healthz: got %d (%q), want 200", status, body)
@@ -128,6 +129,7 @@ func TestOpsEndpointsWhenConnected(t *testing.T) {
 // While the Socket Mode connection is down the bot is alive but not ready;
 // once it reconnects it is ready again.
 func TestReadyzWhenSocketDown(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	h.waitStatus("/readyz", http.StatusOK)
 
@@ -157,6 +159,7 @@ func TestReadyzWhenSocketDown(t *testing.T) {
 
 // While the bot shuts down /readyz says so.
 func TestReadyzDuringShutdown(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	h.waitStatus("/readyz", http.StatusOK)
 	h.main.stopping.Store(true)
@@ -223,6 +226,7 @@ func TestCloseWithoutRun(t *testing.T) {
 
 // The healthcheck subcommand (Docker's HEALTHCHECK) asks /healthz.
 func TestHealthcheckSubcommand(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, nil)
 	var stdout, stderr strings.Builder
 	if code := run(context.Background(), []string{"healthcheck"}, environ{lookup: config.MapLookup(map[string]string{"BOT_HTTP_ADDR": h.main.HTTP.Addr()})}, &stdout, &stderr); code != exitOK {

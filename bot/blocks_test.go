@@ -16,6 +16,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/patch"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
@@ -68,7 +69,7 @@ func seedPlan() upgrade.Plan {
 	b.MaintenanceWindow = "08:00-12:00"
 	return upgrade.Plan{
 		Refs:      []string{"cass-prod-1", "cass-prod-2", "ghost"},
-		Targets:   []upgrade.Target{{Ref: "cass-prod-1", Instance: a}, {Ref: "cass-prod-2", Instance: b, Warning: "outside its maintenance window 08:00-12:00 UTC"}},
+		Targets:   []upgrade.PlanItem{{Ref: "cass-prod-1", Instance: a}, {Ref: "cass-prod-2", Instance: b, Warning: "outside its maintenance window 08:00-12:00 UTC"}},
 		Skipped:   []upgrade.Skip{{Ref: "ghost", Reason: "not found in project"}},
 		Batches:   []upgrade.Batch{{Engine: "cassandra", InstanceIDs: []string{a.ID, b.ID}}},
 		Force:     true,
@@ -84,7 +85,7 @@ func bigPlan(n int) upgrade.Plan {
 			engine = "influxdb"
 		}
 		in := inst(fmt.Sprintf("%032xin13", i), fmt.Sprintf("instance-with-a-rather-long-name-%03d", i), engine)
-		p.Targets = append(p.Targets, upgrade.Target{Ref: in.Name, Instance: in})
+		p.Targets = append(p.Targets, upgrade.PlanItem{Ref: in.Name, Instance: in})
 		p.Skipped = append(p.Skipped, upgrade.Skip{Ref: fmt.Sprintf("missing-%03d", i), Reason: "not found in project"})
 	}
 	return p
@@ -135,15 +136,15 @@ func TestSummaryBlocksGolden(t *testing.T) {
 	}
 	jobs := []store.Job{{ID: "e4616470-733d-41de-a9b0-a260709293d3", InstanceID: p.Targets[0].Instance.ID, InstanceName: "cass-prod-1", Status: upgrade.JobCompleted, Reported: true, VersionBefore: "3.11.3.2"}}
 	counts := countJobs(results, jobs)
-	golden(t, "parent_running", parentBlocks(ParentView{Request: r, Plan: p}))
-	golden(t, "parent_finished", parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: true}))
-	msgs := messages("*Batch results*", resultLines(p, results))
+	golden(t, "parent_running", kit{}.parentBlocks(ParentView{Request: r, Plan: p}))
+	golden(t, "parent_finished", kit{}.parentBlocks(ParentView{Request: r, Plan: p, Counts: &counts, Finished: true}))
+	msgs := messages("*Batch results*", kit{}.resultLines(p, results))
 	if len(msgs) != 1 {
 		t.Fatalf("got %d result messages, want 1", len(msgs))
 	}
 	golden(t, "thread_results", msgs[0])
 	after := map[string]upgrade.Instance{p.Targets[0].Instance.ID: {ID: p.Targets[0].Instance.ID, Version: "3.11", WholeVersion: "3.11.3.5"}}
-	golden(t, "thread_summary", messages("*Versions before → after*", summaryLines(r, jobs, after))[0])
+	golden(t, "thread_summary", messages("*Versions before → after*", kit{}.summaryLines(r, jobs, after))[0])
 }
 
 // threePlan patches two Cassandra instances and one Influx instance; two
@@ -152,14 +153,14 @@ func threePlan() upgrade.Plan {
 	p := seedPlan()
 	c := inst("5f2e8d1a0b9c4e7f8a6b5c4d3e2f1a0bin13", "influx-metrics-eu-1", "influxdb")
 	c.Version, c.WholeVersion, c.MaintenanceWindow = "1.8", "1.8.4.1", "09:00-13:00"
-	p.Targets = append(p.Targets, upgrade.Target{Ref: c.Name, Instance: c, Warning: "outside its maintenance window 09:00-13:00 UTC"})
+	p.Targets = append(p.Targets, upgrade.PlanItem{Ref: c.Name, Instance: c, Warning: "outside its maintenance window 09:00-13:00 UTC"})
 	p.Batches = append(p.Batches, upgrade.Batch{Engine: "influxdb", InstanceIDs: []string{c.ID}})
 	return p
 }
 
 func TestApprovalBlocksGolden(t *testing.T) {
 	r := store.Request{ID: "r-000000000006", Requester: "UALICE", Channel: "COPS", ExpiresAt: expires}
-	golden(t, "approval", approvalBlocks(r, threePlan(), []string{"UBEN", "S0DBALEADS"}))
+	golden(t, "approval", kit{}.approvalBlocks(r, threePlan(), []string{"UBEN", "S0DBALEADS"}))
 }
 
 // endedAt is when the test jobs ended or were given up.
@@ -193,10 +194,10 @@ func TestThreadBlocksGolden(t *testing.T) {
 		{"thread_job_unfollowed", jobs[2]},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			golden(t, tt.name, noticeBlocks(jobLine(tt.job, endedAt)))
+			golden(t, tt.name, noticeBlocks(kit{}.jobLine(tt.job, endedAt)))
 		})
 	}
-	ends := jobEndsBlocks(jobs, endedAt)
+	ends := kit{}.jobEndsBlocks(jobs, endedAt)
 	if len(ends) != 1 {
 		t.Fatalf("got %d replies for 4 jobs, want 1", len(ends))
 	}
@@ -204,9 +205,9 @@ func TestThreadBlocksGolden(t *testing.T) {
 
 	// The final summary, as the follower puts it together.
 	p := threePlan()
-	p.Targets = append(p.Targets, upgrade.Target{Ref: "influx-metrics-eu-2", Instance: upgrade.Instance{ID: jobs[3].InstanceID, Name: "influx-metrics-eu-2", Engine: "influxdb"}})
+	p.Targets = append(p.Targets, upgrade.PlanItem{Ref: "influx-metrics-eu-2", Instance: upgrade.Instance{ID: jobs[3].InstanceID, Name: "influx-metrics-eu-2", Engine: "influxdb"}})
 	ghost := upgrade.Instance{ID: "2b3c4d5e6f7a4b8c9d0e1f2a3b4c5d6ein06", Name: "cass-ledger-prod", Engine: "cassandra"}
-	p.Targets = append(p.Targets, upgrade.Target{Ref: ghost.Name, Instance: ghost})
+	p.Targets = append(p.Targets, upgrade.PlanItem{Ref: ghost.Name, Instance: ghost})
 	results := []upgrade.UpgradeResult{{InstanceID: ghost.ID, ErrorCode: "DBS.200011", ErrorMessage: "The status of DB instance does not allow the operation."}}
 	for _, j := range jobs {
 		results = append(results, upgrade.UpgradeResult{InstanceID: j.InstanceID, JobID: j.ID})
@@ -218,7 +219,7 @@ func TestThreadBlocksGolden(t *testing.T) {
 	r := store.Request{ID: "r-000000000001", Requester: "UALICE", Channel: "COPS"}
 	counts := countJobs(results, jobs)
 	title := fmt.Sprintf("<@%s> request `%s` finished: %s.\n*Versions before → after*", r.Requester, r.ID, counts)
-	lines := append(summaryLines(r, jobs, after), unstartedLines(p, results, after)...)
+	lines := append(kit{}.summaryLines(r, jobs, after), kit{}.unstartedLines(p, results, after)...)
 	golden(t, "thread_summary_mixed", messages(title, lines)[0])
 
 	golden(t, "notice_expired", noticeBlocks(expiredNote(store.Request{ID: "r-000000000007", ExpiresAt: expires})))
@@ -245,7 +246,7 @@ func TestMessagesStayWithinSlackLimits(t *testing.T) {
 		}
 	}
 	check("plan", kit{}.planBlocks(p, PlanView{RequestID: "r-1", ExpiresAt: expires}))
-	check("approval", approvalBlocks(store.Request{ID: "r-1", Requester: "U1"}, p, []string{"U2"}))
+	check("approval", kit{}.approvalBlocks(store.Request{ID: "r-1", Requester: "U1"}, p, []string{"U2"}))
 	var results []upgrade.UpgradeResult
 	for i, tg := range p.Targets {
 		if i%3 == 0 {
@@ -254,7 +255,7 @@ func TestMessagesStayWithinSlackLimits(t *testing.T) {
 			results = append(results, upgrade.UpgradeResult{InstanceID: tg.Instance.ID, JobID: fmt.Sprintf("job-%036d", i)})
 		}
 	}
-	msgs := messages("*Batch results*", resultLines(p, results))
+	msgs := messages("*Batch results*", kit{}.resultLines(p, results))
 	total := 0
 	for i, m := range msgs {
 		check(fmt.Sprintf("results message %d", i), m)
@@ -343,7 +344,7 @@ func TestCommandBlocksGolden(t *testing.T) {
 		{InstanceID: jobs[0].InstanceID, JobID: jobs[0].ID},
 		{InstanceID: jobs[1].InstanceID, JobID: jobs[1].ID},
 		{InstanceID: jobs[2].InstanceID, JobID: jobs[2].ID},
-		{InstanceID: "2b3c4d5e6f7a4b8c9d0e1f2a3b4c5d6ein06", ErrorCode: CodeUnknown, ErrorMessage: "GeminiDB did not answer the batch call in time: the patch may have started. Check the console before retrying."},
+		{InstanceID: "2b3c4d5e6f7a4b8c9d0e1f2a3b4c5d6ein06", ErrorCode: patch.CodeUnknown, ErrorMessage: "GeminiDB did not answer the batch call in time: the patch may have started. Check the console before retrying."},
 	}
 	r := store.Request{ID: "r-000000000001", Requester: "UALICE", Channel: "COPS", State: store.Submitted}
 	golden(t, "status_request", kit{}.requestStatusBlocks(r, p, results, jobs[:3]))

@@ -1,6 +1,8 @@
-// Package bot is the Slack side of geminidb-patch-bot: the Socket Mode loop,
-// the slash command and button handlers, the Block Kit messages, the
-// two-person approval and the job follower. Slack types stop here.
+// Package bot is the Slack adapter of geminidb-patch-bot: the Socket Mode
+// loop, the slash command and button handlers (each parses, checks who may
+// press, and calls one patch.Runner verb), the Block Kit messages, the App
+// Home, and the patch.Reporter that says in Slack what the engine did.
+// Slack types stop here; the rollout engine is package patch.
 package bot
 
 import (
@@ -16,13 +18,11 @@ import (
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/commands"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/patch"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
-
-// Command is the slash command the bot answers; manifest.yml declares the same.
-const Command = "/geminidb-patch"
 
 // GeminiDB is what the bot needs from the GeminiDB API (upgrade.Client) of
 // one target.
@@ -47,30 +47,32 @@ type SlackAPI interface {
 	PublishViewContext(ctx context.Context, req slack.PublishViewContextRequest) (*slack.ViewResponse, error)
 }
 
-// Store is the durable state the bot keeps (store.Bolt).
+// Store is what the bot itself reads of the durable state (requests for
+// status, history and the App Home, open plans) and the per-person limits
+// it keeps there. Every write about a request's life goes through the
+// patch.Runner.
 type Store interface {
-	Create(ctx context.Context, r store.Request) error
 	Get(ctx context.Context, id string) (store.Request, error)
-	Transition(ctx context.Context, id string, from []store.State, to store.State, user string, mutate func(*store.Request)) (store.Request, error)
-	TransitionIf(ctx context.Context, id string, from []store.State, to store.State, user string, mutate func(*store.Request) error) (store.Request, error)
-	Update(ctx context.Context, id string, mutate func(*store.Request) error) (store.Request, error)
 	List(ctx context.Context, states ...store.State) ([]store.Request, error)
-	PutJob(ctx context.Context, j store.Job) error
-	Allow(ctx context.Context, key string, limit int, window time.Duration) (bool, error)
-	Remember(ctx context.Context, key string, ttl time.Duration) (bool, error)
-	UpdateJob(ctx context.Context, id string, mutate func(*store.Job) error) (store.Job, error)
-	Prune(ctx context.Context, before time.Time, max int) (int, error)
 	Recent(ctx context.Context, n int, keep func(store.Request) bool, states ...store.State) ([]store.Request, error)
 	Jobs(ctx context.Context, requestID string) ([]store.Job, error)
-	ActiveJobs(ctx context.Context) ([]store.Job, error)
 	OpenPlans(ctx context.Context, user string, now time.Time) (int, error)
+	Allow(ctx context.Context, key string, limit int, window time.Duration) (bool, error)
+	Remember(ctx context.Context, key string, ttl time.Duration) (bool, error)
+}
+
+// Storage is the store a bot is built on: what the bot reads and what its
+// engine needs (store.Bolt and store.Redis have both).
+type Storage interface {
+	Store
+	patch.Engine
 }
 
 var (
 	_ GeminiDB = (*upgrade.Client)(nil)
 	_ SlackAPI = (*slack.Client)(nil)
-	_ Store    = (*store.Bolt)(nil)
-	_ Store    = (*store.Redis)(nil)
+	_ Storage  = (*store.Bolt)(nil)
+	_ Storage  = (*store.Redis)(nil)
 )
 
 // Config is the bot's behaviour, filled from the environment by main.
@@ -98,10 +100,78 @@ type Config struct {
 	Now             func() time.Time
 
 	// Targets are the GeminiDB projects and regions the bot patches, each
-	// with its own client (New's db is then unused). Without any, the bot
-	// has one target, DefaultTarget: ProjectID, BatchEngines and
-	// Approvers above, with New's db.
+	// with its own client (Options.GeminiDB is then unused). Without any,
+	// the bot has one target, DefaultTarget: ProjectID, BatchEngines and
+	// Approvers above, with Options.GeminiDB.
 	Targets []Target
+}
+
+// The bot's defaults for what Config leaves unset (the engine's own, such
+// as PollInterval and BatchTimeout, are patch's: see patch.RunnerOptions).
+const (
+	DefaultCommandsPerMin = 10
+	DefaultMaxOpenPlans   = 3
+	DefaultGroupCacheTTL  = time.Minute
+	DefaultConfirmTTL     = 15 * time.Minute
+)
+
+// withDefaults fills in what c leaves unset, in one place.
+func (c Config) withDefaults() Config {
+	if c.Command == "" {
+		c.Command = commands.Command
+	}
+	if c.Workers <= 0 {
+		c.Workers = DefaultWorkers
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.PollConcurrency <= 0 {
+		c.PollConcurrency = patch.DefaultPollConcurrency
+	}
+	if c.CommandsPerMin <= 0 {
+		c.CommandsPerMin = DefaultCommandsPerMin
+	}
+	if c.MaxOpenPlans <= 0 {
+		c.MaxOpenPlans = DefaultMaxOpenPlans
+	}
+	if c.BatchTimeout <= 0 {
+		c.BatchTimeout = patch.DefaultBatchTimeout
+	}
+	if c.GroupCacheTTL <= 0 {
+		c.GroupCacheTTL = DefaultGroupCacheTTL
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = patch.DefaultPollInterval
+	}
+	if c.FollowFor <= 0 {
+		c.FollowFor = patch.DefaultFollowFor
+	}
+	if c.ConfirmTTL <= 0 {
+		c.ConfirmTTL = DefaultConfirmTTL
+	}
+	return c
+}
+
+// Options are what a Bot is built from.
+type Options struct {
+	Config Config
+	// Slack must carry the bot token (and the app token for Socket Mode).
+	Slack SlackAPI
+	// Socket is the Socket Mode client built on Slack; nil for a bot that
+	// is only driven through HandleEvent (tests).
+	Socket *socketmode.Client
+	// GeminiDB is the client of the one target when Config.Targets is empty.
+	GeminiDB GeminiDB
+	Store    Storage
+	Log      zerolog.Logger
+	Metrics  *Metrics // nil: not registered anywhere
+	// Ack acks a Socket Mode envelope; nil: Socket's AckCtx. Tests set it
+	// to drive HandleEvent without a socket.
+	Ack func(ctx context.Context, envelopeID string, payload any) error
 }
 
 // The work pool's default size. Slow work (a plan's lookups, status, list,
@@ -123,7 +193,8 @@ type Bot struct {
 	sm      *socketmode.Client
 	targets *targetSet
 	st      Store
-	life    *patch.Lifecycle // the request's life: every state change goes through it
+	run     *patch.Runner // the engine: every decision and every send goes through it
+	ackFn   func(ctx context.Context, envelopeID string, payload any) error
 	log     zerolog.Logger
 	metrics *Metrics
 	access  *access
@@ -131,70 +202,44 @@ type Bot struct {
 
 	permalinks permalinkCache
 
-	work       chan func(context.Context)
-	notices    chan struct{}                   // the busy and refusal answers in flight
-	runCtx     atomic.Pointer[context.Context] // Run's context: its end means shutting down
-	connected  atomic.Bool
-	busy       atomic.Int64 // tasks queued or running, and submissions in flight
-	houseTicks atomic.Int64 // housekeeping ticks finished
-	inflight   sync.WaitGroup
+	work      chan func(context.Context)
+	notices   chan struct{} // the busy and refusal answers in flight
+	closed    atomic.Bool   // the work queue is closed (shutting down)
+	queueMu   sync.RWMutex
+	connected atomic.Bool
+	busy      atomic.Int64 // tasks queued or running
 }
 
-// New builds a bot. api must carry the bot token (and the app token for
-// Socket Mode); sm is the Socket Mode client built on api; db is the
-// GeminiDB client of the one target when cfg.Targets is empty.
-func New(cfg Config, api SlackAPI, sm *socketmode.Client, db GeminiDB, st Store, log zerolog.Logger, m *Metrics) *Bot {
-	if cfg.Command == "" {
-		cfg.Command = Command
-	}
-	if cfg.Workers <= 0 {
-		cfg.Workers = DefaultWorkers
-	}
-	if cfg.QueueSize <= 0 {
-		cfg.QueueSize = DefaultQueueSize
-	}
-	if cfg.PollConcurrency <= 0 {
-		cfg.PollConcurrency = 32
-	}
-	if cfg.CommandsPerMin <= 0 {
-		cfg.CommandsPerMin = 10
-	}
-	if cfg.MaxOpenPlans <= 0 {
-		cfg.MaxOpenPlans = 3
-	}
-	if cfg.BatchTimeout <= 0 {
-		cfg.BatchTimeout = 25 * time.Second
-	}
-	if cfg.GroupCacheTTL <= 0 {
-		cfg.GroupCacheTTL = time.Minute
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = 30 * time.Second
-	}
-	if cfg.FollowFor <= 0 {
-		cfg.FollowFor = 6 * time.Hour
-	}
-	if cfg.ConfirmTTL <= 0 {
-		cfg.ConfirmTTL = 15 * time.Minute
-	}
+// New builds a bot from o.
+func New(o Options) *Bot {
+	cfg := o.Config.withDefaults()
+	m := o.Metrics
 	if m == nil {
 		m = NewMetrics(nil)
 	}
-	targets := newTargetSet(cfg, db)
+	targets := newTargetSet(cfg, o.GeminiDB)
 	b := &Bot{
 		id:  newID("bot-"),
-		cfg: cfg, api: api, sm: sm, targets: targets, st: st, log: log, metrics: m,
-		access:  newAccess(cfg.AllowedUsers, cfg.AllowedChannels, targets.approvers(), api, cfg.GroupCacheTTL, cfg.Now),
+		cfg: cfg, api: o.Slack, sm: o.Socket, targets: targets, st: o.Store, log: o.Log, metrics: m,
+		access:  newAccess(cfg.AllowedUsers, cfg.AllowedChannels, targets.approvers(), o.Slack, cfg.GroupCacheTTL, cfg.Now),
 		kit:     kit{console: cfg.ConsoleURL, region: cfg.Region, project: cfg.ProjectID},
 		work:    make(chan func(context.Context), cfg.QueueSize),
 		notices: make(chan struct{}, maxNotices),
+		ackFn:   o.Ack,
 	}
-	b.life = patch.New(st, cfg.Now, b.leaseFor())
+	if b.ackFn == nil && o.Socket != nil {
+		b.ackFn = o.Socket.AckCtx
+	}
+	b.run = patch.NewRunner(patch.RunnerOptions{
+		Store: o.Store, Fleet: targets, Reporter: reporter{b}, Metrics: engineMetrics{m}, Log: o.Log,
+		Now: cfg.Now, PollInterval: cfg.PollInterval, FollowFor: cfg.FollowFor, BatchTimeout: cfg.BatchTimeout,
+		PollConcurrency: cfg.PollConcurrency, Retention: cfg.Retention, Explain: b.userError,
+	})
 	return b
 }
+
+// Runner is the bot's engine, for tools and tests that drive it directly.
+func (b *Bot) Runner() *patch.Runner { return b.run }
 
 // Activity is how much work the bot has: tasks queued or running (slash
 // commands, clicks) and submissions in flight, and how many follower ticks
@@ -207,7 +252,7 @@ type Activity struct {
 
 // Activity reports the bot's current Activity.
 func (b *Bot) Activity() Activity {
-	return Activity{Busy: b.busy.Load(), Ticks: min(b.houseTicks.Load(), b.targets.pollTicks())}
+	return Activity{Busy: b.busy.Load() + b.run.Busy(), Ticks: b.run.Ticks()}
 }
 
 // Connected reports whether the Socket Mode connection is up (for /readyz).
@@ -220,7 +265,6 @@ const ackTimeout = 2 * time.Second
 // the credentials. On cancellation it stops taking events, lets the work in
 // flight finish (batch calls are never abandoned half-recorded) and returns nil.
 func (b *Bot) Run(ctx context.Context) error {
-	b.runCtx.Store(&ctx)
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	var workers sync.WaitGroup
@@ -237,7 +281,7 @@ func (b *Bot) Run(ctx context.Context) error {
 	followerDone := make(chan struct{})
 	go func() {
 		defer close(followerDone)
-		b.follow(followCtx)
+		b.run.Follow(followCtx)
 	}()
 
 	sockCtx, cancelSock := context.WithCancel(ctx)
@@ -266,13 +310,16 @@ loop:
 	b.connected.Store(false)
 	// Stop taking new work; finish what is queued and in flight. Reads see a
 	// cancelled context and answer quickly; batch submissions run detached.
+	b.queueMu.Lock()
+	b.closed.Store(true)
 	close(b.work)
+	b.queueMu.Unlock()
 	go func() {
 		<-ctx.Done()
 		cancelWork()
 	}()
 	workers.Wait()
-	b.inflight.Wait()
+	b.run.Wait()
 	<-followerDone
 	return runErr
 }
@@ -364,7 +411,7 @@ func (b *Bot) HandleEvent(ctx context.Context, evt socketmode.Event) {
 }
 
 func (b *Bot) ack(req *socketmode.Request, payload any, start time.Time) {
-	if req.EnvelopeID == "" {
+	if req.EnvelopeID == "" || b.ackFn == nil {
 		return
 	}
 	// The ack is queued for the socket's writer; bound the wait so a dead
@@ -372,7 +419,7 @@ func (b *Bot) ack(req *socketmode.Request, payload any, start time.Time) {
 	// envelopes, and redeliveries are harmless).
 	ctx, cancel := context.WithTimeout(context.Background(), ackTimeout)
 	defer cancel()
-	err := b.sm.AckCtx(ctx, req.EnvelopeID, payload)
+	err := b.ackFn(ctx, req.EnvelopeID, payload)
 	b.metrics.AckLatency.Observe(time.Since(start).Seconds())
 	if err != nil {
 		b.log.Warn().Err(err).Str("envelope_id", req.EnvelopeID).Msg("ack failed")
@@ -380,27 +427,23 @@ func (b *Bot) ack(req *socketmode.Request, payload any, start time.Time) {
 }
 
 // enqueue hands slow work to the pool without blocking; when the queue is
-// full, busy (if given) answers the user instead.
-func (b *Bot) enqueue(task func(context.Context), busy func(context.Context)) (queued bool) {
-	defer func() {
-		// The queue is closed during shutdown: treat like full.
-		if recover() != nil {
-			queued = false
-			if busy != nil {
-				b.notify(busy)
-			}
+// full or closed (shutting down), busy (if given) answers the user instead.
+func (b *Bot) enqueue(task func(context.Context), busy func(context.Context)) bool {
+	b.queueMu.RLock()
+	queued := false
+	if !b.closed.Load() {
+		select {
+		case b.work <- task:
+			b.busy.Add(1)
+			queued = true
+		default:
 		}
-	}()
-	select {
-	case b.work <- task:
-		b.busy.Add(1)
-		return true
-	default:
-		if busy != nil {
-			b.notify(busy)
-		}
-		return false
 	}
+	b.queueMu.RUnlock()
+	if !queued && busy != nil {
+		b.notify(busy)
+	}
+	return queued
 }
 
 // maxNotices bounds the busy and refusal answers being sent at once.
@@ -435,6 +478,9 @@ func (b *Bot) safely(ctx context.Context, task func(context.Context)) {
 	}()
 	task(ctx)
 }
+
+// slackWriteTimeout bounds a Slack write that must finish even during shutdown.
+const slackWriteTimeout = 30 * time.Second
 
 // newID returns a short random ID with a prefix, e.g. r-3f9a1c2b7d.
 func newID(prefix string) string {

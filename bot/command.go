@@ -208,7 +208,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 		ResponseURL: cmd.ResponseURL, CreatedAt: now, ExpiresAt: view.ExpiresAt, Team: cmd.TeamID,
 		Target: tg.Name,
 	}
-	if _, err := b.life.Create(ctx, r, plan, opts); err != nil {
+	if _, err := b.run.Create(ctx, r, plan, opts); err != nil {
 		log.Error().Err(err).Msg("store plan")
 		reply(fmt.Sprintf("Something went wrong (request %s); nothing was done.", rid), nil)
 		return
@@ -243,7 +243,7 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 			reply(fmt.Sprintf("Something went wrong (request %s).", rid), nil)
 			return
 		}
-		p, results, err := decode(r)
+		p, results, err := patch.PlanOf(r)
 		if err != nil {
 			b.log.Error().Err(err).Str("request_id", rid).Msg("status")
 		}

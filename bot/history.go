@@ -11,6 +11,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/commands"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/patch"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
@@ -35,7 +36,7 @@ type requestEntry struct {
 // names tells whether request r's plan names instance ref: by the
 // reference typed, or a planned or skipped instance's ID or name.
 func names(r store.Request, ref string) bool {
-	p, _, err := decode(r)
+	p, _, err := patch.PlanOf(r)
 	if err != nil {
 		return false
 	}
@@ -62,7 +63,7 @@ func (b *Bot) entries(ctx context.Context, rs []store.Request) []requestEntry {
 	out := make([]requestEntry, len(rs))
 	for i, r := range rs {
 		e := requestEntry{Request: r}
-		p, results, err := decode(r)
+		p, results, err := patch.PlanOf(r)
 		if err != nil {
 			b.log.Warn().Err(err).Str("request_id", r.ID).Msg("decode request for history")
 		}

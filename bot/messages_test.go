@@ -10,6 +10,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/patch"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
@@ -57,7 +58,7 @@ func TestForcedCountIsPlural(t *testing.T) {
 		got  string
 		want string
 	}{
-		{"approval", text(t, approvalBlocks(store.Request{ID: "r-1", Requester: "U1"}, p, []string{"U2"})), "2 instances are outside their maintenance windows (--force)."},
+		{"approval", text(t, kit{}.approvalBlocks(store.Request{ID: "r-1", Requester: "U1"}, p, []string{"U2"})), "2 instances are outside their maintenance windows (--force)."},
 		{"plan", text(t, kit{}.planBlocks(p, PlanView{RequestID: "r-1"})), "2 instances will be patched outside their maintenance windows (--force)."},
 		{"plan of one", text(t, kit{}.planBlocks(seedPlan(), PlanView{RequestID: "r-1"})), "1 instance will be patched outside its maintenance window (--force)."},
 		{"skipped", text(t, kit{}.planBlocks(outsidePlan(), PlanView{RequestID: "r-1"})), "2 instances are outside their maintenance windows and left out; run the command again with --force to include them."},
@@ -83,8 +84,8 @@ func TestEngineCountsNameProducts(t *testing.T) {
 	}
 	for name, blocks := range map[string][]slack.Block{
 		"plan":     kit{}.planBlocks(p, PlanView{RequestID: "r-1"}),
-		"approval": approvalBlocks(store.Request{ID: "r-1", Requester: "U1"}, p, []string{"U2"}),
-		"parent":   parentBlocks(ParentView{Request: store.Request{ID: "r-1", Requester: "U1"}, Plan: p}),
+		"approval": kit{}.approvalBlocks(store.Request{ID: "r-1", Requester: "U1"}, p, []string{"U2"}),
+		"parent":   kit{}.parentBlocks(ParentView{Request: store.Request{ID: "r-1", Requester: "U1"}, Plan: p}),
 	} {
 		if got := text(t, blocks); !strings.Contains(got, "(2 Cassandra, 1 Influx)") || strings.Contains(got, "cassandra 2") {
 			t.Errorf("%s: got\n%s\nwant (2 Cassandra, 1 Influx)", name, got)
@@ -160,7 +161,7 @@ func TestTimesUseSlackDateFormatting(t *testing.T) {
 	}
 	for name, got := range map[string]string{
 		"plan":     text(t, kit{}.planBlocks(seedPlan(), PlanView{RequestID: "r-1", ExpiresAt: expires})),
-		"approval": text(t, approvalBlocks(store.Request{ID: "r-1", Requester: "U1", ExpiresAt: expires}, seedPlan(), []string{"U2"})),
+		"approval": text(t, kit{}.approvalBlocks(store.Request{ID: "r-1", Requester: "U1", ExpiresAt: expires}, seedPlan(), []string{"U2"})),
 		"expired":  expiredNote(store.Request{ID: "r-1", ExpiresAt: expires}),
 	} {
 		if !strings.Contains(got, want) {
@@ -174,9 +175,9 @@ func TestTimesUseSlackDateFormatting(t *testing.T) {
 func TestUnfollowedJobIsNotAFailure(t *testing.T) {
 	j := endedJobs()[2]
 	lines := map[string]string{
-		"reply":   jobLine(j, endedAt),
-		"summary": summaryLines(store.Request{}, []store.Job{j}, nil)[0],
-		"grouped": text(t, jobEndsBlocks([]store.Job{j}, endedAt)[0]),
+		"reply":   kit{}.jobLine(j, endedAt),
+		"summary": kit{}.summaryLines(store.Request{}, []store.Job{j}, nil)[0],
+		"grouped": text(t, kit{}.jobEndsBlocks([]store.Job{j}, endedAt)[0]),
 	}
 	for name, got := range lines {
 		if strings.Contains(got, ":x:") || strings.Contains(got, "Failed") {
@@ -199,7 +200,7 @@ func TestDangerMeansPatching(t *testing.T) {
 			map[string]string{ActionConfirm: "danger", ActionCancel: ""}},
 		{"request approval", kit{}.planBlocks(seedPlan(), PlanView{RequestID: "r-1", Approval: true}),
 			map[string]string{ActionConfirm: "primary", ActionCancel: ""}},
-		{"approver", approvalBlocks(store.Request{ID: "r-1", Requester: "U1"}, seedPlan(), []string{"U2"}),
+		{"approver", kit{}.approvalBlocks(store.Request{ID: "r-1", Requester: "U1"}, seedPlan(), []string{"U2"}),
 			map[string]string{ActionApprove: "danger", ActionReject: ""}},
 	}
 	for _, tt := range tests {
@@ -228,14 +229,14 @@ func TestErrorCodesCarryAHint(t *testing.T) {
 		{"APIG.0301", "must renew it"},
 		{"APIGW.0301", "must renew it"},
 		{"DBS.999999", ""},
-		{CodeNotSent, ""},
+		{patch.CodeNotSent, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.code, func(t *testing.T) {
 			res := []upgrade.UpgradeResult{{InstanceID: id, ErrorCode: tt.code, ErrorMessage: msg}}
 			for name, line := range map[string]string{
-				"thread":  resultLines(p, res)[0],
-				"summary": unstartedLines(p, res, nil)[0],
+				"thread":  kit{}.resultLines(p, res)[0],
+				"summary": kit{}.unstartedLines(p, res, nil)[0],
 			} {
 				if !strings.Contains(line, "`"+tt.code+"` "+msg) {
 					t.Errorf("%s: got %q, want the code and message verbatim", name, line)
@@ -300,10 +301,10 @@ func TestConsoleLinks(t *testing.T) {
 // completions as one compact list; many jobs split into several replies,
 // each within Slack's limits, none left out.
 func TestJobEndsGrouped(t *testing.T) {
-	if got := jobEndsBlocks(nil, endedAt); got != nil {
+	if got := (kit{}).jobEndsBlocks(nil, endedAt); got != nil {
 		t.Errorf("no jobs: got %d replies, want none", len(got))
 	}
-	got := text(t, jobEndsBlocks(endedJobs(), endedAt)[0])
+	got := text(t, kit{}.jobEndsBlocks(endedJobs(), endedAt)[0])
 	failed, unfollowed, completed := strings.Index(got, ":x:"), strings.Index(got, ":hourglass_flowing_sand:"), strings.Index(got, "*Completed* (2)")
 	if !(failed >= 0 && failed < unfollowed && unfollowed < completed) {
 		t.Errorf("want failures, then unfollowed, then completions:\n%s", got)

@@ -43,3 +43,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	return m
 }
+
+// engineMetrics counts what the engine does in m.
+type engineMetrics struct{ m *Metrics }
+
+// BatchCalled counts a batch call.
+func (e engineMetrics) BatchCalled(target, result string) {
+	e.m.Batches.WithLabelValues(target, result).Inc()
+}
+
+// JobEnded counts a job that ended.
+func (e engineMetrics) JobEnded(target, status string) {
+	e.m.Jobs.WithLabelValues(target, status).Inc()
+}

@@ -71,30 +71,31 @@ func TestStopClick(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	sl := &recordingSlack{ephemeral: map[string][]string{}}
-	b := New(Config{AllowedUsers: []string{"UALICE", "UBOB"}, ProjectID: "p"}, sl, nil, nil, st, zerolog.Nop(), nil)
+	b := New(Options{Config: Config{AllowedUsers: []string{"UALICE", "UBOB"}, ProjectID: "p"}, Slack: sl, Store: st, Log: zerolog.Nop()})
+	life := b.Runner().Lifecycle()
 
 	// A submitted request whose canary went out and whose rest waits.
 	a := upgrade.Instance{ID: "i-a", Name: "db-a", Engine: "cassandra"}
 	c := upgrade.Instance{ID: "i-c", Name: "db-c", Engine: "cassandra"}
-	p := upgrade.Plan{Targets: []upgrade.Target{{Instance: a}, {Instance: c}},
+	p := upgrade.Plan{Targets: []upgrade.PlanItem{{Instance: a}, {Instance: c}},
 		Batches: []upgrade.Batch{{Engine: "cassandra", InstanceIDs: []string{"i-a", "i-c"}}}}
 	r := store.Request{ID: "r-1", Requester: "UALICE", Channel: "COPS", ParentTS: "1.000001", ExpiresAt: time.Now().Add(time.Hour)}
-	if _, err := b.life.Create(t.Context(), r, p, patch.Options{Canary: 1}); err != nil {
+	if _, err := life.Create(t.Context(), r, p, patch.Options{Canary: 1}); err != nil {
 		t.Fatal(err)
 	}
-	_, s, err := b.life.Confirm(t.Context(), "r-1", "UALICE")
+	_, s, err := life.Confirm(t.Context(), "r-1", "UALICE")
 	if err != nil || s.Wave != 0 {
 		t.Fatalf("confirm: %v, %+v", err, s)
 	}
-	if err := b.life.EndBatch(t.Context(), s, []upgrade.UpgradeResult{{InstanceID: "i-a", JobID: "j-a"}}); err != nil {
+	if err := life.EndBatch(t.Context(), s, []upgrade.UpgradeResult{{InstanceID: "i-a", JobID: "j-a"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.life.EndSend(t.Context(), s); err != nil {
+	if _, err := life.EndSend(t.Context(), s); err != nil {
 		t.Fatal(err)
 	}
 
 	ctx := context.Background()
-	b.onStop(ctx, click{action: ActionStop, requestID: "r-1", user: "UBOB", channel: "COPS"})
+	b.onBlockAction(ctx, press(ActionStop, "r-1", "UBOB", "COPS"), 0)
 	if got := strings.Join(sl.ephemeral["UBOB"], "\n"); !strings.Contains(got, "Only <@UALICE>") {
 		t.Errorf("a stranger's Stop: told %q, want a refusal naming the requester", got)
 	}
@@ -102,7 +103,7 @@ func TestStopClick(t *testing.T) {
 		t.Errorf("after a refused Stop: state %s, want submitted", got.State)
 	}
 
-	b.onStop(ctx, click{action: ActionStop, requestID: "r-1", user: "UALICE", channel: "COPS"})
+	b.onBlockAction(ctx, press(ActionStop, "r-1", "UALICE", "COPS"), 0)
 	got, _ := st.Get(t.Context(), "r-1")
 	if got.State != store.Stopped {
 		t.Errorf("after the requester's Stop: state %s, want stopped", got.State)
@@ -114,7 +115,7 @@ func TestStopClick(t *testing.T) {
 		t.Errorf("rollout after Stop: %+v, want stopped by UALICE with i-c not sent", ro)
 	}
 	// Nothing may start after Stop.
-	if _, _, err := b.life.SendWave(t.Context(), "r-1", 1, ""); err == nil {
+	if _, _, err := life.SendWave(t.Context(), "r-1", 1, ""); err == nil {
 		t.Error("a wave was claimed after Stop")
 	}
 }

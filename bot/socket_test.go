@@ -14,6 +14,7 @@ import (
 	"github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/commands"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 )
 
@@ -183,7 +184,7 @@ func TestSupervisorReconnectsOnRefreshAndWarning(t *testing.T) {
 		if err := s.WaitFor(testCtx(t), "an open connection", func(s *slacktest.Server) bool { return s.OpenConnections() >= 1 }); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.SlashCommand(testCtx(t), slacktest.SlashCommand{UserID: "U1", ChannelID: "C1", Command: Command, Text: "help"}); err != nil {
+		if _, err := s.SlashCommand(testCtx(t), slacktest.SlashCommand{UserID: "U1", ChannelID: "C1", Command: commands.Command, Text: "help"}); err != nil {
 			t.Errorf("envelope after %s: %v", reason, err)
 		}
 	}

@@ -4,11 +4,10 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync/atomic"
-	"time"
 
 	"github.com/slack-go/slack"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/patch"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 )
 
@@ -43,28 +42,14 @@ func (t Target) Label() string {
 	return t.Name + " (" + t.Region + ")"
 }
 
-// target is a Target and what the bot keeps per target at run time, so one
-// target's throttling or slow answers never hold up the others.
+// target is a configured Target.
 type target struct {
 	Target
-	pollPause atomic.Pointer[time.Time] // no job of this target is read before this time (it said 429)
-	pollTicks atomic.Int64              // poll ticks of this target finished
 }
 
-// throttled tells whether the target asked the bot to slow down (HTTP 429)
-// and its polling waits until the time it gave.
-func (t *target) throttled(now time.Time) bool {
-	until := t.pollPause.Load()
-	return until != nil && now.Before(*until)
-}
-
-// metricName is the target label of the metrics; "unknown" for jobs of a
-// target no longer configured.
-func (t *target) metricName() string {
-	if t == nil {
-		return "unknown"
-	}
-	return t.Name
+// site is t as the engine sees it.
+func (t *target) site() patch.Site {
+	return patch.Site{Name: t.Name, Cloud: t.DB, Approvers: t.Approvers}
 }
 
 // targetSet is every target of the bot, looked up by name and by channel.
@@ -183,14 +168,25 @@ func (s *targetSet) approvers() []string {
 	return all
 }
 
-// pollTicks is the poll ticks every target has finished.
-func (s *targetSet) pollTicks() int64 {
-	n := s.list[0].pollTicks.Load()
-	for _, t := range s.list[1:] {
-		n = min(n, t.pollTicks.Load())
+// Sites lists every target for the engine (patch.Fleet).
+func (s *targetSet) Sites() []patch.Site {
+	out := make([]patch.Site, len(s.list))
+	for i, t := range s.list {
+		out[i] = t.site()
 	}
-	return n
+	return out
 }
+
+// SiteOf is the target of r for the engine (patch.Fleet); ok is false when
+// it is no longer configured.
+func (s *targetSet) SiteOf(r store.Request) (patch.Site, bool) {
+	if t := s.of(r); t != nil {
+		return t.site(), true
+	}
+	return patch.Site{Name: s.nameOf(r)}, false
+}
+
+var _ patch.Fleet = (*targetSet)(nil)
 
 // appendTarget adds a line naming the target (label) to a message's blocks;
 // nothing when label is "" (the bot has one target).

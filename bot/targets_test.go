@@ -109,7 +109,7 @@ func TestBlocksNameTheTarget(t *testing.T) {
 	for name, got := range map[string][2]string{
 		"plan":     {text(kit{}.planBlocks(seedPlan(), PlanView{RequestID: "r-1", Target: "prod-eu-de (eu-de)"})), text(kit{}.planBlocks(seedPlan(), PlanView{RequestID: "r-1"}))},
 		"parent":   {text(kit{}.parentBlocks(ParentView{Request: r, Plan: seedPlan(), Target: "prod-eu-de (eu-de)"})), text(kit{}.parentBlocks(ParentView{Request: r, Plan: seedPlan()}))},
-		"approval": {text(withTarget(approvalBlocks(r, seedPlan(), []string{"U2"}), "prod-eu-de (eu-de)")), text(withTarget(approvalBlocks(r, seedPlan(), []string{"U2"}), ""))},
+		"approval": {text(withTarget(kit{}.approvalBlocks(r, seedPlan(), []string{"U2"}), "prod-eu-de (eu-de)")), text(withTarget(kit{}.approvalBlocks(r, seedPlan(), []string{"U2"}), ""))},
 	} {
 		if !strings.Contains(got[0], want) {
 			t.Errorf("%s with a target lacks %q: %s", name, want, got[0])

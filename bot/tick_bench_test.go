@@ -45,13 +45,12 @@ func BenchmarkFollowerTick(b *testing.B) {
 				})
 			}
 			wg.Wait()
-			bot := New(Config{Retention: 90 * 24 * time.Hour}, nil, nil, nil, st, zerolog.Nop(), nil)
+			bot := New(Options{Config: Config{Retention: 90 * 24 * time.Hour}, Store: st, Log: zerolog.Nop()})
 			ctx := b.Context()
 			b.ResetTimer()
 			for range b.N {
-				bot.advanceAll(ctx)
-				bot.prune(ctx)
-				bot.pollOnce(ctx, bot.targets.list[0])
+				bot.run.Tick(ctx)
+				bot.run.Poll(ctx, bot.targets.list[0].Name)
 			}
 		})
 	}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/slack-go/slack"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/commands"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/patch"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
@@ -86,7 +88,7 @@ func (k kit) listBlocks(engines []string, insts []upgrade.Instance, now time.Tim
 	lines := make([]string, len(insts))
 	for i, in := range insts {
 		window, _ := windowText(in.MaintenanceWindow, now)
-		lines[i] = fmt.Sprintf("• %s — %s %s, %s, %s", k.who(in.Name, in.ID), esc(engineName(in.Engine)), esc(versionOf(in)), esc(in.Status), window)
+		lines[i] = fmt.Sprintf("• %s — %s %s, %s, %s", k.who(in.Name, in.ID), esc(engineName(in.Engine)), esc(patch.VersionOf(in)), esc(in.Status), window)
 	}
 	return append(blocks, listSections("", lines, maxListSections, "")...)
 }
@@ -199,7 +201,7 @@ func (k kit) historyBlocks(entries []requestEntry, user, instance string) []slac
 	}
 	blocks := []slack.Block{section(head)}
 	blocks = append(blocks, listSections("", lines, maxListSections, "")...)
-	return append(blocks, contextBlock("Details of one: `"+esc(Command+" status <request-id>")+"`."))
+	return append(blocks, contextBlock("Details of one: `"+esc(commands.Command+" status <request-id>")+"`."))
 }
 
 // homeFinished is how many finished requests the App Home shows.
@@ -222,7 +224,7 @@ func (k kit) homeView(h homeData, now time.Time) slack.HomeTabViewRequest {
 		contextBlock(fmt.Sprintf("As of %s; refreshed whenever you open this tab.", slackDate(now))),
 	}
 	if !h.Allowed {
-		blocks = append(blocks, section(fmt.Sprintf("You are not allowed to use `%s`: your Slack user is not in BOT_ALLOWED_USERS or its user groups. Ask the bot's admin to add you.", Command)))
+		blocks = append(blocks, section(fmt.Sprintf("You are not allowed to use `%s`: your Slack user is not in BOT_ALLOWED_USERS or its user groups. Ask the bot's admin to add you.", commands.Command)))
 		return slack.HomeTabViewRequest{Type: slack.VTHomeTab, Blocks: slack.Blocks{BlockSet: blocks}}
 	}
 	group := func(title, empty string, entries []requestEntry, more string) {
@@ -242,9 +244,9 @@ func (k kit) homeView(h homeData, now time.Time) slack.HomeTabViewRequest {
 		// view's 100 blocks.
 		blocks = append(blocks, listSections(title, lines, 25, more)...)
 	}
-	group("*Your open plans*", "_None._ Plan a patch in a channel: `"+esc(Command+" <instance>…")+"`.", h.Open, "")
+	group("*Your open plans*", "_None._ Plan a patch in a channel: `"+esc(commands.Command+" <instance>…")+"`.", h.Open, "")
 	group("*Running now*", "_Nothing is being patched._", h.Running, " (see each channel's threads)")
 	group(fmt.Sprintf("*Recently finished* (the last %d)", homeFinished), "_Nothing yet._", h.Finished, "")
-	blocks = append(blocks, contextBlock("In a channel: `"+Command+" history` lists its last requests; `"+Command+" help` shows every command."))
+	blocks = append(blocks, contextBlock("In a channel: `"+commands.Command+" history` lists its last requests; `"+commands.Command+" help` shows every command."))
 	return slack.HomeTabViewRequest{Type: slack.VTHomeTab, Blocks: slack.Blocks{BlockSet: blocks}}
 }

@@ -1,30 +1,32 @@
-// Package patch owns a patch request's life: its states and the moves
-// allowed between them (one table, enforced here and nowhere else), the
-// waves its instances go out in (canary first, maintenance windows), the
-// claims that let exactly one process do each piece of work, and what is
-// due for a request now.
+// Package patch is the engine of geminidb-patch-bot. It owns a patch
+// request's life: its states and the moves allowed between them (one
+// table, enforced here and nowhere else), the waves its instances go out
+// in (canary first, maintenance windows), the claims that let exactly one
+// process do each piece of work, who may press what, and what is due for a
+// request now. Its Runner carries a person's decision out, sends waves,
+// classifies their outcomes and follows the jobs they started.
 //
 // Every move is a compare-and-swap in the store (store.TransitionIf), and
 // every condition a move depends on (a wave not yet sent, its window open,
-// the request not stopped) is checked inside that swap, so that double
-// clicks, Slack redeliveries, replicas sharing one Redis and a restart in
-// between all end with each wave sent at most once, never after Stop and
-// never outside its window. All that state is in the store: a restarted
-// bot picks the schedule up where it was.
+// the request not stopped, the plan's TTL) is checked inside that swap, so
+// that double clicks, Slack redeliveries, replicas sharing one Redis and a
+// restart in between all end with each wave sent at most once, never
+// after Stop and never outside its window. All that state is in the
+// store: a restarted process picks the schedule up where it was.
 //
-// Time comes from the clock the Lifecycle is given, which should be the
-// store's. The package knows no Slack: the bot asks it ("confirm", "send
-// wave 2", "what is due now?") and says what happened in Slack.
+// Time comes from the clock the package is given, which should be the
+// store's. The package knows no Slack: it declares the ports it needs
+// (Engine, Cloud, Fleet, Reporter) and the bot implements the Reporter.
 //
-// A click is one verb: Confirm or RequestApproval, Approve, Reject, Cancel,
-// Continue, Stop. A verb that starts a wave (Confirm, Approve, SendWave,
-// Recover) returns a Send to its one winner, who sends the wave batch by
+// A click is one Runner verb: Confirm, Approve, Reject, Cancel, Continue,
+// Stop, Retry. A verb that starts a wave wins a Send (Lifecycle.Confirm,
+// Approve, SendWave, Recover) and its one winner sends the wave batch by
 // batch (BeginBatch, the batch call, PutJob, EndBatch) and ends it
-// (EndSend). On every tick, the bot reads each open request and its jobs,
-// asks Next what is due, and calls the verb it names: Expire, SendWave,
-// Recover, Pause or, once the final summary is posted under the report
-// claim, Finish. Every verb re-checks in its own swap, so acting on a stale
-// Next costs a refused call, never a second send.
+// (EndSend). Runner.Tick reads each open request and its jobs, asks Next
+// what is due, and calls the verb it names: Expire, SendWave, Recover,
+// Pause or, once the final summary is posted under the report claim,
+// Finish. Every verb re-checks in its own swap, so acting on a stale Next
+// costs a refused call, never a second send.
 package patch
 
 import (
@@ -211,7 +213,19 @@ func (l *Lifecycle) Create(ctx context.Context, r store.Request, p upgrade.Plan,
 // requester confirmed and an approver must decide. A plan past ExpiresAt
 // gets a *store.ExpiredError.
 func (l *Lifecycle) RequestApproval(ctx context.Context, id, user string) (store.Request, error) {
-	return l.move(ctx, "request approval of", id, []store.State{store.Planned}, store.AwaitingApproval, user, nil)
+	return l.move(ctx, "request approval of", id, []store.State{store.Planned}, store.AwaitingApproval, user, func(x *store.Request, _ *Rollout, now time.Time) error {
+		return withinTTL(x, now)
+	})
+}
+
+// withinTTL refuses, inside a swap, to move a plan on (to awaiting
+// approval or submitting) once its ExpiresAt has passed: the TTL is part
+// of the swap, and this package (not the store) decides where it applies.
+func withinTTL(x *store.Request, now time.Time) error {
+	if !x.ExpiresAt.IsZero() && !now.Before(x.ExpiresAt) {
+		return &store.ExpiredError{ID: x.ID, ExpiresAt: x.ExpiresAt}
+	}
+	return nil
 }
 
 // Reopen moves a request awaiting approval back to planned, when the
@@ -269,6 +283,9 @@ func (l *Lifecycle) Approve(ctx context.Context, id, approver string) (store.Req
 func (l *Lifecycle) start(ctx context.Context, verb, id string, from store.State, user string, also func(*store.Request)) (store.Request, *Send, error) {
 	s := &Send{RequestID: id, Wave: -1}
 	r, err := l.move(ctx, verb, id, []store.State{from}, store.Submitting, user, func(x *store.Request, ro *Rollout, now time.Time) error {
+		if err := withinTTL(x, now); err != nil {
+			return err
+		}
 		if also != nil {
 			also(x)
 		}

@@ -321,7 +321,7 @@ func Recheck(p upgrade.Plan, w Wave, current map[string]upgrade.Instance, now ti
 			if !ok {
 				in = upgrade.Instance{ID: id}
 			}
-			one := upgrade.Plan{Targets: []upgrade.Target{{Instance: in}}, Force: p.Force}
+			one := upgrade.Plan{Targets: []upgrade.PlanItem{{Instance: in}}, Force: p.Force}
 			if why := one.DriftAt(current, now); len(why) > 0 {
 				refused[id] = strings.Join(why, " ")
 				continue

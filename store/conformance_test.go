@@ -734,20 +734,27 @@ func testRememberArgs(t *testing.T, b backend) {
 	}
 }
 
-// The TTL is part of the swap: a plan past ExpiresAt never moves on to
-// awaiting approval or submitting, however late the caller checked it,
-// but it can still be cancelled or expired.
+// The TTL is part of the swap when the caller makes it so: a mutate that
+// finds the plan past ExpiresAt (as package patch's does) refuses the move
+// with an *ExpiredError and nothing is written; the store itself applies
+// no TTL, so the plan can still be cancelled or expired.
 func testTransitionRespectsExpiry(t *testing.T, b backend, c *clock) {
 	c.Freeze()
 	expires := c.Now().Add(time.Minute)
+	ttl := func(r *Request) error {
+		if !c.Now().Before(r.ExpiresAt) {
+			return &ExpiredError{ID: r.ID, ExpiresAt: r.ExpiresAt}
+		}
+		return nil
+	}
 	mustCreate(t, b, Request{ID: "r-1", State: Planned, ExpiresAt: expires})
 	mustCreate(t, b, Request{ID: "r-2", State: AwaitingApproval, ExpiresAt: expires})
-	if _, err := b.Transition(t.Context(), "r-1", []State{Planned}, AwaitingApproval, "U1", nil); err != nil {
+	if _, err := b.TransitionIf(t.Context(), "r-1", []State{Planned}, AwaitingApproval, "U1", ttl); err != nil {
 		t.Fatalf("before expiry: got %v, want nil", err)
 	}
 	c.Advance(time.Minute)
 	for _, to := range []State{Submitting, AwaitingApproval} {
-		_, err := b.Transition(t.Context(), "r-2", []State{AwaitingApproval}, to, "U1", nil)
+		_, err := b.TransitionIf(t.Context(), "r-2", []State{AwaitingApproval}, to, "U1", ttl)
 		var ee *ExpiredError
 		if !errors.As(err, &ee) || !errors.Is(err, ErrConflict) || !ee.ExpiresAt.Equal(expires) {
 			t.Errorf("to %s at expiry: got %v, want an *ExpiredError wrapping ErrConflict", to, err)

@@ -123,9 +123,10 @@ var (
 	ErrExists = errors.New("already exists")
 )
 
-// ExpiredError is returned by Transition when a plan past its ExpiresAt
-// would move on to awaiting approval or submitting: the TTL is part of the
-// swap, so a click that arrived just before expiry and was slow to be
+// ExpiredError refuses a swap of a plan past its ExpiresAt. The store knows
+// no TTL rule: the caller (package patch, which decides which moves the
+// TTL applies to) returns it from the swap's mutate, so the TTL is part of
+// the swap and a click that arrived just before expiry and was slow to be
 // checked can never patch an expired plan. It wraps ErrConflict: like a
 // lost race it is an answer, not a failure.
 type ExpiredError struct {
@@ -313,10 +314,6 @@ func applyTransition(r *Request, id string, from []State, to State, user string,
 		return &ConflictError{ID: id, Want: slices.Clone(from), Got: r.State}
 	}
 	t := now()
-	if (to == Submitting || to == AwaitingApproval) && (r.State == Planned || r.State == AwaitingApproval) &&
-		!r.ExpiresAt.IsZero() && !t.Before(r.ExpiresAt) {
-		return &ExpiredError{ID: id, ExpiresAt: r.ExpiresAt}
-	}
 	old := r.State
 	if mutate != nil {
 		if err := mutate(r); err != nil {

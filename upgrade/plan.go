@@ -36,7 +36,7 @@ func NewPlan(refs []string, res Resolution, opts PlanOptions) Plan {
 	if len(engines) == 0 {
 		engines = DefaultBatchEngines()
 	}
-	p := Plan{Refs: slices.Clone(refs), Targets: []Target{}, Skipped: []Skip{}, Batches: []Batch{}, Force: opts.Force, CheckedAt: opts.Now}
+	p := Plan{Refs: slices.Clone(refs), Targets: []PlanItem{}, Skipped: []Skip{}, Batches: []Batch{}, Force: opts.Force, CheckedAt: opts.Now}
 	seen := map[string]bool{}
 	for _, ref := range refs {
 		if ids, ok := res.Ambiguous[ref]; ok {
@@ -60,7 +60,7 @@ func NewPlan(refs []string, res Resolution, opts PlanOptions) Plan {
 			skip(reason)
 			continue
 		}
-		t := Target{Ref: ref, Instance: in}
+		t := PlanItem{Ref: ref, Instance: in}
 		if w := strings.TrimSpace(in.MaintenanceWindow); w != "" {
 			inWin, err := InWindow(w, opts.Now)
 			if err == nil && !inWin {
@@ -120,7 +120,7 @@ func orUnknown(s string) string {
 }
 
 // batches groups targets by engine, in order of first appearance, in chunks of MaxBatch.
-func batches(targets []Target) []Batch {
+func batches(targets []PlanItem) []Batch {
 	var order []string
 	byEngine := map[string][]string{}
 	for _, t := range targets {

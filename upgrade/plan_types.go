@@ -10,9 +10,9 @@ type Resolution struct {
 	Ambiguous map[string][]string `json:"ambiguous"` // name → IDs of every instance with that name
 }
 
-// Target is an instance the plan will patch. Warning is set when it is
+// PlanItem is an instance the plan will patch (a row of Plan.Targets). Warning is set when it is
 // included despite a caution (e.g. outside its maintenance window with --force).
-type Target struct {
+type PlanItem struct {
 	Ref      string   `json:"ref"`
 	Instance Instance `json:"instance"`
 	Warning  string   `json:"warning,omitempty"`
@@ -37,12 +37,12 @@ type Batch struct {
 // Plan is what a patch request will do, fixed when it is shown to a person:
 // the instances to patch, grouped into batches, and those skipped with a reason.
 type Plan struct {
-	Refs      []string  `json:"refs"`
-	Targets   []Target  `json:"targets"`
-	Skipped   []Skip    `json:"skipped"`
-	Batches   []Batch   `json:"batches"`
-	Force     bool      `json:"force,omitempty"`
-	CheckedAt time.Time `json:"checked_at"`
+	Refs      []string   `json:"refs"`
+	Targets   []PlanItem `json:"targets"`
+	Skipped   []Skip     `json:"skipped"`
+	Batches   []Batch    `json:"batches"`
+	Force     bool       `json:"force,omitempty"`
+	CheckedAt time.Time  `json:"checked_at"`
 }
 
 // PlanOptions tunes how a plan is built.

@@ -1,4 +1,4 @@
-package bot
+package patch
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 // A batch call that failed as a whole is recorded as the cloud's answer,
 // as not sent only when it certainly never left the bot, and as unknown
 // otherwise.
-func TestBatchFailureKinds(t *testing.T) {
+func TestClassify(t *testing.T) {
 	dial := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
 	read := &net.OpError{Op: "read", Net: "tcp", Err: errors.New("connection reset by peer")}
 	tests := []struct {
@@ -31,13 +31,13 @@ func TestBatchFailureKinds(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, msg := batchFailure(tt.err)
+			code, msg := Classify(tt.err)
 			if code != tt.want || msg == "" {
 				t.Errorf("got %q %q, want code %q and a message", code, msg, tt.want)
 			}
 			r := upgrade.UpgradeResult{InstanceID: "i", ErrorCode: code}
-			if unknownOutcome(r) != (tt.want == CodeUnknown) {
-				t.Errorf("unknownOutcome(%s) = %v", code, unknownOutcome(r))
+			if UnknownOutcome(r) != (tt.want == CodeUnknown) {
+				t.Errorf("UnknownOutcome(%s) = %v", code, UnknownOutcome(r))
 			}
 		})
 	}
