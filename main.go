@@ -361,6 +361,7 @@ func NewMain(cfg config.Config, logOut io.Writer) (*Main, error) {
 		PollConcurrency: cfg.PollConcurrency,
 		Retention:       cfg.Retention,
 		Canary:          cfg.Canary,
+		FleetGuard:      cfg.FleetGuard,
 	}, Slack: api, Socket: sm, Store: st, Log: log, Metrics: metrics})
 
 	m := &Main{Config: cfg, Log: log, Store: st, Bot: b, Registry: reg, Slack: api, GeminiDB: dbs}

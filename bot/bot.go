@@ -95,6 +95,7 @@ type Config struct {
 	PollConcurrency int           // job reads in flight at once; default 32
 	Retention       time.Duration // final requests older than this are deleted; 0 keeps them
 	Canary          int           // the default --canary; 0 = none
+	FleetGuard      int           // above this many instances a canary of 1 and waves are automatic; default 10
 	ConsoleURL      string        // console page of an instance: a template with {region}, {project_id}, {instance_id}; "" = no links
 	Region          string        // replaces {region} in ConsoleURL
 	Now             func() time.Time

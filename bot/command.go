@@ -188,10 +188,13 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 		return
 	}
 	log.Info().Int("patchable", len(plan.Targets)).Int("skipped", len(plan.Skipped)).Strs("instance_ids", targetIDs(plan)).Msg("plan ready")
-	opts := patch.Options{Canary: req.Canary, WaitForWindow: req.WaitForWindow}
+	opts := patch.Options{Canary: req.Canary, WaitForWindow: req.WaitForWindow, WaveSize: req.WaveSize, MaxErrors: req.MaxErrors}
 	if opts.Canary == 0 {
 		opts.Canary = b.cfg.Canary
 	}
+	// BOT_FLEET_GUARD: above it, a canary of 1 (unless --canary or
+	// BOT_CANARY says otherwise) and waves of --wave-size (default 10).
+	opts = opts.Guarded(plannedCount(plan, opts), b.cfg.FleetGuard)
 	waves := patch.Waves(plan, opts, now.UTC())
 	if text := rolloutText(patch.Rollout{Options: opts, Waves: waves}, now.UTC()); text != "" {
 		note = strings.TrimSpace(note + "\n" + text)
@@ -401,16 +404,24 @@ func scheduledCount(waves []patch.Wave, p upgrade.Plan) int {
 }
 
 // notYet refuses what the parser reads but the bot cannot act on yet
-// (selectors, waves, an error budget, list --outdated), so that nothing
+// (selectors, list --outdated), so that nothing
 // the user typed is silently dropped: it returns the sentence to say, or "".
 func notYet(req commands.Request) string {
 	switch {
 	case !req.Selectors.Empty():
 		return "Selectors (`engine:`, `name:`, `tag:`, `all`) are not supported by this version of the bot yet: name the instances. Nothing was done."
-	case req.WaveSize != 0, req.MaxErrors != 0:
-		return "`--wave-size` and `--max-errors` are not supported by this version of the bot yet. Nothing was done."
 	case req.Outdated:
 		return "`list --outdated` is not supported by this version of the bot yet. Nothing was done."
 	}
 	return ""
+}
+
+// plannedCount is how many instances a plan sends with opts: its targets
+// and, with --wait-for-window, those it schedules for their window.
+func plannedCount(p upgrade.Plan, opts patch.Options) int {
+	n := 0
+	for _, w := range patch.Waves(p, patch.Options{WaitForWindow: opts.WaitForWindow}, time.Time{}) {
+		n += len(w.InstanceIDs())
+	}
+	return n
 }
