@@ -137,19 +137,25 @@ func (e *RefusedError) Unwrap() error { return store.ErrConflict }
 // error refuses the swap and nothing is written.
 type mutation func(x *store.Request, ro *Rollout, now time.Time) error
 
-// apply runs m on x and stores the rollout it changed.
+// apply runs m on x and stores the rollout it changed. Every change the
+// engine makes this way also makes the request due at once (wake), so the
+// next housekeeping tick looks at what it may do now.
 func (l *Lifecycle) apply(x *store.Request, m mutation) error {
-	if m == nil {
-		return nil
+	now := l.now()
+	if m != nil {
+		ro, err := RolloutOf(*x)
+		if err != nil {
+			return err
+		}
+		if err := m(x, &ro, now); err != nil {
+			return err
+		}
+		if err := setRollout(x, ro); err != nil {
+			return err
+		}
 	}
-	ro, err := RolloutOf(*x)
-	if err != nil {
-		return err
-	}
-	if err := m(x, &ro, l.now()); err != nil {
-		return err
-	}
-	return setRollout(x, ro)
+	wake(x, now)
+	return nil
 }
 
 // move is the one way a verb changes a request's state: checked against

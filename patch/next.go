@@ -309,3 +309,15 @@ func judgeCanary(ro Rollout, byInstance map[string]store.Job) verdict {
 	}
 	return v
 }
+
+// wake makes x due at once: WakeAt now or, when it is already due, just
+// before its WakeAt, so that the write always changes WakeAt and a Tick
+// that read x before it never puts it back to sleep (sleep compares
+// WakeAt).
+func wake(x *store.Request, now time.Time) {
+	if !x.WakeAt.IsZero() && !x.WakeAt.After(now) {
+		x.WakeAt = x.WakeAt.Add(-time.Nanosecond)
+		return
+	}
+	x.WakeAt = now
+}
