@@ -199,6 +199,9 @@ type Main struct {
 	// stopping is set when shutdown begins, so /readyz turns 503 at once
 	// and a load balancer stops sending traffic before the socket closes.
 	stopping atomic.Bool
+	// replicaID names this process in the store's replica registry.
+	replicaID    string
+	replicaGauge *prometheus.GaugeVec
 	// sized counts the targets whose fleet size the start-up call learned
 	// (or failed to): tests wait on it instead of on a log line.
 	sized atomic.Int64
@@ -210,6 +213,7 @@ type Store interface {
 	bot.Storage
 	Ping(ctx context.Context) error
 	Close() error
+	RollingUpgrades
 }
 
 var (
@@ -361,10 +365,12 @@ func NewMain(cfg config.Config, logOut io.Writer) (*Main, error) {
 		PollConcurrency: cfg.PollConcurrency,
 		Retention:       cfg.Retention,
 		Canary:          cfg.Canary,
+		MaxInstances:    cfg.MaxInstances,
 		FleetGuard:      cfg.FleetGuard,
 	}, Slack: api, Socket: sm, Store: st, Log: log, Metrics: metrics})
 
-	m := &Main{Config: cfg, Log: log, Store: st, Bot: b, Registry: reg, Slack: api, GeminiDB: dbs}
+	m := &Main{Config: cfg, Log: log, Store: st, Bot: b, Registry: reg, Slack: api, GeminiDB: dbs,
+		replicaID: newReplicaID(), replicaGauge: replicaMetrics(reg)}
 	h := ops.Handler(map[string]ops.Check{
 		"slack": func(context.Context) error {
 			if !b.Connected() {
@@ -372,7 +378,9 @@ func NewMain(cfg config.Config, logOut io.Writer) (*Main, error) {
 			}
 			return nil
 		},
-		"store": st.Ping,
+		"store":    st.Ping,
+		"schema":   m.schemaCheck,
+		"replicas": m.replicasCheck,
 		"shutdown": func(context.Context) error {
 			if m.stopping.Load() {
 				return errors.New("shutting down")
@@ -416,6 +424,9 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	botDone := make(chan error, 1)
 	go func() { botDone <- m.Bot.Run(botCtx) }()
+	beatDone := make(chan struct{})
+	go func() { defer close(beatDone); m.heartbeat(botCtx) }()
+	defer func() { stopBot(); <-beatDone }()
 
 	var err error
 	select {
@@ -428,6 +439,11 @@ func (m *Main) Run(ctx context.Context) error {
 		// bot too rather than run without /readyz.
 		httpErr = nil
 		m.Log.Error().Err(err).Msg("ops HTTP server failed; shutting down")
+	case <-m.Store.Fenced():
+		// A newer release migrated the store: every write fails now, so
+		// take no more work (the Deployment replaces this replica).
+		err = m.fencedError()
+		m.Log.Error().Err(err).Msg("store schema fence; shutting down")
 	}
 	m.stopping.Store(true)
 	stopBot()

@@ -58,10 +58,6 @@ func (b *Bot) onSlashCommand(_ context.Context, cmd slack.SlashCommand, retry in
 		b.metrics.Commands.WithLabelValues("help").Inc()
 		return ephemeral(commands.Help(b.cfg.Command))
 	}
-	if msg := notYet(req); msg != "" {
-		b.metrics.Commands.WithLabelValues("bad_input").Inc()
-		return ephemeral(msg)
-	}
 	a := auditInfo{RequestID: rid, User: cmd.UserID, Channel: cmd.ChannelID, Instances: req.Instances}
 	if !b.access.channelAllowed(cmd.ChannelID) {
 		b.metrics.Commands.WithLabelValues("refused").Inc()
@@ -87,6 +83,9 @@ func (b *Bot) onSlashCommand(_ context.Context, cmd slack.SlashCommand, retry in
 	}
 	switch req.Kind {
 	case commands.KindPatch:
+		if !req.Selectors.Empty() {
+			return ephemeral(fmt.Sprintf("Selecting %s in GeminiDB…", req.Selectors.String()))
+		}
 		return ephemeral(fmt.Sprintf("Checking %s against GeminiDB…", plural(len(req.Instances), "instance")))
 	case commands.KindList:
 		return ephemeral("Looking for instances with a patch available…")
@@ -142,6 +141,10 @@ func (b *Bot) runCommand(ctx context.Context, rid string, cmd slack.SlashCommand
 	case commands.KindStatus:
 		b.runStatus(ctx, rid, cmd, req.ID, req.Target, reply)
 	case commands.KindList:
+		if req.Outdated {
+			b.runOutdated(ctx, rid, cmd, req.Engine, req.Target, reply)
+			return
+		}
 		b.runList(ctx, rid, cmd, req.Engine, req.Target, reply)
 	case commands.KindHistory:
 		b.runHistory(ctx, rid, cmd, req, reply)
@@ -178,9 +181,33 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 			return
 		}
 	}
-	b.audit("requested", a, "dry_run", req.DryRun, "force", req.Force)
+	if req.Selectors.Empty() && len(req.Instances) > b.cfg.MaxInstances {
+		tooMany := &TooManyError{Named: len(req.Instances), Max: b.cfg.MaxInstances}
+		b.metrics.Commands.WithLabelValues("refused").Inc()
+		b.audit("refused", a, "reason", "too many instances")
+		reply(tooMany.Error(), nil)
+		return
+	}
+	b.audit("requested", a, "dry_run", req.DryRun, "force", req.Force, "selectors", req.Selectors.String())
 	now := b.cfg.Now()
-	plan, err := tg.DB.Plan(ctx, req.Instances, upgrade.PlanOptions{BatchEngines: tg.BatchEngines, Force: req.Force, Now: now.UTC()})
+	planOpts := upgrade.PlanOptions{BatchEngines: tg.BatchEngines, Force: req.Force, Now: now.UTC()}
+	var plan upgrade.Plan
+	var fleet *Fleet
+	var err error
+	if req.Selectors.Empty() {
+		plan, err = tg.DB.Plan(ctx, req.Instances, planOpts)
+	} else {
+		var f Fleet
+		plan, f, err = fleetPlan(ctx, tg.DB, req, b.cfg.MaxInstances, planOpts)
+		fleet = &f
+	}
+	var tooMany *TooManyError
+	if errors.As(err, &tooMany) {
+		b.metrics.Commands.WithLabelValues("refused").Inc()
+		b.audit("refused", a, "reason", "too many instances", "selectors", tooMany.Selectors, "selected", tooMany.Selected)
+		reply(tooMany.Error(), nil)
+		return
+	}
 	if err != nil {
 		b.metrics.Commands.WithLabelValues("error").Inc()
 		log.Error().Err(err).Msg("build plan")
@@ -202,7 +229,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 	view := PlanView{RequestID: rid, DryRun: req.DryRun, Approval: len(tg.Approvers) > 0, Note: note, Scheduled: scheduledCount(waves, plan), Target: b.targets.label(tg)}
 	if req.DryRun || len(waves) == 0 {
 		b.metrics.Commands.WithLabelValues("planned").Inc()
-		reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), b.kitOf(tg).planBlocks(plan, view))
+		reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), b.planView(tg, plan, view, fleet))
 		return
 	}
 	view.ExpiresAt = now.Add(b.cfg.ConfirmTTL)
@@ -217,7 +244,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 		return
 	}
 	b.metrics.Commands.WithLabelValues("planned").Inc()
-	reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), b.kitOf(tg).planBlocks(plan, view))
+	reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), b.planView(tg, plan, view, fleet))
 }
 
 // openPlans counts the user's plans still waiting for a decision, from
@@ -403,18 +430,6 @@ func scheduledCount(waves []patch.Wave, p upgrade.Plan) int {
 	return n
 }
 
-// notYet refuses what the parser reads but the bot cannot act on yet
-// (selectors, list --outdated), so that nothing
-// the user typed is silently dropped: it returns the sentence to say, or "".
-func notYet(req commands.Request) string {
-	switch {
-	case !req.Selectors.Empty():
-		return "Selectors (`engine:`, `name:`, `tag:`, `all`) are not supported by this version of the bot yet: name the instances. Nothing was done."
-	case req.Outdated:
-		return "`list --outdated` is not supported by this version of the bot yet. Nothing was done."
-	}
-	return ""
-}
 
 // plannedCount is how many instances a plan sends with opts: its targets
 // and, with --wait-for-window, those it schedules for their window.

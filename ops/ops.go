@@ -18,8 +18,22 @@ import (
 )
 
 // Check is one readiness condition; nil means ready. ctx is the probe's
-// request: it ends when the prober gives up.
+// request: it ends when the prober gives up. An error made by Warn keeps
+// the process ready: /readyz shows it after "ok".
 type Check func(ctx context.Context) error
+
+// Warning is a readiness note that does not make the process unready, such
+// as replicas of several versions during a rolling deploy.
+type Warning struct{ Err error }
+
+// Error returns the note.
+func (w *Warning) Error() string { return w.Err.Error() }
+
+// Unwrap returns the note's error.
+func (w *Warning) Unwrap() error { return w.Err }
+
+// Warn makes err a Warning: a Check returning it stays ready.
+func Warn(err error) error { return &Warning{Err: err} }
 
 // Server is the operational HTTP server.
 type Server struct {
@@ -43,7 +57,12 @@ func Handler(checks map[string]Check, gatherer prometheus.Gatherer) http.Handler
 		var b strings.Builder
 		ready := true
 		for _, name := range names {
-			if err := checks[name](r.Context()); err != nil {
+			err := checks[name](r.Context())
+			if w, ok := errors.AsType[*Warning](err); ok {
+				fmt.Fprintf(&b, "%s: ok (warning: %v)\n", name, w.Err)
+				continue
+			}
+			if err != nil {
 				ready = false
 				fmt.Fprintf(&b, "%s: not ready: %v\n", name, err)
 			} else {

@@ -39,6 +39,7 @@ func TestEndpointsByState(t *testing.T) {
 		{name: "readyz no checks", checks: nil, path: "/readyz", wantStatus: 200},
 		{name: "readyz slack down", checks: map[string]ops.Check{"slack": down, "store": ok}, path: "/readyz", wantStatus: 503, wantBody: []string{"slack: not ready: socket mode not connected", "store: ok"}},
 		{name: "readyz store down", checks: map[string]ops.Check{"slack": ok, "store": func(context.Context) error { return errors.New("database not open") }}, path: "/readyz", wantStatus: 503, wantBody: []string{"store: not ready: database not open"}},
+		{name: "readyz with a warning", checks: map[string]ops.Check{"slack": ok, "replicas": func(context.Context) error { return ops.Warn(errors.New("mixed versions: v1, v2")) }}, path: "/readyz", wantStatus: 200, wantBody: []string{"replicas: ok (warning: mixed versions: v1, v2)", "slack: ok"}},
 		{name: "unknown path", checks: nil, path: "/nope", wantStatus: 404},
 	}
 	for _, tt := range tests {

@@ -64,7 +64,8 @@ type Config struct {
 	ShutdownTimeout time.Duration `envconfig:"BOT_SHUTDOWN_TIMEOUT" default:"30s" desc:"how long a shutdown waits for work in flight"`
 	Retention       time.Duration `envconfig:"BOT_RETENTION" default:"2160h" desc:"how long final requests are kept (must exceed BOT_FOLLOW_FOR)"`
 	Canary          int           `envconfig:"BOT_CANARY" default:"0" desc:"default canary size, 0 to 10"`
-	FleetGuard      int           `envconfig:"BOT_FLEET_GUARD" default:"10" desc:"above this many instances a canary of 1 and waves are automatic unless --canary / --wave-size are given"`
+	MaxInstances    int           `envconfig:"BOT_MAX_INSTANCES" default:"200" desc:"most instances one patch request may plan (selectors included)"`
+	FleetGuard      int           `envconfig:"BOT_FLEET_GUARD" default:"10" desc:"above this many instances a canary of 1 and waves of 10 are automatic unless --canary / --wave-size are given"`
 	Workers         int           `envconfig:"BOT_WORKERS" default:"32" desc:"handlers running at once"`
 	QueueSize       int           `envconfig:"BOT_QUEUE_SIZE" default:"1000" desc:"events waiting for a handler"`
 	PollConcurrency int           `envconfig:"BOT_POLL_CONCURRENCY" default:"32" desc:"job polls running at once"`
@@ -103,6 +104,7 @@ func Defaults() Config {
 		HTTPAddr:             ":8080",
 		ShutdownTimeout:      30 * time.Second,
 		Retention:            2160 * time.Hour,
+		MaxInstances:         200,
 		FleetGuard:           10,
 		Workers:              32,
 		QueueSize:            1000,
