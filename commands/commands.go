@@ -166,9 +166,8 @@ var Subcommands = []Subcommand{
 			"(kinds AND, several of one kind OR; named instances are added). " +
 			"`--dry-run` only shows the plan. `--force` also patches instances outside their maintenance window (the channel message says so). " +
 			fmt.Sprintf("`--canary N` (1–%d) sends N instances first and the rest once they completed; a failed canary pauses the rollout until Continue or Stop. ", MaxCanary) +
-			fmt.Sprintf("`--wave-size N` (1–%d) sends the rest in waves of N, each once every job of the wave before it ended. ", MaxWaveSize) +
-			"`--max-errors E` (default 0): up to E failed or unknown instances are reported and the rollout goes on; one more pauses it until Continue or Stop. " +
-			"Above the fleet guard (BOT_FLEET_GUARD, default 10 instances) a canary of 1 and waves of 10 are automatic. " +
+			fmt.Sprintf("`--wave-size N` (1–%d) sends the rest in waves of N, each once the one before ended (above 10 instances: canary 1, waves of 10). ", MaxWaveSize) +
+			"`--max-errors E` (default 0): one failure more than E pauses the rollout. " +
 			"`--wait-for-window` schedules instances outside their window for its next opening. " +
 			"`--target` names the project and region when the bot serves several (default: the channel's, or the only one).",
 		Examples: []string{
@@ -176,8 +175,7 @@ var Subcommands = []Subcommand{
 			"orders-prod-1 orders-prod-2 orders-prod-3 --canary 1 --wait-for-window",
 			"3f1c9d0b6e2a4c7d8e9f0a1b2c3d4e5fin13, metrics-influx-01",
 			"engine:cassandra name:orders-* --dry-run",
-			"tag:env=prod engine:influxdb --canary 2",
-			"engine:cassandra --wave-size 5 --max-errors 1",
+			"tag:env=prod engine:influxdb --wave-size 5 --max-errors 1",
 		},
 	},
 	{
