@@ -492,8 +492,8 @@ func TestChannelPostRefusedPatchesNothing(t *testing.T) {
 // thread says so.
 func TestShutdownBetweenBatches(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, nil)
-	insts := h.addInstances("db", "cassandra", 12) // two batch calls: 10 + 2
+	h := newHarness(t, func(c *config.Config) { c.FleetGuard = 1000 }) // one wave of two batch calls
+	insts := h.addInstances("db", "cassandra", 12)                     // two batch calls: 10 + 2
 	names := make([]string, len(insts))
 	for i, in := range insts {
 		names[i] = in.Name

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 )
 
 // 25 named instances with --wave-size 5 --max-errors 1, above
@@ -20,7 +22,7 @@ func TestWavesAndErrorBudget(t *testing.T) {
 		t.Errorf("the plan does not show the canary and the waves:\n%s", text)
 	}
 	id, ts := h.confirmed(names(insts) + " --wave-size 5 --max-errors 1")
-	h.waitBatchCalls(1)
+	h.waitBatches(1)
 	calls := h.gdb.BatchCalls()
 	if len(calls[0]) != 1 {
 		t.Fatalf("first batch call = %v, want a canary of 1", calls[0])
@@ -41,7 +43,7 @@ func TestWavesAndErrorBudget(t *testing.T) {
 		}
 	}
 	complete(calls[0])
-	h.waitBatchCalls(2)
+	h.waitBatches(2)
 	calls = h.gdb.BatchCalls()
 	wave2 := calls[1]
 	if len(wave2) != 5 {
@@ -57,7 +59,7 @@ func TestWavesAndErrorBudget(t *testing.T) {
 	h.threadText(ts, "Disk full")
 	h.assertBatchCalls(2, "a job of wave 2 is still running")
 	complete(wave2[4:])
-	h.waitBatchCalls(3)
+	h.waitBatches(3)
 	wave3 := h.gdb.BatchCalls()[2]
 	if len(wave3) != 5 {
 		t.Fatalf("wave 3 = %v, want 5 instances", wave3)
@@ -72,16 +74,16 @@ func TestWavesAndErrorBudget(t *testing.T) {
 	h.assertBatchCalls(3, "nothing is sent while paused")
 
 	h.threadClick(alice, "patch_continue", id, 0)
-	h.waitBatchCalls(4)
+	h.waitBatches(4)
 	wave4 := h.gdb.BatchCalls()[3]
 	if len(wave4) != 5 {
 		t.Fatalf("wave 4 = %v, want 5 instances", wave4)
 	}
 	h.waitParentText(id, "wave 4 of 6: 5 instances")
 	complete(wave4)
-	h.waitBatchCalls(5)
+	h.waitBatches(5)
 	complete(h.gdb.BatchCalls()[4])
-	h.waitBatchCalls(6)
+	h.waitBatches(6)
 	last := h.gdb.BatchCalls()[5]
 	if len(last) != 4 {
 		t.Fatalf("wave 6 = %v, want the last 4 instances", last)
@@ -100,4 +102,16 @@ func TestWavesAndErrorBudget(t *testing.T) {
 		t.Errorf("%d instances sent, want 25", len(sent))
 	}
 	h.assertBatchCalls(6, "one call per wave")
+}
+
+// waitBatches waits until the fake GeminiDB recorded n batch calls' IDs
+// (Calls counts a call when it arrives, BatchCalls once it is handled).
+func (h *harness) waitBatches(n int) {
+	h.t.Helper()
+	h.waitBatchCalls(n)
+	if err := h.slack.WaitFor(h.ctx(), "batch calls recorded", func(*slacktest.Server) bool {
+		return len(h.gdb.BatchCalls()) >= n
+	}); err != nil {
+		h.t.Fatalf("%v (got %d, want %d)", err, len(h.gdb.BatchCalls()), n)
+	}
 }

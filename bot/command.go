@@ -430,7 +430,6 @@ func scheduledCount(waves []patch.Wave, p upgrade.Plan) int {
 	return n
 }
 
-
 // plannedCount is how many instances a plan sends with opts: its targets
 // and, with --wait-for-window, those it schedules for their window.
 func plannedCount(p upgrade.Plan, opts patch.Options) int {
