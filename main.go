@@ -285,7 +285,11 @@ func NewSlack(cfg config.Config) *slack.Client {
 	return slack.New(cfg.SlackBotToken.Reveal(),
 		slack.OptionAppLevelToken(cfg.SlackAppToken.Reveal()),
 		slack.OptionAPIURL(cfg.SlackAPIURL),
-		slack.OptionHTTPClient(&http.Client{Timeout: 30 * time.Second}),
+		// A keep-alive pool of its own (upgrade.NewTransport), not
+		// http.DefaultTransport's 2 idle connections per host: a burst of
+		// plans posted to response URLs would otherwise open (and, against
+		// Slack, TLS-handshake) a connection for most posts.
+		slack.OptionHTTPClient(&http.Client{Timeout: 30 * time.Second, Transport: upgrade.NewTransport()}),
 		// Slack answers a burst of thread replies with 429 and Retry-After; a
 		// 429 means the message was not taken, so retrying it is safe.
 		slack.OptionRetry(3))
@@ -387,7 +391,7 @@ func NewMain(cfg config.Config, logOut io.Writer) (*Main, error) {
 			}
 			return nil
 		},
-	}, reg)
+	}, reg, ops.WithPprof(cfg.Pprof))
 	m.HTTP, err = ops.Listen(cfg.HTTPAddr, h)
 	if err != nil {
 		_ = st.Close()
@@ -403,7 +407,11 @@ func NewMain(cfg config.Config, logOut io.Writer) (*Main, error) {
 func (m *Main) Run(ctx context.Context) error {
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- m.HTTP.Serve() }()
-	m.Log.Info().Str("http_addr", m.HTTP.Addr()).Msg("serving /healthz, /readyz, /metrics")
+	if m.Config.Pprof {
+		m.Log.Warn().Str("http_addr", m.HTTP.Addr()).Msg("serving /healthz, /readyz, /metrics and the profiler at /debug/pprof/ (BOT_PPROF); keep this address private")
+	} else {
+		m.Log.Info().Str("http_addr", m.HTTP.Addr()).Msg("serving /healthz, /readyz, /metrics")
+	}
 
 	botCtx, stopBot := context.WithCancel(ctx)
 	defer stopBot()

@@ -311,29 +311,10 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 
 // runList answers "list [engine]": instances with a patch available.
 func (b *Bot) runList(ctx context.Context, rid string, cmd slack.SlashCommand, engine, targetName string, reply func(string, []slack.Block)) {
-	tg, ok := b.pickTarget(targetName, cmd.ChannelID, reply)
+	tg, engines, found, ok := b.patchable(ctx, rid, cmd, engine, targetName, reply)
 	if !ok {
 		return
 	}
-	engines := tg.BatchEngines
-	if engine != "" {
-		engines = []string{engine}
-	}
-	var found []upgrade.Instance
-	for _, e := range engines {
-		insts, err := tg.DB.AllInstances(ctx, e)
-		if err != nil {
-			b.log.Error().Err(err).Str("request_id", rid).Msg("list instances")
-			reply("I could not list the instances.\n"+b.userError(err, rid), nil)
-			return
-		}
-		for _, in := range insts {
-			if in.PatchAvailable {
-				found = append(found, in)
-			}
-		}
-	}
-	b.metrics.Commands.WithLabelValues("list").Inc()
 	text := fmt.Sprintf("%s with a patch available", plural(len(found), "instance"))
 	if len(found) == 0 {
 		text = "No instance has a patch available."
@@ -438,4 +419,35 @@ func plannedCount(p upgrade.Plan, opts patch.Options) int {
 		n += len(w.InstanceIDs())
 	}
 	return n
+}
+
+// patchable lists the instances with a patch available of the target a
+// "list" names (or the channel's), of one engine or of every engine the
+// target's batch API accepts. It answers the user itself when it cannot,
+// and then returns false.
+func (b *Bot) patchable(ctx context.Context, rid string, cmd slack.SlashCommand, engine, targetName string, reply func(string, []slack.Block)) (*target, []string, []upgrade.Instance, bool) {
+	tg, ok := b.pickTarget(targetName, cmd.ChannelID, reply)
+	if !ok {
+		return nil, nil, nil, false
+	}
+	engines := tg.BatchEngines
+	if engine != "" {
+		engines = []string{engine}
+	}
+	var found []upgrade.Instance
+	for _, e := range engines {
+		insts, err := tg.DB.AllInstances(ctx, e)
+		if err != nil {
+			b.log.Error().Err(err).Str("request_id", rid).Msg("list instances")
+			reply("I could not list the instances.\n"+b.userError(err, rid), nil)
+			return nil, nil, nil, false
+		}
+		for _, in := range insts {
+			if in.PatchAvailable {
+				found = append(found, in)
+			}
+		}
+	}
+	b.metrics.Commands.WithLabelValues("list").Inc()
+	return tg, engines, found, true
 }

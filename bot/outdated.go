@@ -184,29 +184,10 @@ func (k kit) outdatedBlocks(command string, engines []string, groups []versionGr
 
 // runOutdated answers "list [engine] --outdated": what is behind.
 func (b *Bot) runOutdated(ctx context.Context, rid string, cmd slack.SlashCommand, engine, targetName string, reply func(string, []slack.Block)) {
-	tg, ok := b.pickTarget(targetName, cmd.ChannelID, reply)
+	tg, engines, found, ok := b.patchable(ctx, rid, cmd, engine, targetName, reply)
 	if !ok {
 		return
 	}
-	engines := tg.BatchEngines
-	if engine != "" {
-		engines = []string{engine}
-	}
-	var found []upgrade.Instance
-	for _, e := range engines {
-		insts, err := tg.DB.AllInstances(ctx, e)
-		if err != nil {
-			b.log.Error().Err(err).Str("request_id", rid).Msg("list instances")
-			reply("I could not list the instances.\n"+b.userError(err, rid), nil)
-			return
-		}
-		for _, in := range insts {
-			if in.PatchAvailable {
-				found = append(found, in)
-			}
-		}
-	}
-	b.metrics.Commands.WithLabelValues("list").Inc()
 	groups := outdatedGroupsOf(engines, found)
 	if b.targets.label(tg) != "" {
 		// Several targets: the suggestions must name this one.

@@ -1,6 +1,7 @@
 // Package ops serves the operational HTTP endpoints: /healthz (the process
-// is alive), /readyz (every readiness check passes) and /metrics
-// (Prometheus text format).
+// is alive), /readyz (every readiness check passes), /metrics (Prometheus
+// text format) and, when asked for with WithPprof, Go's profiler under
+// /debug/pprof/.
 package ops
 
 import (
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strings"
 	"time"
@@ -41,9 +43,35 @@ type Server struct {
 	ln  net.Listener
 }
 
-// Handler returns the mux for /healthz, /readyz and /metrics.
-func Handler(checks map[string]Check, gatherer prometheus.Gatherer) http.Handler {
+// Option changes what Handler serves.
+type Option func(*options)
+
+type options struct{ pprof bool }
+
+// WithPprof serves net/http/pprof's handlers under /debug/pprof/ (the
+// index, cmdline, profile, symbol, trace and every named profile such as
+// heap and goroutine). Off unless asked for: a profile shows the program's
+// internals and a CPU profile costs CPU while it runs.
+func WithPprof(on bool) Option { return func(o *options) { o.pprof = on } }
+
+// Handler returns the mux for /healthz, /readyz and /metrics, and for
+// /debug/pprof/ with WithPprof(true).
+func Handler(checks map[string]Check, gatherer prometheus.Gatherer, opts ...Option) http.Handler {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	mux := http.NewServeMux()
+	if o.pprof {
+		// Registered on this mux only: importing net/http/pprof also
+		// registers on http.DefaultServeMux, which nothing here serves.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")

@@ -61,6 +61,9 @@ type Config struct {
 	MaxOpenPlans    int           `envconfig:"BOT_MAX_OPEN_PLANS" default:"3" desc:"unconfirmed plans per user"`
 	Store           string        `envconfig:"BOT_STORE" default:"geminidb-patch.db" desc:"bbolt file path, or a redis:// or rediss:// URL"`
 	HTTPAddr        string        `envconfig:"BOT_HTTP_ADDR" default:":8080" desc:"address of /healthz, /readyz and /metrics"`
+	// Pprof serves Go's profiler under /debug/pprof/ on HTTPAddr. Off by
+	// default: a profile shows the program's internals.
+	Pprof           bool          `envconfig:"BOT_PPROF" desc:"serve Go's profiler at /debug/pprof/ on BOT_HTTP_ADDR (true/false)"`
 	ShutdownTimeout time.Duration `envconfig:"BOT_SHUTDOWN_TIMEOUT" default:"30s" desc:"how long a shutdown waits for work in flight"`
 	Retention       time.Duration `envconfig:"BOT_RETENTION" default:"2160h" desc:"how long final requests are kept (must exceed BOT_FOLLOW_FOR)"`
 	Canary          int           `envconfig:"BOT_CANARY" default:"0" desc:"default canary size, 0 to 10"`
