@@ -62,7 +62,9 @@ func TestSeedExample(t *testing.T) {
 // nothing twice, nothing left out.
 func TestTwentyThreeInstancesAcrossEngines(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, nil)
+	// One wave of many batch calls: above the fleet guard the plan would
+	// go canary first and in waves (TestWavesAndErrorBudget tests that).
+	h := newHarness(t, func(c *config.Config) { c.FleetGuard = 1000 })
 	cass := h.addInstances("cass", "cassandra", 13)
 	influx := h.addInstances("influx", "influxdb", 10)
 	engineOf := map[string]string{}
@@ -361,7 +363,9 @@ func TestRevokedAppTokenStopsTheBot(t *testing.T) {
 // lists every instance.
 func TestHundredInstances(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, nil)
+	// One wave of many batch calls: above the fleet guard the plan would
+	// go canary first and in waves (TestWavesAndErrorBudget tests that).
+	h := newHarness(t, func(c *config.Config) { c.FleetGuard = 1000 })
 	insts := append(h.addInstances("cassandra-instance-with-a-long-name", "cassandra", 50),
 		h.addInstances("influxdb-instance-with-a-long-name", "influxdb", 50)...)
 	names := make([]string, len(insts))
@@ -488,8 +492,8 @@ func TestChannelPostRefusedPatchesNothing(t *testing.T) {
 // thread says so.
 func TestShutdownBetweenBatches(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, nil)
-	insts := h.addInstances("db", "cassandra", 12) // two batch calls: 10 + 2
+	h := newHarness(t, func(c *config.Config) { c.FleetGuard = 1000 }) // one wave of two batch calls
+	insts := h.addInstances("db", "cassandra", 12)                     // two batch calls: 10 + 2
 	names := make([]string, len(insts))
 	for i, in := range insts {
 		names[i] = in.Name

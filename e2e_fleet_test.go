@@ -173,12 +173,12 @@ func TestFleetMaxInstances(t *testing.T) {
 }
 
 // Above BOT_FLEET_GUARD a fleet plan goes canary first: one instance alone,
-// the rest only once it completed.
+// the rest (one wave of 10 at most) only once it completed.
 func TestFleetGuardCanary(t *testing.T) {
 	h := newHarness(t, func(c *config.Config) { c.FleetGuard = 3 })
 	insts := h.addInstances("orders-cass", "cassandra", 5)
 	_, plan, _ := h.plan(alice, "engine:cassandra --dry-run")
-	if !strings.Contains(plan.AllText(), "canary: 1 instance first") {
+	if !strings.Contains(plan.AllText(), "canary of 1 instance first") {
 		t.Errorf("the plan does not show the automatic canary:\n%s", plan.AllText())
 	}
 	_, ts := h.confirmed("engine:cassandra")

@@ -305,7 +305,9 @@ func (b *Bot) onRetry(ctx context.Context, c click, r store.Request, p upgrade.P
 	orig, perr := commands.Parse(r.Text)
 	req := commands.Request{Kind: commands.KindPatch, Instances: ids, Force: r.Force, Target: b.targets.nameOf(r)}
 	if perr == nil {
-		req.WaitForWindow = orig.WaitForWindow
+		// The rollout flags as typed; the fleet guard applies again to the
+		// retry's own count.
+		req.Canary, req.WaveSize, req.MaxErrors, req.WaitForWindow = orig.Canary, orig.WaveSize, orig.MaxErrors, orig.WaitForWindow
 	}
 	cmd := slack.SlashCommand{UserID: c.user, ChannelID: r.Channel, TeamID: c.team, ResponseURL: c.responseURL, Command: b.cfg.Command}
 	note := fmt.Sprintf("Retry of `%s`: a fresh plan of the %s that were not patched. Review it before confirming.", r.ID, plural(len(ids), "instance"))

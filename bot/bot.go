@@ -97,7 +97,7 @@ type Config struct {
 	Retention       time.Duration // final requests older than this are deleted; 0 keeps them
 	Canary          int           // the default --canary; 0 = none
 	MaxInstances    int           // the most instances one request may plan; default 200
-	FleetGuard      int           // above this many instances a canary of 1 is automatic; default 10
+	FleetGuard      int           // above this many instances a canary of 1 and waves are automatic; default 10
 	ConsoleURL      string        // console page of an instance: a template with {region}, {project_id}, {instance_id}; "" = no links
 	Region          string        // replaces {region} in ConsoleURL
 	Now             func() time.Time

@@ -58,10 +58,6 @@ func (b *Bot) onSlashCommand(_ context.Context, cmd slack.SlashCommand, retry in
 		b.metrics.Commands.WithLabelValues("help").Inc()
 		return ephemeral(commands.Help(b.cfg.Command))
 	}
-	if msg := notYet(req); msg != "" {
-		b.metrics.Commands.WithLabelValues("bad_input").Inc()
-		return ephemeral(msg)
-	}
 	a := auditInfo{RequestID: rid, User: cmd.UserID, Channel: cmd.ChannelID, Instances: req.Instances}
 	if !b.access.channelAllowed(cmd.ChannelID) {
 		b.metrics.Commands.WithLabelValues("refused").Inc()
@@ -219,13 +215,13 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 		return
 	}
 	log.Info().Int("patchable", len(plan.Targets)).Int("skipped", len(plan.Skipped)).Strs("instance_ids", targetIDs(plan)).Msg("plan ready")
-	opts := patch.Options{Canary: req.Canary, WaitForWindow: req.WaitForWindow}
+	opts := patch.Options{Canary: req.Canary, WaitForWindow: req.WaitForWindow, WaveSize: req.WaveSize, MaxErrors: req.MaxErrors}
 	if opts.Canary == 0 {
 		opts.Canary = b.cfg.Canary
 	}
-	if fleet != nil && opts.Canary == 0 && len(plan.Targets) > b.cfg.FleetGuard {
-		opts.Canary = 1 // BOT_FLEET_GUARD: a fleet goes canary first unless --canary says otherwise
-	}
+	// BOT_FLEET_GUARD: above it, a canary of 1 (unless --canary or
+	// BOT_CANARY says otherwise) and waves of --wave-size (default 10).
+	opts = opts.Guarded(plannedCount(plan, opts), b.cfg.FleetGuard)
 	waves := patch.Waves(plan, opts, now.UTC())
 	if text := rolloutText(patch.Rollout{Options: opts, Waves: waves}, now.UTC()); text != "" {
 		note = strings.TrimSpace(note + "\n" + text)
@@ -415,14 +411,14 @@ func scheduledCount(waves []patch.Wave, p upgrade.Plan) int {
 	return n
 }
 
-// notYet refuses what the parser reads but the bot cannot act on yet
-// (waves, an error budget), so that nothing
-// the user typed is silently dropped: it returns the sentence to say, or "".
-func notYet(req commands.Request) string {
-	if req.WaveSize != 0 || req.MaxErrors != 0 {
-		return "`--wave-size` and `--max-errors` are not supported by this version of the bot yet. Nothing was done."
+// plannedCount is how many instances a plan sends with opts: its targets
+// and, with --wait-for-window, those it schedules for their window.
+func plannedCount(p upgrade.Plan, opts patch.Options) int {
+	n := 0
+	for _, w := range patch.Waves(p, patch.Options{WaitForWindow: opts.WaitForWindow}, time.Time{}) {
+		n += len(w.InstanceIDs())
 	}
-	return ""
+	return n
 }
 
 // patchable lists the instances with a patch available of the target a

@@ -29,7 +29,10 @@ func (b *Bot) parentView(r store.Request, p upgrade.Plan, counts *Counts) Parent
 	if err != nil {
 		return v
 	}
-	if len(ro.Waves) > 1 || (len(ro.Waves) == 1 && ro.Waves[0].Kind == patch.KindWindow) {
+	switch {
+	case ro.WaveSize > 0:
+		v.Rollout = waveProgress(r, ro, counts)
+	case len(ro.Waves) > 1 || (len(ro.Waves) == 1 && ro.Waves[0].Kind == patch.KindWindow):
 		v.Rollout = waveSummary(ro, b.cfg.Now())
 	}
 	switch {
@@ -76,7 +79,7 @@ func rolloutButtons(id string, paused, canStop bool) slack.Block {
 		els = append(els, slack.NewButtonBlockElement(ActionContinue, id, plain("Continue")).
 			WithStyle(slack.StyleDanger).
 			WithConfirm(slack.NewConfirmationBlockObject(plain("Continue the rollout?"),
-				plain("The instances not sent yet are sent, without waiting for the canary any more."), plain("Continue"), plain("Back"))))
+				plain("The instances not sent yet are sent, without waiting for the canary any more; the instances that went wrong so far no longer count against --max-errors."), plain("Continue"), plain("Back"))))
 	}
 	if canStop {
 		els = append(els, slack.NewButtonBlockElement(ActionStop, id, plain("Stop")).
@@ -126,11 +129,115 @@ func waveSummary(ro patch.Rollout, now time.Time) []string {
 	return lines
 }
 
+// waveProgress describes a rollout in waves for its channel message, in a
+// few lines however many waves it has: the wave it is at ("wave 3 of 14:
+// 10 instances, running"), the next one, and the error budget used.
+func waveProgress(r store.Request, ro patch.Rollout, counts *Counts) []string {
+	n := len(ro.Waves)
+	if n == 0 {
+		return nil
+	}
+	at := -1
+	for k, w := range ro.Waves {
+		if !w.Started.IsZero() {
+			at = k
+		}
+	}
+	var lines []string
+	if at < 0 {
+		lines = append(lines, fmt.Sprintf("%s, none sent yet", plural(n, "wave")))
+	} else {
+		w := ro.Waves[at]
+		status := "sent"
+		switch {
+		case w.Ended.IsZero():
+			status = "sending"
+		case counts != nil && counts.Running > 0:
+			status = "running"
+		case r.State == store.Paused:
+			status = "paused"
+		case r.State == store.Done || patch.Finished(r):
+			status = "ended"
+		}
+		kind := ""
+		if w.Kind == patch.KindCanary {
+			kind = ", canary"
+		}
+		lines = append(lines, fmt.Sprintf("wave %d of %d%s: %s, %s", at+1, n, kind, plural(len(w.InstanceIDs()), "instance"), status))
+	}
+	if next := at + 1; next < n {
+		w := ro.Waves[next]
+		line := fmt.Sprintf("next: wave %d of %d, %s", next+1, n, plural(len(w.InstanceIDs()), "instance"))
+		switch {
+		case ro.Stopped != nil:
+			line = fmt.Sprintf("waves %d–%d not sent (stopped)", next+1, n)
+		case w.Kind == patch.KindWindow:
+			line += fmt.Sprintf(", in its window %s UTC", w.Window)
+		case next > 0:
+			line += ", once every job before it ended"
+		}
+		lines = append(lines, line)
+	}
+	used := 0
+	if counts != nil {
+		used = max(counts.Failed+counts.Unknown+counts.Unfollowed+counts.NotSubmitted-len(ro.Accepted), 0)
+	}
+	budget := fmt.Sprintf("errors: %d of %d allowed (--max-errors %d)", used, ro.MaxErrors, ro.MaxErrors)
+	if len(ro.Accepted) > 0 {
+		budget += fmt.Sprintf(", %d more accepted by Continue", len(ro.Accepted))
+	}
+	return append(lines, budget)
+}
+
 // rolloutText is waveSummary as one line for the plan: "" for a plain
-// rollout of one wave.
+// rollout of one wave. A rollout in waves is said in one sentence.
 func rolloutText(ro patch.Rollout, now time.Time) string {
+	if ro.WaveSize > 0 && len(ro.Waves) > 0 {
+		return planWavesText(ro)
+	}
 	if len(ro.Waves) < 2 && (len(ro.Waves) == 0 || ro.Waves[0].Kind != patch.KindWindow) {
 		return ""
 	}
 	return "Rollout: " + strings.Join(waveSummary(ro, now), "; ") + "."
+}
+
+// planWavesText says how a rollout in waves will go, for its plan: "Rollout:
+// canary of 1 instance first, then 24 instances in 5 waves of at most 5,
+// each once every job of the wave before it ended; up to 1 failed or
+// unknown instance, the rollout goes on, one more pauses it."
+func planWavesText(ro patch.Rollout) string {
+	canary, rest, waves := 0, 0, 0
+	scheduled := 0
+	for _, w := range ro.Waves {
+		switch w.Kind {
+		case patch.KindCanary:
+			canary += len(w.InstanceIDs())
+		case patch.KindWindow:
+			scheduled += len(w.InstanceIDs())
+			rest += len(w.InstanceIDs())
+			waves++
+		default:
+			rest += len(w.InstanceIDs())
+			waves++
+		}
+	}
+	var parts []string
+	if canary > 0 {
+		parts = append(parts, fmt.Sprintf("canary of %s first", plural(canary, "instance")))
+	}
+	if rest > 0 {
+		s := fmt.Sprintf("%s in %s of at most %d, each once every job of the wave before it ended", plural(rest, "instance"), plural(waves, "wave"), ro.WaveSize)
+		if scheduled > 0 {
+			s += fmt.Sprintf(" (%d held to their maintenance window)", scheduled)
+		}
+		if canary > 0 {
+			s = "then " + s
+		}
+		parts = append(parts, s)
+	}
+	budget := "any failed or unknown instance pauses it (Continue / Stop)"
+	if ro.MaxErrors > 0 {
+		budget = fmt.Sprintf("up to %s failed or unknown, the rollout goes on; one more pauses it (Continue / Stop)", plural(ro.MaxErrors, "instance"))
+	}
+	return "Rollout: " + strings.Join(parts, ", ") + "; " + budget + "."
 }

@@ -124,7 +124,11 @@ func (l *Lifecycle) Claim(ctx context.Context, slot Slot, id string, ttl time.Du
 		_, err = l.st.UpdateJob(ctx, id, func(x *store.Job) error {
 			now := l.now()
 			c.Until = now.Add(ttl)
-			return holder{&x.PollBy, &x.PollUntil}.take(c.Token, now, ttl)
+			if err := (holder{&x.PollBy, &x.PollUntil}).take(c.Token, now, ttl); err != nil {
+				return err
+			}
+			x.NextPoll = x.PollUntil // DueJobs returns it again once the claim ran out
+			return nil
 		})
 	default:
 		err = fmt.Errorf("slot %q cannot be claimed on its own", slot)
@@ -161,6 +165,7 @@ func (l *Lifecycle) Renew(ctx context.Context, c *Claim) error {
 				return err
 			}
 			until = *h.until
+			x.NextPoll = until
 			return nil
 		})
 	default:

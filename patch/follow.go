@@ -66,21 +66,52 @@ func (rn *Runner) Tick(ctx context.Context) {
 	rn.prune(ctx)
 }
 
-// advanceAll does what is due for every open request.
+// dueBatch is the most requests one housekeeping tick reads; more that
+// are due wait for the next tick.
+const dueBatch = 500
+
+// advanceAll does what is due for every request that is due (store.Due:
+// its WakeAt, expiry, lease or owed answers came), reading nothing else.
+// The first tick of a Runner also lists every open request once, for
+// those written before WakeAt existed (and so never due by it).
 func (rn *Runner) advanceAll(ctx context.Context) {
-	rs, err := rn.st.List(ctx, openStates...)
+	var rs []store.Request
+	var err error
+	if rn.swept.CompareAndSwap(false, true) {
+		rs, err = rn.st.List(ctx, openStates...)
+	} else {
+		rs, err = rn.st.Due(ctx, rn.opts.Now(), dueBatch)
+	}
 	if err != nil {
-		rn.log.Error().Err(err).Msg("list open requests")
+		rn.swept.Store(false) // list again next tick
+		rn.log.Error().Err(err).Msg("list the requests due")
 		return
 	}
 	for _, r := range rs {
 		if ctx.Err() != nil {
 			return
 		}
-		if r.State == store.Stopped && Finished(r) {
-			continue
-		}
 		rn.advance(ctx, r)
+	}
+}
+
+// sleep moves r's WakeAt to until (zero: until a write wakes it), so that
+// store.Due no longer returns it before then, unless r changed since it
+// was read (its state or WakeAt: every engine write wakes it, see wake).
+func (rn *Runner) sleep(ctx context.Context, r store.Request, until time.Time) {
+	if r.WakeAt.Equal(until) {
+		return
+	}
+	_, err := rn.st.Update(ctx, r.ID, func(x *store.Request) error {
+		if x.State != r.State || !x.WakeAt.Equal(r.WakeAt) {
+			return errAlreadyDone // it moved: the next tick looks again
+		}
+		x.WakeAt = until
+		return nil
+	})
+	if err != nil && !errors.Is(err, errAlreadyDone) {
+		// Safe: it stays due and the next tick looks again.
+		rn.log.Warn().Err(err).Str("request_id", r.ID).Msg("record when to look at a request next")
 	}
 }
 
@@ -93,6 +124,10 @@ func Finished(r store.Request) bool {
 // advance does what is due for request r now.
 func (rn *Runner) advance(ctx context.Context, r store.Request) {
 	log := rn.log.With().Str("request_id", r.ID).Logger()
+	if r.State.Final() && !r.ResultsPending && (r.State != store.Stopped || Finished(r)) {
+		rn.sleep(ctx, r, time.Time{}) // final: nothing is ever due again
+		return
+	}
 	if r.ResultsPending && (r.State == store.Submitted || r.State == store.Stopped) {
 		rn.repostResults(ctx, r)
 		return
@@ -108,6 +143,12 @@ func (rn *Runner) advance(ctx context.Context, r store.Request) {
 		return
 	}
 	switch step.Action {
+	case ActionNone:
+		rn.sleep(ctx, r, time.Time{})
+	case ActionWait:
+		// A wait on a person or on jobs (Until zero) is woken by the write
+		// that ends it; a window opening or an expiry by its time.
+		rn.sleep(ctx, r, step.Until)
 	case ActionExpire:
 		rn.expire(ctx, r)
 	case ActionRecover:

@@ -137,19 +137,25 @@ func (e *RefusedError) Unwrap() error { return store.ErrConflict }
 // error refuses the swap and nothing is written.
 type mutation func(x *store.Request, ro *Rollout, now time.Time) error
 
-// apply runs m on x and stores the rollout it changed.
+// apply runs m on x and stores the rollout it changed. Every change the
+// engine makes this way also makes the request due at once (wake), so the
+// next housekeeping tick looks at what it may do now.
 func (l *Lifecycle) apply(x *store.Request, m mutation) error {
-	if m == nil {
-		return nil
+	now := l.now()
+	if m != nil {
+		ro, err := RolloutOf(*x)
+		if err != nil {
+			return err
+		}
+		if err := m(x, &ro, now); err != nil {
+			return err
+		}
+		if err := setRollout(x, ro); err != nil {
+			return err
+		}
 	}
-	ro, err := RolloutOf(*x)
-	if err != nil {
-		return err
-	}
-	if err := m(x, &ro, l.now()); err != nil {
-		return err
-	}
-	return setRollout(x, ro)
+	wake(x, now)
+	return nil
 }
 
 // move is the one way a verb changes a request's state: checked against
@@ -289,7 +295,7 @@ func (l *Lifecycle) start(ctx context.Context, verb, id string, from store.State
 		if also != nil {
 			also(x)
 		}
-		v := judgeCanary(*ro, nil)
+		v := judge(*ro, nil)
 		s.Wave = -1
 		for k := range ro.Waves {
 			if ok, _, _ := due(*ro, k, v, now); ok {
@@ -338,7 +344,7 @@ func (l *Lifecycle) SendWave(ctx context.Context, id string, k int, user string)
 		case x.ResultsPending:
 			return refuse("the answers of the previous wave are not all posted yet", time.Time{})
 		}
-		if ok, why, until := due(*ro, k, judgeCanary(*ro, jobs), now); !ok {
+		if ok, why, until := due(*ro, k, judge(*ro, jobs), now); !ok {
 			return refuse(why, until)
 		}
 		l.claimSend(s, x, ro, user, now)
@@ -351,35 +357,45 @@ func (l *Lifecycle) SendWave(ctx context.Context, id string, k int, user string)
 }
 
 // Pause stops a submitted request from sending more because its canary
-// went wrong (a canary job Failed, was given up, or never started): no
-// wave goes until Continue, and Stop ends it. It checks the jobs itself,
-// and is refused (*RefusedError) when the canary did not go wrong, nothing
-// is left to send, or someone already chose to continue.
+// went wrong (a canary job Failed, was given up, or never started) or, for
+// a rollout in waves, more instances went wrong than its error budget
+// allows: no wave goes until Continue, and Stop ends it. It checks the
+// jobs itself, and is refused (*RefusedError) when neither happened,
+// nothing is left to send, or someone already chose to continue past it.
 func (l *Lifecycle) Pause(ctx context.Context, id string) (store.Request, error) {
 	jobs, err := l.st.Jobs(ctx, id)
 	if err != nil {
 		return store.Request{}, fmt.Errorf("pause request %s: %w", id, err)
 	}
 	return l.move(ctx, "pause", id, []store.State{store.Submitted}, store.Paused, "", func(x *store.Request, ro *Rollout, now time.Time) error {
-		v := judgeCanary(*ro, jobs)
+		pause, why, bad := judge(*ro, jobs).pause(*ro)
 		switch {
-		case v.state != canaryBad:
-			return &RefusedError{ID: id, Verb: "pause", Reason: "its canary did not go wrong"}
+		case !pause:
+			return &RefusedError{ID: id, Verb: "pause", Reason: "neither its canary nor its error budget went wrong"}
 		case !ro.waiting():
 			return &RefusedError{ID: id, Verb: "pause", Reason: "nothing is left to send"}
 		}
-		ro.Paused = &Mark{At: now, Why: v.why, Instances: v.bad}
+		ro.Paused = &Mark{At: now, Why: why, Instances: bad}
 		return nil
 	})
 }
 
 // Continue resumes a paused request (paused → submitted): the rest is sent
 // (each wave still exactly once, when due; see Next and SendWave) without
-// waiting for the canary any more, and nothing pauses the request again.
-// A second Continue gets a *store.ConflictError.
+// waiting for the canary any more, and the instances that made it pause
+// are accepted: they no longer count against the error budget, which
+// pauses the request again only for errors after them. A second Continue
+// gets a *store.ConflictError.
 func (l *Lifecycle) Continue(ctx context.Context, id, user string) (store.Request, error) {
 	return l.move(ctx, "continue", id, []store.State{store.Paused}, store.Submitted, user, func(_ *store.Request, ro *Rollout, now time.Time) error {
 		ro.Continued = &Mark{At: now, By: user}
+		if ro.Paused != nil {
+			for _, id := range ro.Paused.Instances {
+				if !slices.Contains(ro.Accepted, id) {
+					ro.Accepted = append(ro.Accepted, id)
+				}
+			}
+		}
 		return nil
 	})
 }

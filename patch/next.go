@@ -2,6 +2,7 @@ package patch
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -89,9 +90,9 @@ func nextSubmitted(r store.Request, ro Rollout, jobs []store.Job, now time.Time)
 	if !ro.waiting() {
 		return ending(r, jobs)
 	}
-	v := judgeCanary(ro, jobs)
-	if v.state == canaryBad {
-		return Step{Action: ActionPause, Why: v.why, Instances: v.bad}
+	v := judge(ro, jobs)
+	if pause, why, bad := v.pause(ro); pause {
+		return Step{Action: ActionPause, Why: why, Instances: bad}
 	}
 	var until time.Time
 	var why []string
@@ -129,6 +130,19 @@ func due(ro Rollout, k int, v verdict, now time.Time) (ok bool, why string, unti
 	if w.Kind != KindCanary && v.state != canaryPassed {
 		return false, "waits for every canary instance to complete", time.Time{}
 	}
+	if v.over() {
+		return false, "waits: " + v.budgetWhy(ro), time.Time{}
+	}
+	if ro.WaveSize > 0 && w.Kind != KindCanary {
+		for j := range k {
+			switch {
+			case ro.Waves[j].Ended.IsZero():
+				return false, fmt.Sprintf("waits for wave %d to be sent", j+1), time.Time{}
+			case v.running[j]:
+				return false, fmt.Sprintf("waits for every job of wave %d to end", j+1), time.Time{}
+			}
+		}
+	}
 	if !w.Window.Contains(now) {
 		open := w.Window.NextOpen(now)
 		return false, fmt.Sprintf("waits for its window %s UTC (opens %s)", w.Window, open.Format(time.RFC3339)), open
@@ -145,23 +159,116 @@ const (
 	canaryBad                        // some canary Failed, was given up, or never started
 )
 
-// verdict is the canary's state and, when bad, which instances and why.
+// verdict is the canary's state and, when bad, which instances and why;
+// and, for a rollout in waves, its error budget and which of its sent
+// waves still have jobs running.
 type verdict struct {
 	state canaryState
 	bad   []string
 	why   string
+
+	// budgeted is set for a rollout in waves (Options.WaveSize > 0).
+	budgeted bool
+	// errors are the instances of sent waves counted against the budget
+	// (not accepted by a Continue), in wave order; allowed is MaxErrors.
+	errors  []string
+	allowed int
+	// running[k] is set when wave k was sent and some job of it is still
+	// followed.
+	running map[int]bool
 }
 
-// judgeCanary judges ro's canary from its jobs. Once continued, it passes.
-func judgeCanary(ro Rollout, jobs []store.Job) verdict {
-	if !ro.hasCanary() || ro.Continued != nil {
-		return verdict{state: canaryPassed}
+// over reports whether the error budget is spent: more errors than allowed.
+func (v verdict) over() bool { return v.budgeted && len(v.errors) > v.allowed }
+
+// budgetWhy says why the budget stopped the rollout, for the pause.
+func (v verdict) budgetWhy(ro Rollout) string {
+	const most = 10
+	names := v.errors
+	more := ""
+	if len(names) > most {
+		names, more = names[:most], fmt.Sprintf(" and %d more", len(v.errors)-most)
 	}
+	accepted := ""
+	if len(ro.Accepted) > 0 {
+		accepted = fmt.Sprintf(" after the %d accepted by Continue", len(ro.Accepted))
+	}
+	return fmt.Sprintf("%d instances failed or ended unknown%s (%s%s), more than --max-errors %d allows",
+		len(v.errors), accepted, strings.Join(names, ", "), more, v.allowed)
+}
+
+// pause reports whether the request must pause now, why, and the
+// instances that made it: a canary that went wrong, or a spent budget.
+func (v verdict) pause(ro Rollout) (bool, string, []string) {
+	switch {
+	case v.state == canaryBad:
+		return true, v.why, v.bad
+	case v.over():
+		return true, v.budgetWhy(ro), v.errors
+	}
+	return false, "", nil
+}
+
+// Budget is the error budget of a rollout in waves: Used counts the
+// instances of its sent waves that failed, were given up, were refused by
+// the cloud, were not sent or ended unknown (any that started no job that
+// Completed and has none running), less those a Continue accepted; once
+// Used exceeds Allowed (MaxErrors) the rollout pauses. Budgeted is false
+// for a rollout without waves, which keeps no budget.
+type Budget struct {
+	Budgeted      bool
+	Used, Allowed int
+	Accepted      int
+}
+
+// BudgetOf returns the error budget of r, given its jobs.
+func BudgetOf(r store.Request, jobs []store.Job) (Budget, error) {
+	ro, err := RolloutOf(r)
+	if err != nil {
+		return Budget{}, err
+	}
+	v := judge(ro, jobs)
+	return Budget{Budgeted: v.budgeted, Used: len(v.errors), Allowed: v.allowed, Accepted: len(ro.Accepted)}, nil
+}
+
+// judge judges ro's canary and, for a rollout in waves, its error budget,
+// from its jobs. Once continued, the canary passes; errors a Continue
+// accepted are not counted again.
+func judge(ro Rollout, jobs []store.Job) verdict {
 	byInstance := map[string]store.Job{}
 	for _, j := range jobs {
 		if old, ok := byInstance[j.InstanceID]; !ok || j.SubmittedAt.After(old.SubmittedAt) {
 			byInstance[j.InstanceID] = j
 		}
+	}
+	v := judgeCanary(ro, byInstance)
+	if ro.WaveSize <= 0 {
+		return v
+	}
+	v.budgeted, v.allowed, v.running = true, ro.MaxErrors, map[int]bool{}
+	for k, w := range ro.Waves {
+		if w.Ended.IsZero() {
+			continue
+		}
+		for _, id := range w.InstanceIDs() {
+			j, ok := byInstance[id]
+			switch {
+			case ok && j.Active():
+				v.running[k] = true
+			case ok && j.Status == upgrade.JobCompleted:
+			case !slices.Contains(ro.Accepted, id):
+				v.errors = append(v.errors, id)
+			}
+		}
+	}
+	return v
+}
+
+// judgeCanary judges ro's canary from the latest job of each instance.
+// Once continued, it passes.
+func judgeCanary(ro Rollout, byInstance map[string]store.Job) verdict {
+	if !ro.hasCanary() || ro.Continued != nil {
+		return verdict{state: canaryPassed}
 	}
 	v := verdict{state: canaryPassed}
 	var why []string
@@ -201,4 +308,16 @@ func judgeCanary(ro Rollout, jobs []store.Job) verdict {
 		v.why = "canary " + strings.Join(why, "; ")
 	}
 	return v
+}
+
+// wake makes x due at once: WakeAt now or, when it is already due, just
+// before its WakeAt, so that the write always changes WakeAt and a Tick
+// that read x before it never puts it back to sleep (sleep compares
+// WakeAt).
+func wake(x *store.Request, now time.Time) {
+	if !x.WakeAt.IsZero() && !x.WakeAt.After(now) {
+		x.WakeAt = x.WakeAt.Add(-time.Nanosecond)
+		return
+	}
+	x.WakeAt = now
 }

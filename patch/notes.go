@@ -22,9 +22,18 @@ func (l *Lifecycle) Note(ctx context.Context, id string, note func(*store.Reques
 // are all in its thread: the next wave (or the summary) may go. Only the
 // engine sets and clears ResultsPending.
 func (l *Lifecycle) ResultsPosted(ctx context.Context, id string) (store.Request, error) {
-	r, err := l.st.Update(ctx, id, func(x *store.Request) error { x.ResultsPending = false; return nil })
+	r, err := l.st.Update(ctx, id, func(x *store.Request) error { x.ResultsPending = false; wake(x, l.now()); return nil })
 	if err != nil {
 		return store.Request{}, fmt.Errorf("record that the answers of request %s are posted: %w", id, err)
 	}
 	return r, nil
+}
+
+// Wake makes request id due for housekeeping at once (a job of it ended):
+// the next Tick looks at what it may do now.
+func (l *Lifecycle) Wake(ctx context.Context, id string) error {
+	if _, err := l.st.Update(ctx, id, func(x *store.Request) error { wake(x, l.now()); return nil }); err != nil {
+		return fmt.Errorf("wake request %s: %w", id, err)
+	}
+	return nil
 }

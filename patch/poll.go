@@ -18,7 +18,12 @@ import (
 // already reported the job: what makes "nothing reported twice" hold.
 var errAlreadyDone = errors.New("already reported")
 
-// Poll reads every job of the target named site that is due, at most
+// pollBatch is the most jobs one poll reads from the store; more that are
+// due wait for the next poll.
+const pollBatch = 2000
+
+// Poll reads every job of the target named site that is due (store.DueJobs:
+// its NextPoll came; a poll claim moves it on), at most
 // PollConcurrency at once, each under a poll claim (SlotPoll) so that
 // across replicas a job is read at most once per interval, and has the
 // ends of those that ended reported, grouped per request. The first
@@ -30,12 +35,12 @@ func (rn *Runner) Poll(ctx context.Context, site string) {
 		return
 	}
 	state := rn.site(site)
-	jobs, err := rn.st.ActiveJobs(ctx)
+	now := rn.opts.Now()
+	jobs, err := rn.st.DueJobs(ctx, now, pollBatch)
 	if err != nil {
-		rn.log.Error().Err(err).Msg("list tracked jobs")
+		rn.log.Error().Err(err).Msg("list the jobs due")
 		return
 	}
-	now := rn.opts.Now()
 	var (
 		mu    sync.Mutex
 		ended = map[string][]store.Job{} // request ID → jobs whose end this poll claimed
@@ -81,6 +86,10 @@ func (rn *Runner) Poll(ctx context.Context, site string) {
 	wg.Wait()
 	for id, js := range ended {
 		rn.reportEnds(ctx, id, js)
+		// The next wave, a pause or the summary may be due now.
+		if err := rn.life.Wake(ctx, id); err != nil {
+			rn.log.Error().Err(err).Str("request_id", id).Msg("wake a request whose jobs ended")
+		}
 		rn.refresh(ctx, id)
 	}
 }

@@ -14,13 +14,14 @@ import (
 // implement them.
 
 // Engine is what the Runner needs of a store, beyond a Lifecycle's Store:
-// listing open requests and the jobs still followed, recording jobs and
-// deleting what is older than the retention.
+// the requests and jobs that are due (and, once at start, every open
+// request), recording jobs and deleting what is older than the retention.
 type Engine interface {
 	Store
 	List(ctx context.Context, states ...store.State) ([]store.Request, error)
+	Due(ctx context.Context, now time.Time, max int) ([]store.Request, error)
+	DueJobs(ctx context.Context, now time.Time, max int) ([]store.Job, error)
 	PutJob(ctx context.Context, j store.Job) error
-	ActiveJobs(ctx context.Context) ([]store.Job, error)
 	Prune(ctx context.Context, before time.Time, max int) (int, error)
 }
 

@@ -102,6 +102,7 @@ type Runner struct {
 	inflight   sync.WaitGroup
 	busy       atomic.Int64 // sends in flight
 	houseTicks atomic.Int64
+	swept      atomic.Bool           // the first Tick listed every open request
 	sites      map[string]*siteState // by Site.Name
 }
 

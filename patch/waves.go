@@ -11,8 +11,21 @@ import (
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
 )
 
-// MaxCanary is the largest canary a request may ask for.
-const MaxCanary = 10
+// The bounds and defaults of a rollout's options (DESIGN.md "Fleet guard
+// rails").
+const (
+	// MaxCanary is the largest canary a request may ask for.
+	MaxCanary = 10
+	// MaxWaveSize is the largest wave a request may ask for; a wave larger
+	// than upgrade.MaxBatch is sent as several batch calls.
+	MaxWaveSize = 100
+	// DefaultWaveSize is the wave size of a guarded rollout that did not
+	// ask for one.
+	DefaultWaveSize = 10
+	// DefaultFleetGuard is how many instances a request may hold before a
+	// canary and waves are automatic (BOT_FLEET_GUARD).
+	DefaultFleetGuard = 10
+)
 
 // Options are how a request's instances go out, as the command asked.
 type Options struct {
@@ -23,14 +36,52 @@ type Options struct {
 	// for its next opening instead of leaving them out, and holds every
 	// wave of instances with a window to that window.
 	WaitForWindow bool `json:"wait_for_window,omitempty"`
+	// WaveSize splits the instances after the canary into waves of at most
+	// this many (1 to MaxWaveSize), each sent once every job of the waves
+	// before it ended; 0 sends them in one wave (per window) as soon as the
+	// canary passed. A rollout with waves also keeps an error budget.
+	WaveSize int `json:"wave_size,omitempty"`
+	// MaxErrors is the error budget of a rollout with waves: how many of
+	// its instances may fail or end unknown (see Budget) with the rollout
+	// going on; one more pauses it.
+	MaxErrors int `json:"max_errors,omitempty"`
 }
 
 // Validate reports options a request cannot have.
 func (o Options) Validate() error {
-	if o.Canary < 0 || o.Canary > MaxCanary {
+	switch {
+	case o.Canary < 0 || o.Canary > MaxCanary:
 		return fmt.Errorf("canary %d: want 0 (none) to %d", o.Canary, MaxCanary)
+	case o.WaveSize < 0 || o.WaveSize > MaxWaveSize:
+		return fmt.Errorf("wave size %d: want 0 (one wave) to %d", o.WaveSize, MaxWaveSize)
+	case o.MaxErrors < 0:
+		return fmt.Errorf("max errors %d: want 0 or more", o.MaxErrors)
 	}
 	return nil
+}
+
+// Guarded returns o for a plan of n instances under the fleet guard (at
+// most guard instances go without one; guard ≤ 0 means
+// DefaultFleetGuard): above it, a canary of 1 unless o has a canary, and
+// waves of DefaultWaveSize unless o has a wave size. An error budget asked
+// for (MaxErrors) also gives waves, since only a rollout in waves keeps
+// one.
+func (o Options) Guarded(n, guard int) Options {
+	if guard <= 0 {
+		guard = DefaultFleetGuard
+	}
+	if n > guard {
+		if o.Canary == 0 {
+			o.Canary = 1
+		}
+		if o.WaveSize == 0 {
+			o.WaveSize = DefaultWaveSize
+		}
+	}
+	if o.MaxErrors > 0 && o.WaveSize == 0 {
+		o.WaveSize = DefaultWaveSize
+	}
+	return o
 }
 
 // Kind says why a wave is a wave.
@@ -92,9 +143,13 @@ type Rollout struct {
 	Waves []Wave `json:"waves"`
 	// Paused is the last time a canary paused the request, and why.
 	Paused *Mark `json:"paused,omitempty"`
-	// Continued is set once someone continued past the canary: later waves
-	// no longer wait for it, and nothing pauses the request again.
+	// Continued is set once someone continued past a pause: later waves no
+	// longer wait for the canary.
 	Continued *Mark `json:"continued,omitempty"`
+	// Accepted are the instances whose failure a person accepted by
+	// pressing Continue: they no longer count against the error budget,
+	// which then applies to the errors after them.
+	Accepted []string `json:"accepted,omitempty"`
 	// Stopped is set once someone stopped the request: no wave is started
 	// and no batch is sent after it.
 	Stopped *Mark `json:"stopped,omitempty"`
@@ -173,9 +228,11 @@ type unit struct {
 // plan's order), the first opts.Canary of them are the canary, and each
 // group (canary or not) is split by window into waves: the canary waves
 // first, then the others, each by its opening. So the canary goes in the
-// first window. Within a wave, instances are batched by engine (in order of
-// first appearance) in chunks of upgrade.MaxBatch, as upgrade.Plan does.
-// A malformed window counts as none, as in upgrade.NewPlan.
+// first window. With opts.WaveSize, each window's non-canary instances are
+// further split, in order, into waves of at most WaveSize. Within a wave,
+// instances are batched by engine (in order of first appearance) in chunks
+// of upgrade.MaxBatch, as upgrade.Plan does. A malformed window counts as
+// none, as in upgrade.NewPlan.
 func Waves(p upgrade.Plan, opts Options, now time.Time) []Wave {
 	hold := opts.WaitForWindow && !p.Force
 	var units []unit
@@ -200,14 +257,14 @@ func Waves(p upgrade.Plan, opts Options, now time.Time) []Wave {
 	}
 	slices.SortStableFunc(units, func(a, b unit) int { return a.opens.Compare(b.opens) })
 	n := min(max(opts.Canary, 0), len(units))
-	waves := group(units[:n], KindCanary, now)
-	return append(waves, group(units[n:], KindRest, now)...)
+	waves := group(units[:n], KindCanary, now, 0)
+	return append(waves, group(units[n:], KindRest, now, opts.WaveSize)...)
 }
 
-// group splits units, ordered by opening, into one wave per window, in
-// order of opening; a non-canary wave whose window is closed at now is
-// KindWindow.
-func group(units []unit, kind Kind, now time.Time) []Wave {
+// group splits units, ordered by opening, into one wave per window (of at
+// most size units each, when size > 0), in order of opening; a non-canary
+// wave whose window is closed at now is KindWindow.
+func group(units []unit, kind Kind, now time.Time, size int) []Wave {
 	var order []Window
 	byWindow := map[Window][]unit{}
 	for _, u := range units {
@@ -218,12 +275,18 @@ func group(units []unit, kind Kind, now time.Time) []Wave {
 	}
 	waves := make([]Wave, 0, len(order))
 	for _, w := range order {
-		us := byWindow[w]
-		wave := Wave{Kind: kind, Window: w, Opens: us[0].opens, Batches: batches(us)}
-		if kind != KindCanary && wave.Opens.After(now) {
-			wave.Kind = KindWindow
+		all := byWindow[w]
+		n := size
+		if n <= 0 {
+			n = len(all)
 		}
-		waves = append(waves, wave)
+		for us := range slices.Chunk(all, n) {
+			wave := Wave{Kind: kind, Window: w, Opens: us[0].opens, Batches: batches(us)}
+			if kind != KindCanary && wave.Opens.After(now) {
+				wave.Kind = KindWindow
+			}
+			waves = append(waves, wave)
+		}
 	}
 	slices.SortStableFunc(waves, func(a, b Wave) int { return a.Opens.Compare(b.Opens) })
 	return waves

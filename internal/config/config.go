@@ -68,7 +68,7 @@ type Config struct {
 	Retention       time.Duration `envconfig:"BOT_RETENTION" default:"2160h" desc:"how long final requests are kept (must exceed BOT_FOLLOW_FOR)"`
 	Canary          int           `envconfig:"BOT_CANARY" default:"0" desc:"default canary size, 0 to 10"`
 	MaxInstances    int           `envconfig:"BOT_MAX_INSTANCES" default:"200" desc:"most instances one patch request may plan (selectors included)"`
-	FleetGuard      int           `envconfig:"BOT_FLEET_GUARD" default:"10" desc:"above this many instances a canary of 1 is automatic unless --canary is given"`
+	FleetGuard      int           `envconfig:"BOT_FLEET_GUARD" default:"10" desc:"above this many instances a canary of 1 and waves of 10 are automatic unless --canary / --wave-size are given"`
 	Workers         int           `envconfig:"BOT_WORKERS" default:"32" desc:"handlers running at once"`
 	QueueSize       int           `envconfig:"BOT_QUEUE_SIZE" default:"1000" desc:"events waiting for a handler"`
 	PollConcurrency int           `envconfig:"BOT_POLL_CONCURRENCY" default:"32" desc:"job polls running at once"`
