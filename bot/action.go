@@ -293,6 +293,9 @@ func (b *Bot) onStop(ctx context.Context, c click, r store.Request) {
 func (b *Bot) onRetry(ctx context.Context, c click, r store.Request, p upgrade.Plan) {
 	ids, err := b.run.Retry(ctx, r.ID)
 	switch {
+	case errors.Is(err, patch.ErrNotFinal):
+		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Request `%s` is not finished yet; Retry is offered on its final summary.", r.ID))
+		return
 	case errors.Is(err, patch.ErrNothingToRetry):
 		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Every instance of request `%s` was patched; there is nothing to retry.", r.ID))
 		return

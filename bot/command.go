@@ -187,6 +187,12 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 		reply("I could not check the instances, so nothing was done.\n"+b.userError(err, rid), nil)
 		return
 	}
+	if plan, err = b.skipLocked(ctx, tg.Name, plan); err != nil {
+		b.metrics.Commands.WithLabelValues("error").Inc()
+		log.Error().Err(err).Msg("build plan")
+		reply(fmt.Sprintf("Something went wrong (request %s); nothing was done.", rid), nil)
+		return
+	}
 	log.Info().Int("patchable", len(plan.Targets)).Int("skipped", len(plan.Skipped)).Strs("instance_ids", targetIDs(plan)).Msg("plan ready")
 	opts := patch.Options{Canary: req.Canary, WaitForWindow: req.WaitForWindow}
 	if opts.Canary == 0 {
@@ -266,9 +272,25 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 	if !ok {
 		return
 	}
+	if text, ok := b.lockedInstance(ctx, tg.Name, id); ok {
+		b.metrics.Commands.WithLabelValues("status").Inc()
+		reply(text, nil)
+		return
+	}
 	job, err := tg.DB.Job(ctx, id)
 	if err != nil {
 		if errors.Is(err, upgrade.ErrJobNotFound) {
+			if res, rerr := tg.DB.Resolve(ctx, []string{id}); rerr == nil {
+				if in, found := res.Found[id]; found {
+					text, locked := b.lockedInstance(ctx, tg.Name, in.ID)
+					if !locked {
+						text = fmt.Sprintf("Instance `%s` is not being patched by any request of this bot.", esc(in.Name))
+					}
+					b.metrics.Commands.WithLabelValues("status").Inc()
+					reply(text, nil)
+					return
+				}
+			}
 			reply(fmt.Sprintf("No request or job `%s` is known here or in GeminiDB project %s.", esc(id), esc(tg.ProjectID)), nil)
 			return
 		}

@@ -78,6 +78,7 @@ func (rn *Runner) advanceAll(ctx context.Context) {
 			return
 		}
 		if r.State == store.Stopped && Finished(r) {
+			rn.settleFinal(ctx, r)
 			continue
 		}
 		rn.advance(ctx, r)
@@ -102,6 +103,7 @@ func (rn *Runner) advance(ctx context.Context, r store.Request) {
 		log.Error().Err(err).Msg("read jobs")
 		return
 	}
+	rn.settleLocks(ctx, r, jobs)
 	step, err := Next(r, jobs, rn.opts.Now())
 	if err != nil {
 		log.Error().Err(err).Msg("decide what is due")
@@ -255,6 +257,7 @@ func (rn *Runner) finish(ctx context.Context, id string) {
 		rn.log.Error().Err(err).Str("request_id", id).Msg("mark request finished")
 		return
 	}
+	rn.settleLocks(ctx, r, jobs)
 	rn.rep.Finished(ctx, r, jobs)
 }
 

@@ -32,6 +32,10 @@ type Send struct {
 	// Recovered is set by Recover: what is known of the wave a stopped
 	// sender left.
 	Recovered *Recovery
+	// Locked are the wave's instances another request held the lock of
+	// when the wave was claimed (instance ID → the holder's request ID):
+	// the holder of s must not send them (see claimMove).
+	Locked map[string]string
 }
 
 // Recovery is what Recover found of a wave whose sender stopped.

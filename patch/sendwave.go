@@ -113,12 +113,18 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 	}
 	site, siteOK := rn.opts.Fleet.SiteOf(r)
 	batches, answers := rn.recheckWave(ctx, log, r, p, s, site, siteOK)
+	// Instances another request patches are never sent by this one.
+	batches = withoutLocked(batches, s.Locked)
+	answers = slices.DeleteFunc(answers, func(a upgrade.UpgradeResult) bool { _, ok := s.Locked[a.InstanceID]; return ok })
+	answers = append(answers, rn.lockedAnswers(ctx, s.Locked)...)
 	if len(answers) > 0 {
 		if err := rn.life.EndBatch(ctx, s, answers); err != nil {
 			if errors.Is(err, ErrLost) {
 				return
 			}
 			log.Error().Err(err).Msg("record the instances the re-check refused")
+		} else {
+			rn.releaseAnswered(ctx, r, answers)
 		}
 	}
 	var jobIDs []string
@@ -169,6 +175,8 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 			// Should this process die now, a takeover reports this batch
 			// as unknown (it is still named in flight): never "not sent".
 			log.Error().Err(err).Msg("record batch answers")
+		} else {
+			rn.releaseAnswered(ctx, r, got)
 		}
 		if len(got) > len(batch.InstanceIDs) {
 			break // the rest was answered as not sent at once
