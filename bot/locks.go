@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/patch"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
@@ -82,4 +83,22 @@ func (b *Bot) lockedInstance(ctx context.Context, target, id string) (string, bo
 		return fmt.Sprintf("Instance `%s` is %s; `status %s` shows that request (in its channel).", esc(id), esc(patch.HolderText(ctx, b.st, h)), esc(h)), true
 	}
 	return "", false
+}
+
+// unexpectedText names the rows of a batch answer for instances that were
+// not sent (at most 10 of them).
+func unexpectedText(rows []upgrade.UpgradeResult) string {
+	var lines []string
+	for i, u := range rows {
+		if i == 10 {
+			lines = append(lines, fmt.Sprintf("… and %d more (see the bot's log)", len(rows)-10))
+			break
+		}
+		what := "job `" + esc(u.JobID) + "` (followed)"
+		if u.JobID == "" {
+			what = "`" + esc(u.ErrorCode) + "` " + esc(u.ErrorMessage)
+		}
+		lines = append(lines, fmt.Sprintf("• `%s` — %s", esc(u.InstanceID), what))
+	}
+	return ":warning: GeminiDB's batch answer named instances this request did not send; check them in the console:\n" + strings.Join(lines, "\n")
 }

@@ -133,3 +133,55 @@ func TestRunnerInstanceLock(t *testing.T) {
 		}
 	})
 }
+// A canary answered 504 APIG.0201 (the gateway gave up; the job started)
+// is unknown, not refused: the rollout pauses, is stopped, and the
+// instance keeps its lock until the instance list shows no upgrade in
+// progress on two polls in a row.
+func TestUnknownOutcomeKeepsLockUntilTwoQuietPolls(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := inst("i-a", "cassandra", ""), inst("i-b", "cassandra", "")
+		rn, st, cloud, _ := newRunner(t, nil, a, b)
+		ctx := context.Background()
+		create(t, rn.Lifecycle(), "r-1", Options{Canary: 1}, a, b)
+		cloud.fail = &upgrade.APIError{Status: 504, Code: "APIG.0201", Message: "Backend timeout."}
+		if _, err := rn.Confirm(ctx, "r-1", "U1", ""); err != nil {
+			t.Fatalf("Confirm: %v", err)
+		}
+		settle(rn)
+		r, _ := st.Get(ctx, "r-1")
+		if _, res, _ := PlanOf(r); len(res) != 1 || !UnknownOutcome(res[0]) || !strings.Contains(res[0].ErrorMessage, "APIG.0201") {
+			t.Fatalf("canary answer %+v, want unknown showing APIG.0201", res)
+		}
+		rn.Tick(ctx)
+		settle(rn)
+		if _, err := rn.Stop(ctx, "r-1", "U1"); err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+		settle(rn)
+		upgrading := a
+		upgrading.Actions = []string{"UPGRADE_DB_VERSION"}
+		cloud.setInstance(upgrading)
+		for i := range 3 {
+			time.Sleep(time.Minute)
+			rn.Tick(ctx)
+			settle(rn)
+			if keys, _ := st.Locks(ctx, "r-1"); len(keys) != 1 {
+				t.Fatalf("tick %d while upgrading: r-1 holds %v, want its lock", i, keys)
+			}
+		}
+		cloud.setInstance(a)
+		time.Sleep(time.Minute)
+		rn.Tick(ctx)
+		settle(rn)
+		if keys, _ := st.Locks(ctx, "r-1"); len(keys) != 1 {
+			t.Fatalf("after one quiet poll r-1 holds %v, want its lock still", keys)
+		}
+		time.Sleep(time.Minute)
+		rn.Tick(ctx)
+		settle(rn)
+		if keys, _ := st.Locks(ctx, "r-1"); len(keys) != 0 {
+			t.Errorf("after two quiet polls r-1 holds %v, want none", keys)
+		}
+	})
+}
+

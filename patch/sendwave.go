@@ -128,7 +128,9 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 		}
 	}
 	var jobIDs []string
+	var unexpected []upgrade.UpgradeResult
 	for i, batch := range batches {
+		var extra []upgrade.UpgradeResult
 		if takenOver() {
 			return // the process that took over reports; nothing more is said here
 		}
@@ -148,12 +150,20 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 			log.Error().Err(err).Msg("record the batch in flight; not sending it")
 			got = answerAll(unsentOf(batches[i:]), CodeNotSent, "The bot could not record its progress (its store did not answer), so to stay safe this batch was not sent; nothing was started for this instance. Run the command again for it.")
 		default:
-			got = rn.callBatch(ctx, log, site, siteOK, batch)
+			ba := rn.callBatch(ctx, log, site, siteOK, batch)
+			got, unexpected = ba.Answers, append(unexpected, ba.Unexpected...)
+			// Every further job an answer names was started: follow it too.
+			extra = append(extra, ba.ExtraJobs...)
+			for _, u := range ba.Unexpected {
+				if u.JobID != "" {
+					extra = append(extra, u)
+				}
+			}
 		}
 		// Record each batch's answers at once: should the process die before
 		// the next batch, what was started is still followed after a restart.
 		now := rn.opts.Now()
-		for _, res := range got {
+		for k, res := range append(slices.Clone(got), extra...) {
 			if !res.Submitted() {
 				continue
 			}
@@ -165,7 +175,9 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 				// thread names it; only its end will not be followed.
 				log.Error().Err(err).Str("job_id", j.ID).Msg("store job")
 			}
-			jobIDs = append(jobIDs, res.JobID)
+			if k < len(got) { // the extra jobs are followed, not counted as instances accepted
+				jobIDs = append(jobIDs, res.JobID)
+			}
 		}
 		answers = append(answers, got...)
 		if err := rn.life.EndBatch(ctx, s, got); err != nil {
@@ -182,7 +194,7 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 			break // the rest was answered as not sent at once
 		}
 	}
-	report := SendReport{Request: r, Wave: s.Wave, Reply: reply, Answers: answers, JobIDs: jobIDs}
+	report := SendReport{Request: r, Wave: s.Wave, Reply: reply, Answers: answers, JobIDs: jobIDs, Unexpected: unexpected}
 	if takenOver() {
 		rn.rep.Sent(ctx, report)
 		return
