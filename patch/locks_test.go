@@ -133,6 +133,7 @@ func TestRunnerInstanceLock(t *testing.T) {
 		}
 	})
 }
+
 // A canary answered 504 APIG.0201 (the gateway gave up; the job started)
 // is unknown, not refused: the rollout pauses, is stopped, and the
 // instance keeps its lock until the instance list shows no upgrade in
@@ -184,4 +185,3 @@ func TestUnknownOutcomeKeepsLockUntilTwoQuietPolls(t *testing.T) {
 		}
 	})
 }
-
