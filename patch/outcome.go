@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -126,4 +127,31 @@ func VersionOf(i upgrade.Instance) string {
 		return i.WholeVersion
 	}
 	return i.Version
+}
+
+// recordTries and recordBackoff bound how hard recordBatch tries to record
+// a batch's answers before the wave is given up.
+const (
+	recordTries   = 4
+	recordBackoff = 100 * time.Millisecond
+)
+
+// recordBatch records a batch's answers (EndBatch), trying again a few
+// times with a short backoff: a store blip must not leave what a batch
+// started unrecorded. A lost claim (ErrLost) is not retried.
+func (rn *Runner) recordBatch(ctx context.Context, s *Send, got []upgrade.UpgradeResult) error {
+	var err error
+	wait := recordBackoff
+	for try := 1; ; try++ {
+		if err = rn.life.EndBatch(ctx, s, got); err == nil || errors.Is(err, ErrLost) || try == recordTries {
+			return err
+		}
+		rn.log.Warn().Err(err).Str("request_id", s.RequestID).Int("try", try).Msg("record batch answers; trying again")
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
 }

@@ -111,6 +111,11 @@ func (l *Lifecycle) BeginBatch(ctx context.Context, s *Send, ids []string) error
 		if ro.Stopped != nil {
 			return ErrStopped
 		}
+		if len(x.InFlight) > 0 {
+			// The answers of the last batch were never recorded: whoever
+			// takes over must report it as unknown, so nothing more goes.
+			return ErrUnrecorded
+		}
 		if s.Wave < 0 || s.Wave >= len(ro.Waves) {
 			return fmt.Errorf("the claim holds no wave")
 		}
@@ -135,6 +140,11 @@ func (l *Lifecycle) BeginBatch(ctx context.Context, s *Send, ids []string) error
 	s.Claim.Until = until
 	return nil
 }
+
+// ErrUnrecorded is BeginBatch's refusal while a batch is still recorded
+// in flight: the answers of the last batch call were not recorded, so no
+// further batch may be sent (a takeover reports that batch as unknown).
+var ErrUnrecorded = errors.New("the answers of the last batch were not recorded")
 
 // EndBatch records, under s's claim, the answers of the batch in flight
 // (or of instances not sent), adding them to the request's Results (an

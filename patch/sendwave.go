@@ -129,6 +129,9 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 	}
 	var jobIDs []string
 	var unexpected []upgrade.UpgradeResult
+	report := func(answers []upgrade.UpgradeResult, jobIDs []string, unexpected []upgrade.UpgradeResult) SendReport {
+		return SendReport{Request: r, Wave: s.Wave, Reply: reply, Answers: answers, JobIDs: jobIDs, Unexpected: unexpected}
+	}
 	for i, batch := range batches {
 		var extra []upgrade.UpgradeResult
 		if takenOver() {
@@ -141,6 +144,9 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 		switch err := rn.beginBatch(ctx, stopping, s, batch); {
 		case errors.Is(err, ErrLost):
 			log.Error().Msg("another process took this wave over; stopping")
+			return
+		case errors.Is(err, ErrUnrecorded):
+			log.Error().Msg("a batch is still recorded in flight; sending nothing more (a takeover reports it)")
 			return
 		case errors.Is(err, ErrStopped):
 			got = answerAll(unsentOf(batches[i:]), CodeNotSent, "Not sent: the rollout was stopped before this batch; nothing was started for this instance.")
@@ -180,23 +186,27 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 			}
 		}
 		answers = append(answers, got...)
-		if err := rn.life.EndBatch(ctx, s, got); err != nil {
+		if err := rn.recordBatch(ctx, s, got); err != nil {
 			if errors.Is(err, ErrLost) {
 				return
 			}
-			// Should this process die now, a takeover reports this batch
-			// as unknown (it is still named in flight): never "not sent".
-			log.Error().Err(err).Msg("record batch answers")
-		} else {
-			rn.releaseAnswered(ctx, r, got)
+			// Unrecorded: no further batch goes, and the batch stays named
+			// in flight, so the takeover once the claim runs out reports it
+			// (its recorded jobs followed, the rest unknown) and the
+			// batches not sent as not sent: never "nothing was started".
+			log.Error().Err(err).Int("not_sent", len(unsentOf(batches[i+1:]))).
+				Msg("could not record a batch's answers; sending no further batch")
+			rn.rep.Sent(ctx, report(answers, jobIDs, unexpected))
+			return
 		}
+		rn.releaseAnswered(ctx, r, got)
 		if len(got) > len(batch.InstanceIDs) {
 			break // the rest was answered as not sent at once
 		}
 	}
-	report := SendReport{Request: r, Wave: s.Wave, Reply: reply, Answers: answers, JobIDs: jobIDs, Unexpected: unexpected}
+	final := report(answers, jobIDs, unexpected)
 	if takenOver() {
-		rn.rep.Sent(ctx, report)
+		rn.rep.Sent(ctx, final)
 		return
 	}
 	// Posted while the request is still submitting, so that Tick, which
@@ -207,11 +217,11 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 			// Safe: the claim runs out and a takeover follows what was recorded.
 			log.Error().Err(err).Msg("end the send of a wave")
 		}
-		rn.rep.Sent(ctx, report)
+		rn.rep.Sent(ctx, final)
 		return
 	}
-	report.Ended = true
-	rn.rep.Sent(ctx, report)
+	final.Ended = true
+	rn.rep.Sent(ctx, final)
 	// The counts, the next wave if one is due, and the final summary should
 	// every job already have ended while the answers were recorded.
 	rn.refresh(ctx, r.ID)
