@@ -185,3 +185,46 @@ func TestUnknownOutcomeKeepsLockUntilTwoQuietPolls(t *testing.T) {
 		}
 	})
 }
+
+// After a Redis failover lost the record of a batch this request sent,
+// the re-check of its wave finds the instance upgrading (or on another
+// version): it is reported as "an upgrade is in progress (possibly this
+// request's)", unknown, never "not sent … nothing was started", and keeps
+// its lock (issue 19).
+func TestRecheckFindsAnUpgradeInProgress(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		change func(in *upgrade.Instance)
+	}{
+		{"upgrading", func(in *upgrade.Instance) { in.Actions = []string{"UPGRADE_DB_VERSION"} }},
+		{"version moved", func(in *upgrade.Instance) { in.WholeVersion = "4.0.2" }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				a := inst("i-a", "cassandra", "")
+				rn, st, cloud, _ := newRunner(t, nil, a)
+				ctx := context.Background()
+				create(t, rn.Lifecycle(), "r-1", Options{}, a)
+				moved := a
+				tt.change(&moved)
+				cloud.setInstance(moved)
+				if _, err := rn.Confirm(ctx, "r-1", "U1", ""); err != nil {
+					t.Fatalf("Confirm: %v", err)
+				}
+				settle(rn)
+				if n := len(cloud.calls()); n != 0 {
+					t.Fatalf("%d batch calls, want none", n)
+				}
+				r, _ := st.Get(ctx, "r-1")
+				_, res, _ := PlanOf(r)
+				if len(res) != 1 || !UnknownOutcome(res[0]) || !strings.Contains(res[0].ErrorMessage, "an upgrade is in progress (possibly this request's)") ||
+					strings.Contains(res[0].ErrorMessage, "Nothing was started") {
+					t.Errorf("answer %+v, want unknown: an upgrade is in progress (possibly this request's)", res)
+				}
+				if keys, _ := st.Locks(ctx, "r-1"); len(keys) != 1 {
+					t.Errorf("r-1 holds %v, want the instance's lock kept", keys)
+				}
+			})
+		})
+	}
+}

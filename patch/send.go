@@ -104,7 +104,8 @@ func answered(x store.Request) (map[string]bool, []upgrade.UpgradeResult, error)
 // when the claim was taken over (do nothing more).
 func (l *Lifecycle) BeginBatch(ctx context.Context, s *Send, ids []string) error {
 	var until time.Time
-	_, err := l.update(ctx, "begin a batch of", s.RequestID, func(x *store.Request, ro *Rollout, now time.Time) error {
+	// Durable: after a failover the batch must still be known in flight.
+	_, err := l.update(store.WithDurable(ctx), "begin a batch of", s.RequestID, func(x *store.Request, ro *Rollout, now time.Time) error {
 		if err := holding(s, x); err != nil {
 			return err
 		}

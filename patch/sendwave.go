@@ -334,12 +334,26 @@ func (rn *Runner) recheckWave(ctx context.Context, log zerolog.Logger, r store.R
 		}
 	}
 	send, refused := Recheck(p, wave, current, rn.opts.Now().UTC())
+	planned := map[string]upgrade.Instance{}
+	for _, t := range p.Targets {
+		planned[t.Instance.ID] = t.Instance
+	}
 	var answers []upgrade.UpgradeResult
 	for _, id := range ids {
-		if why, ok := refused[id]; ok {
-			answers = append(answers, upgrade.UpgradeResult{InstanceID: id, ErrorCode: CodeNotSent,
-				ErrorMessage: "Not sent: it no longer passes the check it passed in the plan (" + why + "). Nothing was started."})
+		why, ok := refused[id]
+		if !ok {
+			continue
 		}
+		if in, found := current[id]; found && (in.Upgrading() || VersionOf(in) != VersionOf(planned[id])) {
+			// After a store failover lost the record of a batch this
+			// request sent, its own upgrade looks just like this: never
+			// say that nothing was started.
+			answers = append(answers, upgrade.UpgradeResult{InstanceID: id, ErrorCode: CodeUnknown,
+				ErrorMessage: "Not sent again: an upgrade is in progress (possibly this request's): the instance shows an upgrade or a version other than the plan's (" + why + "). Check the console before retrying."})
+			continue
+		}
+		answers = append(answers, upgrade.UpgradeResult{InstanceID: id, ErrorCode: CodeNotSent,
+			ErrorMessage: "Not sent: it no longer passes the check it passed in the plan (" + why + "). Nothing was started."})
 	}
 	return send, answers
 }
