@@ -170,6 +170,24 @@ func (b *Bot) clickAllowed(ctx context.Context, c click, r store.Request, p upgr
 	case c.action != ActionCancel && c.action != ActionStop && b.targets.of(r) == nil:
 		return refuse("target not configured", fmt.Sprintf("Request `%s` belongs to the GeminiDB target `%s`, which is no longer configured; nothing was done.", r.ID, esc(r.Target)))
 	}
+	if tg := b.targets.of(r); tg != nil {
+		// The target's own allowlists, as today's configuration has them.
+		// An approver's button is checked against the approvers instead of
+		// allowed_users, as it is against BOT_ALLOWED_USERS.
+		if !targetChannelAllowed(tg.Target, r.Channel) {
+			return refuse("target not allowed in channel", fmt.Sprintf("The GeminiDB target `%s` cannot be used in this channel any more (its allowed_channels changed); nothing was done.", esc(tg.Name)))
+		}
+		approverButton := c.action == ActionApprove || c.action == ActionReject || (c.action == ActionContinue && len(b.approversOf(r)) > 0)
+		if c.action != ActionCancel && c.action != ActionStop && !approverButton {
+			reason, msg, err := b.targetRefusal(ctx, tg.Target, c.user, r.Channel)
+			if err != nil {
+				b.log.Error().Err(err).Str("request_id", r.ID).Msg("check user-group membership for a target")
+			}
+			if reason != "" {
+				return refuse(reason, msg)
+			}
+		}
+	}
 	switch {
 	case c.action == ActionCancel || c.action == ActionStop:
 		return true // they only stop things; who may press them is checked by each

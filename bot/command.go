@@ -159,7 +159,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 			log.Error().Err(err).Msg("reply to slash command failed")
 		}
 	}
-	tg, ok := b.pickTarget(req.Target, cmd.ChannelID, reply)
+	tg, ok := b.pickTarget(ctx, req.Target, cmd.UserID, cmd.ChannelID, reply)
 	if !ok {
 		return
 	}
@@ -268,7 +268,7 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 		reply(fmt.Sprintf("Request `%s` is not known here. Finished requests are deleted %s after they end (BOT_RETENTION); the audit log keeps every decision.", esc(id), retentionText(b.cfg.Retention)), nil)
 		return
 	}
-	tg, ok := b.pickTarget(targetName, cmd.ChannelID, reply)
+	tg, ok := b.pickTarget(ctx, targetName, cmd.UserID, cmd.ChannelID, reply)
 	if !ok {
 		return
 	}
@@ -277,20 +277,26 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 		reply(text, nil)
 		return
 	}
+	// A job is shown only where the request that started it was made, as
+	// its request is: its ID alone carries no right to read it.
+	sj, err := b.st.Job(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		b.statusOfInstance(ctx, rid, tg, id, reply)
+		return
+	case err != nil:
+		b.log.Error().Err(err).Str("request_id", rid).Msg("read job")
+		reply(fmt.Sprintf("Something went wrong (request %s).", rid), nil)
+		return
+	}
+	if owner, err := b.st.Get(ctx, sj.RequestID); err != nil || owner.Channel != cmd.ChannelID {
+		b.metrics.Commands.WithLabelValues("refused").Inc()
+		reply(fmt.Sprintf("Job `%s` belongs to a request of another channel; ask for its status there.", esc(id)), nil)
+		return
+	}
 	job, err := tg.DB.Job(ctx, id)
 	if err != nil {
 		if errors.Is(err, upgrade.ErrJobNotFound) {
-			if res, rerr := tg.DB.Resolve(ctx, []string{id}); rerr == nil {
-				if in, found := res.Found[id]; found {
-					text, locked := b.lockedInstance(ctx, tg.Name, in.ID)
-					if !locked {
-						text = fmt.Sprintf("Instance `%s` is not being patched by any request of this bot.", esc(in.Name))
-					}
-					b.metrics.Commands.WithLabelValues("status").Inc()
-					reply(text, nil)
-					return
-				}
-			}
 			reply(fmt.Sprintf("No request or job `%s` is known here or in GeminiDB project %s.", esc(id), esc(tg.ProjectID)), nil)
 			return
 		}
@@ -303,7 +309,7 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 
 // runList answers "list [engine]": instances with a patch available.
 func (b *Bot) runList(ctx context.Context, rid string, cmd slack.SlashCommand, engine, targetName string, reply func(string, []slack.Block)) {
-	tg, ok := b.pickTarget(targetName, cmd.ChannelID, reply)
+	tg, ok := b.pickTarget(ctx, targetName, cmd.UserID, cmd.ChannelID, reply)
 	if !ok {
 		return
 	}

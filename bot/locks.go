@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/slack-go/slack"
+
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/patch"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
@@ -101,4 +103,26 @@ func unexpectedText(rows []upgrade.UpgradeResult) string {
 		lines = append(lines, fmt.Sprintf("• `%s` — %s", esc(u.InstanceID), what))
 	}
 	return ":warning: GeminiDB's batch answer named instances this request did not send; check them in the console:\n" + strings.Join(lines, "\n")
+}
+
+// statusOfInstance answers "status <instance>" (an instance name or ID of
+// target tg, not a job of this bot's requests): which request patches it,
+// if any.
+func (b *Bot) statusOfInstance(ctx context.Context, rid string, tg *target, ref string, reply func(string, []slack.Block)) {
+	res, err := tg.DB.Resolve(ctx, []string{ref})
+	if err != nil {
+		reply("I could not look the instance up.\n"+b.userError(err, rid), nil)
+		return
+	}
+	in, found := res.Found[ref]
+	if !found {
+		reply(fmt.Sprintf("No request or job `%s` is known here (status shows the requests and jobs of this channel) nor any instance of that name in GeminiDB project %s.", esc(ref), esc(tg.ProjectID)), nil)
+		return
+	}
+	text, locked := b.lockedInstance(ctx, tg.Name, in.ID)
+	if !locked {
+		text = fmt.Sprintf("Instance `%s` (`%s`) is not being patched by any request of this bot.", esc(in.Name), esc(in.ID))
+	}
+	b.metrics.Commands.WithLabelValues("status").Inc()
+	reply(text, nil)
 }
