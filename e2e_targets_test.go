@@ -292,7 +292,10 @@ func TestTargetsFlagAndAsking(t *testing.T) {
 	if got := th.reply(ack.ResponseURL, "with a patch available").AllText(); !strings.Contains(got, de.ID) || strings.Contains(got, nl.ID) || !strings.Contains(got, deLabel) {
 		t.Errorf("list --target %s: want %s only:\n%s", deTarget, de.ID, got)
 	}
+	// A job is shown only in the channel of the request that started it.
 	ack = th.slash(alice, nlChannel, "status "+job)
+	th.reply(ack.ResponseURL, "belongs to a request of another channel")
+	ack = th.slash(alice, deChannel, "status "+job+" --target "+nlTarget)
 	th.reply(ack.ResponseURL, "Job `"+job+"`")
 	ack = th.slash(alice, deChannel, "status "+job)
 	th.reply(ack.ResponseURL, "No request or job `"+job+"` is known here or in GeminiDB project "+th.gdb.ProjectID)

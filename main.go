@@ -329,13 +329,6 @@ func NewMain(cfg config.Config, logOut io.Writer) (*Main, error) {
 	}
 	log := NewLogger(cfg, logOut)
 	log.Info().Str("version", version).Interface("config", cfg.LogValue()).Msg("starting")
-	for _, t := range cfg.Targets {
-		if len(t.AllowedChannels) > 0 || len(t.AllowedUsers) > 0 {
-			// Read and checked, handed to the bot, but the bot does not
-			// refuse by them yet: say so rather than let it be relied on.
-			log.Warn().Str("target", t.Name).Msg("allowed_channels and allowed_users are not enforced yet; only BOT_ALLOWED_CHANNELS and BOT_ALLOWED_USERS are")
-		}
-	}
 
 	if isRedisURL(cfg.Store) {
 		redis.SetLogger(redisLog{log})

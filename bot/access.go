@@ -182,3 +182,55 @@ func (a *access) members(ctx context.Context, group string) (map[string]bool, er
 	}
 	return v.(map[string]bool), nil
 }
+
+// targetChannelAllowed tells whether target t may be used in channel ch:
+// its allowed_channels, when set, name ch.
+func targetChannelAllowed(t Target, ch string) bool {
+	return len(t.AllowedChannels) == 0 || slices.Contains(t.AllowedChannels, ch)
+}
+
+// targetUserAllowed tells whether user may patch target t: its
+// allowed_users, when set, narrow BOT_ALLOWED_USERS (users, user groups
+// read through Slack, or "*").
+func (a *access) targetUserAllowed(ctx context.Context, t Target, user string) (bool, error) {
+	if len(t.AllowedUsers) == 0 {
+		return true, nil
+	}
+	var groups []string
+	for _, u := range t.AllowedUsers {
+		switch {
+		case u == "*" || u == user:
+			return true, nil
+		case strings.HasPrefix(u, "S"):
+			groups = append(groups, u)
+		}
+	}
+	return a.inGroups(ctx, user, groups)
+}
+
+// targetRefusal checks a command or click of user in channel on target t
+// against t's allowed_channels and allowed_users; it returns the audit
+// reason and the message to tell, or "" when allowed. err is set when
+// user groups could not be read (refuse, and say so).
+func (b *Bot) targetRefusal(ctx context.Context, t Target, user, channel string) (reason, msg string, err error) {
+	if !targetChannelAllowed(t, channel) {
+		return "target not allowed in channel", fmt.Sprintf("The GeminiDB target `%s` cannot be used in this channel (its allowed_channels: %s); nothing was done.", esc(t.Name), channelList(t.AllowedChannels)), nil
+	}
+	ok, err := b.access.targetUserAllowed(ctx, t, user)
+	if err != nil {
+		return "user-group lookup failed", "I could not check whether you may patch this target (Slack user groups could not be read); nothing was done. Try again.", err
+	}
+	if !ok {
+		return "user not allowed for target", fmt.Sprintf("You are not allowed to patch the GeminiDB target `%s` (its allowed_users); nothing was done.", esc(t.Name)), nil
+	}
+	return "", "", nil
+}
+
+// channelList renders channel IDs as Slack channel mentions.
+func channelList(ids []string) string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = "<#" + id + ">"
+	}
+	return strings.Join(out, ", ")
+}

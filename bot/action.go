@@ -170,6 +170,24 @@ func (b *Bot) clickAllowed(ctx context.Context, c click, r store.Request, p upgr
 	case c.action != ActionCancel && c.action != ActionStop && b.targets.of(r) == nil:
 		return refuse("target not configured", fmt.Sprintf("Request `%s` belongs to the GeminiDB target `%s`, which is no longer configured; nothing was done.", r.ID, esc(r.Target)))
 	}
+	if tg := b.targets.of(r); tg != nil {
+		// The target's own allowlists, as today's configuration has them.
+		// An approver's button is checked against the approvers instead of
+		// allowed_users, as it is against BOT_ALLOWED_USERS.
+		if !targetChannelAllowed(tg.Target, r.Channel) {
+			return refuse("target not allowed in channel", fmt.Sprintf("The GeminiDB target `%s` cannot be used in this channel any more (its allowed_channels changed); nothing was done.", esc(tg.Name)))
+		}
+		approverButton := c.action == ActionApprove || c.action == ActionReject || (c.action == ActionContinue && len(b.approversOf(r)) > 0)
+		if c.action != ActionCancel && c.action != ActionStop && !approverButton {
+			reason, msg, err := b.targetRefusal(ctx, tg.Target, c.user, r.Channel)
+			if err != nil {
+				b.log.Error().Err(err).Str("request_id", r.ID).Msg("check user-group membership for a target")
+			}
+			if reason != "" {
+				return refuse(reason, msg)
+			}
+		}
+	}
 	switch {
 	case c.action == ActionCancel || c.action == ActionStop:
 		return true // they only stop things; who may press them is checked by each
@@ -293,6 +311,9 @@ func (b *Bot) onStop(ctx context.Context, c click, r store.Request) {
 func (b *Bot) onRetry(ctx context.Context, c click, r store.Request, p upgrade.Plan) {
 	ids, err := b.run.Retry(ctx, r.ID)
 	switch {
+	case errors.Is(err, patch.ErrNotFinal):
+		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Request `%s` is not finished yet; Retry is offered on its final summary.", r.ID))
+		return
 	case errors.Is(err, patch.ErrNothingToRetry):
 		b.tell(ctx, c.channel, c.user, fmt.Sprintf("Every instance of request `%s` was patched; there is nothing to retry.", r.ID))
 		return

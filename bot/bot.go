@@ -60,6 +60,8 @@ type Store interface {
 	OpenPlans(ctx context.Context, user string, now time.Time) (int, error)
 	Allow(ctx context.Context, key string, limit int, window time.Duration) (bool, error)
 	Remember(ctx context.Context, key string, ttl time.Duration) (bool, error)
+	LockHolders(ctx context.Context, keys []string) (map[string]string, error)
+	Job(ctx context.Context, id string) (store.Job, error)
 }
 
 // Storage is the store a bot is built on: what the bot reads and what its

@@ -162,7 +162,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 			log.Error().Err(err).Msg("reply to slash command failed")
 		}
 	}
-	tg, ok := b.pickTarget(req.Target, cmd.ChannelID, reply)
+	tg, ok := b.pickTarget(ctx, req.Target, cmd.UserID, cmd.ChannelID, reply)
 	if !ok {
 		return
 	}
@@ -212,6 +212,12 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 		b.metrics.Commands.WithLabelValues("error").Inc()
 		log.Error().Err(err).Msg("build plan")
 		reply("I could not check the instances, so nothing was done.\n"+b.userError(err, rid), nil)
+		return
+	}
+	if plan, err = b.skipLocked(ctx, tg.Name, plan); err != nil {
+		b.metrics.Commands.WithLabelValues("error").Inc()
+		log.Error().Err(err).Msg("build plan")
+		reply(fmt.Sprintf("Something went wrong (request %s); nothing was done.", rid), nil)
 		return
 	}
 	log.Info().Int("patchable", len(plan.Targets)).Int("skipped", len(plan.Skipped)).Strs("instance_ids", targetIDs(plan)).Msg("plan ready")
@@ -292,8 +298,30 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 		reply(fmt.Sprintf("Request `%s` is not known here. Finished requests are deleted %s after they end (BOT_RETENTION); the audit log keeps every decision.", esc(id), retentionText(b.cfg.Retention)), nil)
 		return
 	}
-	tg, ok := b.pickTarget(targetName, cmd.ChannelID, reply)
+	tg, ok := b.pickTarget(ctx, targetName, cmd.UserID, cmd.ChannelID, reply)
 	if !ok {
+		return
+	}
+	if text, ok := b.lockedInstance(ctx, tg.Name, id); ok {
+		b.metrics.Commands.WithLabelValues("status").Inc()
+		reply(text, nil)
+		return
+	}
+	// A job is shown only where the request that started it was made, as
+	// its request is: its ID alone carries no right to read it.
+	sj, err := b.st.Job(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		b.statusOfInstance(ctx, rid, tg, id, reply)
+		return
+	case err != nil:
+		b.log.Error().Err(err).Str("request_id", rid).Msg("read job")
+		reply(fmt.Sprintf("Something went wrong (request %s).", rid), nil)
+		return
+	}
+	if owner, err := b.st.Get(ctx, sj.RequestID); err != nil || owner.Channel != cmd.ChannelID {
+		b.metrics.Commands.WithLabelValues("refused").Inc()
+		reply(fmt.Sprintf("Job `%s` belongs to a request of another channel; ask for its status there.", esc(id)), nil)
 		return
 	}
 	job, err := tg.DB.Job(ctx, id)
@@ -426,7 +454,7 @@ func plannedCount(p upgrade.Plan, opts patch.Options) int {
 // target's batch API accepts. It answers the user itself when it cannot,
 // and then returns false.
 func (b *Bot) patchable(ctx context.Context, rid string, cmd slack.SlashCommand, engine, targetName string, reply func(string, []slack.Block)) (*target, []string, []upgrade.Instance, bool) {
-	tg, ok := b.pickTarget(targetName, cmd.ChannelID, reply)
+	tg, ok := b.pickTarget(ctx, targetName, cmd.UserID, cmd.ChannelID, reply)
 	if !ok {
 		return nil, nil, nil, false
 	}

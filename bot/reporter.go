@@ -188,6 +188,9 @@ func (rp reporter) Sent(ctx context.Context, s patch.SendReport) {
 		return
 	}
 	b.audit("submitted", a, "wave", s.Wave, "job_ids", s.JobIDs, "errors", counts.NotSubmitted, "unknown", counts.Unknown)
+	if len(s.Unexpected) > 0 && r.ParentTS != "" {
+		b.postThread(ctx, r.Channel, r.ParentTS, "Unexpected batch answer", noticeBlocks(unexpectedText(s.Unexpected)))
+	}
 	if !s.Ended {
 		return
 	}

@@ -109,7 +109,7 @@ func waveSummary(ro patch.Rollout, now time.Time) []string {
 		case patch.KindCanary:
 			line = fmt.Sprintf("wave %d, canary: %s first", k+1, plural(n, "instance"))
 		case patch.KindWindow:
-			line = fmt.Sprintf("wave %d: %s scheduled for %s UTC, opens in %s", k+1, plural(n, "instance"), w.Window, w.Opens.Sub(now).Round(time.Minute))
+			line = fmt.Sprintf("wave %d: %s scheduled for %s UTC, %s", k+1, plural(n, "instance"), w.Window, openingText(w, now))
 		default:
 			line = fmt.Sprintf("wave %d: %s", k+1, plural(n, "instance"))
 			if k > 0 && ro.Waves[0].Kind == patch.KindCanary {
@@ -187,6 +187,30 @@ func waveProgress(r store.Request, ro patch.Rollout, counts *Counts) []string {
 		budget += fmt.Sprintf(", %d more accepted by Continue", len(ro.Accepted))
 	}
 	return append(lines, budget)
+}
+
+// openingText says when a window wave opens: "opens in 5h12m", or, once
+// its planned opening passed unsent, "missed its window at 02:00 UTC on
+// 4 Dec; next opens in 17h" ("…; open now" while the window is open).
+func openingText(w patch.Wave, now time.Time) string {
+	at, missed := w.NextOpening(now)
+	next := "opens in " + shortDuration(ceilMinute(at.Sub(now)))
+	if !at.After(now) {
+		next = "open now"
+	}
+	if !missed {
+		return next
+	}
+	return fmt.Sprintf("missed its window at %s; next %s", w.Opens.UTC().Format("15:04 UTC on 2 Jan"), next)
+}
+
+// ceilMinute rounds d up to a whole minute: "opens in 0m" would be wrong
+// while the window is still closed.
+func ceilMinute(d time.Duration) time.Duration {
+	if r := d % time.Minute; r != 0 {
+		d += time.Minute - r
+	}
+	return d
 }
 
 // rolloutText is waveSummary as one line for the plan: "" for a plain

@@ -1,6 +1,7 @@
 package bot
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -222,10 +223,23 @@ func titled(title, label string) string {
 
 // pickTarget is targetSet.pick for a command, answering the person (reply)
 // when no target fits; ok is false then.
-func (b *Bot) pickTarget(name, channel string, reply func(string, []slack.Block)) (*target, bool) {
+//
+// The target's allowed_channels and allowed_users are checked here, so no
+// command reaches a target from a channel or a person it does not allow.
+func (b *Bot) pickTarget(ctx context.Context, name, user, channel string, reply func(string, []slack.Block)) (*target, bool) {
 	t, msg := b.targets.pick(name, channel)
 	if t == nil {
 		b.metrics.Commands.WithLabelValues("no_target").Inc()
+		reply(msg, nil)
+		return nil, false
+	}
+	reason, msg, err := b.targetRefusal(ctx, t.Target, user, channel)
+	if err != nil {
+		b.log.Error().Err(err).Str("target", t.Name).Msg("check user-group membership for a target")
+	}
+	if reason != "" {
+		b.metrics.Commands.WithLabelValues("refused").Inc()
+		b.audit("refused", auditInfo{User: user, Channel: channel, Target: t.Name}, "reason", reason)
 		reply(msg, nil)
 		return nil, false
 	}

@@ -91,6 +91,11 @@ func (rn *Runner) advanceAll(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if r.State == store.Stopped && Finished(r) {
+			// A stopped request's locks go as its last jobs end (a job
+			// end wakes it); advance then puts it back to sleep.
+			rn.settleFinal(ctx, r)
+		}
 		rn.advance(ctx, r)
 	}
 }
@@ -137,6 +142,7 @@ func (rn *Runner) advance(ctx context.Context, r store.Request) {
 		log.Error().Err(err).Msg("read jobs")
 		return
 	}
+	rn.settleLocks(ctx, r, jobs)
 	step, err := Next(r, jobs, rn.opts.Now())
 	if err != nil {
 		log.Error().Err(err).Msg("decide what is due")
@@ -296,6 +302,7 @@ func (rn *Runner) finish(ctx context.Context, id string) {
 		rn.log.Error().Err(err).Str("request_id", id).Msg("mark request finished")
 		return
 	}
+	rn.settleLocks(ctx, r, jobs)
 	rn.rep.Finished(ctx, r, jobs)
 }
 

@@ -75,6 +75,11 @@ type Store interface {
 	Update(ctx context.Context, id string, mutate func(*store.Request) error) (store.Request, error)
 	Jobs(ctx context.Context, requestID string) ([]store.Job, error)
 	UpdateJob(ctx context.Context, id string, mutate func(*store.Job) error) (store.Job, error)
+	// Instance locks (see locks.go).
+	TransitionLock(ctx context.Context, id string, from []store.State, to store.State, user string, keys []string, mutate func(r *store.Request, held map[string]string) ([]string, error)) (store.Request, error)
+	Unlock(ctx context.Context, id string, keys []string) error
+	LockHolders(ctx context.Context, keys []string) (map[string]string, error)
+	Locks(ctx context.Context, id string) ([]string, error)
 }
 
 var (
@@ -288,7 +293,7 @@ func (l *Lifecycle) Approve(ctx context.Context, id, approver string) (store.Req
 // start moves a request from from to submitting for Confirm and Approve.
 func (l *Lifecycle) start(ctx context.Context, verb, id string, from store.State, user string, also func(*store.Request)) (store.Request, *Send, error) {
 	s := &Send{RequestID: id, Wave: -1}
-	r, err := l.move(ctx, verb, id, []store.State{from}, store.Submitting, user, func(x *store.Request, ro *Rollout, now time.Time) error {
+	r, err := l.claimMove(ctx, verb, id, []store.State{from}, user, s, func(x *store.Request, ro *Rollout, now time.Time) error {
 		if err := withinTTL(x, now); err != nil {
 			return err
 		}
@@ -332,7 +337,7 @@ func (l *Lifecycle) SendWave(ctx context.Context, id string, k int, user string)
 	// only makes it pending or bad), never back.
 	s := &Send{RequestID: id, Wave: k}
 	verb := fmt.Sprintf("send wave %d of", k)
-	r, err := l.move(ctx, verb, id, []store.State{store.Submitted}, store.Submitting, user, func(x *store.Request, ro *Rollout, now time.Time) error {
+	r, err := l.claimMove(ctx, verb, id, []store.State{store.Submitted}, user, s, func(x *store.Request, ro *Rollout, now time.Time) error {
 		refuse := func(reason string, until time.Time) error {
 			return &RefusedError{ID: id, Verb: verb, Reason: reason, Until: until}
 		}

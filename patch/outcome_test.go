@@ -22,6 +22,10 @@ func TestClassify(t *testing.T) {
 		want string
 	}{
 		{"cloud error", &upgrade.APIError{Status: 400, Code: "DBS.200011", Message: "not allowed"}, "DBS.200011"},
+		{"backend timeout at the gateway", &upgrade.APIError{Status: 504, Code: "APIG.0201", Message: "Backend timeout."}, CodeUnknown},
+		{"server error with the cloud's code", &upgrade.APIError{Status: 500, Code: "DBS.200998", Message: "Internal error."}, CodeUnknown},
+		{"bad gateway without a code", &upgrade.APIError{Status: 502}, CodeUnknown},
+		{"gateway code at a 4xx", &upgrade.APIError{Status: 400, Code: "APIG.0201", Message: "Backend timeout."}, CodeUnknown},
 		{"credentials refused a moment ago", &upgrade.AuthBackoffError{Err: &upgrade.APIError{Status: 401, Code: "APIG.0301"}}, CodeNotSent},
 		{"never left the bot", fmt.Errorf("batch upgrade: %w", &upgrade.NotSentError{Err: dial}), CodeNotSent},
 		{"IAM login refused", fmt.Errorf("batch upgrade: %w", &upgrade.NotSentError{Err: &upgrade.APIError{Status: 401, Code: "IAM.0001"}}), CodeNotSent},

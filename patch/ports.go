@@ -139,6 +139,9 @@ type SendReport struct {
 	// Recovered is set when the wave was taken over from a sender that
 	// stopped: what that sender left.
 	Recovered *Recovery
+	// Unexpected are rows of the batch answers for instances that were not
+	// sent (verbatim; any job in them is followed): name them to people.
+	Unexpected []upgrade.UpgradeResult
 	// Ended is set once the send ended (false: it was taken over or could
 	// not be recorded; nothing more is said).
 	Ended bool

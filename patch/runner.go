@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -156,6 +157,10 @@ var ErrReported = errors.New("already reported")
 // ErrNothingToRetry means Retry found every instance patched.
 var ErrNothingToRetry = errors.New("every instance was patched")
 
+// ErrNotFinal means Retry was asked of a request that is not final yet
+// (still being sent, followed or decided): its instances are still its own.
+var ErrNotFinal = errors.New("the request is not final yet")
+
 // Create stores a new request for plan p (see Lifecycle.Create).
 func (rn *Runner) Create(ctx context.Context, r store.Request, p upgrade.Plan, opts Options) (store.Request, error) {
 	return rn.life.Create(ctx, r, p, opts)
@@ -294,7 +299,10 @@ func (rn *Runner) Stop(ctx context.Context, id, user string) (store.Request, err
 
 // Retry returns the instances of request id that were not patched, for a
 // fresh plan (a new request) of just those; ErrNothingToRetry when there
-// are none. Nothing changes on id itself.
+// are none, ErrNotFinal when id is not final yet. A person retrying has
+// checked the instances: the locks id still holds on instances without a
+// running job (unknown outcomes) are released, so the fresh plan can
+// take them.
 func (rn *Runner) Retry(ctx context.Context, id string) ([]string, error) {
 	r, err := rn.st.Get(ctx, id)
 	if err != nil {
@@ -304,11 +312,32 @@ func (rn *Runner) Retry(ctx context.Context, id string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("retry request %s: read jobs: %w", id, err)
 	}
+	if !r.State.Final() && !ended(r, jobs) {
+		return nil, fmt.Errorf("retry request %s (%s): %w", id, r.State, ErrNotFinal)
+	}
 	ids, err := NotPatched(r, jobs)
 	if err != nil || len(ids) == 0 {
 		return nil, ErrNothingToRetry
 	}
+	var free []string
+	for _, iid := range ids {
+		if !slices.ContainsFunc(jobs, func(j store.Job) bool { return j.InstanceID == iid && j.Active() }) {
+			free = append(free, iid)
+		}
+	}
+	if err := rn.st.Unlock(ctx, id, LockKeys(r.Target, free)); err != nil {
+		return nil, fmt.Errorf("retry request %s: %w", id, err)
+	}
 	return ids, nil
+}
+
+// ended tells whether submitted request r has nothing left to do but be
+// marked finished: every wave sent and ended, its answers posted, every
+// job ended (its summary, which offers Retry, may be out already).
+func ended(r store.Request, jobs []store.Job) bool {
+	ro, err := RolloutOf(r)
+	return err == nil && r.State == store.Submitted && !r.ResultsPending && allEnded(jobs) &&
+		!slices.ContainsFunc(ro.Waves, func(w Wave) bool { return w.Ended.IsZero() })
 }
 
 // MarkPosted records that the first n parts of report key (e.g.

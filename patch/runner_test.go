@@ -91,6 +91,13 @@ type fakeCloud struct {
 	ins     map[string]upgrade.Instance
 	batches [][]string
 	status  map[string]string // job ID → status
+	fail    error             // the answer of every batch call, when set (after the call)
+}
+
+func (c *fakeCloud) setInstance(in upgrade.Instance) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ins[in.ID] = in
 }
 
 func (c *fakeCloud) Resolve(_ context.Context, refs []string) (upgrade.Resolution, error) {
@@ -113,6 +120,9 @@ func (c *fakeCloud) BatchUpgrade(_ context.Context, ids []string) ([]upgrade.Upg
 	for i, id := range ids {
 		out[i] = upgrade.UpgradeResult{InstanceID: id, JobID: "job-" + id}
 		c.status["job-"+id] = upgrade.JobRunning
+	}
+	if c.fail != nil {
+		return nil, c.fail
 	}
 	return out, nil
 }

@@ -32,6 +32,10 @@ type Send struct {
 	// Recovered is set by Recover: what is known of the wave a stopped
 	// sender left.
 	Recovered *Recovery
+	// Locked are the wave's instances another request held the lock of
+	// when the wave was claimed (instance ID → the holder's request ID):
+	// the holder of s must not send them (see claimMove).
+	Locked map[string]string
 }
 
 // Recovery is what Recover found of a wave whose sender stopped.
@@ -100,12 +104,18 @@ func answered(x store.Request) (map[string]bool, []upgrade.UpgradeResult, error)
 // when the claim was taken over (do nothing more).
 func (l *Lifecycle) BeginBatch(ctx context.Context, s *Send, ids []string) error {
 	var until time.Time
-	_, err := l.update(ctx, "begin a batch of", s.RequestID, func(x *store.Request, ro *Rollout, now time.Time) error {
+	// Durable: after a failover the batch must still be known in flight.
+	_, err := l.update(store.WithDurable(ctx), "begin a batch of", s.RequestID, func(x *store.Request, ro *Rollout, now time.Time) error {
 		if err := holding(s, x); err != nil {
 			return err
 		}
 		if ro.Stopped != nil {
 			return ErrStopped
+		}
+		if len(x.InFlight) > 0 {
+			// The answers of the last batch were never recorded: whoever
+			// takes over must report it as unknown, so nothing more goes.
+			return ErrUnrecorded
 		}
 		if s.Wave < 0 || s.Wave >= len(ro.Waves) {
 			return fmt.Errorf("the claim holds no wave")
@@ -131,6 +141,11 @@ func (l *Lifecycle) BeginBatch(ctx context.Context, s *Send, ids []string) error
 	s.Claim.Until = until
 	return nil
 }
+
+// ErrUnrecorded is BeginBatch's refusal while a batch is still recorded
+// in flight: the answers of the last batch call were not recorded, so no
+// further batch may be sent (a takeover reports that batch as unknown).
+var ErrUnrecorded = errors.New("the answers of the last batch were not recorded")
 
 // EndBatch records, under s's claim, the answers of the batch in flight
 // (or of instances not sent), adding them to the request's Results (an

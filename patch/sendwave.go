@@ -113,16 +113,27 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 	}
 	site, siteOK := rn.opts.Fleet.SiteOf(r)
 	batches, answers := rn.recheckWave(ctx, log, r, p, s, site, siteOK)
+	// Instances another request patches are never sent by this one.
+	batches = withoutLocked(batches, s.Locked)
+	answers = slices.DeleteFunc(answers, func(a upgrade.UpgradeResult) bool { _, ok := s.Locked[a.InstanceID]; return ok })
+	answers = append(answers, rn.lockedAnswers(ctx, s.Locked)...)
 	if len(answers) > 0 {
 		if err := rn.life.EndBatch(ctx, s, answers); err != nil {
 			if errors.Is(err, ErrLost) {
 				return
 			}
 			log.Error().Err(err).Msg("record the instances the re-check refused")
+		} else {
+			rn.releaseAnswered(ctx, r, answers)
 		}
 	}
 	var jobIDs []string
+	var unexpected []upgrade.UpgradeResult
+	report := func(answers []upgrade.UpgradeResult, jobIDs []string, unexpected []upgrade.UpgradeResult) SendReport {
+		return SendReport{Request: r, Wave: s.Wave, Reply: reply, Answers: answers, JobIDs: jobIDs, Unexpected: unexpected}
+	}
 	for i, batch := range batches {
+		var extra []upgrade.UpgradeResult
 		if takenOver() {
 			return // the process that took over reports; nothing more is said here
 		}
@@ -134,6 +145,9 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 		case errors.Is(err, ErrLost):
 			log.Error().Msg("another process took this wave over; stopping")
 			return
+		case errors.Is(err, ErrUnrecorded):
+			log.Error().Msg("a batch is still recorded in flight; sending nothing more (a takeover reports it)")
+			return
 		case errors.Is(err, ErrStopped):
 			got = answerAll(unsentOf(batches[i:]), CodeNotSent, "Not sent: the rollout was stopped before this batch; nothing was started for this instance.")
 		case errors.Is(err, errShuttingDown):
@@ -142,12 +156,20 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 			log.Error().Err(err).Msg("record the batch in flight; not sending it")
 			got = answerAll(unsentOf(batches[i:]), CodeNotSent, "The bot could not record its progress (its store did not answer), so to stay safe this batch was not sent; nothing was started for this instance. Run the command again for it.")
 		default:
-			got = rn.callBatch(ctx, log, site, siteOK, batch)
+			ba := rn.callBatch(ctx, log, site, siteOK, batch)
+			got, unexpected = ba.Answers, append(unexpected, ba.Unexpected...)
+			// Every further job an answer names was started: follow it too.
+			extra = append(extra, ba.ExtraJobs...)
+			for _, u := range ba.Unexpected {
+				if u.JobID != "" {
+					extra = append(extra, u)
+				}
+			}
 		}
 		// Record each batch's answers at once: should the process die before
 		// the next batch, what was started is still followed after a restart.
 		now := rn.opts.Now()
-		for _, res := range got {
+		for k, res := range append(slices.Clone(got), extra...) {
 			if !res.Submitted() {
 				continue
 			}
@@ -159,24 +181,32 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 				// thread names it; only its end will not be followed.
 				log.Error().Err(err).Str("job_id", j.ID).Msg("store job")
 			}
-			jobIDs = append(jobIDs, res.JobID)
+			if k < len(got) { // the extra jobs are followed, not counted as instances accepted
+				jobIDs = append(jobIDs, res.JobID)
+			}
 		}
 		answers = append(answers, got...)
-		if err := rn.life.EndBatch(ctx, s, got); err != nil {
+		if err := rn.recordBatch(ctx, s, got); err != nil {
 			if errors.Is(err, ErrLost) {
 				return
 			}
-			// Should this process die now, a takeover reports this batch
-			// as unknown (it is still named in flight): never "not sent".
-			log.Error().Err(err).Msg("record batch answers")
+			// Unrecorded: no further batch goes, and the batch stays named
+			// in flight, so the takeover once the claim runs out reports it
+			// (its recorded jobs followed, the rest unknown) and the
+			// batches not sent as not sent: never "nothing was started".
+			log.Error().Err(err).Int("not_sent", len(unsentOf(batches[i+1:]))).
+				Msg("could not record a batch's answers; sending no further batch")
+			rn.rep.Sent(ctx, report(answers, jobIDs, unexpected))
+			return
 		}
+		rn.releaseAnswered(ctx, r, got)
 		if len(got) > len(batch.InstanceIDs) {
 			break // the rest was answered as not sent at once
 		}
 	}
-	report := SendReport{Request: r, Wave: s.Wave, Reply: reply, Answers: answers, JobIDs: jobIDs}
+	final := report(answers, jobIDs, unexpected)
 	if takenOver() {
-		rn.rep.Sent(ctx, report)
+		rn.rep.Sent(ctx, final)
 		return
 	}
 	// Posted while the request is still submitting, so that Tick, which
@@ -187,11 +217,11 @@ func (rn *Runner) sendWave(ctx context.Context, r store.Request, s *Send, reply 
 			// Safe: the claim runs out and a takeover follows what was recorded.
 			log.Error().Err(err).Msg("end the send of a wave")
 		}
-		rn.rep.Sent(ctx, report)
+		rn.rep.Sent(ctx, final)
 		return
 	}
-	report.Ended = true
-	rn.rep.Sent(ctx, report)
+	final.Ended = true
+	rn.rep.Sent(ctx, final)
 	// The counts, the next wave if one is due, and the final summary should
 	// every job already have ended while the answers were recorded.
 	rn.refresh(ctx, r.ID)
@@ -304,12 +334,26 @@ func (rn *Runner) recheckWave(ctx context.Context, log zerolog.Logger, r store.R
 		}
 	}
 	send, refused := Recheck(p, wave, current, rn.opts.Now().UTC())
+	planned := map[string]upgrade.Instance{}
+	for _, t := range p.Targets {
+		planned[t.Instance.ID] = t.Instance
+	}
 	var answers []upgrade.UpgradeResult
 	for _, id := range ids {
-		if why, ok := refused[id]; ok {
-			answers = append(answers, upgrade.UpgradeResult{InstanceID: id, ErrorCode: CodeNotSent,
-				ErrorMessage: "Not sent: it no longer passes the check it passed in the plan (" + why + "). Nothing was started."})
+		why, ok := refused[id]
+		if !ok {
+			continue
 		}
+		if in, found := current[id]; found && (in.Upgrading() || VersionOf(in) != VersionOf(planned[id])) {
+			// After a store failover lost the record of a batch this
+			// request sent, its own upgrade looks just like this: never
+			// say that nothing was started.
+			answers = append(answers, upgrade.UpgradeResult{InstanceID: id, ErrorCode: CodeUnknown,
+				ErrorMessage: "Not sent again: an upgrade is in progress (possibly this request's): the instance shows an upgrade or a version other than the plan's (" + why + "). Check the console before retrying."})
+			continue
+		}
+		answers = append(answers, upgrade.UpgradeResult{InstanceID: id, ErrorCode: CodeNotSent,
+			ErrorMessage: "Not sent: it no longer passes the check it passed in the plan (" + why + "). Nothing was started."})
 	}
 	return send, answers
 }

@@ -155,6 +155,11 @@ type Rollout struct {
 	Stopped *Mark `json:"stopped,omitempty"`
 	// Finished is set once the final summary is out.
 	Finished *Mark `json:"finished,omitempty"`
+	// Quiet counts, per instance whose outcome is unknown, the polls in a
+	// row that showed no upgrade in progress on it, last at QuietAt (see
+	// quietPolls in locks.go).
+	Quiet   map[string]int `json:"quiet,omitempty"`
+	QuietAt time.Time      `json:"quiet_at,omitzero"`
 }
 
 // Sending returns the index of the wave whose sending was claimed but has

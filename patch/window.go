@@ -124,3 +124,21 @@ func (w *Window) UnmarshalText(b []byte) error {
 	*w = v
 	return nil
 }
+
+// NextOpening returns when wave w goes at the earliest, seen at now: its
+// planned opening (Opens) while that is still ahead; once it has passed
+// without the wave being started, missed is set and at is the window's
+// next opening (now itself while the window is open). A missed window is
+// never shown as a time in the past ("opens in -7h").
+func (w Wave) NextOpening(now time.Time) (at time.Time, missed bool) {
+	if !w.Started.IsZero() || w.Opens.After(now) {
+		return w.Opens, false
+	}
+	if w.Window.IsZero() {
+		return now, false
+	}
+	// Missed only if the planned opening's window ended unsent: a window
+	// open since Opens is not missed yet, merely due.
+	missed = !w.Window.Contains(now) || now.Sub(w.Opens) >= day
+	return w.Window.NextOpen(now), missed
+}
