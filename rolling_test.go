@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/slacktest"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store/storetest"
 )
@@ -71,7 +72,15 @@ func TestFencedReplicaStops(t *testing.T) {
 	if err := c.Set(t.Context(), store.DefaultRedisPrefix+"schema", "4", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	h.slash(alice, opsChannel, in.Name)
+	// A background write (the replica registry, a tick) may meet the fence
+	// before the command does, and the bot then stops before acking it:
+	// the command is sent without waiting for its ack, and either way the
+	// bot must stop and send nothing.
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = h.slack.SlashCommand(ctx, slacktest.SlashCommand{UserID: alice, ChannelID: opsChannel, Command: "/geminidb-patch", Text: in.Name})
+	}()
 	var err error
 	select {
 	case err = <-h.done:
