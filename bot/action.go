@@ -207,7 +207,7 @@ func (b *Bot) updateMessage(ctx context.Context, channel, ts, text string, block
 	if channel == "" || ts == "" {
 		return
 	}
-	if _, _, _, err := b.api.UpdateMessageContext(ctx, channel, ts, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...)); err != nil {
+	if _, _, _, err := b.api.UpdateMessageContext(ctx, channel, ts, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(fit(blocks, maxMessageText, "")...)); err != nil {
 		b.log.Warn().Err(err).Str("channel", channel).Str("ts", ts).Msg("update message failed")
 	}
 }

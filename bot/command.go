@@ -322,7 +322,7 @@ func (b *Bot) respond(ctx context.Context, responseURL string, replace bool, tex
 		opts = append(opts, slack.MsgOptionReplaceOriginal(responseURL))
 	}
 	if len(blocks) > 0 {
-		opts = append(opts, slack.MsgOptionBlocks(blocks...))
+		opts = append(opts, slack.MsgOptionBlocks(fit(blocks, maxMessageText, "")...))
 	}
 	if _, _, err := b.api.PostMessageContext(ctx, "", opts...); err != nil {
 		return fmt.Errorf("post to response_url: %w", redactResponseURL(err, responseURL))
