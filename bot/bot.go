@@ -206,6 +206,7 @@ type Bot struct {
 	notices   chan struct{} // the busy and refusal answers in flight
 	closed    atomic.Bool   // the work queue is closed (shutting down)
 	queueMu   sync.RWMutex
+	ending    endsInFlight // job-end replies being posted, per request: the summary waits for them
 	connected atomic.Bool
 	busy      atomic.Int64 // tasks queued or running
 }
@@ -220,7 +221,7 @@ func New(o Options) *Bot {
 	targets := newTargetSet(cfg, o.GeminiDB)
 	b := &Bot{
 		id:  newID("bot-"),
-		cfg: cfg, api: o.Slack, sm: o.Socket, targets: targets, st: o.Store, log: o.Log, metrics: m,
+		cfg: cfg, api: newPacedAPI(o.Slack), sm: o.Socket, targets: targets, st: o.Store, log: o.Log, metrics: m,
 		access:  newAccess(cfg.AllowedUsers, cfg.AllowedChannels, targets.approvers(), o.Slack, cfg.GroupCacheTTL, cfg.Now),
 		kit:     kit{console: cfg.ConsoleURL, region: cfg.Region, project: cfg.ProjectID},
 		work:    make(chan func(context.Context), cfg.QueueSize),

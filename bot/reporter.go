@@ -211,6 +211,8 @@ func (rp reporter) JobEnds(ctx context.Context, r store.Request, jobs []store.Jo
 		b.audit("job_finished", requestAudit(r, r.Requester, []string{j.InstanceID}),
 			"job_id", j.ID, "status", j.Status, "fail_reason", j.FailReason, "gave_up", j.GaveUp)
 	}
+	b.ending.add(r.ID, 1)
+	defer b.ending.add(r.ID, -1)
 	now := b.cfg.Now()
 	for i := 0; i < len(jobs); i += jobsPerReply {
 		group := jobs[i:min(i+jobsPerReply, len(jobs))]
@@ -252,6 +254,11 @@ func pausedBlocks(id, why, who string) []slack.Block {
 // may have started), and a mention of the requester.
 func (rp reporter) Summary(ctx context.Context, r store.Request, s patch.Summary) bool {
 	b := rp.b
+	if b.ending.busy(r.ID) {
+		// Job ends are still going out (paced): the summary comes after
+		// them, at a later tick.
+		return false
+	}
 	p, results, _ := patch.PlanOf(r)
 	jobs, after := s.Jobs, s.After
 	counts := countJobs(results, jobs)
