@@ -125,3 +125,30 @@ func TestStatusOfJobWithLongFailReason(t *testing.T) {
 		}
 	}
 }
+
+// A thread reply Slack refuses for its content (msg_blocks_too_long) is
+// posted again shorter, never unchanged, and the rollout goes on.
+func TestRefusedReplyIsShortenedNotRepeated(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	in := h.addInstances("db", "cassandra", 1)[0]
+	_, ts, jobs := h.submitted([]upgrade.Instance{in})
+	h.slack.FailMethod("chat.postMessage", "msg_blocks_too_long", 1)
+	h.gdb.FailJob(jobs[in.ID], "Node restart timed out.")
+	h.threadText(ts, "finished:")
+	calls := h.slack.CallsTo("chat.postMessage")
+	for i, c := range calls {
+		if c.Error != "msg_blocks_too_long" {
+			continue
+		}
+		if i+1 == len(calls) {
+			t.Fatal("the refused reply was not posted again")
+		}
+		next := calls[i+1]
+		if next.Error != "" || string(next.Blocks) == string(c.Blocks) {
+			t.Errorf("after msg_blocks_too_long the bot posted %q (error %q), want the same reply shortened", next.Blocks, next.Error)
+		}
+		return
+	}
+	t.Fatal("no call was refused: the test's premise")
+}

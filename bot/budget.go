@@ -27,7 +27,30 @@ const (
 	partText = 8000
 	// partBlocks is what one part holds of its list's sections.
 	partBlocks = 40
+	// shortText is the budget of a message Slack refused for its content:
+	// it is posted again this much shorter, never unchanged.
+	shortText = 4000
 )
+
+// shorter is the budget of a message Slack refused for its content: at
+// most shortText and half of what it held, so it is never posted unchanged.
+func shorter(blocks []slack.Block) int {
+	return max(min(shortText, textLen(blocks)/2), 100)
+}
+
+// refusedForContent tells whether Slack refused a message for what it
+// holds (too long, too many blocks, a text over its limit), not for where
+// or when it was sent.
+func refusedForContent(err error) bool {
+	if err == nil {
+		return false
+	}
+	switch slackErrorCode(err) {
+	case "msg_blocks_too_long", "invalid_blocks", "msg_too_long", "too_many_attachments":
+		return true
+	}
+	return false
+}
 
 // textLen is how many characters of text blocks hold in all, counted as
 // Slack counts for msg_blocks_too_long: every string named "text", at any

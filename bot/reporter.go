@@ -363,7 +363,12 @@ func (b *Bot) respondOrLog(ctx context.Context, responseURL, msg string) {
 
 // postThread posts a reply under the parent message, logging failures.
 func (b *Bot) postThread(ctx context.Context, channel, ts, text string, blocks []slack.Block) bool {
-	if _, _, err := b.api.PostMessageContext(ctx, channel, slack.MsgOptionTS(ts), slack.MsgOptionText(text, false), slack.MsgOptionBlocks(fit(blocks, maxMessageText, "")...)); err != nil {
+	_, _, err := b.api.PostMessageContext(ctx, channel, slack.MsgOptionTS(ts), slack.MsgOptionText(text, false), slack.MsgOptionBlocks(fit(blocks, maxMessageText, "")...))
+	if refusedForContent(err) {
+		// Never the same content again: a shorter one.
+		_, _, err = b.api.PostMessageContext(ctx, channel, slack.MsgOptionTS(ts), slack.MsgOptionText(truncate(text, maxMessageChars), false), slack.MsgOptionBlocks(fit(blocks, shorter(blocks), "")...))
+	}
+	if err != nil {
 		b.log.Error().Err(err).Str("channel", channel).Str("thread_ts", ts).Msg("thread reply failed")
 		return false
 	}
