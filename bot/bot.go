@@ -45,6 +45,7 @@ type SlackAPI interface {
 	GetUserGroupMembersContext(ctx context.Context, userGroup string, options ...slack.GetUserGroupMembersOption) ([]string, error)
 	GetPermalinkContext(ctx context.Context, params *slack.PermalinkParameters) (string, error)
 	PublishViewContext(ctx context.Context, req slack.PublishViewContextRequest) (*slack.ViewResponse, error)
+	GetConversationsForUserContext(ctx context.Context, params *slack.GetConversationsForUserParameters) ([]slack.Channel, string, error)
 }
 
 // Store is what the bot itself reads of the durable state (requests for
@@ -207,6 +208,8 @@ type Bot struct {
 	closed    atomic.Bool   // the work queue is closed (shutting down)
 	queueMu   sync.RWMutex
 	ending    endsInFlight // job-end replies being posted, per request: the summary waits for them
+	members   *channelMembers
+	homes     homeGate // App Home refreshes: coalesced per person
 	connected atomic.Bool
 	busy      atomic.Int64 // tasks queued or running
 }
@@ -228,6 +231,7 @@ func New(o Options) *Bot {
 		notices: make(chan struct{}, maxNotices),
 		ackFn:   o.Ack,
 	}
+	b.members = newChannelMembers(b.api, cfg.Now)
 	if b.ackFn == nil && o.Socket != nil {
 		b.ackFn = o.Socket.AckCtx
 	}
