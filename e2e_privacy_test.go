@@ -45,3 +45,20 @@ func TestHomeFloodDoesNotDelayClicks(t *testing.T) {
 		t.Errorf("%d views.publish calls for someone not allowed, want at most 1", n)
 	}
 }
+
+// A command in a channel the bot is not in is answered on its response_url
+// with how to add the bot; nothing is planned or sent.
+func TestCommandWhereTheBotIsNotIn(t *testing.T) {
+	t.Parallel()
+	const elsewhere = "CNOBOT"
+	h := newHarness(t, nil, slacktest.WithChannel(slacktest.Channel{ID: elsewhere, Everyone: true}))
+	in := h.addInstances("db", "cassandra", 1)[0]
+	ack := h.slash(alice, elsewhere, in.Name)
+	h.reply(ack.ResponseURL, "/invite @geminidb-patch")
+	h.assertBatchCalls(0, "nothing is sent from a channel the bot is not in")
+	for _, c := range h.slack.Calls() {
+		if c.Channel == elsewhere && c.Method != "response_url" {
+			t.Errorf("the bot called %s in %s", c.Method, elsewhere)
+		}
+	}
+}

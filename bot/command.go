@@ -136,6 +136,9 @@ func (b *Bot) runCommand(ctx context.Context, rid string, cmd slack.SlashCommand
 		reply(fmt.Sprintf("Slow down: at most %d commands per minute per person; nothing was done. Try again in a minute.", b.cfg.CommandsPerMin), nil)
 		return
 	}
+	if req.Kind == commands.KindPatch && !b.botIsIn(ctx, cmd, a, reply) {
+		return
+	}
 	switch req.Kind {
 	case commands.KindPatch:
 		b.runPlan(ctx, rid, cmd, req, "", true)

@@ -8,6 +8,7 @@ package bot
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,12 +38,33 @@ func newChannelMembers(api SlackAPI, now func() time.Time) *channelMembers {
 	return &channelMembers{api: api, now: now, by: map[string]memberEntry{}}
 }
 
+// botInChannel tells whether the bot is a member of channel. A channel
+// the cached list lacks is looked up afresh (the bot may just have been
+// invited). A DM or the app's own channel counts as in.
+func (m *channelMembers) botInChannel(ctx context.Context, channel string) (bool, error) {
+	if channel == "" || !strings.HasPrefix(channel, "C") && !strings.HasPrefix(channel, "G") {
+		return true, nil
+	}
+	in, err := m.read(ctx, "", false)
+	if err != nil || in[channel] {
+		return err == nil, err
+	}
+	in, err = m.read(ctx, "", true)
+	return in[channel], err
+}
+
 // of returns the channels user is a member of (public and private).
 func (m *channelMembers) of(ctx context.Context, user string) (map[string]bool, error) {
+	return m.read(ctx, user, false)
+}
+
+// read returns user's channels ("" is the bot), from the cache unless
+// fresh is set or the entry is older than memberTTL.
+func (m *channelMembers) read(ctx context.Context, user string, fresh bool) (map[string]bool, error) {
 	m.mu.Lock()
 	e, ok := m.by[user]
 	m.mu.Unlock()
-	if ok && m.now().Sub(e.at) < memberTTL {
+	if ok && !fresh && m.now().Sub(e.at) < memberTTL {
 		return e.channels, nil
 	}
 	chans := map[string]bool{}
@@ -66,4 +88,23 @@ func (m *channelMembers) of(ctx context.Context, user string) (map[string]bool, 
 	m.by[user] = memberEntry{channels: chans, at: m.now()}
 	m.mu.Unlock()
 	return chans, nil
+}
+
+// botIsIn tells whether the bot is a member of the channel of cmd; when it
+// is not, the person is told on the command's response_url how to add it,
+// and nothing is planned or sent. When Slack cannot say, the command goes
+// on (posting in the channel would then tell).
+func (b *Bot) botIsIn(ctx context.Context, cmd slack.SlashCommand, a auditInfo, reply func(string, []slack.Block)) bool {
+	in, err := b.members.botInChannel(ctx, cmd.ChannelID)
+	if err != nil {
+		b.log.Warn().Err(err).Str("channel", cmd.ChannelID).Msg("could not check that the bot is in the channel; going on")
+		return true
+	}
+	if in {
+		return true
+	}
+	b.metrics.Commands.WithLabelValues("refused").Inc()
+	b.audit("refused", a, "reason", "bot not in channel")
+	reply(fmt.Sprintf("I am not a member of this channel, so I could not post the patch's messages here; nothing was done. Add me with `/invite @geminidb-patch` (or the channel's settings → *Integrations* → *Add apps*), then run `%s` again.", esc(b.cfg.Command)), nil)
+	return false
 }
