@@ -1,6 +1,17 @@
 # syntax=docker/dockerfile:1
 # Build: docker build --build-arg VERSION=$(git describe --always) -t geminidb-patch-bot .
-FROM golang:1.26-bookworm AS build
+# Smoke test without a Docker engine: deploy/image-smoke (podman, buildah).
+#
+# Both base images are pinned by digest (tag@sha256:…): a rebuild of the same
+# commit gets the same bases, and a moved tag cannot change the image
+# unnoticed. The tag says what the digest is; the digest decides. To refresh
+# (e.g. for a Go patch release or a distroless security update), look up the
+# current digest of each tag's multi-arch index and replace it here:
+#   crane digest golang:1.26.8-bookworm
+#   crane digest gcr.io/distroless/static-debian12:nonroot
+# (or `docker buildx imagetools inspect <tag>`: the "Digest:" line),
+# keeping the golang tag on the Go version of go.mod.
+FROM golang:1.26.8-bookworm@sha256:a688600ca24f8a4d3ca77f95b0dd40704a9fc787c826660eb7ba0b641b8b175d AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
@@ -10,7 +21,7 @@ RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "-s -w -X main.version=
  && mkdir -p /out/data
 
 # distroless/static: CA certificates and tzdata, no shell, runs as nonroot (65532).
-FROM gcr.io/distroless/static-debian12:nonroot
+FROM gcr.io/distroless/static-debian12:nonroot@sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab
 COPY --from=build /out/geminidb-patch-bot /usr/local/bin/geminidb-patch-bot
 COPY --from=build --chown=65532:65532 /out/data /data
 USER 65532:65532

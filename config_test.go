@@ -114,40 +114,15 @@ func TestHelp(t *testing.T) {
 	}
 }
 
-const goodTargets = `targets:
-  - name: prod-eu-de
-    region: eu-de
-    endpoint: https://gaussdb-nosql.eu-de.otc.t-systems.com/
-    project_id: 0123456789abcdef0123456789abcdef
-    auth: {token_env: DE_TOKEN}
-    channels: [CDE1, CDE2]
-    approvers: [S0LEADS]
-    allowed_channels: [CDE1, CDE2, CDE3]
-    allowed_users: [UALICE, S0DBAS]
-  - name: prod-eu-nl
-    region: eu-nl
-    endpoint: https://gaussdb-nosql.eu-nl.otc.t-systems.com
-    project_id: fedcba9876543210fedcba9876543210
-    batch_engines: [Cassandra]
-    auth: {access_key_env: NL_AK, secret_key_env: NL_SK}
-    channels: [CNL1]
-  - name: staging
-    region: eu-de
-    endpoint: https://gaussdb-nosql.eu-de.otc.t-systems.com
-    project_id: 00112233445566778899aabbccddeeff
-    auth:
-      iam:
-        endpoint: https://iam.eu-de.otc.t-systems.com
-        username: patch-bot
-        password_env: STAGE_PASSWORD
-        domain: OTC-EU-DE-0000
-    approvers: []
-  - name: files
-    region: eu-de
-    endpoint: https://gaussdb-nosql.eu-de.otc.t-systems.com
-    project_id: 99887766554433221100ffeeddccbbaa
-    auth: {token_file: de.token}
-`
+// goodTargets is internal/config's valid targets file of four targets,
+// one per auth mode.
+var goodTargets = func() string {
+	b, err := os.ReadFile("internal/config/testdata/targets.yaml")
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}()
 
 // targetsConfig is a valid configuration with the targets file goodTargets
 // and the variables it names.

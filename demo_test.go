@@ -20,16 +20,20 @@ import (
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
 )
 
-var updateDemo = flag.Bool("update-demo", false, "rewrite the README's example conversation from the demo")
+var updateDemo = flag.Bool("update-demo", false, "rewrite the example conversation and the messages of docs/messages.md (and docs/demo.png)")
 
-// readmeExample is where the README keeps the transcript: the fenced block
-// after this marker.
+// messagesDoc is where the example conversation and the rendered messages
+// live (the README links it).
+const messagesDoc = "docs/messages.md"
+
+// readmeExample is where docs/messages.md keeps the transcript: the fenced
+// block after this marker.
 const readmeExample = "<!-- the output of: go run . demo --transcript -->"
 
 // The demo needs no environment at all: every test here passes an empty one.
 
 // demo --transcript plays the tour against the real bot and prints it; the
-// README's example conversation is exactly that output.
+// example conversation of docs/messages.md is exactly that output.
 func TestDemoTranscript(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp) // to see that the demo's store is removed
@@ -50,6 +54,9 @@ func TestDemoTranscript(t *testing.T) {
 		"— job ", " Completed, took 14s", " Failed, took 21s: ",
 		"✅ cass-orders-prod-1 ", ": 3.11.3.2 → 3.11.3.5 (Completed)",
 		"has finished.",
+		"ana      /geminidb-patch tag:env=staging --dry-run",
+		"GeminiDB patch plan r-000000000002 for tag:env=staging",
+		"9 matched: 8 to patch (5 Cassandra, 3 Influx) in 2 batch calls, 1 already up to date, 0 blocked.",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("transcript lacks %q; it is:\n%s", want, got)
@@ -59,23 +66,23 @@ func TestDemoTranscript(t *testing.T) {
 		t.Errorf("the demo left %s behind in the temporary directory", left[0].Name())
 	}
 
-	readme, err := os.ReadFile("README.md")
+	readme, err := os.ReadFile(messagesDoc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	example, from, to, ok := fencedAfter(string(readme), readmeExample)
 	if !ok {
-		t.Fatalf("README.md has no fenced block after %q", readmeExample)
+		t.Fatalf("%s has no fenced block after %q", messagesDoc, readmeExample)
 	}
 	if *updateDemo {
 		updated := string(readme[:from]) + got + string(readme[to:])
-		if err := os.WriteFile("README.md", []byte(updated), 0o644); err != nil {
+		if err := os.WriteFile(messagesDoc, []byte(updated), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return
 	}
 	if example != got {
-		t.Errorf("README's example conversation differs from demo --transcript (go test -run DemoTranscript -update-demo rewrites it):\n--- README\n%s\n--- demo --transcript\n%s", example, got)
+		t.Errorf("%s's example conversation differs from demo --transcript (go test -run DemoTranscript -update-demo rewrites it):\n--- %s\n%s\n--- demo --transcript\n%s", messagesDoc, messagesDoc, example, got)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+	berrors "go.etcd.io/bbolt/errors"
 	"gopkg.in/yaml.v3"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/internal/config"
@@ -116,6 +117,9 @@ func doctor(ctx context.Context, loadConfig func() (config.Config, error), out i
 		for _, w := range redisWarnings(cctx, cfg.Store) {
 			fmt.Fprintf(out, "WARN  %-20s %s\n", "redis durability", w)
 		}
+		if line := replicasLine(cctx, cfg.Store); line != "" {
+			fmt.Fprintln(out, line)
+		}
 		cancel()
 	}
 	if failed {
@@ -181,6 +185,12 @@ func checkStore(ctx context.Context, target string) (string, error) {
 		return fmt.Sprintf("%s does not exist yet and can be created", target), nil
 	}
 	st, err := store.Open(target)
+	if errors.Is(err, berrors.ErrTimeout) {
+		// bbolt lets one process at a time hold the file: doctor run beside
+		// the bot (docker exec, kubectl exec) cannot open it, and need not.
+		return fmt.Sprintf("%s is in use by another process, normally the running bot (a bbolt file is held by one process at a time, and doctor waited %v for it): "+
+			"the bot checked the file when it opened it and /readyz reports whether the store answers; stop the bot to have doctor check the file itself", target, store.DefaultLockTimeout), nil
+	}
 	if err != nil {
 		return "", err
 	}
@@ -196,11 +206,10 @@ func checkStore(ctx context.Context, target string) (string, error) {
 // evicted request or claim could let a patch be sent twice). Warnings do
 // not fail doctor: a managed Redis may be durable without saying so.
 func redisWarnings(ctx context.Context, target string) []string {
-	opts, err := redis.ParseURL(target)
+	rdb, err := store.NewRedisClient(target) // a Sentinel URL too
 	if err != nil {
 		return []string{"cannot parse BOT_STORE as a Redis URL"}
 	}
-	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	conf, err := rdb.ConfigGet(ctx, "*").Result()
 	if err != nil {

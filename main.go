@@ -199,6 +199,9 @@ type Main struct {
 	// stopping is set when shutdown begins, so /readyz turns 503 at once
 	// and a load balancer stops sending traffic before the socket closes.
 	stopping atomic.Bool
+	// replicaID names this process in the store's replica registry.
+	replicaID    string
+	replicaGauge *prometheus.GaugeVec
 	// sized counts the targets whose fleet size the start-up call learned
 	// (or failed to): tests wait on it instead of on a log line.
 	sized atomic.Int64
@@ -210,6 +213,7 @@ type Store interface {
 	bot.Storage
 	Ping(ctx context.Context) error
 	Close() error
+	RollingUpgrades
 }
 
 var (
@@ -281,7 +285,11 @@ func NewSlack(cfg config.Config) *slack.Client {
 	return slack.New(cfg.SlackBotToken.Reveal(),
 		slack.OptionAppLevelToken(cfg.SlackAppToken.Reveal()),
 		slack.OptionAPIURL(cfg.SlackAPIURL),
-		slack.OptionHTTPClient(&http.Client{Timeout: 30 * time.Second}),
+		// A keep-alive pool of its own (upgrade.NewTransport), not
+		// http.DefaultTransport's 2 idle connections per host: a burst of
+		// plans posted to response URLs would otherwise open (and, against
+		// Slack, TLS-handshake) a connection for most posts.
+		slack.OptionHTTPClient(&http.Client{Timeout: 30 * time.Second, Transport: upgrade.NewTransport()}),
 		// Slack answers a burst of thread replies with 429 and Retry-After; a
 		// 429 means the message was not taken, so retrying it is safe.
 		slack.OptionRetry(3))
@@ -361,9 +369,12 @@ func NewMain(cfg config.Config, logOut io.Writer) (*Main, error) {
 		PollConcurrency: cfg.PollConcurrency,
 		Retention:       cfg.Retention,
 		Canary:          cfg.Canary,
+		MaxInstances:    cfg.MaxInstances,
+		FleetGuard:      cfg.FleetGuard,
 	}, Slack: api, Socket: sm, Store: st, Log: log, Metrics: metrics})
 
-	m := &Main{Config: cfg, Log: log, Store: st, Bot: b, Registry: reg, Slack: api, GeminiDB: dbs}
+	m := &Main{Config: cfg, Log: log, Store: st, Bot: b, Registry: reg, Slack: api, GeminiDB: dbs,
+		replicaID: newReplicaID(), replicaGauge: replicaMetrics(reg)}
 	h := ops.Handler(map[string]ops.Check{
 		"slack": func(context.Context) error {
 			if !b.Connected() {
@@ -371,14 +382,16 @@ func NewMain(cfg config.Config, logOut io.Writer) (*Main, error) {
 			}
 			return nil
 		},
-		"store": st.Ping,
+		"store":    st.Ping,
+		"schema":   m.schemaCheck,
+		"replicas": m.replicasCheck,
 		"shutdown": func(context.Context) error {
 			if m.stopping.Load() {
 				return errors.New("shutting down")
 			}
 			return nil
 		},
-	}, reg)
+	}, reg, ops.WithPprof(cfg.Pprof))
 	m.HTTP, err = ops.Listen(cfg.HTTPAddr, h)
 	if err != nil {
 		_ = st.Close()
@@ -394,7 +407,11 @@ func NewMain(cfg config.Config, logOut io.Writer) (*Main, error) {
 func (m *Main) Run(ctx context.Context) error {
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- m.HTTP.Serve() }()
-	m.Log.Info().Str("http_addr", m.HTTP.Addr()).Msg("serving /healthz, /readyz, /metrics")
+	if m.Config.Pprof {
+		m.Log.Warn().Str("http_addr", m.HTTP.Addr()).Msg("serving /healthz, /readyz, /metrics and the profiler at /debug/pprof/ (BOT_PPROF); keep this address private")
+	} else {
+		m.Log.Info().Str("http_addr", m.HTTP.Addr()).Msg("serving /healthz, /readyz, /metrics")
+	}
 
 	botCtx, stopBot := context.WithCancel(ctx)
 	defer stopBot()
@@ -415,6 +432,9 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	botDone := make(chan error, 1)
 	go func() { botDone <- m.Bot.Run(botCtx) }()
+	beatDone := make(chan struct{})
+	go func() { defer close(beatDone); m.heartbeat(botCtx) }()
+	defer func() { stopBot(); <-beatDone }()
 
 	var err error
 	select {
@@ -427,6 +447,11 @@ func (m *Main) Run(ctx context.Context) error {
 		// bot too rather than run without /readyz.
 		httpErr = nil
 		m.Log.Error().Err(err).Msg("ops HTTP server failed; shutting down")
+	case <-m.Store.Fenced():
+		// A newer release migrated the store: every write fails now, so
+		// take no more work (the Deployment replaces this replica).
+		err = m.fencedError()
+		m.Log.Error().Err(err).Msg("store schema fence; shutting down")
 	}
 	m.stopping.Store(true)
 	stopBot()

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -239,5 +241,55 @@ func TestHealthcheckSubcommand(t *testing.T) {
 	_ = srv.Shutdown(context.Background())
 	if code := run(context.Background(), []string{"healthcheck"}, environ{lookup: config.MapLookup(map[string]string{"BOT_HTTP_ADDR": free})}, &stdout, &stderr); code != exitFailed {
 		t.Errorf("healthcheck with nothing listening: got %d, want %d", code, exitFailed)
+	}
+}
+
+// The profiler is not served unless BOT_PPROF asks for it; then the ops
+// listener serves its index and a goroutine profile of the running bot.
+func TestPprofEndpoint(t *testing.T) {
+	t.Run("off by default", func(t *testing.T) {
+		h := newHarness(t, nil)
+		if status, _ := h.httpGet("/debug/pprof/"); status != http.StatusNotFound {
+			t.Errorf("/debug/pprof/ with BOT_PPROF unset: got %d, want 404", status)
+		}
+	})
+	t.Run("on", func(t *testing.T) {
+		h := newHarness(t, func(c *config.Config) { c.Pprof = true })
+		status, body := h.httpGet("/debug/pprof/")
+		if status != http.StatusOK || !strings.Contains(body, "goroutine") {
+			t.Errorf("/debug/pprof/ with BOT_PPROF=true: got %d %.200q, want 200 and the profile index", status, body)
+		}
+		// The bot's own goroutines are in the profile: it is this process's.
+		status, body = h.httpGet("/debug/pprof/goroutine?debug=1")
+		if status != http.StatusOK || !strings.Contains(body, "geminidb-patch-bot/bot.") {
+			t.Errorf("goroutine profile: got %d %.300q, want 200 naming the bot's goroutines", status, body)
+		}
+		if !strings.Contains(h.logs.String(), "/debug/pprof/") {
+			t.Error("the start-up log does not say the profiler is served")
+		}
+	})
+}
+
+// The Slack Web API client keeps its connections (upgrade.NewTransport's
+// pool, not http.DefaultTransport's 2 idle per host): over four waves of 20
+// plans posted at once, a pool opens at most as many connections as were
+// ever in use at once (20, plus a few for other calls), where
+// http.DefaultTransport keeps 2 and opens most of every wave anew (about 50).
+func TestSlackClientReusesConnections(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) {
+		c.AllowedUsers = []string{"*"}
+		c.LogLevel = "info"
+	})
+	in := h.addInstances("db", "cassandra", 1)[0]
+	before := h.slack.HTTPConnections()
+	for n := range 4 {
+		var wg sync.WaitGroup
+		for i := range 20 {
+			wg.Go(func() { h.plan(fmt.Sprintf("U%03d%02d", n, i), in.Name) })
+		}
+		wg.Wait()
+	}
+	if opened := h.slack.HTTPConnections() - before; opened > 24 {
+		t.Errorf("4 waves of 20 plans opened %d connections to Slack, want at most 24 (a pool keeps them)", opened)
 	}
 }

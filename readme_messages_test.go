@@ -9,9 +9,9 @@ import (
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/demo"
 )
 
-// The README's "Messages" section shows every message the bot sends as a
-// user sees it, rendered from the golden files of bot/testdata (the bot's
-// Block Kit, checked by its tests): between these markers.
+// docs/messages.md (linked from the README) shows every message the bot
+// sends as a user sees it, rendered from the golden files of bot/testdata
+// (the bot's Block Kit, checked by its tests): between these markers.
 const (
 	messagesStart = "<!-- messages: rendered from bot/testdata by go test -run TestReadmeMessages -update-demo . -->"
 	messagesEnd   = "<!-- end of messages -->"
@@ -48,7 +48,7 @@ func readmeNames(id string) string {
 	return id
 }
 
-// renderMessages renders readmeMessages as the README's section.
+// renderMessages renders readmeMessages as the section of docs/messages.md.
 func renderMessages(t *testing.T) string {
 	var b strings.Builder
 	b.WriteString(messagesStart + "\n")
@@ -68,24 +68,24 @@ func renderMessages(t *testing.T) string {
 }
 
 func TestReadmeMessages(t *testing.T) {
-	raw, err := os.ReadFile("README.md")
+	raw, err := os.ReadFile(messagesDoc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	readme := string(raw)
 	from, to := strings.Index(readme, messagesStart), strings.Index(readme, messagesEnd)
 	if from < 0 || to < from {
-		t.Fatalf("README.md lacks the markers %q … %q", messagesStart, messagesEnd)
+		t.Fatalf("%s lacks the markers %q … %q", messagesDoc, messagesStart, messagesEnd)
 	}
 	got := renderMessages(t)
 	current := readme[from : to+len(messagesEnd)]
 	if *updateDemo {
-		if err := os.WriteFile("README.md", []byte(readme[:from]+got+readme[to+len(messagesEnd):]), 0o644); err != nil {
+		if err := os.WriteFile(messagesDoc, []byte(readme[:from]+got+readme[to+len(messagesEnd):]), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return
 	}
 	if current != got {
-		t.Errorf("README's Messages section differs from bot/testdata (go test -run TestReadmeMessages -update-demo . rewrites it):\n%s", got)
+		t.Errorf("the messages of %s differ from bot/testdata (go test -run TestReadmeMessages -update-demo . rewrites them):\n%s", messagesDoc, got)
 	}
 }

@@ -52,17 +52,17 @@ func TestReadmeDocumentsEveryVariable(t *testing.T) {
 		}
 	}
 	// A newcomer needs exactly two commands: try the bot, run the tests.
-	_, setup, found := strings.Cut(string(raw), "## Set up")
+	_, setup, found := strings.Cut(string(raw), "## Try it")
 	if !found {
-		t.Fatal("README has no Set up section")
+		t.Fatal("README has no Try it section")
 	}
 	if i := strings.Index(setup, "```sh\n"); i >= 0 {
 		block, _, _ := strings.Cut(setup[i+len("```sh\n"):], "```")
 		if got := strings.Split(strings.TrimSpace(block), "\n"); len(got) != 2 {
-			t.Errorf("README's set-up block has %d commands, want 2: %q", len(got), got)
+			t.Errorf("README's Try it block has %d commands, want 2: %q", len(got), got)
 		}
 	} else {
-		t.Error("README's Set up section has no sh block")
+		t.Error("README's Try it section has no sh block")
 	}
 	ci, err := os.ReadFile(".ci/run")
 	if err != nil {

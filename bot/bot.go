@@ -32,6 +32,7 @@ type GeminiDB interface {
 	BatchUpgrade(ctx context.Context, ids []string) ([]upgrade.UpgradeResult, error)
 	Job(ctx context.Context, id string) (upgrade.Job, error)
 	AllInstances(ctx context.Context, datastoreType string) ([]upgrade.Instance, error)
+	SelectInstances(ctx context.Context, sel upgrade.Selector) ([]upgrade.Instance, error)
 }
 
 // SlackAPI is every Slack Web API call the bot makes (slack.Client has
@@ -96,6 +97,8 @@ type Config struct {
 	PollConcurrency int           // job reads in flight at once; default 32
 	Retention       time.Duration // final requests older than this are deleted; 0 keeps them
 	Canary          int           // the default --canary; 0 = none
+	MaxInstances    int           // the most instances one request may plan; default 200
+	FleetGuard      int           // above this many instances a canary of 1 is automatic; default 10
 	ConsoleURL      string        // console page of an instance: a template with {region}, {project_id}, {instance_id}; "" = no links
 	Region          string        // replaces {region} in ConsoleURL
 	Now             func() time.Time
@@ -154,6 +157,12 @@ func (c Config) withDefaults() Config {
 	if c.ConfirmTTL <= 0 {
 		c.ConfirmTTL = DefaultConfirmTTL
 	}
+	if c.MaxInstances <= 0 {
+		c.MaxInstances = DefaultMaxInstances
+	}
+	if c.FleetGuard <= 0 {
+		c.FleetGuard = DefaultFleetGuard
+	}
 	return c
 }
 
@@ -201,7 +210,8 @@ type Bot struct {
 	access  *access
 	kit     kit // builds the messages
 
-	permalinks permalinkCache
+	permalinks  permalinkCache
+	behindCache behindCache // the App Home's "what is behind", per target
 
 	work      chan func(context.Context)
 	notices   chan struct{} // the busy and refusal answers in flight

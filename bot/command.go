@@ -87,6 +87,9 @@ func (b *Bot) onSlashCommand(_ context.Context, cmd slack.SlashCommand, retry in
 	}
 	switch req.Kind {
 	case commands.KindPatch:
+		if !req.Selectors.Empty() {
+			return ephemeral(fmt.Sprintf("Selecting %s in GeminiDB…", req.Selectors.String()))
+		}
 		return ephemeral(fmt.Sprintf("Checking %s against GeminiDB…", plural(len(req.Instances), "instance")))
 	case commands.KindList:
 		return ephemeral("Looking for instances with a patch available…")
@@ -145,6 +148,10 @@ func (b *Bot) runCommand(ctx context.Context, rid string, cmd slack.SlashCommand
 	case commands.KindStatus:
 		b.runStatus(ctx, rid, cmd, req.ID, req.Target, reply)
 	case commands.KindList:
+		if req.Outdated {
+			b.runOutdated(ctx, rid, cmd, req.Engine, req.Target, reply)
+			return
+		}
 		b.runList(ctx, rid, cmd, req.Engine, req.Target, reply)
 	case commands.KindHistory:
 		b.runHistory(ctx, rid, cmd, req, reply)
@@ -181,9 +188,33 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 			return
 		}
 	}
-	b.audit("requested", a, "dry_run", req.DryRun, "force", req.Force)
+	if req.Selectors.Empty() && len(req.Instances) > b.cfg.MaxInstances {
+		tooMany := &TooManyError{Named: len(req.Instances), Max: b.cfg.MaxInstances}
+		b.metrics.Commands.WithLabelValues("refused").Inc()
+		b.audit("refused", a, "reason", "too many instances")
+		reply(tooMany.Error(), nil)
+		return
+	}
+	b.audit("requested", a, "dry_run", req.DryRun, "force", req.Force, "selectors", req.Selectors.String())
 	now := b.cfg.Now()
-	plan, err := tg.DB.Plan(ctx, req.Instances, upgrade.PlanOptions{BatchEngines: tg.BatchEngines, Force: req.Force, Now: now.UTC()})
+	planOpts := upgrade.PlanOptions{BatchEngines: tg.BatchEngines, Force: req.Force, Now: now.UTC()}
+	var plan upgrade.Plan
+	var fleet *Fleet
+	var err error
+	if req.Selectors.Empty() {
+		plan, err = tg.DB.Plan(ctx, req.Instances, planOpts)
+	} else {
+		var f Fleet
+		plan, f, err = fleetPlan(ctx, tg.DB, req, b.cfg.MaxInstances, planOpts)
+		fleet = &f
+	}
+	var tooMany *TooManyError
+	if errors.As(err, &tooMany) {
+		b.metrics.Commands.WithLabelValues("refused").Inc()
+		b.audit("refused", a, "reason", "too many instances", "selectors", tooMany.Selectors, "selected", tooMany.Selected)
+		reply(tooMany.Error(), nil)
+		return
+	}
 	if err != nil {
 		b.metrics.Commands.WithLabelValues("error").Inc()
 		log.Error().Err(err).Msg("build plan")
@@ -195,6 +226,9 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 	if opts.Canary == 0 {
 		opts.Canary = b.cfg.Canary
 	}
+	if fleet != nil && opts.Canary == 0 && len(plan.Targets) > b.cfg.FleetGuard {
+		opts.Canary = 1 // BOT_FLEET_GUARD: a fleet goes canary first unless --canary says otherwise
+	}
 	waves := patch.Waves(plan, opts, now.UTC())
 	if text := rolloutText(patch.Rollout{Options: opts, Waves: waves}, now.UTC()); text != "" {
 		note = strings.TrimSpace(note + "\n" + text)
@@ -202,7 +236,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 	view := PlanView{RequestID: rid, DryRun: req.DryRun, Approval: len(tg.Approvers) > 0, Note: note, Scheduled: scheduledCount(waves, plan), Target: b.targets.label(tg)}
 	if req.DryRun || len(waves) == 0 {
 		b.metrics.Commands.WithLabelValues("planned").Inc()
-		reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), b.kitOf(tg).planBlocks(plan, view))
+		reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), b.planView(tg, plan, view, fleet))
 		return
 	}
 	view.ExpiresAt = now.Add(b.cfg.ConfirmTTL)
@@ -217,7 +251,7 @@ func (b *Bot) runPlan(ctx context.Context, rid string, cmd slack.SlashCommand, r
 		return
 	}
 	b.metrics.Commands.WithLabelValues("planned").Inc()
-	reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), b.kitOf(tg).planBlocks(plan, view))
+	reply(fmt.Sprintf("Patch plan %s: %d to patch, %d skipped", rid, len(plan.Targets), len(plan.Skipped)), b.planView(tg, plan, view, fleet))
 }
 
 // openPlans counts the user's plans still waiting for a decision, from
@@ -284,29 +318,10 @@ func (b *Bot) runStatus(ctx context.Context, rid string, cmd slack.SlashCommand,
 
 // runList answers "list [engine]": instances with a patch available.
 func (b *Bot) runList(ctx context.Context, rid string, cmd slack.SlashCommand, engine, targetName string, reply func(string, []slack.Block)) {
-	tg, ok := b.pickTarget(targetName, cmd.ChannelID, reply)
+	tg, engines, found, ok := b.patchable(ctx, rid, cmd, engine, targetName, reply)
 	if !ok {
 		return
 	}
-	engines := tg.BatchEngines
-	if engine != "" {
-		engines = []string{engine}
-	}
-	var found []upgrade.Instance
-	for _, e := range engines {
-		insts, err := tg.DB.AllInstances(ctx, e)
-		if err != nil {
-			b.log.Error().Err(err).Str("request_id", rid).Msg("list instances")
-			reply("I could not list the instances.\n"+b.userError(err, rid), nil)
-			return
-		}
-		for _, in := range insts {
-			if in.PatchAvailable {
-				found = append(found, in)
-			}
-		}
-	}
-	b.metrics.Commands.WithLabelValues("list").Inc()
 	text := fmt.Sprintf("%s with a patch available", plural(len(found), "instance"))
 	if len(found) == 0 {
 		text = "No instance has a patch available."
@@ -404,16 +419,42 @@ func scheduledCount(waves []patch.Wave, p upgrade.Plan) int {
 }
 
 // notYet refuses what the parser reads but the bot cannot act on yet
-// (selectors, waves, an error budget, list --outdated), so that nothing
+// (waves, an error budget), so that nothing
 // the user typed is silently dropped: it returns the sentence to say, or "".
 func notYet(req commands.Request) string {
-	switch {
-	case !req.Selectors.Empty():
-		return "Selectors (`engine:`, `name:`, `tag:`, `all`) are not supported by this version of the bot yet: name the instances. Nothing was done."
-	case req.WaveSize != 0, req.MaxErrors != 0:
+	if req.WaveSize != 0 || req.MaxErrors != 0 {
 		return "`--wave-size` and `--max-errors` are not supported by this version of the bot yet. Nothing was done."
-	case req.Outdated:
-		return "`list --outdated` is not supported by this version of the bot yet. Nothing was done."
 	}
 	return ""
+}
+
+// patchable lists the instances with a patch available of the target a
+// "list" names (or the channel's), of one engine or of every engine the
+// target's batch API accepts. It answers the user itself when it cannot,
+// and then returns false.
+func (b *Bot) patchable(ctx context.Context, rid string, cmd slack.SlashCommand, engine, targetName string, reply func(string, []slack.Block)) (*target, []string, []upgrade.Instance, bool) {
+	tg, ok := b.pickTarget(targetName, cmd.ChannelID, reply)
+	if !ok {
+		return nil, nil, nil, false
+	}
+	engines := tg.BatchEngines
+	if engine != "" {
+		engines = []string{engine}
+	}
+	var found []upgrade.Instance
+	for _, e := range engines {
+		insts, err := tg.DB.AllInstances(ctx, e)
+		if err != nil {
+			b.log.Error().Err(err).Str("request_id", rid).Msg("list instances")
+			reply("I could not list the instances.\n"+b.userError(err, rid), nil)
+			return nil, nil, nil, false
+		}
+		for _, in := range insts {
+			if in.PatchAvailable {
+				found = append(found, in)
+			}
+		}
+	}
+	b.metrics.Commands.WithLabelValues("list").Inc()
+	return tg, engines, found, true
 }

@@ -2,6 +2,7 @@ package bot
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -106,6 +107,11 @@ func (b *Bot) publishHome(ctx context.Context, user string) {
 		}
 	}
 	view := b.kit.homeView(h, b.cfg.Now())
+	if h.Allowed {
+		// What is behind goes above the tab's closing hint.
+		set := view.Blocks.BlockSet
+		view.Blocks.BlockSet = slices.Insert(set, len(set)-1, b.homeBehindBlocks(ctx)...)
+	}
 	if _, err := b.api.PublishViewContext(ctx, slack.PublishViewContextRequest{UserID: user, View: view}); err != nil {
 		log.Error().Err(err).Msg("publish the App Home")
 		return

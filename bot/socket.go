@@ -154,6 +154,11 @@ func (w *socketWatch) Output(_ int, line string) error {
 			w.log.Info().Dur("waited", wait).Msg("socket mode: paced a redial")
 		}
 	case strings.HasPrefix(line, logReceived):
+		// Every envelope passes here, on the socket's read loop, before its
+		// ack: decode only what can be a disconnect message.
+		if !strings.Contains(line, `"disconnect"`) {
+			return nil
+		}
 		var msg struct {
 			Type   string `json:"type"`
 			Reason string `json:"reason"`

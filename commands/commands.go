@@ -163,11 +163,10 @@ var Subcommands = []Subcommand{
 		Summary: "Plan a patch of GeminiDB instances and ask for confirmation. Name them (IDs or exact names, separated by spaces, commas or new lines; " +
 			fmt.Sprintf("at most %d) or select them: ", MaxInstances) +
 			"`engine:cassandra`, `engine:influxdb`, `name:GLOB` (`*` any characters, `?` one, against the whole name), `tag:KEY=VALUE`, `all` " +
-			"(kinds AND, several of one kind OR; named instances are added). " +
+			"(kinds AND, several of one kind OR; named instances are added; a large selection goes canary first). " +
 			"`--dry-run` only shows the plan. `--force` also patches instances outside their maintenance window (the channel message says so). " +
 			fmt.Sprintf("`--canary N` (1–%d) sends N instances first and the rest once they completed; a failed canary pauses the rollout until Continue or Stop. ", MaxCanary) +
-			fmt.Sprintf("`--wave-size N` (1–%d) sends the rest in waves of N, each once the previous one completed. ", MaxWaveSize) +
-			"`--max-errors E` (default 0): the rollout pauses once more than E instances failed or ended unknown. " +
+			fmt.Sprintf("`--wave-size N` (1–%d, waves of N) and `--max-errors E` (failures before the rollout pauses) are not available yet. ", MaxWaveSize) +
 			"`--wait-for-window` schedules instances outside their window for its next opening. " +
 			"`--target` names the project and region when the bot serves several (default: the channel's, or the only one).",
 		Examples: []string{
@@ -175,7 +174,7 @@ var Subcommands = []Subcommand{
 			"orders-prod-1 orders-prod-2 orders-prod-3 --canary 1 --wait-for-window",
 			"3f1c9d0b6e2a4c7d8e9f0a1b2c3d4e5fin13, metrics-influx-01",
 			"engine:cassandra name:orders-* --dry-run",
-			"tag:env=prod engine:influxdb --wave-size 5 --max-errors 1",
+			"tag:env=prod engine:influxdb --canary 2",
 		},
 	},
 	{

@@ -6,7 +6,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 )
 
@@ -346,28 +345,47 @@ func TestRequestString(t *testing.T) {
 	}
 }
 
-func TestParseJunkIsQuick(t *testing.T) {
-	t.Parallel()
-	junk := []string{
-		strings.Repeat("x", 5000),
-		strings.Repeat("<@U1>", 1000),
-		strings.Repeat("\xff", 5000),
-		strings.Repeat("a.", 2500),
-		strings.Repeat("é", 2500),
-		strings.Repeat("*", 5000),
-		strings.Repeat("-", 5000),
-		strings.Repeat("a ", 2500), // 2500 "a": one instance after dedup, fine
-	}
-	for i, text := range junk {
+// junkInputs make hostile command texts of about n bytes each.
+var junkInputs = []func(n int) string{
+	func(n int) string { return strings.Repeat("x", n) },
+	func(n int) string { return strings.Repeat("<@U1>", n/5) },
+	func(n int) string { return strings.Repeat("\xff", n) },
+	func(n int) string { return strings.Repeat("a.", n/2) },
+	func(n int) string { return strings.Repeat("é", n/2) },
+	func(n int) string { return strings.Repeat("*", n) },
+	func(n int) string { return strings.Repeat("-", n) },
+	func(n int) string { return strings.Repeat("a ", n/2) }, // one instance after dedup, fine
+	func(n int) string { return strings.Repeat("name:*?", n/7) },
+	func(n int) string { return strings.Repeat("tag:k=v ", n/8) },
+}
+
+// TestParseJunkScalesLinearly checks that the parser's work on hostile
+// input grows at most linearly with its length: the allocations of a
+// parse of twice the text are at most about twice as many. It counts
+// (testing.AllocsPerRun), so a loaded machine cannot fail it; the time is
+// in BenchmarkParseJunk.
+func TestParseJunkScalesLinearly(t *testing.T) { // not parallel: AllocsPerRun refuses a parallel test
+	for i, junk := range junkInputs {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
-			t.Parallel()
-			start := time.Now()
-			_, err := Parse(text)
-			if d := time.Since(start); d > 100*time.Millisecond {
-				t.Errorf("Parse took %v, want < 100ms", d)
+			if _, err := Parse(junk(5000)); err != nil {
+				checkUsageError(t, junk(20), err)
 			}
-			if err != nil {
-				checkUsageError(t, text[:20], err)
+			small := testing.AllocsPerRun(5, func() { _, _ = Parse(junk(2500)) })
+			large := testing.AllocsPerRun(5, func() { _, _ = Parse(junk(5000)) })
+			if large > 2.2*small+16 {
+				t.Errorf("allocations for 2,500 bytes: %.0f, for 5,000: %.0f; want at most about twice as many", small, large)
+			}
+		})
+	}
+}
+
+// BenchmarkParseJunk times a parse of each hostile input of 5,000 bytes.
+func BenchmarkParseJunk(b *testing.B) {
+	for i, junk := range junkInputs {
+		text := junk(5000)
+		b.Run(fmt.Sprint(i), func(b *testing.B) {
+			for b.Loop() {
+				_, _ = Parse(text)
 			}
 		})
 	}

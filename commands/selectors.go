@@ -45,6 +45,10 @@ func (s Selectors) Empty() bool {
 	return !s.All && len(s.Engines) == 0 && len(s.Names) == 0 && len(s.Tags) == 0
 }
 
+// String renders the selectors as the command words that give them, kind
+// by kind, e.g. "engine:cassandra name:orders-*"; "" when none was given.
+func (s Selectors) String() string { return strings.Join(s.words(), " ") }
+
 // count is the number of selectors.
 func (s Selectors) count() int {
 	n := len(s.Engines) + len(s.Names) + len(s.Tags)

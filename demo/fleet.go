@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
@@ -38,29 +39,64 @@ type seed struct {
 	startAgo time.Duration // for openNow: how long ago the window opened
 	job      time.Duration // how long its patch job runs
 	fail     string        // the job fails with this reason
+	env      string        // its env tag: prod, staging or dev (its team tag is the second part of its name)
 }
 
 // failReason is what the one failing job of the fleet says, in the words
 // of the jobs API.
 const failReason = "Rolling restart timed out: node cass-orders-prod-2_node_2 did not rejoin the cluster within 900 s; the instance was rolled back to 3.11.3.2."
 
-// fleet is the demo's GeminiDB project: mostly patchable Cassandra and
-// Influx instances, one without a patch, one abnormal, a few outside their
+// fleet is the demo's GeminiDB project: 36 instances, mostly patchable
+// Cassandra and Influx ones at a few versions, tagged env (prod, staging,
+// dev) and team; one without a patch, one abnormal, a few outside their
 // maintenance window, jobs of 10–30 s and one that fails.
 var fleet = []seed{
-	{name: "cass-orders-prod-1", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "normal", window: openNow, startAgo: time.Hour, job: 14 * time.Second},
-	{name: "cass-orders-prod-2", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "normal", window: openNow, startAgo: time.Hour, job: 21 * time.Second, fail: failReason},
-	{name: "cass-sessions-prod", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "normal", window: openNow, startAgo: 2 * time.Hour, job: 18 * time.Second},
-	{name: "cass-catalog-prod", engine: "cassandra", whole: "3.11.3.3", next: "3.11.3.5", status: "normal", window: openNow, startAgo: 2 * time.Hour, job: 25 * time.Second},
-	{name: "cass-search-staging", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "normal", window: noWindow, job: 11 * time.Second},
-	{name: "cass-payments-prod", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "normal", window: openLater, job: 16 * time.Second},
-	{name: "cass-ledger-prod", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "abnormal", window: openNow, startAgo: time.Hour, job: 20 * time.Second},
-	{name: "influx-metrics-eu-1", engine: "influxdb", whole: "1.8.4.1", next: "1.8.4.3", status: "normal", window: openNow, startAgo: time.Hour, job: 12 * time.Second},
-	{name: "influx-metrics-eu-2", engine: "influxdb", whole: "1.8.4.1", next: "1.8.4.3", status: "normal", window: openNow, startAgo: time.Hour, job: 16 * time.Second},
-	{name: "influx-billing-staging", engine: "influxdb", whole: "1.8.4.2", next: "1.8.4.3", status: "normal", window: noWindow, job: 28 * time.Second},
-	{name: "influx-iot-prod", engine: "influxdb", whole: "1.8.4.1", next: "1.8.4.3", status: "normal", window: openLater2, job: 23 * time.Second},
-	{name: "influx-alerts-prod", engine: "influxdb", whole: "1.8.4.1", next: "1.8.4.3", status: "normal", window: openSoon, job: 13 * time.Second},
-	{name: "influx-legacy-1", engine: "influxdb", whole: "1.7.10.2", status: "normal", window: openNow, startAgo: time.Hour},
+	{name: "cass-orders-prod-1", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "normal", window: openNow, startAgo: time.Hour, job: 14 * time.Second, env: "prod"},
+	{name: "cass-orders-prod-2", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "normal", window: openNow, startAgo: time.Hour, job: 21 * time.Second, fail: failReason, env: "prod"},
+	{name: "cass-sessions-prod", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "normal", window: openNow, startAgo: 2 * time.Hour, job: 18 * time.Second, env: "prod"},
+	{name: "cass-catalog-prod", engine: "cassandra", whole: "3.11.3.3", next: "3.11.3.5", status: "normal", window: openNow, startAgo: 2 * time.Hour, job: 25 * time.Second, env: "prod"},
+	{name: "cass-search-staging", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "normal", window: noWindow, job: 11 * time.Second, env: "staging"},
+	{name: "cass-payments-prod", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "normal", window: openLater, job: 16 * time.Second, env: "prod"},
+	{name: "cass-ledger-prod", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "abnormal", window: openNow, startAgo: time.Hour, job: 20 * time.Second, env: "prod"},
+	{name: "influx-metrics-eu-1", engine: "influxdb", whole: "1.8.4.1", next: "1.8.4.3", status: "normal", window: openNow, startAgo: time.Hour, job: 12 * time.Second, env: "prod"},
+	{name: "influx-metrics-eu-2", engine: "influxdb", whole: "1.8.4.1", next: "1.8.4.3", status: "normal", window: openNow, startAgo: time.Hour, job: 16 * time.Second, env: "prod"},
+	{name: "influx-billing-staging", engine: "influxdb", whole: "1.8.4.2", next: "1.8.4.3", status: "normal", window: noWindow, job: 28 * time.Second, env: "staging"},
+	{name: "influx-iot-prod", engine: "influxdb", whole: "1.8.4.1", next: "1.8.4.3", status: "normal", window: openLater2, job: 23 * time.Second, env: "prod"},
+	{name: "influx-alerts-prod", engine: "influxdb", whole: "1.8.4.1", next: "1.8.4.3", status: "normal", window: openSoon, job: 13 * time.Second, env: "prod"},
+	{name: "influx-legacy-1", engine: "influxdb", whole: "1.7.10.2", status: "normal", window: openNow, startAgo: time.Hour, env: "staging"},
+	{name: "cass-orders-prod-3", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "normal", window: openNow, startAgo: time.Hour, job: 15 * time.Second, env: "prod"},
+	{name: "cass-orders-prod-4", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "normal", window: openNow, startAgo: time.Hour, job: 17 * time.Second, env: "prod"},
+	{name: "cass-users-prod-1", engine: "cassandra", whole: "3.11.3.3", next: "3.11.3.5", status: "normal", window: openNow, startAgo: 2 * time.Hour, job: 19 * time.Second, env: "prod"},
+	{name: "cass-users-prod-2", engine: "cassandra", whole: "3.11.3.3", next: "3.11.3.5", status: "normal", window: openNow, startAgo: 2 * time.Hour, job: 22 * time.Second, env: "prod"},
+	{name: "cass-users-prod-3", engine: "cassandra", whole: "3.11.3.3", next: "3.11.3.5", status: "normal", window: openNow, startAgo: 2 * time.Hour, job: 24 * time.Second, env: "prod"},
+	{name: "cass-inventory-prod", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "normal", window: openNow, startAgo: time.Hour, job: 13 * time.Second, env: "prod"},
+	{name: "cass-carts-prod", engine: "cassandra", whole: "3.11.3.3", next: "3.11.3.5", status: "normal", window: openNow, startAgo: time.Hour, job: 26 * time.Second, env: "prod"},
+	{name: "cass-analytics-prod-1", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "normal", window: openNow, startAgo: 2 * time.Hour, job: 18 * time.Second, env: "prod"},
+	{name: "cass-analytics-prod-2", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "normal", window: openNow, startAgo: 2 * time.Hour, job: 20 * time.Second, env: "prod"},
+	{name: "cass-orders-staging", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "normal", window: noWindow, job: 12 * time.Second, env: "staging"},
+	{name: "cass-users-staging", engine: "cassandra", whole: "3.11.3.3", next: "3.11.3.5", status: "normal", window: noWindow, job: 14 * time.Second, env: "staging"},
+	{name: "cass-payments-staging", engine: "cassandra", whole: "3.11.3.2", next: "3.11.3.5", status: "normal", window: noWindow, job: 16 * time.Second, env: "staging"},
+	{name: "cass-reports-staging", engine: "cassandra", whole: "3.11.3.3", next: "3.11.3.5", status: "normal", window: noWindow, job: 11 * time.Second, env: "staging"},
+	{name: "cass-sandbox-dev-1", engine: "cassandra", whole: "3.11.3.1", next: "3.11.3.5", status: "normal", window: noWindow, job: 10 * time.Second, env: "dev"},
+	{name: "cass-sandbox-dev-2", engine: "cassandra", whole: "3.11.3.1", next: "3.11.3.5", status: "normal", window: noWindow, job: 12 * time.Second, env: "dev"},
+	{name: "influx-metrics-eu-3", engine: "influxdb", whole: "1.8.4.1", next: "1.8.4.3", status: "normal", window: openNow, startAgo: time.Hour, job: 15 * time.Second, env: "prod"},
+	{name: "influx-metrics-eu-4", engine: "influxdb", whole: "1.8.4.1", next: "1.8.4.3", status: "normal", window: openNow, startAgo: time.Hour, job: 17 * time.Second, env: "prod"},
+	{name: "influx-logs-prod-1", engine: "influxdb", whole: "1.8.4.2", next: "1.8.4.3", status: "normal", window: openNow, startAgo: 2 * time.Hour, job: 21 * time.Second, env: "prod"},
+	{name: "influx-logs-prod-2", engine: "influxdb", whole: "1.8.4.2", next: "1.8.4.3", status: "normal", window: openNow, startAgo: 2 * time.Hour, job: 19 * time.Second, env: "prod"},
+	{name: "influx-metrics-staging", engine: "influxdb", whole: "1.8.4.2", next: "1.8.4.3", status: "normal", window: noWindow, job: 13 * time.Second, env: "staging"},
+	{name: "influx-iot-staging", engine: "influxdb", whole: "1.8.4.1", next: "1.8.4.3", status: "normal", window: noWindow, job: 15 * time.Second, env: "staging"},
+	{name: "influx-sandbox-dev", engine: "influxdb", whole: "1.8.4.0", next: "1.8.4.3", status: "normal", window: noWindow, job: 11 * time.Second, env: "dev"},
+	{name: "influx-edge-dev", engine: "influxdb", whole: "1.8.4.0", next: "1.8.4.3", status: "normal", window: noWindow, job: 14 * time.Second, env: "dev"},
+}
+
+// tags are the seed's instance tags: env, and team (the second part of
+// its name: cass-orders-prod-1 is team orders).
+func (s seed) tags() map[string]string {
+	t := map[string]string{"env": s.env}
+	if parts := strings.Split(s.name, "-"); len(parts) > 1 {
+		t["team"] = parts[1]
+	}
+	return t
 }
 
 // idSuffix is the engine part of real GeminiDB instance IDs.
@@ -136,6 +172,7 @@ func seedFleet(gdb *upgradetest.Server, anchor, start time.Time) {
 	for _, s := range fleet {
 		in := s.instance(anchor, start)
 		gdb.AddInstance(in)
+		gdb.SetTags(in.ID, s.tags())
 		if s.job > 0 {
 			gdb.SetJobOutcome(in.ID, upgradetest.JobOutcome{Duration: s.job, NewVersion: s.next, FailReason: s.fail})
 		}

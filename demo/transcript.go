@@ -22,6 +22,8 @@ const (
 	// tourCommand patches two instances (one job completes, one fails) and
 	// names one outside its window and one without a patch.
 	tourCommand = Command + " cass-orders-prod-1 cass-orders-prod-2 cass-payments-prod influx-legacy-1"
+	// tourFleetCommand plans the staging fleet by its tag, as a dry run.
+	tourFleetCommand = Command + " tag:env=staging --dry-run"
 	// tourClock is the time of day the transcript shows the tour starting at.
 	tourClock = 3 * time.Hour
 	// tourDate is the date the transcript shows the tour on.
@@ -29,7 +31,8 @@ const (
 )
 
 // Transcript plays the scripted tour (a plan, its confirmation, the
-// thread, a job completing and one failing, the final summary) against the
+// thread, a job completing and one failing, the final summary, then a dry
+// run of the staging fleet selected by its tag) against the
 // real bot and writes the conversation to out as readable text that is the
 // same in every run.
 func Transcript(ctx context.Context, out io.Writer, runBot BotRunner, logs io.Writer) error {
@@ -100,6 +103,18 @@ func tour(ctx context.Context, runBot BotRunner, logs io.Writer) (text string, s
 			return m.Kind == "message" && strings.Contains(slacktest.BlocksText(m.Blocks), "has finished")
 		})
 		return ok && len(parent.Replies) > 0 && strings.Contains(slacktest.BlocksText(parent.Replies[len(parent.Replies)-1].Blocks), "finished:")
+	}); err != nil {
+		return "", false, err
+	}
+	// The fleet example: a selector instead of names, planned only.
+	if err := c.Command(ctx, Requester.ID, tourFleetCommand); err != nil {
+		return "", false, err
+	}
+	if err := step("the fleet plan", func() bool {
+		_, ok := findMessage(c.View(Requester.ID), func(m ViewMessage) bool {
+			return m.Kind == "ephemeral" && strings.Contains(slacktest.BlocksText(m.Blocks), "for `tag:env=staging`")
+		})
+		return ok
 	}); err != nil {
 		return "", false, err
 	}

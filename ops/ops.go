@@ -1,6 +1,7 @@
 // Package ops serves the operational HTTP endpoints: /healthz (the process
-// is alive), /readyz (every readiness check passes) and /metrics
-// (Prometheus text format).
+// is alive), /readyz (every readiness check passes), /metrics (Prometheus
+// text format) and, when asked for with WithPprof, Go's profiler under
+// /debug/pprof/.
 package ops
 
 import (
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strings"
 	"time"
@@ -18,8 +20,22 @@ import (
 )
 
 // Check is one readiness condition; nil means ready. ctx is the probe's
-// request: it ends when the prober gives up.
+// request: it ends when the prober gives up. An error made by Warn keeps
+// the process ready: /readyz shows it after "ok".
 type Check func(ctx context.Context) error
+
+// Warning is a readiness note that does not make the process unready, such
+// as replicas of several versions during a rolling deploy.
+type Warning struct{ Err error }
+
+// Error returns the note.
+func (w *Warning) Error() string { return w.Err.Error() }
+
+// Unwrap returns the note's error.
+func (w *Warning) Unwrap() error { return w.Err }
+
+// Warn makes err a Warning: a Check returning it stays ready.
+func Warn(err error) error { return &Warning{Err: err} }
 
 // Server is the operational HTTP server.
 type Server struct {
@@ -27,9 +43,35 @@ type Server struct {
 	ln  net.Listener
 }
 
-// Handler returns the mux for /healthz, /readyz and /metrics.
-func Handler(checks map[string]Check, gatherer prometheus.Gatherer) http.Handler {
+// Option changes what Handler serves.
+type Option func(*options)
+
+type options struct{ pprof bool }
+
+// WithPprof serves net/http/pprof's handlers under /debug/pprof/ (the
+// index, cmdline, profile, symbol, trace and every named profile such as
+// heap and goroutine). Off unless asked for: a profile shows the program's
+// internals and a CPU profile costs CPU while it runs.
+func WithPprof(on bool) Option { return func(o *options) { o.pprof = on } }
+
+// Handler returns the mux for /healthz, /readyz and /metrics, and for
+// /debug/pprof/ with WithPprof(true).
+func Handler(checks map[string]Check, gatherer prometheus.Gatherer, opts ...Option) http.Handler {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	mux := http.NewServeMux()
+	if o.pprof {
+		// Registered on this mux only: importing net/http/pprof also
+		// registers on http.DefaultServeMux, which nothing here serves.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -43,7 +85,12 @@ func Handler(checks map[string]Check, gatherer prometheus.Gatherer) http.Handler
 		var b strings.Builder
 		ready := true
 		for _, name := range names {
-			if err := checks[name](r.Context()); err != nil {
+			err := checks[name](r.Context())
+			if w, ok := errors.AsType[*Warning](err); ok {
+				fmt.Fprintf(&b, "%s: ok (warning: %v)\n", name, w.Err)
+				continue
+			}
+			if err != nil {
 				ready = false
 				fmt.Fprintf(&b, "%s: not ready: %v\n", name, err)
 			} else {

@@ -39,6 +39,7 @@ func TestEndpointsByState(t *testing.T) {
 		{name: "readyz no checks", checks: nil, path: "/readyz", wantStatus: 200},
 		{name: "readyz slack down", checks: map[string]ops.Check{"slack": down, "store": ok}, path: "/readyz", wantStatus: 503, wantBody: []string{"slack: not ready: socket mode not connected", "store: ok"}},
 		{name: "readyz store down", checks: map[string]ops.Check{"slack": ok, "store": func(context.Context) error { return errors.New("database not open") }}, path: "/readyz", wantStatus: 503, wantBody: []string{"store: not ready: database not open"}},
+		{name: "readyz with a warning", checks: map[string]ops.Check{"slack": ok, "replicas": func(context.Context) error { return ops.Warn(errors.New("mixed versions: v1, v2")) }}, path: "/readyz", wantStatus: 200, wantBody: []string{"replicas: ok (warning: mixed versions: v1, v2)", "slack: ok"}},
 		{name: "unknown path", checks: nil, path: "/nope", wantStatus: 404},
 	}
 	for _, tt := range tests {
@@ -155,4 +156,39 @@ func TestShutdownWithoutServe(t *testing.T) {
 		t.Fatalf("the port is still held after Shutdown: %v", err)
 	}
 	_ = again.Shutdown(context.Background())
+}
+
+// The profiler is off unless asked for, and then serves its index, named
+// profiles and a CPU profile.
+func TestPprof(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	tests := []struct {
+		name       string
+		opts       []ops.Option
+		path       string
+		wantStatus int
+		wantBody   string
+	}{
+		{name: "off by default: index", path: "/debug/pprof/", wantStatus: 404},
+		{name: "off by default: heap", path: "/debug/pprof/heap", wantStatus: 404},
+		{name: "off by default: profile", path: "/debug/pprof/profile?seconds=1", wantStatus: 404},
+		{name: "off when asked: index", opts: []ops.Option{ops.WithPprof(false)}, path: "/debug/pprof/", wantStatus: 404},
+		{name: "on: index", opts: []ops.Option{ops.WithPprof(true)}, path: "/debug/pprof/", wantStatus: 200, wantBody: "goroutine"},
+		{name: "on: goroutine profile", opts: []ops.Option{ops.WithPprof(true)}, path: "/debug/pprof/goroutine?debug=1", wantStatus: 200, wantBody: "goroutine profile:"},
+		{name: "on: cmdline", opts: []ops.Option{ops.WithPprof(true)}, path: "/debug/pprof/cmdline", wantStatus: 200},
+		{name: "on: metrics still served", opts: []ops.Option{ops.WithPprof(true)}, path: "/healthz", wantStatus: 200, wantBody: "ok"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			status, body, _ := get(t, ops.Handler(nil, reg, tt.opts...), http.MethodGet, tt.path)
+			if status != tt.wantStatus {
+				t.Errorf("GET %s: got status %d, want %d", tt.path, status, tt.wantStatus)
+			}
+			if !strings.Contains(body, tt.wantBody) {
+				t.Errorf("GET %s: got body %.200q, want it to contain %q", tt.path, body, tt.wantBody)
+			}
+		})
+	}
 }

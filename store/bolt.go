@@ -45,14 +45,6 @@ var (
 	keySchema = []byte("schema")
 )
 
-// Schema versions of a Bolt file (and of a Redis prefix, which has its own
-// layout): 1 had no state index and, in bbolt, kept Allow and Remember in
-// the file; 2 has the indexes Prune and List use.
-const (
-	schemaVersion1 = "1"
-	schemaVersion  = "2"
-)
-
 // DefaultLockTimeout is how long Open waits for a file another process (or
 // another Bolt in this one) holds.
 const DefaultLockTimeout = time.Second
@@ -87,13 +79,15 @@ type Options struct {
 // a restart ends anyway, and keeping it in memory saves two commits per
 // command.
 type Bolt struct {
-	db      *bolt.DB
-	path    string
-	now     func() time.Time
-	decodes decodeCounter
-	limits  *memo[limitRecord]
-	seen    *memo[seenRecord]
-	commits *committer
+	fence    // tripped by a write that finds a newer schema
+	replicas selfRegistry
+	db       *bolt.DB
+	path     string
+	now      func() time.Time
+	decodes  decodeCounter
+	limits   *memo[limitRecord]
+	seen     *memo[seenRecord]
+	commits  *committer
 	// writeVia, when set, runs the writes instead of commits: benchmarks
 	// compare with db.Update (every write alone) and db.Batch.
 	writeVia func(func(*bolt.Tx) error) error
@@ -167,11 +161,13 @@ func OpenWith(path string, opts Options) (*Bolt, error) {
 func prepare(tx *bolt.Tx, stale bool) error {
 	if meta := tx.Bucket(bucketMeta); meta != nil {
 		switch v := string(meta.Get(keySchema)); v {
-		case schemaVersion:
+		case schemaVersion, schemaVersion2:
+			// 2 → 3 changes no layout: the bump keeps releases of schema 2
+			// from opening a file that holds rollouts they would misread.
 		case "", schemaVersion1:
 			stale = true
 		default:
-			return fmt.Errorf("the file has schema version %q and this program knows %q: it was written by a newer version of the bot; it was left untouched, run that version or use another BOT_STORE", v, schemaVersion)
+			return fmt.Errorf("%w; it was written by a newer version of the bot and was left untouched, run that version or use another BOT_STORE", &SchemaError{Where: "the file's meta bucket", Found: v, Want: schemaVersion})
 		}
 	}
 	for _, name := range allBuckets {

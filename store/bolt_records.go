@@ -31,6 +31,7 @@ func (b *Bolt) update(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	fn = b.checkSchema(fn)
 	if b.writeVia != nil {
 		return b.writeVia(fn)
 	}
@@ -43,6 +44,7 @@ func (b *Bolt) updateLazy(ctx context.Context, fn func(tx *bolt.Tx) error) error
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	fn = b.checkSchema(fn)
 	if b.writeVia != nil {
 		return b.writeVia(fn)
 	}

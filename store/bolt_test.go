@@ -499,7 +499,7 @@ func TestOpenNewerSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(keySchema, []byte("3"))
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte("4"))
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -180,6 +180,9 @@ func TestRedisDurableWaitsForReplica(t *testing.T) {
 	host, port := splitAddr(t, primary)
 	replica := storetest.StartRedis(t, "--replicaof", host, port)
 	s := openRedis(t, primary, testPrefix(t), nil)
+	// WAIT returns as soon as the replica acknowledges; a long bound keeps a
+	// loaded machine from turning a slow acknowledgement into a short wait.
+	s.waitTimeout = 10 * time.Second
 	c := redis.NewClient(&redis.Options{Addr: replica})
 	defer c.Close()
 	// Wait for the replica to be in sync, and for the store to see it.

@@ -6,14 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	neturl "net/url"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // DefaultRedisPrefix is the key prefix of a Redis store when
@@ -31,16 +29,27 @@ const (
 	redisMaxAttempts = 100
 	// redisMGetChunk is how many keys one MGET asks for.
 	redisMGetChunk = 256
-	// redisMigrateTimeout bounds the migration of a prefix from schema 1
-	// at open, which reads every request once.
+	// redisMigrateTimeout bounds the migration of a prefix from the
+	// key space of schema 1 or 2 at open, which moves every request once.
 	redisMigrateTimeout = 10 * time.Minute
 )
 
-// Key names under the prefix. Request IDs and job IDs are appended to the
-// names ending in ":"; no name is a prefix of another's "name:" form, so no
-// ID can make two keys collide.
+// Key names directly under the prefix, shared by every schema version: the
+// version itself, and the registry of the replicas.
 const (
-	keyRedisSchema      = "schema"        // string: schemaVersion
+	keyRedisSchema   = "schema"   // string: schemaVersion; read by every release at open, checked by every write
+	keyRedisReplicas = "replicas" // hash: replica ID → JSON Replica
+)
+
+// redisSpace is the key space of this schema's records, under the prefix.
+// Schemas 1 and 2 kept their records directly under the prefix; a release
+// of schema 2 still running during a rolling deploy reads only there.
+const redisSpace = "v" + schemaVersion + ":"
+
+// Key names under the prefix and redisSpace. Request IDs and job IDs are
+// appended to the names ending in ":"; no name is a prefix of another's
+// "name:" form, so no ID can make two keys collide.
+const (
 	keyRedisRequest     = "request:"      // + request ID: string, JSON Request
 	keyRedisRequests    = "requests"      // sorted set: request IDs, score CreatedAt in Unix ms
 	keyRedisState       = "state:"        // + state: sorted set of the IDs of the requests in it, score UpdatedAt in Unix µs
@@ -81,7 +90,8 @@ type RedisOptions struct {
 // "state:<state>" is a sorted set of the IDs of the requests in that state
 // by UpdatedAt, which List and Prune read; "request-jobs:<request id>" is
 // the set of a request's job IDs; "active-jobs" is the set of the IDs of
-// active jobs; "schema" holds the layout version. The indexes are written in
+// active jobs; all of them under the key space "v3:" of the prefix.
+// "schema", directly under the prefix, holds the layout version. The indexes are written in
 // the same transaction as the record they index; readers still check each
 // record they read against what they asked for, since the index and the
 // records are read one after the other. "limit:<key>" and "seen:<key>"
@@ -91,6 +101,7 @@ type RedisOptions struct {
 //
 // A Redis is safe for concurrent use.
 type Redis struct {
+	fence   // tripped by a write that finds a newer schema
 	rdb     *redis.Client
 	prefix  string
 	path    string // the URL without credentials, for messages
@@ -103,8 +114,8 @@ type Redis struct {
 }
 
 // OpenRedis connects to the Redis database at url (redis://, rediss:// or
-// unix://, as parsed by go-redis' ParseURL) with default RedisOptions. See
-// OpenRedisWith.
+// unix://, as parsed by go-redis' ParseURL, or a Sentinel set, see
+// IsSentinelURL) with default RedisOptions. See OpenRedisWith.
 func OpenRedis(ctx context.Context, url string) (*Redis, error) {
 	return OpenRedisWith(ctx, url, RedisOptions{})
 }
@@ -112,14 +123,16 @@ func OpenRedis(ctx context.Context, url string) (*Redis, error) {
 // OpenRedisWith connects to the Redis database at url, pings it (giving up
 // after a few seconds, or when ctx ends) and checks that the store's layout
 // version under the prefix is one this code knows, writing it if the prefix
-// is new. Errors name the address and database but never the password.
+// is new. Errors name the address and database but never the password; a
+// prefix a newer release has migrated is refused with a *SchemaError.
 //
-// A prefix written by the version before the state index (schema 1) is
-// migrated: the index is built from the requests, a few hundred at a time,
-// each batch in a transaction that watches its requests, and the prefix is
-// then marked as schema 2, which older versions refuse to open. Stop the
-// replicas running an older version before starting this one: their
-// writes in the meantime do not keep the index.
+// A prefix written by an older release (schema 1 or 2) is migrated: the
+// version is set to 3 first, so that releases of schema 2 refuse to start
+// on it from then on, and every request and job is then moved from the
+// old key space into this schema's (see migrateLegacy). A schema 2 replica
+// still running meanwhile sees an empty store: it can act on none of the
+// records, and the requests it creates until it is stopped are moved by
+// the next open of this release.
 func OpenRedisWith(ctx context.Context, url string, opts RedisOptions) (*Redis, error) {
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultRedisPrefix
@@ -127,34 +140,23 @@ func OpenRedisWith(ctx context.Context, url string, opts RedisOptions) (*Redis, 
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	ro, err := redis.ParseURL(url)
+	// A plain client, or a failover client for a Sentinel URL (sentinel.go).
+	rdb, path, err := newRedisClient(url)
 	if err != nil {
-		if ue, ok := errors.AsType[*neturl.Error](err); ok {
-			err = ue.Err // without the URL that net/url quotes
-		}
-		return nil, scrubPassword(fmt.Errorf("open store %s: invalid Redis URL: %w", RedactURL(url), err), url)
+		return nil, err
 	}
-	path := redactedRedisURL(url, ro)
-	// Maintenance notifications are a Redis Enterprise/Cloud feature; in
-	// "auto" mode go-redis probes for them on every new connection.
-	ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	if opts.WaitTimeout <= 0 {
 		opts.WaitTimeout = DefaultWaitTimeout
 	}
-	s := &Redis{rdb: redis.NewClient(ro), prefix: opts.Prefix, path: path, now: opts.Now, waitTimeout: opts.WaitTimeout}
+	s := &Redis{rdb: rdb, prefix: opts.Prefix, path: path, now: opts.Now, waitTimeout: opts.WaitTimeout}
 
 	openCtx, cancel := context.WithTimeout(ctx, redisOpenTimeout)
 	defer cancel()
 	if err := s.rdb.Ping(openCtx).Err(); err != nil {
 		_ = s.rdb.Close()
-		return nil, scrubPassword(fmt.Errorf("open store %s: cannot reach Redis: %w", path, err), url)
+		return nil, scrubURLPasswords(fmt.Errorf("open store %s: cannot reach Redis: %w", path, err), url)
 	}
-	v, err := s.checkSchema(openCtx)
-	if err == nil && v == schemaVersion1 {
-		migrateCtx, cancel := context.WithTimeout(ctx, redisMigrateTimeout)
-		defer cancel()
-		err = s.migrate1(migrateCtx)
-	}
+	err = s.prepareSchema(ctx)
 	if err == nil {
 		buildCtx, cancel := context.WithTimeout(ctx, redisMigrateTimeout)
 		defer cancel()
@@ -162,79 +164,18 @@ func OpenRedisWith(ctx context.Context, url string, opts RedisOptions) (*Redis, 
 	}
 	if err != nil {
 		_ = s.rdb.Close()
-		return nil, scrubPassword(fmt.Errorf("open store %s: %w", path, err), url)
+		return nil, scrubURLPasswords(fmt.Errorf("open store %s: %w", path, err), url)
 	}
 	return s, nil
 }
 
-// checkSchema writes the layout version under a new prefix, refuses one
-// written by an unknown version and returns the version.
-func (s *Redis) checkSchema(ctx context.Context) (string, error) {
-	key := s.key(keyRedisSchema)
-	if err := s.rdb.SetNX(ctx, key, schemaVersion, 0).Err(); err != nil {
-		return "", fmt.Errorf("write schema version %s: %w", key, err)
-	}
-	v, err := s.rdb.Get(ctx, key).Result()
-	if err != nil {
-		return "", fmt.Errorf("read schema version %s: %w", key, err)
-	}
-	if v != schemaVersion && v != schemaVersion1 {
-		return "", fmt.Errorf("key %s holds schema version %q, this program knows %q; use another prefix or database", key, v, schemaVersion)
-	}
-	return v, nil
-}
-
-// migrate1 builds the state index of a schema 1 prefix from its requests
-// and marks the prefix as schema 2. Each batch of requests is read and
-// indexed in one transaction watching them, so a request that another
-// (migrated) replica changes meanwhile is indexed as it is after the
-// change. Several replicas may migrate at once: the result is the same.
-func (s *Redis) migrate1(ctx context.Context) error {
-	ids, err := s.rdb.ZRange(ctx, s.key(keyRedisRequests), 0, -1).Result()
-	if err != nil {
-		return fmt.Errorf("migrate from schema 1: read %s: %w", s.key(keyRedisRequests), err)
-	}
-	for chunk := range slices.Chunk(ids, redisMGetChunk) {
-		keys := make([]string, len(chunk))
-		for i, id := range chunk {
-			keys[i] = s.key(keyRedisRequest + id)
-		}
-		err := s.atomically(ctx, func(tx *redis.Tx) error {
-			vals, err := tx.MGet(ctx, keys...).Result()
-			if err != nil {
-				return fmt.Errorf("read %s…: %w", keys[0], err)
-			}
-			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				for i, v := range vals {
-					str, ok := v.(string)
-					if !ok {
-						continue
-					}
-					var r Request
-					if err := json.Unmarshal([]byte(str), &r); err != nil {
-						return fmt.Errorf("decode request %q: %w", chunk[i], err)
-					}
-					p.ZAdd(ctx, s.stateKey(r.State), redis.Z{Score: usScore(r.UpdatedAt), Member: chunk[i]})
-				}
-				return nil
-			})
-			return err
-		}, keys...)
-		if err != nil {
-			return fmt.Errorf("migrate from schema 1: %w", err)
-		}
-	}
-	if err := s.rdb.Set(ctx, s.key(keyRedisSchema), schemaVersion, 0).Err(); err != nil {
-		return fmt.Errorf("migrate from schema 1: write schema version: %w", err)
-	}
-	return nil
-}
-
-// key returns the full name of a key.
-func (s *Redis) key(name string) string { return s.prefix + name }
+// key returns the full name of a key of this schema's key space.
+func (s *Redis) key(name string) string { return s.prefix + redisSpace + name }
 
 // stateKey returns the full name of the index of the requests in state st.
-func (s *Redis) stateKey(st State) string { return s.prefix + keyRedisState + string(st) }
+func (s *Redis) stateKey(st State) string {
+	return s.prefix + redisSpace + keyRedisState + string(st)
+}
 
 // msScore is the score of t in the set of all requests: Unix milliseconds,
 // rounded down.
@@ -283,7 +224,13 @@ func (s *Redis) opCtx(ctx context.Context) (context.Context, context.CancelFunc)
 // redis.TxFailedErr when a watched key changed since the WATCH. Then fn runs
 // again, after a short random pause, up to redisMaxAttempts times. Any other
 // error from fn is returned as is.
+//
+// Every write goes through here, and so through the schema fence: the
+// transaction also watches the schema version and reads it before fn runs
+// (see fenced), so no write commits once a newer release has migrated the
+// prefix.
 func (s *Redis) atomically(ctx context.Context, fn func(tx *redis.Tx) error, keys ...string) error {
+	fn, keys = s.fenced(ctx, fn), append(slices.Clip(keys), s.prefix+keyRedisSchema)
 	for attempt := 1; ; attempt++ {
 		err := s.rdb.Watch(ctx, fn, keys...)
 		if !errors.Is(err, redis.TxFailedErr) {

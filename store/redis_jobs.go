@@ -43,17 +43,7 @@ func (s *Redis) saveJob(ctx context.Context, tx *redis.Tx, old *Job, j Job) (Job
 		return Job{}, fmt.Errorf("encode: %w", err)
 	}
 	_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, s.key(keyRedisJob+j.ID), data, 0)
-		if old != nil && old.RequestID != j.RequestID {
-			p.SRem(ctx, s.key(keyRedisRequestJobs+old.RequestID), j.ID)
-		}
-		p.SAdd(ctx, s.key(keyRedisRequestJobs+j.RequestID), j.ID)
-		if j.Active() {
-			p.SAdd(ctx, s.key(keyRedisActiveJobs), j.ID)
-		} else {
-			p.SRem(ctx, s.key(keyRedisActiveJobs), j.ID)
-		}
-		s.indexJob(ctx, p, j)
+		s.setJob(ctx, p, old, j, data)
 		return nil
 	})
 	if err != nil {
@@ -67,6 +57,22 @@ func (s *Redis) saveJob(ctx context.Context, tx *redis.Tx, old *Job, j Job) (Job
 		return Job{}, fmt.Errorf("decode: %w", err)
 	}
 	return out, nil
+}
+
+// setJob queues the writes that save job j, encoded as data, and keep its
+// indexes in step with the change from old (nil for a new job).
+func (s *Redis) setJob(ctx context.Context, p redis.Pipeliner, old *Job, j Job, data []byte) {
+	p.Set(ctx, s.key(keyRedisJob+j.ID), data, 0)
+	if old != nil && old.RequestID != j.RequestID {
+		p.SRem(ctx, s.key(keyRedisRequestJobs+old.RequestID), j.ID)
+	}
+	p.SAdd(ctx, s.key(keyRedisRequestJobs+j.RequestID), j.ID)
+	if j.Active() {
+		p.SAdd(ctx, s.key(keyRedisActiveJobs), j.ID)
+	} else {
+		p.SRem(ctx, s.key(keyRedisActiveJobs), j.ID)
+	}
+	s.indexJob(ctx, p, j)
 }
 
 // Job returns the job with the given ID, or an error wrapping ErrNotFound.

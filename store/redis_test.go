@@ -216,8 +216,8 @@ func TestRedisKeysUnderPrefix(t *testing.T) {
 	}
 	t.Logf("keys: %q", keys)
 	for _, k := range []string{"request:r-1", "job:j1", "limit:U1", "seen:cmd-1"} {
-		if !slices.Contains(keys, DefaultRedisPrefix+k) {
-			t.Errorf("got keys %q, want %s among them", keys, DefaultRedisPrefix+k)
+		if !slices.Contains(keys, DefaultRedisPrefix+redisSpace+k) {
+			t.Errorf("got keys %q, want %s among them", keys, DefaultRedisPrefix+redisSpace+k)
 		}
 	}
 
@@ -228,7 +228,7 @@ func TestRedisKeysUnderPrefix(t *testing.T) {
 		key string
 		max time.Duration
 	}{{"limit:U1", time.Minute}, {"seen:cmd-1", 30 * time.Second}} {
-		ttl, err := c.PTTL(context.Background(), DefaultRedisPrefix+tc.key).Result()
+		ttl, err := c.PTTL(context.Background(), DefaultRedisPrefix+redisSpace+tc.key).Result()
 		if err != nil || ttl <= tc.max-10*time.Second || ttl > tc.max {
 			t.Errorf("PTTL %s: got %v, %v; want a little under %v", tc.key, ttl, err, tc.max)
 		}
@@ -299,7 +299,7 @@ func TestRedisIndexes(t *testing.T) {
 			t.Fatalf("PutJob(%s): got error %v, want nil", j.ID, err)
 		}
 	}
-	if got := members("p:active-jobs"); !slices.Equal(got, []string{"j1", "j2"}) {
+	if got := members("p:v3:active-jobs"); !slices.Equal(got, []string{"j1", "j2"}) {
 		t.Errorf("active-jobs: got %v, want [j1 j2]", got)
 	}
 	if _, err := s.UpdateJob(t.Context(), "j1", func(j *Job) error { j.Reported = true; return nil }); err != nil {
@@ -308,20 +308,20 @@ func TestRedisIndexes(t *testing.T) {
 	if err := s.PutJob(t.Context(), Job{ID: "j2", RequestID: "r-2", GaveUp: true}); err != nil {
 		t.Fatalf("PutJob: got error %v, want nil", err)
 	}
-	if got := members("p:active-jobs"); len(got) != 0 {
+	if got := members("p:v3:active-jobs"); len(got) != 0 {
 		t.Errorf("active-jobs after j1 was reported and j2 given up: got %v, want none", got)
 	}
-	if got := members("p:request-jobs:r-1"); !slices.Equal(got, []string{"j1", "j3"}) {
+	if got := members("p:v3:request-jobs:r-1"); !slices.Equal(got, []string{"j1", "j3"}) {
 		t.Errorf("request-jobs:r-1 after j2 moved: got %v, want [j1 j3]", got)
 	}
-	if got := members("p:request-jobs:r-2"); !slices.Equal(got, []string{"j2"}) {
+	if got := members("p:v3:request-jobs:r-2"); !slices.Equal(got, []string{"j2"}) {
 		t.Errorf("request-jobs:r-2 after j2 moved: got %v, want [j2]", got)
 	}
 
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	mustCreate(t, s, Request{ID: "r-b", State: Planned, CreatedAt: base.Add(time.Minute)})
 	mustCreate(t, s, Request{ID: "r-a", State: Planned, CreatedAt: base})
-	zs, err := c.ZRangeWithScores(context.Background(), "p:requests", 0, -1).Result()
+	zs, err := c.ZRangeWithScores(context.Background(), "p:v3:requests", 0, -1).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +335,7 @@ func TestRedisIndexes(t *testing.T) {
 		t.Helper()
 		out := map[string][]redis.Z{}
 		for _, key := range allKeys(t, addr) {
-			if st, ok := strings.CutPrefix(key, "p:state:"); ok {
+			if st, ok := strings.CutPrefix(key, "p:v3:state:"); ok {
 				zs, err := c.ZRangeWithScores(context.Background(), key, 0, -1).Result()
 				if err != nil {
 					t.Fatal(err)
@@ -367,8 +367,8 @@ func TestRedisIndexes(t *testing.T) {
 }
 
 // TestRedisMigratesSchema1 opens a prefix written before the state index
-// existed: Open builds the index from the requests and marks the prefix as
-// schema 2, which older versions refuse.
+// existed: Open moves the requests into the key space of schema 3, which
+// builds their indexes, and marks the prefix as schema 3.
 func TestRedisMigratesSchema1(t *testing.T) {
 	t.Parallel()
 	addr := storetest.StartRedis(t)
@@ -404,8 +404,8 @@ func TestRedisMigratesSchema1(t *testing.T) {
 	if n := s.Decoded() - before; n != 2 {
 		t.Errorf("List(planned) decoded %d records, want 2", n)
 	}
-	if n, err := c.ZCard(ctx, "p:state:done").Result(); err != nil || n != past {
-		t.Errorf("p:state:done: got %d members, %v; want %d", n, err, past)
+	if n, err := c.ZCard(ctx, "p:v3:state:done").Result(); err != nil || n != past {
+		t.Errorf("p:v3:state:done: got %d members, %v; want %d", n, err, past)
 	}
 	if n := mustPrune(t, s, t0.Add(time.Second), 2*past); n != past {
 		t.Errorf("Prune after the migration: got %d deleted, want %d", n, past)
@@ -516,7 +516,7 @@ func TestRedisSchemaVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := OpenRedisWith(context.Background(), "redis://"+addr, RedisOptions{Prefix: "p:"})
-	if err == nil || !regexp.MustCompile(`schema version "99"`).MatchString(err.Error()) {
+	if err == nil || !regexp.MustCompile(`schema version at key p:schema is "99"`).MatchString(err.Error()) {
 		t.Errorf("OpenRedisWith with an unknown schema: got error %v, want one naming version 99", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // parseAPIError builds an *APIError from a non-2xx answer. It understands
@@ -94,6 +95,13 @@ func (f *flexString) UnmarshalJSON(b []byte) error {
 	switch {
 	case len(b) == 0 || string(b) == "null":
 		*f = ""
+	case b[0] == '"' && len(b) >= 2 && b[len(b)-1] == '"' && bytes.IndexByte(b, '\\') < 0 && utf8.Valid(b):
+		// Most strings have no escape: their bytes are the string. (The
+		// document was validated as a whole before its fields were decoded;
+		// invalid UTF-8 takes the general path, which replaces it as
+		// encoding/json does.) This skips a json.Unmarshal, with its own
+		// validation pass, per field of every instance in a page.
+		*f = flexString(b[1 : len(b)-1])
 	case b[0] == '"':
 		var s string
 		if err := json.Unmarshal(b, &s); err != nil {

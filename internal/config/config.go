@@ -61,9 +61,14 @@ type Config struct {
 	MaxOpenPlans    int           `envconfig:"BOT_MAX_OPEN_PLANS" default:"3" desc:"unconfirmed plans per user"`
 	Store           string        `envconfig:"BOT_STORE" default:"geminidb-patch.db" desc:"bbolt file path, or a redis:// or rediss:// URL"`
 	HTTPAddr        string        `envconfig:"BOT_HTTP_ADDR" default:":8080" desc:"address of /healthz, /readyz and /metrics"`
+	// Pprof serves Go's profiler under /debug/pprof/ on HTTPAddr. Off by
+	// default: a profile shows the program's internals.
+	Pprof           bool          `envconfig:"BOT_PPROF" desc:"serve Go's profiler at /debug/pprof/ on BOT_HTTP_ADDR (true/false)"`
 	ShutdownTimeout time.Duration `envconfig:"BOT_SHUTDOWN_TIMEOUT" default:"30s" desc:"how long a shutdown waits for work in flight"`
 	Retention       time.Duration `envconfig:"BOT_RETENTION" default:"2160h" desc:"how long final requests are kept (must exceed BOT_FOLLOW_FOR)"`
 	Canary          int           `envconfig:"BOT_CANARY" default:"0" desc:"default canary size, 0 to 10"`
+	MaxInstances    int           `envconfig:"BOT_MAX_INSTANCES" default:"200" desc:"most instances one patch request may plan (selectors included)"`
+	FleetGuard      int           `envconfig:"BOT_FLEET_GUARD" default:"10" desc:"above this many instances a canary of 1 is automatic unless --canary is given"`
 	Workers         int           `envconfig:"BOT_WORKERS" default:"32" desc:"handlers running at once"`
 	QueueSize       int           `envconfig:"BOT_QUEUE_SIZE" default:"1000" desc:"events waiting for a handler"`
 	PollConcurrency int           `envconfig:"BOT_POLL_CONCURRENCY" default:"32" desc:"job polls running at once"`
@@ -102,6 +107,8 @@ func Defaults() Config {
 		HTTPAddr:             ":8080",
 		ShutdownTimeout:      30 * time.Second,
 		Retention:            2160 * time.Hour,
+		MaxInstances:         200,
+		FleetGuard:           10,
 		Workers:              32,
 		QueueSize:            1000,
 		PollConcurrency:      32,

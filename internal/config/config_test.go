@@ -144,7 +144,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	want := []string{"SLACK_APP_TOKEN", "SLACK_BOT_TOKEN", "SLACK_API_URL", "GEMINIDB_ENDPOINT", "GEMINIDB_PROJECT_ID",
 		"GEMINIDB_BATCH_ENGINES", "GEMINIDB_AUTH_TOKEN", "BOT_ALLOWED_USERS", "BOT_CONFIRM_TTL", "BOT_POLL_INTERVAL",
 		"BOT_FOLLOW_FOR", "BOT_SHUTDOWN_TIMEOUT", "BOT_RETENTION", "BOT_COMMANDS_PER_MINUTE", "BOT_MAX_OPEN_PLANS",
-		"BOT_WORKERS", "BOT_QUEUE_SIZE", "BOT_POLL_CONCURRENCY", "BOT_STORE", "BOT_HTTP_ADDR", "LOG_LEVEL", "LOG_FORMAT"}
+		"BOT_WORKERS", "BOT_QUEUE_SIZE", "BOT_POLL_CONCURRENCY", "BOT_MAX_INSTANCES", "BOT_FLEET_GUARD", "BOT_STORE", "BOT_HTTP_ADDR", "LOG_LEVEL", "LOG_FORMAT"}
 	lines := strings.Split(err.Error(), "\n")
 	if len(lines) != len(want) || len(ps) != len(want) {
 		t.Errorf("got %d problems, want %d:\n%s", len(lines), len(want), err)

@@ -56,7 +56,7 @@ func (c *Config) LogValue() map[string]any {
 		"auth_mode": string(mode), "iam_endpoint": RedactURL(c.GeminiDBIAMEndpoint),
 		"allowed_users": c.AllowedUsers, "allowed_channels": c.AllowedChannels, "approvers": c.Approvers,
 		"confirm_ttl": c.ConfirmTTL.String(), "poll_interval": c.PollInterval.String(),
-		"follow_for": c.FollowFor.String(), "store": RedactURL(c.Store), "http_addr": c.HTTPAddr,
+		"follow_for": c.FollowFor.String(), "store": RedactURL(c.Store), "http_addr": c.HTTPAddr, "pprof": c.Pprof,
 		"commands_per_minute": c.CommandsPerMin, "max_open_plans": c.MaxOpenPlans,
 		"retention": c.Retention.String(), "canary": c.Canary, "workers": c.Workers, "queue_size": c.QueueSize, "poll_concurrency": c.PollConcurrency,
 		"geminidb_region": c.GeminiDBRegion, "console_url": RedactURL(c.ConsoleURL),

@@ -46,40 +46,18 @@ func targetsConfig(t *testing.T, yaml string, env map[string]string) (Config, st
 	return c, file
 }
 
-const goodTargets = `targets:
-  - name: prod-eu-de
-    region: eu-de
-    endpoint: https://gaussdb-nosql.eu-de.otc.t-systems.com/
-    project_id: 0123456789abcdef0123456789abcdef
-    auth: {token_env: DE_TOKEN}
-    channels: [CDE1, CDE2]
-    approvers: [S0LEADS]
-    allowed_channels: [CDE1, CDE2, CDE3]
-    allowed_users: [UALICE, S0DBAS]
-  - name: prod-eu-nl
-    region: eu-nl
-    endpoint: https://gaussdb-nosql.eu-nl.otc.t-systems.com
-    project_id: fedcba9876543210fedcba9876543210
-    batch_engines: [Cassandra]
-    auth: {access_key_env: NL_AK, secret_key_env: NL_SK}
-    channels: [CNL1]
-  - name: staging
-    region: eu-de
-    endpoint: https://gaussdb-nosql.eu-de.otc.t-systems.com
-    project_id: 00112233445566778899aabbccddeeff
-    auth:
-      iam:
-        endpoint: https://iam.eu-de.otc.t-systems.com
-        username: patch-bot
-        password_env: STAGE_PASSWORD
-        domain: OTC-EU-DE-0000
-    approvers: []
-  - name: files
-    region: eu-de
-    endpoint: https://gaussdb-nosql.eu-de.otc.t-systems.com
-    project_id: 99887766554433221100ffeeddccbbaa
-    auth: {token_file: de.token}
-`
+// goodTargets is a valid targets file of four targets, one per auth mode
+// (testdata/targets.yaml, which the root package's tests read too).
+var goodTargets = mustRead("testdata/targets.yaml")
+
+// mustRead returns the file at path, or panics: for test fixtures.
+func mustRead(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
 
 // A valid file: every auth mode, secrets from variables and a file
 // (relative to the targets file), defaults and approver overrides.

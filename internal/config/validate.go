@@ -97,7 +97,7 @@ func (c *Config) Validate() error {
 	for _, n := range []struct {
 		name string
 		v    int
-	}{{"BOT_COMMANDS_PER_MINUTE", c.CommandsPerMin}, {"BOT_MAX_OPEN_PLANS", c.MaxOpenPlans}, {"BOT_WORKERS", c.Workers}, {"BOT_QUEUE_SIZE", c.QueueSize}, {"BOT_POLL_CONCURRENCY", c.PollConcurrency}} {
+	}{{"BOT_COMMANDS_PER_MINUTE", c.CommandsPerMin}, {"BOT_MAX_OPEN_PLANS", c.MaxOpenPlans}, {"BOT_WORKERS", c.Workers}, {"BOT_QUEUE_SIZE", c.QueueSize}, {"BOT_POLL_CONCURRENCY", c.PollConcurrency}, {"BOT_MAX_INSTANCES", c.MaxInstances}, {"BOT_FLEET_GUARD", c.FleetGuard}} {
 		if n.v <= 0 {
 			bad(n.name, "must be a positive number")
 		}

@@ -34,6 +34,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -108,6 +109,8 @@ type Server struct {
 	scopes      *[]string // the bot token's scopes; nil: DefaultScopes
 	// permalinkBase replaces https://fake.slack.com in permalinks (WithPermalinkBase).
 	permalinkBase string
+
+	httpConns atomic.Int64 // TCP connections accepted (Web API, response URLs, Socket Mode)
 }
 
 // User is a workspace member users.info knows about.
@@ -211,7 +214,11 @@ func NewServer(opts ...Option) (*Server, error) {
 	mux.HandleFunc("/api/{method}", s.serveAPI)
 	mux.HandleFunc("/response/{id}", s.serveResponseURL)
 	mux.HandleFunc("/link/", s.serveLink)
-	s.http = &httptest.Server{Listener: ln, Config: &http.Server{Handler: mux}}
+	s.http = &httptest.Server{Listener: ln, Config: &http.Server{Handler: mux, ConnState: func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.httpConns.Add(1)
+		}
+	}}}
 	s.http.Start()
 	return s, nil
 }
@@ -233,6 +240,11 @@ func (s *Server) close() {
 	s.wg.Wait()
 	s.http.Close()
 }
+
+// HTTPConnections counts the TCP connections the fake has accepted (Web API
+// calls, response URL posts and Socket Mode links), e.g. to check that a
+// client reuses keep-alive connections.
+func (s *Server) HTTPConnections() int { return int(s.httpConns.Load()) }
 
 // URL is the base URL of the fake, "http://127.0.0.1:PORT".
 func (s *Server) URL() string { return s.http.URL }
