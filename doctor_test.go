@@ -67,7 +67,7 @@ func TestDoctor(t *testing.T) {
 			}
 		}},
 		{name: "bot token without a scope", failing: "slack scopes", wantText: "lacks usergroups:read", wantFix: "reinstall",
-			slack: []slacktest.Option{slacktest.WithScopes("commands", "chat:write", "channels:history")}},
+			slack: []slacktest.Option{slacktest.WithScopes("commands", "chat:write", "channels:read", "groups:read", "channels:history")}},
 		{name: "bad bot token", failing: "slack auth.test", wantText: "invalid_auth", wantFix: "Bot User OAuth Token", setup: func(_ *testing.T, _ *slacktest.Server, _ *upgradetest.Server, c *config.Config) {
 			c.SlackBotToken = "xoxb-not-the-right-bot-token"
 		}},

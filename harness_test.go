@@ -117,6 +117,21 @@ func withConfig(cfg config.Config) environ {
 	}
 }
 
+// harnessChannels are the channels the end-to-end tests use: public, every
+// user and the bot in them.
+var harnessChannels = []string{"COPS", "COTHER", "CSTAGE", "CRANDOM", "CEUNL", "CEUDE", "CDE1"}
+
+// strictSlack is the fake Slack every harness starts with: every limit real
+// Slack enforces (slacktest.Strict) and the tests' channels declared. A
+// test's own options come after and may change either.
+func strictSlack() []slacktest.Option {
+	opts := []slacktest.Option{slacktest.WithLimits(slacktest.Strict())}
+	for _, id := range harnessChannels {
+		opts = append(opts, slacktest.WithChannel(slacktest.Channel{ID: id, Everyone: true, Members: []string{slacktest.BotUserID}}))
+	}
+	return opts
+}
+
 // newHarness builds the fakes and the configuration; tweak edits the
 // configuration before the bot starts. The bot is started.
 func newHarness(t testing.TB, tweak func(c *config.Config), slackOpts ...slacktest.Option) *harness {
@@ -131,7 +146,7 @@ func newHarnessWith(t testing.TB, gdbOpts []upgradetest.ServerOption, tweak func
 	// Every harness has its own fakes, store, port and clock, and no test
 	// touches the process environment, so tests run side by side: each
 	// test says so itself (t.Parallel) before building its harness.
-	sl := slacktest.New(t, slackOpts...)
+	sl := slacktest.New(t, append(strictSlack(), slackOpts...)...)
 	gdb := upgradetest.NewServer(t, gdbOpts...)
 	cfg := botConfig(t, sl, gdb)
 	cfg.AllowedUsers = []string{alice, bob}

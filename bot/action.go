@@ -225,7 +225,12 @@ func (b *Bot) updateMessage(ctx context.Context, channel, ts, text string, block
 	if channel == "" || ts == "" {
 		return
 	}
-	if _, _, _, err := b.api.UpdateMessageContext(ctx, channel, ts, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...)); err != nil {
+	_, _, _, err := b.api.UpdateMessageContext(ctx, channel, ts, slack.MsgOptionText(text, false), slack.MsgOptionBlocks(fit(blocks, maxMessageText, "")...))
+	if refusedForContent(err) {
+		// Never the same content again: a shorter one.
+		_, _, _, err = b.api.UpdateMessageContext(ctx, channel, ts, slack.MsgOptionText(truncate(text, maxMessageChars), false), slack.MsgOptionBlocks(fit(blocks, shorter(blocks), "")...))
+	}
+	if err != nil {
 		b.log.Warn().Err(err).Str("channel", channel).Str("ts", ts).Msg("update message failed")
 	}
 }

@@ -25,7 +25,7 @@ const (
 // with a margin so that escaping and a footer never tip a message over.
 const (
 	maxSectionChars = 2900
-	maxListSections = 12 // list sections in one message; the rest is summarised
+	listText        = 7000 // characters of a list in one message; the rest is summarised
 	maxMessageChars = 3000
 )
 
@@ -139,19 +139,27 @@ func packLines(title string, lines []string) []chunk {
 	return out
 }
 
-// listSections renders lines as at most maxSections sections; lines that do
-// not fit are counted in a last "…and N more" section followed by more
-// (e.g. where to find them).
-func listSections(title string, lines []string, maxSections int, more string) []slack.Block {
+// listSections renders lines as sections holding at most chars characters
+// in all; lines that do not fit are counted in a last "… and N more"
+// section followed by more (e.g. where to find them).
+func listSections(title string, lines []string, chars int, more string) []slack.Block {
 	chunks := packLines(title, lines)
 	var blocks []slack.Block
-	shown := 0
+	shown, used := 0, 0
 	for i, c := range chunks {
-		if i == maxSections-1 && len(chunks) > maxSections {
-			blocks = append(blocks, section(fmt.Sprintf("…and %d more%s", len(lines)-shown, more)))
-			break
+		room := chars - used
+		if i < len(chunks)-1 {
+			room -= len(more) + 40 // room for "… and N more"
+		}
+		if len(c.text) > room {
+			if i == 0 {
+				// Not even the first section fits: shorten it.
+				blocks = append(blocks, section(truncate(c.text, max(room, 100))))
+			}
+			return append(blocks, section(fmt.Sprintf("… and %d more%s", len(lines)-shown, more)))
 		}
 		blocks = append(blocks, section(c.text))
+		used += len(c.text)
 		shown += c.lines
 	}
 	return blocks
@@ -278,9 +286,9 @@ func windowText(window string, at time.Time) (text string, closed bool) {
 	return text, false
 }
 
-// messages splits lines into whole messages (each at most ten sections,
-// within Slack's limits), so a long list becomes several thread replies and
-// nothing is cut off.
+// messages splits lines into whole messages (each within the budget of a
+// part: partText characters, partBlocks sections), so a long list becomes
+// several thread replies and nothing is cut off.
 func messages(title string, lines []string) [][]slack.Block {
 	parts := messageParts(title, lines)
 	out := make([][]slack.Block, len(parts))
@@ -294,18 +302,20 @@ func messages(title string, lines []string) [][]slack.Block {
 type part struct {
 	blocks []slack.Block
 	lines  int
+	chars  int
 }
 
 // messageParts is messages, telling how many lines each message holds.
 func messageParts(title string, lines []string) []part {
 	var out []part
-	for i, c := range packLines(title, lines) {
-		if i%10 == 0 {
+	for _, c := range packLines(title, lines) {
+		if len(out) == 0 || len(out[len(out)-1].blocks) >= partBlocks || out[len(out)-1].chars+len(c.text) > partText {
 			out = append(out, part{})
 		}
 		p := &out[len(out)-1]
 		p.blocks = append(p.blocks, section(c.text))
 		p.lines += c.lines
+		p.chars += len(c.text)
 	}
 	return out
 }

@@ -308,13 +308,13 @@ func TestListSectionsCountsWhatIsLeftOut(t *testing.T) {
 	for i := range lines {
 		lines[i] = fmt.Sprintf("• line %03d %s", i, strings.Repeat("x", 90))
 	}
-	blocks := listSections("*Title*", lines, 3, " (see the thread)")
-	if len(blocks) != 3 {
-		t.Fatalf("got %d sections, want 3", len(blocks))
+	blocks := listSections("*Title*", lines, 6000, " (see the thread)")
+	if n := textLen(blocks); n > 6000 || len(blocks) < 2 {
+		t.Fatalf("got %d sections of %d characters, want more than one within 6000", len(blocks), n)
 	}
 	raw, _ := json.Marshal(blocks)
 	shown := strings.Count(string(raw), "• line ")
-	want := fmt.Sprintf("…and %d more (see the thread)", 300-shown)
+	want := fmt.Sprintf("… and %d more (see the thread)", 300-shown)
 	if !strings.Contains(string(raw), want) {
 		t.Errorf("last section does not say %q:\n%s", want, raw)
 	}

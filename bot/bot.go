@@ -46,6 +46,7 @@ type SlackAPI interface {
 	GetUserGroupMembersContext(ctx context.Context, userGroup string, options ...slack.GetUserGroupMembersOption) ([]string, error)
 	GetPermalinkContext(ctx context.Context, params *slack.PermalinkParameters) (string, error)
 	PublishViewContext(ctx context.Context, req slack.PublishViewContextRequest) (*slack.ViewResponse, error)
+	GetConversationsForUserContext(ctx context.Context, params *slack.GetConversationsForUserParameters) ([]slack.Channel, string, error)
 }
 
 // Store is what the bot itself reads of the durable state (requests for
@@ -218,6 +219,9 @@ type Bot struct {
 	notices   chan struct{} // the busy and refusal answers in flight
 	closed    atomic.Bool   // the work queue is closed (shutting down)
 	queueMu   sync.RWMutex
+	ending    endsInFlight // job-end replies being posted, per request: the summary waits for them
+	members   *channelMembers
+	homes     homeGate // App Home refreshes: coalesced per person
 	connected atomic.Bool
 	busy      atomic.Int64 // tasks queued or running
 }
@@ -232,13 +236,14 @@ func New(o Options) *Bot {
 	targets := newTargetSet(cfg, o.GeminiDB)
 	b := &Bot{
 		id:  newID("bot-"),
-		cfg: cfg, api: o.Slack, sm: o.Socket, targets: targets, st: o.Store, log: o.Log, metrics: m,
+		cfg: cfg, api: newPacedAPI(o.Slack), sm: o.Socket, targets: targets, st: o.Store, log: o.Log, metrics: m,
 		access:  newAccess(cfg.AllowedUsers, cfg.AllowedChannels, targets.approvers(), o.Slack, cfg.GroupCacheTTL, cfg.Now),
 		kit:     kit{console: cfg.ConsoleURL, region: cfg.Region, project: cfg.ProjectID},
 		work:    make(chan func(context.Context), cfg.QueueSize),
 		notices: make(chan struct{}, maxNotices),
 		ackFn:   o.Ack,
 	}
+	b.members = newChannelMembers(b.api, cfg.Now)
 	if b.ackFn == nil && o.Socket != nil {
 		b.ackFn = o.Socket.AckCtx
 	}

@@ -135,6 +135,9 @@ func (b *Bot) runCommand(ctx context.Context, rid string, cmd slack.SlashCommand
 		reply(fmt.Sprintf("Slow down: at most %d commands per minute per person; nothing was done. Try again in a minute.", b.cfg.CommandsPerMin), nil)
 		return
 	}
+	if req.Kind == commands.KindPatch && !b.botIsIn(ctx, cmd, a, reply) {
+		return
+	}
 	switch req.Kind {
 	case commands.KindPatch:
 		b.runPlan(ctx, rid, cmd, req, "", true)
@@ -361,7 +364,7 @@ func (b *Bot) respond(ctx context.Context, responseURL string, replace bool, tex
 		opts = append(opts, slack.MsgOptionReplaceOriginal(responseURL))
 	}
 	if len(blocks) > 0 {
-		opts = append(opts, slack.MsgOptionBlocks(blocks...))
+		opts = append(opts, slack.MsgOptionBlocks(fit(blocks, maxMessageText, "")...))
 	}
 	if _, _, err := b.api.PostMessageContext(ctx, "", opts...); err != nil {
 		return fmt.Errorf("post to response_url: %w", redactResponseURL(err, responseURL))

@@ -9,6 +9,7 @@ import (
 
 	"github.com/slack-go/slack"
 
+	"github.com/geminidb-patch-bot/geminidb-patch-bot/commands"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/patch"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/store"
 	"github.com/geminidb-patch-bot/geminidb-patch-bot/upgrade"
@@ -65,7 +66,7 @@ func (k kit) planBlocks(p upgrade.Plan, v PlanView) []slack.Block {
 	if v.Note != "" {
 		// The note can list many instances (drift): keep it within limits.
 		lines := strings.Split(v.Note, "\n")
-		blocks = append(blocks, listSections(truncate(":information_source: "+lines[0], 500), lines[1:], 3, "")...)
+		blocks = append(blocks, listSections(truncate(":information_source: "+lines[0], 500), lines[1:], 1500, "")...)
 	}
 	head := fmt.Sprintf("*GeminiDB patch plan* `%s`\n%s to patch", v.RequestID, plural(len(p.Targets), "instance"))
 	if len(p.Targets) > 0 {
@@ -82,14 +83,14 @@ func (k kit) planBlocks(p upgrade.Plan, v PlanView) []slack.Block {
 		for i, t := range p.Targets {
 			lines[i] = k.targetLine(t, p.CheckedAt)
 		}
-		blocks = append(blocks, listSections("*Will be patched*", lines, maxListSections, " (the thread lists every instance after confirmation)")...)
+		blocks = append(blocks, listSections("*Will be patched*", lines, 5000, " (the thread lists every instance after confirmation)")...)
 	}
 	if len(p.Skipped) > 0 {
 		lines := make([]string, len(p.Skipped))
 		for i, s := range p.Skipped {
 			lines[i] = k.skipLine(s, p.CheckedAt)
 		}
-		blocks = append(blocks, listSections("*Skipped*", lines, 6, "")...)
+		blocks = append(blocks, listSections("*Skipped*", lines, 1500, "")...)
 	}
 	if w := warningCount(p); w > 0 {
 		blocks = append(blocks, contextBlock(fmt.Sprintf(":warning: %s (--force).", outsideWindows(w, "will be patched"))))
@@ -162,7 +163,7 @@ func expiredNote(r store.Request) string {
 // noticeBlocks is a one-section message, used to replace a plan once it is
 // decided (cancelled, expired, submitted) so its buttons disappear.
 func noticeBlocks(text string) []slack.Block {
-	return []slack.Block{section(text)}
+	return []slack.Block{section(truncate(text, maxSectionChars))}
 }
 
 // approvalBlocks renders the channel message that asks an approver to approve.
@@ -174,7 +175,7 @@ func (k kit) approvalBlocks(r store.Request, p upgrade.Plan, approvers []string)
 	for i, t := range p.Targets {
 		lines[i] = k.targetLine(t, p.CheckedAt)
 	}
-	blocks = append(blocks, listSections("", lines, maxListSections, "")...)
+	blocks = append(blocks, listSections("", lines, listText, " — `"+esc(commands.Command)+" status "+esc(r.ID)+"` lists all")...)
 	if w := warningCount(p); w > 0 {
 		blocks = append(blocks, contextBlock(fmt.Sprintf(":warning: %s (--force).", outsideWindows(w, "is"))))
 	}

@@ -99,7 +99,7 @@ func (rp reporter) AskApproval(ctx context.Context, r store.Request) (string, er
 	p, _, _ := patch.PlanOf(r)
 	_, ts, err := b.api.PostMessageContext(ctx, r.Channel,
 		slack.MsgOptionText(fmt.Sprintf("<@%s> asks for approval to patch %s (request %s)", r.Requester, plural(len(p.Targets), "GeminiDB instance"), r.ID), false),
-		slack.MsgOptionBlocks(withTarget(b.kitOf(b.targets.of(r)).approvalBlocks(r, p, b.approversOf(r)), b.targets.labelOf(r))...))
+		slack.MsgOptionBlocks(fit(withTarget(b.kitOf(b.targets.of(r)).approvalBlocks(r, p, b.approversOf(r)), b.targets.labelOf(r)), maxMessageText, "")...))
 	if err != nil {
 		return "", fmt.Errorf("post approval request: %w", err)
 	}
@@ -111,7 +111,7 @@ func (rp reporter) Announce(ctx context.Context, r store.Request) (string, error
 	b := rp.b
 	p, _, _ := patch.PlanOf(r)
 	view := b.parentView(r, p, nil)
-	_, ts, err := b.api.PostMessageContext(ctx, r.Channel, slack.MsgOptionText(parentText(view), false), slack.MsgOptionBlocks(b.kitOf(b.targets.of(r)).parentBlocks(view)...))
+	_, ts, err := b.api.PostMessageContext(ctx, r.Channel, slack.MsgOptionText(parentText(view), false), slack.MsgOptionBlocks(fit(b.kitOf(b.targets.of(r)).parentBlocks(view), maxMessageText, "")...))
 	if err != nil {
 		return "", fmt.Errorf("post channel message: %w", err)
 	}
@@ -214,6 +214,8 @@ func (rp reporter) JobEnds(ctx context.Context, r store.Request, jobs []store.Jo
 		b.audit("job_finished", requestAudit(r, r.Requester, []string{j.InstanceID}),
 			"job_id", j.ID, "status", j.Status, "fail_reason", j.FailReason, "gave_up", j.GaveUp)
 	}
+	b.ending.add(r.ID, 1)
+	defer b.ending.add(r.ID, -1)
 	now := b.cfg.Now()
 	for i := 0; i < len(jobs); i += jobsPerReply {
 		group := jobs[i:min(i+jobsPerReply, len(jobs))]
@@ -235,8 +237,7 @@ func (rp reporter) Paused(ctx context.Context, r store.Request, step patch.Step)
 	if len(b.approversOf(r)) > 0 {
 		who = mentionList(b.approversOf(r))
 	}
-	text := fmt.Sprintf(":double_vertical_bar: Request `%s` is paused: %s. Nothing more is sent until %s presses *Continue*; *Stop* ends it.", r.ID, esc(step.Why), who)
-	blocks := []slack.Block{section(truncate(text, maxSectionChars)), rolloutButtons(r.ID, true, true)}
+	blocks := pausedBlocks(r.ID, step.Why, who)
 	if !b.postThread(ctx, r.Channel, r.ParentTS, fmt.Sprintf("Request %s is paused", r.ID), blocks) {
 		// The channel message carries the same buttons.
 		b.log.Warn().Str("request_id", r.ID).Msg("the pause reply was not posted; the channel message offers Continue and Stop")
@@ -244,11 +245,23 @@ func (rp reporter) Paused(ctx context.Context, r store.Request, step patch.Step)
 	b.updateParent(ctx, r)
 }
 
+// pausedBlocks is the thread reply that says request id is paused and why,
+// with Continue and Stop for who.
+func pausedBlocks(id, why, who string) []slack.Block {
+	text := fmt.Sprintf(":double_vertical_bar: Request `%s` is paused: %s. Nothing more is sent until %s presses *Continue*; *Stop* ends it.", id, esc(truncate(why, 2000)), who)
+	return []slack.Block{section(truncate(text, maxSectionChars)), rolloutButtons(id, true, true)}
+}
+
 // Summary posts the final thread reply: versions before → after, every
 // instance that did not start named (unknown ones with a warning that they
 // may have started), and a mention of the requester.
 func (rp reporter) Summary(ctx context.Context, r store.Request, s patch.Summary) bool {
 	b := rp.b
+	if b.ending.busy(r.ID) {
+		// Job ends are still going out (paced): the summary comes after
+		// them, at a later tick.
+		return false
+	}
 	p, results, _ := patch.PlanOf(r)
 	jobs, after := s.Jobs, s.After
 	counts := countJobs(results, jobs)
@@ -277,7 +290,7 @@ func (rp reporter) Summary(ctx context.Context, r store.Request, s patch.Summary
 	// Retry offers a fresh plan of what was not patched.
 	if ids, err := patch.NotPatched(r, jobs); err == nil && len(ids) > 0 {
 		last := len(parts) - 1
-		if len(parts[last]) >= 10 {
+		if !fits(append(append([]slack.Block(nil), parts[last]...), retryBlock(r.ID, len(ids))), maxMessageText-500) {
 			parts = append(parts, nil)
 			last++
 		}
@@ -353,7 +366,12 @@ func (b *Bot) respondOrLog(ctx context.Context, responseURL, msg string) {
 
 // postThread posts a reply under the parent message, logging failures.
 func (b *Bot) postThread(ctx context.Context, channel, ts, text string, blocks []slack.Block) bool {
-	if _, _, err := b.api.PostMessageContext(ctx, channel, slack.MsgOptionTS(ts), slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...)); err != nil {
+	_, _, err := b.api.PostMessageContext(ctx, channel, slack.MsgOptionTS(ts), slack.MsgOptionText(text, false), slack.MsgOptionBlocks(fit(blocks, maxMessageText, "")...))
+	if refusedForContent(err) {
+		// Never the same content again: a shorter one.
+		_, _, err = b.api.PostMessageContext(ctx, channel, slack.MsgOptionTS(ts), slack.MsgOptionText(truncate(text, maxMessageChars), false), slack.MsgOptionBlocks(fit(blocks, shorter(blocks), "")...))
+	}
+	if err != nil {
 		b.log.Error().Err(err).Str("channel", channel).Str("thread_ts", ts).Msg("thread reply failed")
 		return false
 	}

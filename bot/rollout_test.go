@@ -119,3 +119,7 @@ func TestStopClick(t *testing.T) {
 		t.Error("a wave was claimed after Stop")
 	}
 }
+
+func (s *recordingSlack) GetConversationsForUserContext(context.Context, *slack.GetConversationsForUserParameters) ([]slack.Channel, string, error) {
+	return nil, "", nil
+}

@@ -50,7 +50,7 @@ func (k kit) jobLine(j store.Job, now time.Time) string {
 	case j.Status == upgrade.JobCompleted:
 		return fmt.Sprintf(":white_check_mark: %s — job `%s` Completed%s.", who, esc(j.ID), took(j))
 	case j.Status == upgrade.JobFailed:
-		return fmt.Sprintf(":x: %s — job `%s` Failed%s: %s", who, esc(j.ID), took(j), esc(failReason(j)))
+		return fmt.Sprintf(":x: %s — job `%s` Failed%s: %s", who, esc(j.ID), took(j), esc(truncate(failReason(j), 1500)))
 	default:
 		return fmt.Sprintf(":hourglass_flowing_sand: %s — job `%s` is no longer followed, %s after it was submitted (%s): *it may still be running*; check the console.",
 			who, esc(j.ID), ago(now.Sub(j.SubmittedAt)), lastSeen(j))

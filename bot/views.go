@@ -26,7 +26,7 @@ func (k kit) requestStatusBlocks(r store.Request, p upgrade.Plan, results []upgr
 	}
 	lines = append(lines, k.unstartedLines(p, results, nil)...)
 	blocks := []slack.Block{section(head)}
-	return append(blocks, listSections("", lines, maxListSections, "")...)
+	return append(blocks, listSections("", lines, listText, " — the request's thread lists every instance")...)
 }
 
 // statusLine renders one job of a request for "status".
@@ -49,7 +49,7 @@ func (k kit) statusLine(j store.Job) string {
 		line += " " + esc(j.Progress)
 	}
 	if j.FailReason != "" {
-		line += " — " + esc(j.FailReason)
+		line += " — " + esc(truncate(j.FailReason, 1500))
 	}
 	if j.GaveUp {
 		line += " (no longer followed: it may still be running; check the console)"
@@ -65,7 +65,7 @@ func (k kit) jobStatusBlocks(job upgrade.Job) []slack.Block {
 		line += " " + esc(job.Progress)
 	}
 	if job.FailReason != "" {
-		line += " — " + esc(job.FailReason)
+		line += " — " + esc(truncate(job.FailReason, 1500))
 	}
 	if !job.Started.IsZero() {
 		line += "\nStarted " + slackDateSecs(job.Started)
@@ -73,7 +73,7 @@ func (k kit) jobStatusBlocks(job upgrade.Job) []slack.Block {
 	if !job.Ended.IsZero() {
 		line += ", ended " + slackDateSecs(job.Ended)
 	}
-	return []slack.Block{section(line)}
+	return []slack.Block{section(truncate(line, maxSectionChars))}
 }
 
 // listBlocks answers "list": the instances with a patch available, each
@@ -90,7 +90,7 @@ func (k kit) listBlocks(engines []string, insts []upgrade.Instance, now time.Tim
 		window, _ := windowText(in.MaintenanceWindow, now)
 		lines[i] = fmt.Sprintf("• %s — %s %s, %s, %s", k.who(in.Name, in.ID), esc(engineName(in.Engine)), esc(patch.VersionOf(in)), esc(in.Status), window)
 	}
-	return append(blocks, listSections("", lines, maxListSections, "")...)
+	return append(blocks, listSections("", lines, listText, " — `"+esc(commands.Command)+" list <engine>` lists one engine")...)
 }
 
 // stateLabel is how history and the App Home name a request's state, with
@@ -200,12 +200,15 @@ func (k kit) historyBlocks(entries []requestEntry, user, instance string) []slac
 		lines[i] = k.requestLine(e, false)
 	}
 	blocks := []slack.Block{section(head)}
-	blocks = append(blocks, listSections("", lines, maxListSections, "")...)
+	blocks = append(blocks, listSections("", lines, listText, "")...)
 	return append(blocks, contextBlock("Details of one: `"+esc(commands.Command+" status <request-id>")+"`."))
 }
 
 // homeFinished is how many finished requests the App Home shows.
 const homeFinished = 10
+
+// homeGroupText is the characters one group of the App Home holds.
+const homeGroupText = 2800
 
 // homeData is what the App Home shows one person.
 type homeData struct {
@@ -240,9 +243,9 @@ func (k kit) homeView(h homeData, now time.Time) slack.HomeTabViewRequest {
 				lines[i] += fmt.Sprintf(" · confirm in the channel before %s", slackDate(e.Request.ExpiresAt))
 			}
 		}
-		// At most 25 sections a group: three groups stay far below a
-		// view's 100 blocks.
-		blocks = append(blocks, listSections(title, lines, 25, more)...)
+		// Three groups within a message's budget stay far below a view's
+		// 100 blocks.
+		blocks = append(blocks, listSections(title, lines, homeGroupText, more)...)
 	}
 	group("*Your open plans*", "_None._ Plan a patch in a channel: `"+esc(commands.Command+" <instance>…")+"`.", h.Open, "")
 	group("*Running now*", "_Nothing is being patched._", h.Running, " (see each channel's threads)")

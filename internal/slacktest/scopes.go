@@ -5,7 +5,7 @@ import "strings"
 // DefaultScopes are the bot token's scopes unless WithScopes says
 // otherwise: those manifest.yml asks for (a test in the root package keeps
 // the two equal).
-var DefaultScopes = []string{"commands", "chat:write", "usergroups:read"}
+var DefaultScopes = []string{"commands", "chat:write", "channels:read", "groups:read", "usergroups:read"}
 
 // WithScopes sets the scopes of the bot token, which auth.test reports in
 // its X-OAuth-Scopes header as Slack does (none: an empty header).
