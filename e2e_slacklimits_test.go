@@ -19,7 +19,7 @@ const consoleTemplate = "https://console.eu-de.otc.t-systems.com/geminidb/?regio
 // refuses nothing and nothing is rate-limited (the bot paces itself).
 func TestHundredInstancesLongReasonsWithConsoleLinks(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, func(c *config.Config) { c.ConsoleURL = consoleTemplate })
+	h := newHarness(t, func(c *config.Config) { c.ConsoleURL = consoleTemplate; c.FleetGuard = 1000 }) // one wave: the subject is its messages
 	insts := h.addInstances("geminidb-cassandra-instance-with-a-rather-long-name", "cassandra", 100)
 	id, ts, jobs := h.submitted(insts)
 	if len(jobs) != 100 {
@@ -58,7 +58,7 @@ func TestHundredInstancesLongReasonsWithConsoleLinks(t *testing.T) {
 // shows the final state.
 func TestThreeBurstsOfEndsUnderRateLimits(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, nil)
+	h := newHarness(t, func(c *config.Config) { c.FleetGuard = 1000 }) // one wave: the subject is its job ends
 	insts := h.addInstances("db", "cassandra", 30)
 	id, ts, jobs := h.submitted(insts)
 	for burst := range 3 {
