@@ -19,8 +19,11 @@ import (
 var worstKit = kit{console: "https://console.eu-de.otc.t-systems.com/geminidb/?region={region}&project={project_id}#/instances/detail/{instance_id}/overview/with/a/long/path", region: "eu-de", project: "0123456789abcdef0123456789abcdef"}
 
 // worstPlan is 100 instances with long names (and 100 skipped ones).
-func worstPlan() upgrade.Plan {
-	p := bigPlan(100)
+func worstPlan() upgrade.Plan { return worstPlanOf(100) }
+
+// worstPlanOf is worstPlan with n instances.
+func worstPlanOf(n int) upgrade.Plan {
+	p := bigPlan(n)
 	for i := range p.Targets {
 		p.Targets[i].Instance.Name = fmt.Sprintf("%s-%s", strings.Repeat("very-long-instance-name-", 4), p.Targets[i].Instance.Name)
 		if i%7 == 0 {
@@ -89,74 +92,81 @@ func withinBudget(t *testing.T, kind string, blocks []slack.Block) {
 // failure reasons, console links) and checks each against the budget; long
 // lists go on in more replies or say how many are left out.
 func TestEveryMessageKindFitsByConstruction(t *testing.T) {
-	p, k := worstPlan(), worstKit
-	r := store.Request{ID: "r-000000000001", Requester: "U1", Channel: "COPS", State: store.Submitted, ExpiresAt: expires, CreatedAt: planTime}
-	results, jobs := worstResults(p), worstJobs(p)
-	after := map[string]upgrade.Instance{}
-	for _, t := range p.Targets {
-		after[t.Instance.ID] = t.Instance
-	}
-	label := "prod (eu-de)"
-
-	withinBudget(t, "plan", k.planBlocks(p, PlanView{RequestID: r.ID, ExpiresAt: expires, Note: longReason, Target: label}))
-	approval := withTarget(k.approvalBlocks(r, p, []string{"U2", "S3"}), label)
-	withinBudget(t, "approval request", approval)
-	if !strings.Contains(text(t, approval), "more — `"+commands.Command+" status r-000000000001` lists all") {
-		t.Errorf("the approval request does not say where to read every instance:\n%s", text(t, approval))
-	}
-	c := countJobs(results, jobs)
-	withinBudget(t, "channel parent", k.parentBlocks(ParentView{Request: r, Plan: p, Counts: &c, Rollout: []string{"wave 1: 10 sent", "wave 2: waiting"}, CanStop: true, Target: label}))
-	withinBudget(t, "channel parent, finished", k.parentBlocks(ParentView{Request: r, Plan: p, Counts: &c, Finished: true, Target: label}))
-
-	// The thread's reports: every instance is in some part.
-	reports := map[string][][]slack.Block{
-		"batch results": messages(titled("*Batch results* (70 submitted, 30 not submitted)", label), k.resultLines(p, results)),
-		"job ends":      k.jobEndsBlocks(jobs, planTime.Add(time.Hour)),
-		"summary":       messages("<@U1> request `r-000000000001` finished.\n*Versions before → after*", append(k.summaryLines(r, jobs, after), k.unstartedLines(p, results, after)...)),
-	}
-	for kind, parts := range reports {
-		seen := map[string]bool{}
-		for i, part := range parts {
-			part = withTarget(part, label)
-			if kind == "summary" && i == len(parts)-1 {
-				part = append(part, retryBlock(r.ID, 30))
+	// 100 instances (a patch of named instances) and 200 (a fleet selector,
+	// BOT_MAX_INSTANCES): every message kind fits at both.
+	for _, n := range []int{100, 200} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			p, k := worstPlanOf(n), worstKit
+			r := store.Request{ID: "r-000000000001", Requester: "U1", Channel: "COPS", State: store.Submitted, ExpiresAt: expires, CreatedAt: planTime}
+			results, jobs := worstResults(p), worstJobs(p)
+			after := map[string]upgrade.Instance{}
+			for _, t := range p.Targets {
+				after[t.Instance.ID] = t.Instance
 			}
-			withinBudget(t, fmt.Sprintf("%s part %d", kind, i+1), part)
-			for _, tg := range p.Targets {
-				if strings.Contains(text(t, part), tg.Instance.ID) {
-					seen[tg.Instance.ID] = true
+			label := "prod (eu-de)"
+
+			withinBudget(t, "plan", k.planBlocks(p, PlanView{RequestID: r.ID, ExpiresAt: expires, Note: longReason, Target: label}))
+			approval := withTarget(k.approvalBlocks(r, p, []string{"U2", "S3"}), label)
+			withinBudget(t, "approval request", approval)
+			if !strings.Contains(text(t, approval), "more — `"+commands.Command+" status r-000000000001` lists all") {
+				t.Errorf("the approval request does not say where to read every instance:\n%s", text(t, approval))
+			}
+			c := countJobs(results, jobs)
+			withinBudget(t, "channel parent", k.parentBlocks(ParentView{Request: r, Plan: p, Counts: &c, Rollout: []string{"wave 1: 10 sent", "wave 2: waiting"}, CanStop: true, Target: label}))
+			withinBudget(t, "channel parent, finished", k.parentBlocks(ParentView{Request: r, Plan: p, Counts: &c, Finished: true, Target: label}))
+
+			// The thread's reports: every instance is in some part.
+			reports := map[string][][]slack.Block{
+				"batch results": messages(titled("*Batch results* (70 submitted, 30 not submitted)", label), k.resultLines(p, results)),
+				"job ends":      k.jobEndsBlocks(jobs, planTime.Add(time.Hour)),
+				"summary":       messages("<@U1> request `r-000000000001` finished.\n*Versions before → after*", append(k.summaryLines(r, jobs, after), k.unstartedLines(p, results, after)...)),
+			}
+			for kind, parts := range reports {
+				seen := map[string]bool{}
+				for i, part := range parts {
+					part = withTarget(part, label)
+					if kind == "summary" && i == len(parts)-1 {
+						part = append(part, retryBlock(r.ID, 30))
+					}
+					withinBudget(t, fmt.Sprintf("%s part %d", kind, i+1), part)
+					txt := text(t, part)
+					for _, tg := range p.Targets {
+						if strings.Contains(txt, tg.Instance.ID) {
+							seen[tg.Instance.ID] = true
+						}
+					}
+				}
+				if len(seen) != len(p.Targets) {
+					t.Errorf("%s names %d of %d instances over %d parts: a part was cut", kind, len(seen), len(p.Targets), len(parts))
 				}
 			}
-		}
-		if len(seen) != len(p.Targets) {
-			t.Errorf("%s names %d of %d instances over %d parts: a part was cut", kind, len(seen), len(p.Targets), len(parts))
-		}
-	}
 
-	withinBudget(t, "paused", pausedBlocks(r.ID, longReason, "<@U1>"))
-	withinBudget(t, "status of a request", withTarget(k.requestStatusBlocks(r, p, results, jobs), label))
-	withinBudget(t, "status of a job", k.jobStatusBlocks(upgrade.Job{ID: "job-1", Name: "upgrade", InstanceID: p.Targets[0].Instance.ID, InstanceName: p.Targets[0].Instance.Name, Status: upgrade.JobFailed, FailReason: longReason, Started: planTime, Ended: planTime.Add(time.Hour)}))
-	insts := make([]upgrade.Instance, len(p.Targets))
-	for i, tg := range p.Targets {
-		insts[i] = tg.Instance
-	}
-	withinBudget(t, "list", k.listBlocks([]string{"cassandra", "influxdb"}, insts, planTime))
-	var entries []requestEntry
-	for i := range 100 {
-		rr := r
-		rr.ID = fmt.Sprintf("r-%012d", i)
-		rr.ParentTS = "1700000000.000100"
-		entries = append(entries, requestEntry{Request: rr, Plan: p, Counts: &c, Link: "https://example.slack.com/archives/COPS/p1700000000000100?thread_ts=1700000000.000100&cid=COPS"})
-	}
-	withinBudget(t, "history", k.historyBlocks(entries, "", ""))
-	home := k.homeView(homeData{User: "U1", Allowed: true, Open: entries, Running: entries, Finished: entries}, planTime)
-	withinBudget(t, "App Home", home.Blocks.BlockSet)
-	raw, _ := json.Marshal(home)
-	if err := slacktest.ValidateView(raw); err != nil {
-		t.Errorf("App Home: Slack refuses the view: %v", err)
-	}
-	for _, msg := range []string{longReason, strings.Repeat("<@U1> ", 2000)} {
-		withinBudget(t, "notice", noticeBlocks(msg))
+			withinBudget(t, "paused", pausedBlocks(r.ID, longReason, "<@U1>"))
+			withinBudget(t, "status of a request", withTarget(k.requestStatusBlocks(r, p, results, jobs), label))
+			withinBudget(t, "status of a job", k.jobStatusBlocks(upgrade.Job{ID: "job-1", Name: "upgrade", InstanceID: p.Targets[0].Instance.ID, InstanceName: p.Targets[0].Instance.Name, Status: upgrade.JobFailed, FailReason: longReason, Started: planTime, Ended: planTime.Add(time.Hour)}))
+			insts := make([]upgrade.Instance, len(p.Targets))
+			for i, tg := range p.Targets {
+				insts[i] = tg.Instance
+			}
+			withinBudget(t, "list", k.listBlocks([]string{"cassandra", "influxdb"}, insts, planTime))
+			var entries []requestEntry
+			for i := range 100 {
+				rr := r
+				rr.ID = fmt.Sprintf("r-%012d", i)
+				rr.ParentTS = "1700000000.000100"
+				entries = append(entries, requestEntry{Request: rr, Plan: p, Counts: &c, Link: "https://example.slack.com/archives/COPS/p1700000000000100?thread_ts=1700000000.000100&cid=COPS"})
+			}
+			withinBudget(t, "history", k.historyBlocks(entries, "", ""))
+			home := k.homeView(homeData{User: "U1", Allowed: true, Open: entries, Running: entries, Finished: entries}, planTime)
+			withinBudget(t, "App Home", home.Blocks.BlockSet)
+			raw, _ := json.Marshal(home)
+			if err := slacktest.ValidateView(raw); err != nil {
+				t.Errorf("App Home: Slack refuses the view: %v", err)
+			}
+			for _, msg := range []string{longReason, strings.Repeat("<@U1> ", 2000)} {
+				withinBudget(t, "notice", noticeBlocks(msg))
+			}
+		})
 	}
 }
 
