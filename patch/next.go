@@ -314,7 +314,17 @@ func judgeCanary(ro Rollout, byInstance map[string]store.Job) verdict {
 // before its WakeAt, so that the write always changes WakeAt and a Tick
 // that read x before it never puts it back to sleep (sleep compares
 // WakeAt).
+//
+// A request that is final and owes nothing (done, cancelled, rejected,
+// expired; not stopped, whose locks go as its last jobs end) has nothing
+// due ever again: a late write about it (a message's ts recorded) leaves
+// it asleep, so that no tick rewrites it, which would move its UpdatedAt
+// and with it the start of its retention.
 func wake(x *store.Request, now time.Time) {
+	if x.State.Final() && x.State != store.Stopped && !x.ResultsPending {
+		x.WakeAt = time.Time{}
+		return
+	}
 	if !x.WakeAt.IsZero() && !x.WakeAt.After(now) {
 		x.WakeAt = x.WakeAt.Add(-time.Nanosecond)
 		return
