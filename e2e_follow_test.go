@@ -329,7 +329,8 @@ func TestRetentionDeletesOldRequests(t *testing.T) {
 	id, ts, jobs := h.submitted(insts[:1])
 	h.gdb.CompleteJob(jobs[insts[0].ID], "3.11.3.5")
 	h.threadText(ts, "finished")
-	h.quiesce() // the summary is out and the request finished
+	h.waitParentText(id, "has finished") // the paced final update is out too
+	h.quiesce()                          // the summary is out and the request finished
 	if n := len(h.auditEvents("done")); n != 1 {
 		t.Fatalf("%d done audit events, want 1", n)
 	}
