@@ -211,6 +211,8 @@ func TestRollingUpgradeFromPreviousRelease(t *testing.T) {
 	h.waitParentText(wid, "scheduled for")
 	h.clock.Advance(2 * time.Hour)
 	h.waitBatchCalls(5)
+	// Calls counts a call on arrival, BatchCalls once its IDs are recorded.
+	pollUntil(t, h, "the fake to record the fifth batch call", func() bool { return len(gdb.BatchCalls()) >= 5 })
 	if calls := gdb.BatchCalls(); len(calls[4]) != 1 || calls[4][0] != later.ID {
 		t.Errorf("batch call once the window opened = %v, want %s", calls[4], later.Name)
 	}
