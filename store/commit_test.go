@@ -28,7 +28,11 @@ func openCommitter(t *testing.T) *committer {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return &committer{db: db}
+	c := &committer{db: db}
+	// Runs before the db.Close above (cleanups run last first): a sync
+	// still pending on its timer must not meet a closed file.
+	t.Cleanup(func() { _ = c.flush() })
+	return c
 }
 
 // TestCommitterFailuresStayTheirOwn runs many writes at once, some of which
